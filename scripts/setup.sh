@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up a Debian machine for recorder: system packages when missing, then the virtual
+# environment with the package and its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v gawk >/dev/null 2>&1 || need+=(gawk)
+command -v goaccess >/dev/null 2>&1 || need+=(goaccess)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing ${need[*]}; run as root (or install them) first" >&2
+        exit 1
+    fi
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps apt from starting the distribution's nginx/sshd on ports 80/22:
+    # the lab and the tests start their own on loopback high ports.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: ready (.venv/bin/recorder $(.venv/bin/recorder --version 2>/dev/null | awk '{print $NF}'))"
