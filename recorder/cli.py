@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from recorder import __version__
 from recorder.config import Config, ConfigError, load_config
+from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
+from recorder.store import Store, StoreError
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -80,3 +83,372 @@ def config_check(file: str) -> None:
             click.echo(f"  {line}")
         sys.exit(2)
     click.echo("ok")
+
+
+def parse_incident_id(value: str) -> int:
+    """`3` or `INC-3`; anything else (including path tricks like `../x`) is refused."""
+    text = value.strip()
+    if text.upper().startswith("INC-"):
+        text = text[4:]
+    if not text.isdigit() or len(text) > 12:
+        fail(f"invalid incident id {value!r}: expected a number such as 3 or INC-3")
+    return int(text)
+
+
+def open_store(ctx: Context) -> Store:
+    try:
+        return Store(ctx.config.state_path)
+    except StoreError as exc:
+        fail(str(exc), 1)
+
+
+def get_incident(ctx: Context, value: str) -> Incident:
+    incident_id = parse_incident_id(value)
+    incident = open_store(ctx).get(incident_id)
+    if incident is None:
+        fail(f"no incident {value} in {ctx.config.state_path}")
+    return incident
+
+
+# ---- the daemon and one-off sweeps -----------------------------------------------------------
+
+
+@main.command("run")
+@click.option(
+    "--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
+)
+@pass_ctx
+def run_cmd(ctx: Context, log_level: str) -> None:
+    """Run the daemon in the foreground (systemd runs this)."""
+    from recorder.daemon import configure_logging, run_daemon
+
+    configure_logging(log_level)
+    _ = ctx.config  # validate before anything starts; exits 2 with the errors
+    assert ctx.config_path is not None
+    sys.exit(run_daemon(ctx.config_path))
+
+
+@main.command("probe")
+@click.option("--host", "only_host", metavar="H", help="Only this host.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of observations.")
+@pass_ctx
+def probe_cmd(ctx: Context, only_host: str | None, as_json: bool) -> None:
+    """One sweep of every configured probe. Exit 0 all ok, 1 some failing, 2 bad config."""
+    from recorder.scheduler import sweep
+
+    config = ctx.config
+    if only_host and only_host not in config.hosts:
+        fail(f"unknown host {only_host!r} (configured: {', '.join(config.hosts)})")
+    observations = sweep(config, only_host=only_host)
+    if as_json:
+        echo_json([o.to_json() for o in observations])
+    else:
+        rows = [
+            (o.host, o.probe, str(o.status) if o.status != "fail" else f"FAIL {o.fault}", o.summary)
+            for o in observations
+        ]
+        click.echo(format_table(("HOST", "PROBE", "STATUS", "SUMMARY"), rows))
+    sys.exit(0 if all(o.status == "ok" for o in observations) else 1)
+
+
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, str(row[-1])]))
+    return "\n".join(lines)
+
+
+@main.command("logscan")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="Only requests at or after TIME (ISO 8601 or 'YYYY-MM-DD HH:MM').",
+)
+@click.option("--until", metavar="TIME", help="Only requests before TIME.")
+@click.option(
+    "--format",
+    "log_format",
+    metavar="LOG_FORMAT",
+    help="An nginx log_format string (default: combined).",
+)
+@click.option(
+    "--timezone", "tz_name", default="UTC", show_default=True, help="Zone of TIMEs without one."
+)
+@click.option("--json", "as_json", is_flag=True)
+def logscan_cmd(
+    files: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    log_format: str | None,
+    tz_name: str,
+    as_json: bool,
+) -> None:
+    """Summarize access logs (plain or .gz): requests, 5xx share, clients, affected share."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from recorder.logscan import format_text, parse_time, scan
+
+    try:
+        zone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"unknown time zone {tz_name!r}")
+    try:
+        start = parse_time(since, zone) if since else None
+        end = parse_time(until, zone) if until else None
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        summary = scan(list(files), start, end, log_format=log_format)
+    except FileNotFoundError as exc:
+        fail(f"no such file: {exc.filename}")
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(format_text(summary))
+
+
+# ---- incidents ------------------------------------------------------------------------------------
+
+
+@main.group("incidents")
+def incidents_group() -> None:
+    """Read incidents."""
+
+
+@incidents_group.command("list")
+@click.option(
+    "--status", type=click.Choice(["open", "resolved", "closed"]), help="Only this status."
+)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def incidents_list(ctx: Context, status: str | None, as_json: bool) -> None:
+    """List incidents, oldest first."""
+    incidents = open_store(ctx).list(status=status)
+    if as_json:
+        echo_json([i.to_json() for i in incidents])
+        return
+    if not incidents:
+        click.echo("no incidents")
+        return
+    zone = ctx.config.zone
+    rows = [
+        (
+            i.ref,
+            i.status,
+            local_time(i.started_at, zone),
+            f"{i.affected.ratio:.0%}" if i.affected.ratio is not None else "-",
+            i.title,
+        )
+        for i in incidents
+    ]
+    click.echo(format_table(("ID", "STATUS", "STARTED", "AFFECTED", "TITLE"), rows))
+
+
+@incidents_group.command("show")
+@click.argument("incident_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def incidents_show(ctx: Context, incident_id: str, as_json: bool) -> None:
+    """Show one incident with its timeline."""
+    incident = get_incident(ctx, incident_id)
+    if as_json:
+        echo_json(incident.to_json())
+        return
+    zone = ctx.config.zone
+    out = [
+        f"{incident.ref}  {incident.status}  {incident.title}",
+        f"service:   {incident.service}   hosts: {', '.join(incident.hosts)}",
+        f"started:   {local_time(incident.started_at, zone)}",
+        f"detected:  {local_time(incident.detected_at, zone)}",
+        f"resolved:  {local_time(incident.resolved_at, zone) if incident.resolved_at else '-'}",
+        f"closed:    {local_time(incident.closed_at, zone) if incident.closed_at else '-'}",
+        "affected:  "
+        + (
+            f"{incident.affected.ratio:.1%} ({incident.affected.method}): {incident.affected.evidence}"
+            if incident.affected.ratio is not None
+            else incident.affected.evidence
+        ),
+        "root causes:",
+        *(
+            f"  {c.fault} ({c.confidence:.0%}): " + "; ".join(c.evidence)
+            for c in incident.root_causes
+        ),
+        "timeline:",
+        *(
+            f"  {local_time(e.at, zone)} - [{e.kind}] {e.text} ({e.source})"
+            for e in incident.timeline
+        ),
+    ]
+    click.echo("\n".join(out))
+
+
+@main.command("note")
+@click.argument("incident_id", metavar="ID")
+@click.argument("text")
+@click.option("--kind", type=click.Choice(NOTE_KINDS), default="note", show_default=True)
+@click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    help="When it happened (ISO 8601 or 'YYYY-MM-DD HH:MM' in the configured zone); default now.",
+)
+@pass_ctx
+def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str | None) -> None:
+    """Add an entry to an incident's timeline."""
+    from recorder.logscan import parse_time
+
+    incident = get_incident(ctx, incident_id)
+    if not text.strip():
+        fail("the note is empty")
+    try:
+        at = parse_time(at_text, ctx.config.zone) if at_text else utcnow()
+    except ValueError as exc:
+        fail(str(exc))
+    open_store(ctx).add_entries(
+        incident.id, [TimelineEntry(at=at, kind=kind, text=text.strip(), source="cli")]
+    )
+    click.echo(f"{incident.ref}: {kind} at {local_time(at, ctx.config.zone)} added")
+
+
+@main.group("event")
+def event_group() -> None:
+    """Record events (a CI/CD pipeline calls these)."""
+
+
+@event_group.command("deploy")
+@click.option("--service", required=True, help="The service deployed.")
+@click.option("--version", "version", required=True, help="The version deployed.")
+@pass_ctx
+def event_deploy(ctx: Context, service: str, version: str) -> None:
+    """Record a deploy; it appears in timelines and in root-cause ranking."""
+    from recorder.events import record_deploy
+
+    if service not in ctx.config.services and service not in ctx.config.hosts:
+        known = ", ".join(ctx.config.services) or "none configured"
+        fail(f"unknown service {service!r} (services: {known})")
+    try:
+        record_deploy(ctx.config.state_path, service, version, source="cli")
+    except StoreError as exc:
+        fail(str(exc), 1)
+    click.echo(f"deploy of {service} {version} recorded")
+
+
+# ---- postmortems ------------------------------------------------------------------------------------
+
+
+@main.command("draft")
+@click.argument("incident_id", metavar="ID")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout."
+)
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@pass_ctx
+def draft_cmd(ctx: Context, incident_id: str, output: str | None, fmt: str) -> None:
+    """Render the postmortem draft of an incident."""
+    from recorder.postmortem.draft import render_draft
+
+    incident = get_incident(ctx, incident_id)
+    text = render_draft(incident, ctx.config, fmt=fmt)
+    if output:
+        write_private(output, text)
+        click.echo(f"{incident.ref}: draft written to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def write_private(path: str, text: str) -> None:
+    from recorder.postmortem.close import atomic_write
+
+    try:
+        atomic_write(Path(path), text)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", 1)
+
+
+@main.command("close")
+@click.argument("incident_id", metavar="ID")
+@click.option("--root-cause", help="The confirmed root cause, explained.")
+@click.option("--resolution", help="How it was fixed, explained.")
+@click.option("--misleading", multiple=True, help="A misleading path taken (repeatable).")
+@click.option("--escalated-to", help="Who the incident was escalated to, and when.")
+@click.option("--task", "tasks", multiple=True, help="A corrective task (repeatable).")
+@click.option("--affected", help="Override the affected share, e.g. '30% of clients'.")
+@click.option(
+    "--edit", is_flag=True, help="Open the draft in $EDITOR and close with what you save."
+)
+@click.option("--force", is_flag=True, help="Close an incident that is still open.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Where to write the final postmortem."
+)
+@pass_ctx
+def close_cmd(
+    ctx: Context,
+    incident_id: str,
+    root_cause: str | None,
+    resolution: str | None,
+    misleading: tuple[str, ...],
+    escalated_to: str | None,
+    tasks: tuple[str, ...],
+    affected: str | None,
+    edit: bool,
+    force: bool,
+    output: str | None,
+) -> None:
+    """Finalize the postmortem. Refuses, listing every gap, until it meets POSTMORTEM.md."""
+    from recorder.postmortem.close import CloseError, close_incident, edit_in_editor
+    from recorder.postmortem.draft import render_draft
+
+    incident = get_incident(ctx, incident_id)
+    edited: str | None = None
+    if edit:
+        edited = edit_in_editor(render_draft(incident, ctx.config))
+    try:
+        result = close_incident(
+            open_store(ctx),
+            ctx.config,
+            incident.id,
+            root_cause=root_cause,
+            resolution=resolution,
+            misleading=list(misleading),
+            escalated_to=escalated_to,
+            tasks=list(tasks),
+            affected=affected,
+            edited_text=edited,
+            force=force,
+            output=Path(output) if output else None,
+        )
+    except CloseError as exc:
+        fail(str(exc), exc.exit_code)
+    if not result.ok:
+        click.echo(f"{incident.ref}: not closed; the postmortem still lacks:", err=True)
+        for gap in result.gaps:
+            click.echo(f"  {gap}", err=True)
+        sys.exit(1)
+    click.echo(f"{incident.ref}: closed; postmortem written to {result.path}")
+
+
+@main.command("lint")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def lint_cmd(files: tuple[str, ...], as_json: bool) -> None:
+    """Check postmortems against POSTMORTEM.md; exit 1 with the list of gaps."""
+    from recorder.postmortem.lint import lint_file
+
+    report: dict[str, list[Any]] = {}
+    for name in files:
+        report[name] = lint_file(name)
+    if as_json:
+        echo_json({name: [g.to_json() for g in gaps] for name, gaps in report.items()})
+    else:
+        for name, gaps in report.items():
+            if gaps:
+                for gap in gaps:
+                    click.echo(str(gap))
+            else:
+                click.echo(f"{name}: ok")
+    sys.exit(1 if any(report.values()) else 0)

@@ -1,0 +1,338 @@
+"""`recorder run`: the daemon.
+
+Threads: the scheduler (starts probe runs), a pool of probe workers, the HTTP server, and
+one engine thread that owns the detector and the incident book. Everything that changes
+incidents (observations, Alertmanager alerts, reloads) reaches the engine through one
+queue, so the book needs no locks and changes are applied in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from probes.base import Observation
+from recorder import __version__
+from recorder.alertmanager import Alert
+from recorder.api import ApiServer, make_app, serve
+from recorder.config import Config, ConfigError, load_config
+from recorder.detector import Detector
+from recorder.incidents import IncidentBook
+from recorder.metrics import Metrics
+from recorder.model import Incident
+from recorder.postmortem.close import write_draft
+from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
+from recorder.store import Store, StoreError
+from recorder.systemd import Notifier
+
+log = logging.getLogger("recorder.daemon")
+
+ALERT_WAIT = 10.0  # seconds a webhook request waits for the engine before a 503
+
+
+@dataclass
+class _Obs:
+    obs: Observation
+    job: Job
+
+
+@dataclass
+class _Alerts:
+    alerts: list[Alert]
+    reply: Future[list[int | None]]
+
+
+class Daemon:
+    def __init__(self, config_path: str, registry: CollectorRegistry | None = None) -> None:
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.store = Store(self.config.state_path)
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
+        self.notifier = Notifier()
+        self.detector = Detector()
+        self.book = IncidentBook(self.config, self.store, request_diagnostics=self._diagnose)
+        self.book.on_opened = self._on_opened
+        self.queue: queue.Queue[_Obs | _Alerts | str] = queue.Queue()
+        self.scheduler: Scheduler | None = None
+        self.api: ApiServer | None = None
+        self._stop = threading.Event()
+        self._store_ok: tuple[bool, str] = (True, "ok")
+        self._log_seen: dict[str, tuple[int, int]] = {}
+        self._drafts_dirty: set[int] = set()
+
+    # ---- EngineAPI (used by the HTTP server's threads) ------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if self.scheduler is None or not self.scheduler.alive:
+            return False, "scheduler not running"
+        if self.book.store_error:
+            return False, self.book.store_error
+        ok, reason = self._store_ok
+        return ok, reason
+
+    def token(self) -> str | None:
+        path = self.config.alertmanager.token_file
+        if not path:
+            return None
+        try:
+            token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            log.error("cannot read alertmanager token_file %s: %s", path, exc.strerror)
+            return None
+        return token or None
+
+    def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
+        reply: Future[list[int | None]] = Future()
+        self.queue.put(_Alerts(alerts, reply))
+        return reply.result(timeout=ALERT_WAIT)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        for host, probe, since, fault in self.book.restore():
+            self.detector.assume_firing(host, probe, since, fault)
+        self._start_scheduler()
+        self.api = serve(self.config.listen, make_app(self))
+        log.info(
+            "recorder %s watching %d hosts (%d probes); listening on %s; state in %s",
+            __version__,
+            len(self.config.hosts),
+            len(self.scheduler.jobs) if self.scheduler else 0,
+            self.config.listen,
+            self.config.state_path,
+        )
+        self.notifier.ready(self._status_line())
+        try:
+            self._engine_loop()
+        finally:
+            self.notifier.stopping()
+            log.info("stopping")
+            if self.scheduler:
+                self.scheduler.stop()
+            if self.api:
+                self.api.close()
+            self.book.flush()
+            self.store.close()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.put("wake")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # tests run the daemon in a thread; they call stop() and reload()
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.queue.put("reload")
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def reload(self) -> None:
+        self.queue.put("reload")
+
+    def _start_scheduler(self) -> None:
+        jobs = build_jobs(self.config, build_hosts(self.config))
+        self.scheduler = Scheduler(
+            jobs, self._deliver, concurrency=self.config.defaults.concurrency
+        )
+        self.scheduler.start()
+
+    def _deliver(self, obs: Observation, job: Job) -> None:
+        self.queue.put(_Obs(obs, job))
+
+    def _diagnose(self, hosts: list[str]) -> None:
+        if self.scheduler:
+            self.scheduler.run_now(hosts)
+
+    def _on_opened(self, incident: Incident) -> None:
+        log.warning(
+            "incident %s opened: %s; harm began %s, detected %.1fs later",
+            incident.ref,
+            incident.title,
+            incident.started_at.isoformat(timespec="seconds"),
+            (incident.detected_at - incident.started_at).total_seconds(),
+        )
+
+    # ---- the engine thread ----------------------------------------------------------------------
+
+    def _engine_loop(self) -> None:
+        watchdog = self.notifier.watchdog_interval()
+        ping_every = watchdog / 2 if watchdog else None
+        last_tick = last_ping = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                item = None
+            try:
+                self._handle(item)
+            except Exception:  # the engine must outlive any one bad input
+                log.exception("engine error while handling %s", type(item).__name__)
+            now = time.monotonic()
+            if now - last_tick >= 1.0:
+                last_tick = now
+                self._tick()
+            if ping_every and now - last_ping >= ping_every and self.health()[0]:
+                last_ping = now
+                self.notifier.watchdog()
+
+    def _handle(self, item: _Obs | _Alerts | str | None) -> None:
+        if isinstance(item, _Obs):
+            self._on_observation(item.obs, item.job)
+        elif isinstance(item, _Alerts):
+            self._on_alerts(item)
+        elif item == "reload":
+            self._reload()
+
+    def _on_observation(self, obs: Observation, job: Job) -> None:
+        self.metrics.observe(obs)
+        if obs.probe == "error_rate":
+            self._count_log(obs)
+        before = {i.id for i in self.book.open_incidents()}
+        self.book.observe(obs)
+        for sig in self.detector.observe(obs, job.for_, job.recover_after):
+            log.info("%s %s on %s: %s", sig.kind, sig.probe, sig.host, obs.summary)
+            self.book.on_signal(sig)
+        self._drafts_dirty |= before | {i.id for i in self.book.open_incidents()}
+
+    def _count_log(self, obs: Observation) -> None:
+        """Metrics counters from the error_rate probe's cumulative totals."""
+        lines, rotations = obs.details.get("lines_total"), obs.details.get("rotations")
+        if not isinstance(lines, int) or not isinstance(rotations, int):
+            return
+        prev_lines, prev_rot = self._log_seen.get(obs.host, (lines, rotations))
+        self._log_seen[obs.host] = (lines, rotations)
+        if lines >= prev_lines:
+            self.metrics.count_log_lines(obs.host, lines - prev_lines)
+        if rotations > prev_rot:
+            self.metrics.count_rotations(obs.host, rotations - prev_rot)
+        new = obs.details.get("new_status_classes")
+        if isinstance(new, dict):
+            self.metrics.count_responses(obs.host, {str(k): int(v) for k, v in new.items()})
+
+    def _on_alerts(self, batch: _Alerts) -> None:
+        results: list[int | None] = []
+        try:
+            for alert in batch.alerts:
+                service, host = alert.service, alert.host
+                results.append(
+                    self.book.on_alert(
+                        fingerprint=alert.fingerprint,
+                        firing=alert.firing,
+                        name=alert.name,
+                        service=service,
+                        host=host,
+                        fault=alert.fault,
+                        summary=alert.summary,
+                        starts_at=alert.starts_at,
+                        ends_at=alert.ends_at,
+                    )
+                )
+                self.store.put_alert(
+                    alert.fingerprint,
+                    results[-1],
+                    "firing" if alert.firing else "resolved",
+                    alert.name,
+                    alert.starts_at,
+                    alert.ends_at,
+                )
+        except Exception as exc:
+            batch.reply.set_exception(exc)
+            raise
+        self._drafts_dirty |= {i for i in results if i}
+        batch.reply.set_result(results)
+
+    def _tick(self) -> None:
+        self.book.tick()
+        try:
+            self.store.check_writable()
+            if not self._store_ok[0]:
+                log.warning("store writable again")
+            self._store_ok = (True, "ok")
+        except StoreError as exc:
+            if self._store_ok[1] != str(exc):
+                log.error("%s", exc)
+            self._store_ok = (False, str(exc))
+        self._write_drafts()
+        self.notifier.status(self._status_line())
+
+    def _write_drafts(self) -> None:
+        for incident_id in sorted(self._drafts_dirty):
+            incident = self.store.get(incident_id) if incident_id else None
+            if incident is None:
+                continue
+            try:
+                write_draft(self.config, incident)
+            except OSError as exc:
+                log.error("cannot write the draft of %s: %s", incident.ref, exc)
+                return  # keep them dirty; try again next tick
+        self._drafts_dirty.clear()
+
+    def _status_line(self) -> str:
+        n_open = len([i for i in self.book.open_incidents() if i.severity == "outage"])
+        return (
+            f"watching {len(self.config.hosts)} hosts, "
+            f"{n_open} open incident{'s' if n_open != 1 else ''}"
+        )
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", "; ".join(exc.errors))
+            self.notifier.ready(self._status_line())
+            return
+        if new.state_dir != self.config.state_dir or new.listen != self.config.listen:
+            log.error("reload: state_dir and listen changes need a restart; keeping the old values")
+            new = new.model_copy(
+                update={"state_dir": self.config.state_dir, "listen": self.config.listen}
+            )
+        if self.scheduler:
+            self.scheduler.stop()
+        self.config = new
+        self.book.config = new  # open incidents carry over; the book reads config live
+        self._start_scheduler()
+        log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))
+        self.notifier.ready(self._status_line())
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One line per event on stderr; journald adds the time and unit."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt)
+    logging.getLogger("paramiko").setLevel(logging.ERROR)
+    logging.getLogger("waitress").setLevel(logging.WARNING)
+
+
+def run_daemon(config_path: str, on_ready: Callable[[Daemon], Any] | None = None) -> int:
+    try:
+        daemon = Daemon(config_path)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    if on_ready:
+        on_ready(daemon)
+    return daemon.run()

@@ -1,0 +1,571 @@
+"""The incident book: turns signals into incidents and keeps them current.
+
+One outage is one incident, however many probes notice it: a firing signal joins the open
+incident of its service. While an incident is open the book keeps its evidence, root-cause
+ranking, affected share and timeline current, and writes every change to the store before
+anything reports it. The in-memory copy only holds what the engine needs to continue; the
+store is the record, and a restarted daemon rebuilds the book from it.
+
+Single-threaded by design: the daemon's engine thread is the only caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from probes.base import Fault, Observation, Status
+from recorder.config import Config
+from recorder.detector import Signal, SignalKind
+from recorder.model import (
+    Affected,
+    Cause,
+    EntryKind,
+    Incident,
+    IncidentStatus,
+    TimelineEntry,
+    iso,
+    local_time,
+    parse_iso,
+    utcnow,
+)
+from recorder.ranking import rank_causes
+from recorder.runbooks import load_runbooks
+from recorder.store import Store, StoreError, deploy_entry
+
+log = logging.getLogger("recorder.incidents")
+
+DEPLOY_LOOKBACK = timedelta(minutes=15)  # a deploy this long before harm is a suspect
+
+
+@dataclass
+class _Open:
+    """An open incident as the engine works on it."""
+
+    incident: Incident
+    pending: list[TimelineEntry] = field(default_factory=list)  # not yet in the store
+    diagnostics: set[tuple[str, str]] = field(default_factory=set)  # (host, probe) awaited
+    causes_said: str = ""  # the ranking last written to the timeline
+
+    @property
+    def signals(self) -> dict[str, dict[str, Any]]:
+        signals: dict[str, dict[str, Any]] = self.incident.data.setdefault("signals", {})
+        return signals
+
+    def add(self, at: datetime, kind: str, text: str, source: str, key: str) -> None:
+        self.pending.append(TimelineEntry(at=at, kind=kind, text=text, source=source, key=key))
+
+
+class IncidentBook:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Callable[[], datetime] = utcnow,
+        request_diagnostics: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.request_diagnostics = request_diagnostics
+        self.latest: dict[tuple[str, str], Observation] = {}
+        self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
+        self.store_error: str | None = None
+        self.on_opened: Callable[[Incident], None] | None = None
+
+    # ---- start-up ---------------------------------------------------------------------
+
+    def restore(self) -> list[tuple[str, str, datetime, Fault | None]]:
+        """Load open incidents from the store; return their still-firing signals
+        (host, probe, since, fault) so the detector can be seeded with them."""
+        firing: list[tuple[str, str, datetime, Fault | None]] = []
+        for incident in self.store.open_incidents():
+            book_key = self._book_key(incident.service, incident.severity, incident.hosts)
+            self._open[book_key] = _Open(
+                incident=incident, causes_said=_causes_line(incident.root_causes)
+            )
+            for sig in incident.data.get("signals", {}).values():
+                if sig.get("state") == "firing" and sig.get("probe") != "alertmanager":
+                    since = parse_iso(sig.get("since")) or incident.started_at
+                    fault = (
+                        Fault(sig["fault"])
+                        if sig.get("fault") in Fault.__members__.values()
+                        else None
+                    )
+                    firing.append((sig["host"], sig["probe"], since, fault))
+            log.info(
+                "continuing %s (%s, opened %s)",
+                incident.ref,
+                incident.title,
+                iso(incident.detected_at),
+            )
+        return firing
+
+    def open_incidents(self) -> list[Incident]:
+        return [o.incident for o in self._open.values()]
+
+    # ---- inputs -----------------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> None:
+        """Every observation passes here: it is evidence for open incidents."""
+        self.latest[(obs.host, obs.probe)] = obs
+        for item in self._open.values():
+            if (obs.host, obs.probe) in item.diagnostics:
+                item.diagnostics.discard((obs.host, obs.probe))
+                self._record_diagnostic(item, obs)
+            if (
+                obs.host in self.config.hosts_of(item.incident.service)
+                and item.incident.severity == "outage"
+            ):
+                self._refresh(item)
+
+    def on_signal(self, sig: Signal) -> None:
+        if sig.kind in (SignalKind.FIRED, SignalKind.FLAPPED):
+            self._on_firing(sig)
+        elif sig.kind is SignalKind.RECOVERED:
+            self._on_recovered(sig.host, sig.probe, sig.since, sig.observation.summary)
+        elif sig.kind is SignalKind.UNREACHABLE:
+            self._on_unreachable(sig)
+        elif sig.kind is SignalKind.REACHABLE:
+            self._on_recovered(
+                sig.host, sig.probe, sig.since, sig.observation.summary, monitoring=True
+            )
+        self.flush()
+
+    def on_alert(
+        self,
+        *,
+        fingerprint: str,
+        firing: bool,
+        name: str,
+        service: str,
+        host: str,
+        fault: Fault | None,
+        summary: str,
+        starts_at: datetime,
+        ends_at: datetime | None,
+    ) -> int | None:
+        """An Alertmanager alert: firing opens or joins, resolved recovers its signal.
+        Returns the incident id it landed in (None for a resolved alert we never saw)."""
+        key = f"alert:{fingerprint}"
+        if firing:
+            obs = Observation(
+                host=host,
+                probe="alertmanager",
+                status=Status.FAIL,
+                summary=f"alert {name}: {summary}" if summary else f"alert {name}",
+                fault=fault,
+                details={"alertname": name, "fingerprint": fingerprint},
+                at=starts_at,
+            )
+            item = self._join_or_open(service, obs, starts_at, key, source="alertmanager")
+            self.flush()
+            return item.incident.id
+        for item in self._open.values():
+            if key in item.signals:
+                self._recover_signal(item, key, ends_at or self.clock(), f"alert {name} resolved")
+                incident_id = item.incident.id
+                self.flush()
+                return incident_id
+        return None
+
+    def tick(self) -> None:
+        """Periodic work: retry writes that failed (disk full, read-only store)."""
+        self.flush()
+
+    # ---- opening and joining ----------------------------------------------------------
+
+    def _on_firing(self, sig: Signal) -> None:
+        service = self.config.service_of(sig.host)
+        item = self._join_or_open(service, sig.observation, sig.since, sig.key, source=sig.probe)
+        if sig.kind is SignalKind.FLAPPED:
+            n = item.signals[sig.key].get("flaps", 0) + 1
+            item.signals[sig.key]["flaps"] = n
+            item.add(
+                sig.observation.at,
+                EntryKind.NOTE,
+                f"{sig.probe} on {sig.host} failed again within recover_after (flap {n}): "
+                f"{sig.observation.summary}",
+                sig.probe,
+                f"flap:{sig.key}:{n}",
+            )
+
+    def _join_or_open(
+        self, service: str, obs: Observation, since: datetime, key: str, source: str
+    ) -> _Open:
+        item = self._open.get(service)
+        now = self.clock()
+        # Harm began at the first failed sample, or at the first 5xx in the log when earlier.
+        started = since
+        first_5xx = (
+            parse_iso(obs.details.get("first_5xx")) if obs.details.get("first_5xx") else None
+        )
+        if first_5xx and first_5xx < started:
+            started = first_5xx
+        if item is None:
+            item = self._open_new(service, obs, started, now, source)
+        elif key not in item.signals:
+            item.add(
+                obs.at,
+                EntryKind.NOTE,
+                f"Also failing: {obs.probe} on {obs.host}: {obs.summary}",
+                source,
+                f"join:{key}:{iso(since)}",
+            )
+        if started < item.incident.started_at:
+            item.incident.started_at = started
+        was = item.signals.get(key, {})
+        item.signals[key] = {
+            "host": obs.host,
+            "probe": obs.probe,
+            "fault": str(obs.fault) if obs.fault else None,
+            "state": "firing",
+            "since": was.get("since") or iso(since),
+            "flaps": was.get("flaps", 0),
+            "summary": obs.summary,
+        }
+        if obs.host not in item.incident.hosts:
+            item.incident.hosts.append(obs.host)
+        if item.incident.status != IncidentStatus.OPEN:
+            item.incident.status, item.incident.resolved_at = IncidentStatus.OPEN, None
+        self._refresh(item)
+        return item
+
+    def _open_new(
+        self, service: str, obs: Observation, started: datetime, now: datetime, source: str
+    ) -> _Open:
+        how = (
+            f"an Alertmanager alert ({obs.details.get('alertname')})"
+            if source == "alertmanager"
+            else f"automated monitoring: {obs.probe} probe on {obs.host}"
+        )
+        incident = Incident(
+            id=0,
+            status=IncidentStatus.OPEN,
+            title=f"{service}: {obs.summary}",
+            service=service,
+            fault=str(obs.fault) if obs.fault else None,
+            started_at=started,
+            detected_at=now,
+            hosts=[obs.host],
+        )
+        item = _Open(incident=incident)
+        self._open[service] = item
+        zone = self.config.zone
+        item.add(
+            started, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start"
+        )
+        item.add(
+            now,
+            EntryKind.DETECTION,
+            f"Incident opened by the recorder, detected by {how}: {obs.summary} "
+            f"(harm began {local_time(started, zone)})",
+            source,
+            "detection",
+        )
+        for deploy in self.store.deploys(service, started - DEPLOY_LOOKBACK, now):
+            item.pending.append(
+                deploy_entry(
+                    service, deploy["version"], deploy["at"], deploy["source"], deploy["id"]
+                )
+            )
+        # Look at every probe of the service's hosts at once: what passes is ruled out.
+        hosts = self.config.hosts_of(service)
+        item.diagnostics = {(h, p) for h in hosts for _, p, _ in self.config.checks_for(h)}
+        if self.request_diagnostics and item.diagnostics:
+            self.request_diagnostics(hosts)
+        log.warning("opened incident for %s: %s", service, obs.summary)
+        return item
+
+    def _on_unreachable(self, sig: Signal) -> None:
+        key = f"monitoring:{sig.host}"
+        item = self._open.get(key)
+        obs = sig.observation
+        if item is None:
+            incident = Incident(
+                id=0,
+                status=IncidentStatus.OPEN,
+                severity="monitoring",
+                title=f"cannot reach {sig.host}: {obs.details.get('error', obs.summary)}",
+                service=self.config.service_of(sig.host),
+                fault=None,
+                started_at=sig.since,
+                detected_at=self.clock(),
+                hosts=[sig.host],
+            )
+            item = _Open(incident=incident)
+            self._open[key] = item
+            item.add(
+                sig.since,
+                EntryKind.DETECTION,
+                f"The recorder cannot check {sig.host} ({sig.probe}): {obs.summary}. "
+                "This is a monitoring gap, not evidence that the site is down.",
+                sig.probe,
+                "detection",
+            )
+            log.warning("cannot reach %s: %s", sig.host, obs.summary)
+        item.signals[sig.key] = {
+            "host": sig.host,
+            "probe": sig.probe,
+            "fault": None,
+            "state": "firing",
+            "since": iso(sig.since),
+            "summary": obs.summary,
+        }
+
+    # ---- recovery -----------------------------------------------------------------------
+
+    def _on_recovered(
+        self, host: str, probe: str, since: datetime, summary: str, monitoring: bool = False
+    ) -> None:
+        key = f"{probe}@{host}"
+        for item in list(self._open.values()):
+            if (item.incident.severity == "monitoring") == monitoring and key in item.signals:
+                self._recover_signal(item, key, since, summary)
+
+    def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
+        sig = item.signals[key]
+        if sig.get("state") == "recovered":
+            return
+        sig["state"], sig["recovered_at"] = "recovered", iso(since)
+        item.add(
+            since,
+            EntryKind.NOTE,
+            f"{sig['probe']} on {sig['host']} healthy again: {summary}",
+            sig["probe"],
+            f"recovered:{key}:{iso(since)}",
+        )
+        if all(s.get("state") == "recovered" for s in item.signals.values()):
+            ends = [parse_iso(s.get("recovered_at")) for s in item.signals.values()]
+            resolved_at = max(e for e in ends if e is not None)
+            item.incident.status = IncidentStatus.RESOLVED
+            item.incident.resolved_at = resolved_at
+            harm = resolved_at - item.incident.started_at
+            item.add(
+                resolved_at,
+                EntryKind.RESOLUTION,
+                f"Every signal healthy again; incident resolved after {_human(harm)} of harm",
+                "recorder",
+                f"resolved:{iso(resolved_at)}",
+            )
+            log.warning("resolved %s: %s", item.incident.ref, item.incident.title)
+
+    # ---- evidence, ranking, affected share ------------------------------------------------
+
+    def evidence(self, service: str, since: datetime | None = None) -> dict[str, list[str]]:
+        """Ranking evidence: runbook symptom terms present now on the service's hosts."""
+        terms: dict[str, list[str]] = {}
+        health: dict[str, list[bool]] = {}
+        for host in self.config.hosts_of(service):
+            for (h, probe), obs in self.latest.items():
+                if h != host or obs.status is Status.ERROR:
+                    continue
+                health.setdefault(probe, []).append(obs.status is Status.OK)
+                if obs.status is Status.FAIL and obs.fault:
+                    terms.setdefault(f"{probe}:{obs.fault}", []).append(f"{host}: {obs.summary}")
+                rate, baseline = obs.details.get("rate"), obs.details.get("baseline_rate")
+                if (
+                    probe == "error_rate"
+                    and rate
+                    and baseline
+                    and rate > 3 * baseline
+                    and obs.status is Status.FAIL
+                ):
+                    terms.setdefault("rate:above-baseline", []).append(
+                        f"{host}: {rate:.1f} requests/s against a baseline of {baseline:.1f}/s"
+                    )
+        for probe, oks in health.items():
+            if oks and all(oks):
+                terms[f"{probe}:ok"] = [f"{probe} ok on every host of {service}"]
+        item = self._open.get(service)
+        if item:
+            for sig in item.signals.values():
+                if (
+                    sig["probe"] == "alertmanager"
+                    and sig.get("state") == "firing"
+                    and sig.get("fault")
+                ):
+                    terms.setdefault(f"alert:{sig['fault']}", []).append(
+                        f"{sig['host']}: {sig['summary']}"
+                    )
+        start = since or (item.incident.started_at if item else self.clock())
+        for deploy in self.store.deploys(service, start - DEPLOY_LOOKBACK, self.clock()):
+            terms.setdefault("deploy:recent", []).append(
+                f"deploy of {service} {deploy['version']} at {local_time(deploy['at'], self.config.zone)}"
+            )
+        return terms
+
+    def _refresh(self, item: _Open) -> None:
+        incident = item.incident
+        if incident.severity != "outage" or incident.status != IncidentStatus.OPEN:
+            return
+        try:
+            candidates = rank_causes(self.evidence(incident.service))
+        except sqlite3.Error as exc:
+            self._store_failed(exc)
+            return
+        incident.root_causes = [
+            Cause(str(c.fault), c.confidence, list(c.evidence)) for c in candidates
+        ]
+        if candidates:
+            top = candidates[0]
+            incident.fault = str(top.fault)
+            runbook = load_runbooks().get(top.fault)
+            label = runbook.title if runbook else str(top.fault)
+            incident.title = f"{incident.service}: {label} ({', '.join(incident.hosts)})"
+        line = _causes_line(incident.root_causes)
+        if line and line != item.causes_said:
+            item.causes_said = line
+            item.add(
+                self.clock(),
+                EntryKind.NOTE,
+                f"Root-cause candidates: {line}",
+                "recorder",
+                f"causes:{line}",
+            )
+        self._update_affected(item)
+
+    def _update_affected(self, item: _Open) -> None:
+        incident = item.incident
+        if not any(s.get("state") == "firing" for s in item.signals.values()):
+            return  # harm over: the measure is frozen at what the incident saw
+        measured = self.affected_share(incident.service)
+        if measured is None:
+            return
+        previous = incident.affected
+        peak = max(measured.ratio or 0.0, previous.peak or 0.0)
+        # The share reported is the worst seen while the incident was open (the window
+        # that held the most harm), with the evidence of that window.
+        if previous.ratio is None or (measured.ratio or 0.0) >= (previous.ratio or 0.0):
+            incident.affected = Affected(measured.ratio, measured.method, measured.evidence, peak)
+        else:
+            previous.peak = peak
+
+    def affected_share(self, service: str) -> Affected | None:
+        """The best measure available now of the share of the service's users hurt."""
+        entrypoints = (
+            self.config.entrypoints_of(service)
+            or [h for h in self.config.hosts_of(service) if self.config.hosts[h].role == "lb"]
+            or self.config.hosts_of(service)
+        )
+        zone = self.config.zone
+        for host in entrypoints:
+            http = self.latest.get((host, "http"))
+            proc = self.latest.get((host, "process"))
+            if (http and http.status is Status.FAIL and http.fault is Fault.PORT_CLOSED) or (
+                proc and proc.status is Status.FAIL
+            ):
+                what = (
+                    http.summary
+                    if http and http.status is Status.FAIL
+                    else proc.summary
+                    if proc
+                    else ""
+                )
+                return Affected(
+                    1.0,
+                    "entrypoint-unreachable",
+                    f"{host} is the only way in for {service} and answers nothing ({what}): "
+                    "every client was turned away",
+                )
+        best: Affected | None = None
+        for host in entrypoints:
+            er = self.latest.get((host, "error_rate"))
+            if er is None or er.status is Status.ERROR or not er.details.get("clients"):
+                continue
+            d = er.details
+            ratio = d.get("clients_with_5xx", 0) / d["clients"]
+            window = ""
+            if d.get("window_start") and d.get("window_end"):
+                ws, we = parse_iso(d["window_start"]), parse_iso(d["window_end"])
+                if ws and we:
+                    window = f", {local_time(ws, zone)} to {local_time(we, zone)}"
+            best = Affected(
+                round(ratio, 4),
+                "clients-with-5xx",
+                f"{d.get('clients_with_5xx', 0):,} of {d['clients']:,} clients got at least one 5xx"
+                f"{window}, {host} access log",
+            )
+        for host in entrypoints:
+            up = self.latest.get((host, "upstreams"))
+            if up and up.status is Status.FAIL and up.details.get("dead_weight_share") is not None:
+                share = float(up.details["dead_weight_share"])
+                if best is None or share < (best.ratio or 0.0):
+                    continue  # the balancer's log shows less harm than the dead backend's weight
+                best = Affected(
+                    round(share, 4),
+                    "dead-backend-weight",
+                    f"dead backends carried {share:.0%} of {host}'s upstream weight ({up.summary})",
+                )
+        return best
+
+    # ---- diagnostics ---------------------------------------------------------------------
+
+    def _record_diagnostic(self, item: _Open, obs: Observation) -> None:
+        if obs.status is Status.OK:
+            text = f"Checked {obs.probe} on {obs.host}: {obs.summary} (ruled out)"
+            item.incident.data.setdefault("ruled_out", []).append(
+                f"{obs.probe} on {obs.host}: {obs.summary}"
+            )
+        elif obs.status is Status.FAIL:
+            text = f"Checked {obs.probe} on {obs.host}: {obs.summary}"
+        else:
+            text = f"Could not check {obs.probe} on {obs.host}: {obs.summary}"
+        item.add(obs.at, EntryKind.ACTION, text, obs.probe, f"diag:{obs.probe}@{obs.host}")
+
+    # ---- persistence -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write every pending change; on failure keep it in memory and try again later."""
+        for book_key, item in list(self._open.items()):
+            try:
+                if item.incident.id == 0:
+                    item.incident.timeline = item.pending
+                    self.store.create_incident(item.incident)
+                    item.incident.timeline = []
+                    if self.on_opened:
+                        self.on_opened(item.incident)
+                    log.warning("opened %s: %s", item.incident.ref, item.incident.title)
+                elif not self.store.save_detection(item.incident, item.pending):
+                    del self._open[book_key]  # people closed it: no longer ours to write
+                    continue
+            except (sqlite3.Error, OSError, StoreError) as exc:
+                self._store_failed(exc)
+                return
+            item.pending = []
+            if item.incident.status != IncidentStatus.OPEN:
+                del self._open[book_key]
+        if self.store_error:
+            log.warning("store writable again; pending changes written")
+            self.store_error = None
+
+    def _store_failed(self, exc: BaseException) -> None:
+        reason = f"store write failed: {exc}"
+        if reason != self.store_error:
+            log.error("%s (changes kept in memory, retrying)", reason)
+        self.store_error = reason
+
+    @staticmethod
+    def _book_key(service: str, severity: str, hosts: Iterable[str]) -> str:
+        if severity == "monitoring":
+            return f"monitoring:{next(iter(hosts), service)}"
+        return service
+
+
+def _causes_line(causes: list[Cause]) -> str:
+    return ", ".join(f"{c.fault} ({c.confidence:.0%})" for c in causes[:3])
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 120:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

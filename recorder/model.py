@@ -1,0 +1,138 @@
+"""The incident as the rest of the system sees it: what the store keeps, the CLI and API
+print, and the postmortem drafter renders. Times are UTC-aware datetimes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class EntryKind(StrEnum):
+    IMPACT_START = "impact-start"
+    DETECTION = "detection"
+    ACTION = "action"
+    MISLEADING = "misleading"
+    ESCALATION = "escalation"
+    RESOLUTION = "resolution"
+    DEPLOY = "deploy"
+    NOTE = "note"
+
+
+# What `recorder note --kind` accepts: the kinds a person writes.
+NOTE_KINDS = ("action", "misleading", "escalation", "resolution", "note")
+
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    kind: str
+    text: str
+    source: str
+    # Unique per incident: makes writing the same entry twice (a restart, a retried
+    # save, a repeated webhook) a no-op instead of a duplicate.
+    key: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "kind": self.kind, "text": self.text, "source": self.source}
+
+
+@dataclass
+class Task:
+    text: str
+    done: bool = False
+
+
+@dataclass
+class Cause:
+    fault: str
+    confidence: float
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Affected:
+    ratio: float | None = None  # 0..1; None while nothing measured it
+    method: str = "unknown"
+    evidence: str = "not measured yet"
+    peak: float | None = None  # the highest window seen while the incident was open
+
+
+@dataclass
+class Incident:
+    id: int
+    status: str
+    title: str
+    service: str
+    fault: str | None
+    started_at: datetime
+    detected_at: datetime
+    hosts: list[str] = field(default_factory=list)
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    severity: str = "outage"  # or "monitoring": we could not look, not the site is down
+    affected: Affected = field(default_factory=Affected)
+    root_causes: list[Cause] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    # Engine bookkeeping: signals that joined it, flaps, checks ruled out, last evidence.
+    data: dict[str, Any] = field(default_factory=dict)
+    # What people wrote when closing: root cause, resolution, misleading, escalated_to.
+    postmortem: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"INC-{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ref": self.ref,
+            "status": self.status,
+            "severity": self.severity,
+            "title": self.title,
+            "service": self.service,
+            "hosts": list(self.hosts),
+            "fault": self.fault,
+            "started_at": iso(self.started_at),
+            "detected_at": iso(self.detected_at),
+            "resolved_at": iso(self.resolved_at),
+            "closed_at": iso(self.closed_at),
+            "affected": asdict(self.affected),
+            "root_causes": [asdict(c) for c in self.root_causes],
+            "timeline": [e.to_json() for e in sorted(self.timeline, key=lambda e: e.at)],
+            "tasks": [asdict(t) for t in self.tasks],
+            "detection_delay_seconds": round(
+                (self.detected_at - self.started_at).total_seconds(), 3
+            ),
+        }
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds") if value else None
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def local_time(value: datetime, zone: ZoneInfo, seconds: bool = True) -> str:
+    """`2026-11-23 14:30:05 EAT`: always with the zone written out."""
+    local = value.astimezone(zone)
+    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return f"{local.strftime(fmt)} {local.tzname() or zone.key}"

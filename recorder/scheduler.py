@@ -1,0 +1,246 @@
+"""The scheduler: runs every configured probe on its interval, concurrently with a bound,
+each run bounded by a timeout, so a slow or hung host never delays the others.
+
+The scheduler, not the probe, owns timeouts and turns any exception into an `error`
+observation. A job whose previous run is still in flight is not started again: a hung
+host costs one worker per probe at most, never a growing pile.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from probes import PROBES
+from probes.base import Host, HostUnreachable, Observation, Status, error_observation
+from recorder.config import Config
+from recorder.hosts import build_host
+
+log = logging.getLogger("recorder.scheduler")
+
+
+@dataclass(eq=False)
+class Job:
+    host: Host
+    probe: str
+    config: BaseModel
+    interval: float
+    timeout: float
+    for_: float
+    recover_after: float
+    next_due: float = 0.0
+    future: Future[Observation] | None = None
+    deadline: float = 0.0
+    started: float = 0.0
+    timed_out: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.host.name, self.probe)
+
+
+def prepare_probe_config(name: str, cfg: BaseModel, state_dir: Path) -> BaseModel:
+    """Fill in what the engine owns: where stateful probes keep their state."""
+    if "state_dir" in type(cfg).model_fields and getattr(cfg, "state_dir", None) is None:
+        return cfg.model_copy(update={"state_dir": str(state_dir / "probes")})
+    return cfg
+
+
+def build_jobs(
+    config: Config, hosts: dict[str, Host] | None = None, only_host: str | None = None
+) -> list[Job]:
+    hosts = hosts if hosts is not None else build_hosts(config)
+    jobs: list[Job] = []
+    for check in config.checks:
+        for host_name in check.hosts:
+            if only_host and host_name != only_host:
+                continue
+            for name, cfg in check.probes.items():
+                jobs.append(
+                    Job(
+                        host=hosts[host_name],
+                        probe=name,
+                        config=prepare_probe_config(name, cfg, config.state_path),
+                        interval=config.interval(check),
+                        timeout=config.timeout(check),
+                        for_=config.for_(check),
+                        recover_after=config.recover_after(check),
+                    )
+                )
+    return jobs
+
+
+def build_hosts(config: Config) -> dict[str, Host]:
+    return {name: build_host(name, cfg) for name, cfg in config.hosts.items()}
+
+
+def run_probe(host: Host, name: str, cfg: BaseModel) -> Observation:
+    """Run one probe; whatever goes wrong becomes an `error` observation, never a raise."""
+    start = time.perf_counter()
+    try:
+        obs = PROBES[name](host, cfg)
+    except HostUnreachable as exc:
+        return error_observation(host, name, exc, time.perf_counter() - start)
+    except Exception as exc:  # a probe bug must not take the daemon down with it
+        log.exception("probe %s on %s raised", name, host.name)
+        return error_observation(host, name, exc, time.perf_counter() - start)
+    return obs
+
+
+def timeout_observation(job: Job) -> Observation:
+    return error_observation(
+        job.host, job.probe, HostUnreachable(f"probe timed out after {job.timeout:g}s"), job.timeout
+    )
+
+
+def sweep(
+    config: Config, only_host: str | None = None, concurrency: int | None = None
+) -> list[Observation]:
+    """One run of every configured probe (the `recorder probe` command)."""
+    jobs = build_jobs(config, only_host=only_host)
+    if not jobs:
+        return []
+    workers = min(concurrency or config.defaults.concurrency, len(jobs))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
+    try:
+        futures = [(job, pool.submit(run_probe, job.host, job.probe, job.config)) for job in jobs]
+        started = time.monotonic()
+        results: list[Observation] = []
+        for job, fut in futures:
+            # Each job's deadline counts from the start of the sweep plus its own timeout:
+            # queued behind others it may start later, so allow for the queue.
+            remaining = job.timeout * (1 + len(jobs) // workers) - (time.monotonic() - started)
+            try:
+                results.append(fut.result(timeout=max(remaining, 0.01)))
+            except FutureTimeout:
+                results.append(timeout_observation(job))
+        return results
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Scheduler:
+    """Runs jobs forever on their intervals and hands each observation to `deliver`."""
+
+    def __init__(
+        self,
+        jobs: Iterable[Job],
+        deliver: Callable[[Observation, Job], None],
+        concurrency: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.jobs = list(jobs)
+        self.deliver = deliver
+        self.clock = clock
+        # Headroom beyond the bound: workers stuck in hung probes must not starve the rest.
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
+        self.concurrency = concurrency
+        self._heap: list[tuple[float, int, Job]] = []
+        self._inflight: set[Job] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self.last_loop = self.clock()
+        now = self.clock()
+        # Spread first runs over a fraction of the interval so a thousand targets do not
+        # all fire in the same millisecond.
+        for i, job in enumerate(self.jobs):
+            job.next_due = now + (i % 50) * min(job.interval, 1.0) / 50
+            heapq.heappush(self._heap, (job.next_due, id(job), job))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, wait: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(wait)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and (self.clock() - self.last_loop) < 5.0
+
+    def run_now(self, host_names: Iterable[str]) -> None:
+        """Run every job of these hosts as soon as possible (diagnostics on incident open)."""
+        wanted = set(host_names)
+        with self._lock:
+            now = self.clock()
+            for job in self.jobs:
+                if job.host.name in wanted and job not in self._inflight:
+                    job.next_due = now
+                    heapq.heappush(self._heap, (now, id(job), job))
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = self.clock()
+            self.last_loop = now
+            self._start_due(now)
+            self._expire(now)
+            with self._lock:
+                next_due = self._heap[0][0] if self._heap else now + 1.0
+            deadlines = [j.deadline for j in self._inflight if not j.timed_out]
+            wake_at = min([next_due, *deadlines, now + 1.0])
+            self._wake.wait(max(0.0, wake_at - self.clock()))
+            self._wake.clear()
+
+    def _start_due(self, now: float) -> None:
+        while True:
+            with self._lock:
+                if not self._heap or self._heap[0][0] > now:
+                    return
+                due, _, job = heapq.heappop(self._heap)
+                if due != job.next_due or job in self._inflight:
+                    continue  # a stale heap entry (rescheduled by run_now)
+                self._inflight.add(job)
+            job.started, job.deadline, job.timed_out = now, now + job.timeout, False
+            try:
+                job.future = self.pool.submit(run_probe, job.host, job.probe, job.config)
+            except RuntimeError:
+                return  # shutting down
+            job.future.add_done_callback(lambda fut, job=job: self._done(job, fut))
+
+    def _done(self, job: Job, fut: Future[Observation]) -> None:
+        with self._lock:
+            self._inflight.discard(job)
+            job.next_due = max(job.started + job.interval, self.clock())
+            heapq.heappush(self._heap, (job.next_due, id(job), job))
+            late = job.timed_out
+        self._wake.set()
+        if late or fut.cancelled():
+            return  # its timeout was already reported
+        try:
+            obs = fut.result()
+        except Exception as exc:  # run_probe catches everything; belt and braces
+            obs = error_observation(job.host, job.probe, exc)
+        self.deliver(obs, job)
+
+    def _expire(self, now: float) -> None:
+        expired = []
+        with self._lock:
+            for job in self._inflight:
+                if not job.timed_out and now >= job.deadline:
+                    job.timed_out = True
+                    expired.append(job)
+        for job in expired:
+            log.warning("%s on %s timed out after %gs", job.probe, job.host.name, job.timeout)
+            self.deliver(timeout_observation(job), job)
+
+
+def observation_row(obs: Observation) -> tuple[str, str, str, str]:
+    status = str(obs.status) if obs.status is not Status.FAIL else f"fail ({obs.fault})"
+    return obs.host, obs.probe, status, obs.summary

@@ -1,0 +1,453 @@
+"""The store: SQLite in the state directory (WAL, versioned schema, 0600 files).
+
+The daemon and the CLI use it at the same time. Every change is committed before it is
+reported, and every write is idempotent (timeline entries carry a per-incident key), so a
+daemon killed with -9 and restarted neither loses nor duplicates anything.
+
+Who writes what: the daemon owns an incident's detection fields (status open/resolved,
+times, affected, root causes, engine data); people own the postmortem fields and closing
+(status closed). The daemon never writes over a closed incident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from recorder.model import (
+    Affected,
+    Cause,
+    Incident,
+    Task,
+    TimelineEntry,
+    iso,
+    parse_iso,
+    utcnow,
+)
+
+SCHEMA_VERSION = 1
+
+# Each migration takes the schema from version i to i+1; never edit one that shipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        status TEXT NOT NULL,
+        severity TEXT NOT NULL DEFAULT 'outage',
+        title TEXT NOT NULL,
+        service TEXT NOT NULL,
+        fault TEXT,
+        hosts TEXT NOT NULL DEFAULT '[]',
+        started_at TEXT NOT NULL,
+        detected_at TEXT NOT NULL,
+        resolved_at TEXT,
+        closed_at TEXT,
+        affected TEXT NOT NULL DEFAULT '{}',
+        root_causes TEXT NOT NULL DEFAULT '[]',
+        tasks TEXT NOT NULL DEFAULT '[]',
+        data TEXT NOT NULL DEFAULT '{}',
+        postmortem TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incidents_status ON incidents(status, service);
+    CREATE TABLE timeline (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        key TEXT NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        source TEXT NOT NULL,
+        UNIQUE (incident_id, key)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        at TEXT NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX events_service ON events(service, at);
+    CREATE TABLE alerts (
+        fingerprint TEXT PRIMARY KEY,
+        incident_id INTEGER REFERENCES incidents(id),
+        status TEXT NOT NULL,
+        name TEXT NOT NULL,
+        starts_at TEXT,
+        ends_at TEXT,
+        updated_at TEXT NOT NULL
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (disk full, read-only, corrupt)."""
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(path, 0o700)
+    except PermissionError:
+        pass  # not ours to change (e.g. a systemd StateDirectory); its mode is its owner's
+
+
+def _touch_private(path: Path) -> None:
+    """Create the file 0600 before SQLite does (it would honour the umask)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Store:
+    """One SQLite database. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / "recorder.db"
+        self._local = threading.local()
+        try:
+            ensure_private_dir(self.state_dir)
+            if not self.path.exists():
+                _touch_private(self.path)
+            with self._tx() as db:
+                self._migrate(db)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+
+    # ---- connections -------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=True
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed change survives power loss, not just a process crash.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._local.conn = conn
+            for suffix in ("-wal", "-shm"):
+                side = Path(str(self.path) + suffix)
+                if side.exists():
+                    os.chmod(side, 0o600)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store's schema {version} is newer than this recorder ({SCHEMA_VERSION})"
+            )
+        for i in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[i].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {i + 1}")
+
+    def integrity_ok(self) -> bool:
+        return bool(self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+    def check_writable(self) -> None:
+        """Raise StoreError when a write cannot be committed now (disk full, read-only)."""
+        try:
+            with self._tx() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS probe_write (x INTEGER)")
+                db.execute("DELETE FROM probe_write")
+                db.execute("INSERT INTO probe_write VALUES (1)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store not writable: {exc}") from None
+
+    # ---- incidents ---------------------------------------------------------------------
+
+    def create_incident(self, incident: Incident) -> Incident:
+        with self._tx() as db:
+            cur = db.execute(
+                """INSERT INTO incidents (status, severity, title, service, fault, hosts,
+                   started_at, detected_at, resolved_at, affected, root_causes, tasks, data)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    incident.status,
+                    incident.severity,
+                    incident.title,
+                    incident.service,
+                    incident.fault,
+                    json.dumps(incident.hosts),
+                    iso(incident.started_at),
+                    iso(incident.detected_at),
+                    iso(incident.resolved_at),
+                    json.dumps(asdict(incident.affected)),
+                    json.dumps([asdict(c) for c in incident.root_causes]),
+                    json.dumps([asdict(t) for t in incident.tasks]),
+                    json.dumps(incident.data, default=str),
+                ),
+            )
+            assert cur.lastrowid is not None
+            incident.id = cur.lastrowid
+            self._insert_entries(db, incident.id, incident.timeline)
+        return incident
+
+    def save_detection(self, incident: Incident, new_entries: Iterable[TimelineEntry] = ()) -> bool:
+        """Write the daemon's fields and new timeline entries in one transaction.
+
+        Returns False (and writes nothing) when people closed the incident meanwhile.
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                """UPDATE incidents SET status=?, title=?, fault=?, hosts=?, started_at=?,
+                   resolved_at=?, affected=?, root_causes=?, data=?
+                   WHERE id=? AND status != 'closed'""",
+                (
+                    incident.status,
+                    incident.title,
+                    incident.fault,
+                    json.dumps(incident.hosts),
+                    iso(incident.started_at),
+                    iso(incident.resolved_at),
+                    json.dumps(asdict(incident.affected)),
+                    json.dumps([asdict(c) for c in incident.root_causes]),
+                    json.dumps(incident.data, default=str),
+                    incident.id,
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._insert_entries(db, incident.id, new_entries)
+        return True
+
+    def add_entries(self, incident_id: int, entries: Iterable[TimelineEntry]) -> None:
+        with self._tx() as db:
+            self._insert_entries(db, incident_id, entries)
+
+    @staticmethod
+    def _insert_entries(
+        db: sqlite3.Connection, incident_id: int, entries: Iterable[TimelineEntry]
+    ) -> None:
+        for e in entries:
+            db.execute(
+                """INSERT OR IGNORE INTO timeline (incident_id, key, at, kind, text, source)
+                   VALUES (?,?,?,?,?,?)""",
+                (incident_id, e.key or uuid.uuid4().hex, iso(e.at), e.kind, e.text, e.source),
+            )
+
+    def close_incident(
+        self, incident_id: int, postmortem: dict[str, Any], tasks: list[Task], closed_at: datetime
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                """UPDATE incidents SET status='closed', closed_at=?, postmortem=?, tasks=?
+                   WHERE id=?""",
+                (
+                    iso(closed_at),
+                    json.dumps(postmortem),
+                    json.dumps([asdict(t) for t in tasks]),
+                    incident_id,
+                ),
+            )
+
+    def get(self, incident_id: int) -> Incident | None:
+        db = self._conn()
+        row = db.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
+        if row is None:
+            return None
+        return self._incident(db, row)
+
+    def list(self, status: str | None = None, service: str | None = None) -> list[Incident]:
+        db = self._conn()
+        sql, args = "SELECT * FROM incidents", []
+        where = []
+        if status:
+            where.append("status=?")
+            args.append(status)
+        if service:
+            where.append("service=?")
+            args.append(service)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = db.execute(sql + " ORDER BY id", args).fetchall()
+        return [self._incident(db, r, with_timeline=False) for r in rows]
+
+    def open_incidents(self) -> list[Incident]:
+        db = self._conn()
+        rows = db.execute("SELECT * FROM incidents WHERE status='open' ORDER BY id").fetchall()
+        return [self._incident(db, r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = (
+            self._conn()
+            .execute("SELECT status, COUNT(*) FROM incidents GROUP BY status")
+            .fetchall()
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def counts_by_fault(self) -> dict[str, int]:
+        rows = (
+            self._conn()
+            .execute("SELECT COALESCE(fault, 'unknown'), COUNT(*) FROM incidents GROUP BY 1")
+            .fetchall()
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def _incident(
+        self, db: sqlite3.Connection, row: sqlite3.Row, with_timeline: bool = True
+    ) -> Incident:
+        affected = json.loads(row["affected"] or "{}")
+        incident = Incident(
+            id=row["id"],
+            status=row["status"],
+            severity=row["severity"],
+            title=row["title"],
+            service=row["service"],
+            fault=row["fault"],
+            hosts=json.loads(row["hosts"]),
+            started_at=_required(row["started_at"]),
+            detected_at=_required(row["detected_at"]),
+            resolved_at=parse_iso(row["resolved_at"]),
+            closed_at=parse_iso(row["closed_at"]),
+            affected=Affected(**affected) if affected else Affected(),
+            root_causes=[Cause(**c) for c in json.loads(row["root_causes"])],
+            tasks=[Task(**t) for t in json.loads(row["tasks"])],
+            data=json.loads(row["data"]),
+            postmortem=json.loads(row["postmortem"]),
+        )
+        if with_timeline:
+            entries = db.execute(
+                "SELECT * FROM timeline WHERE incident_id=? ORDER BY at, id", (incident.id,)
+            ).fetchall()
+            incident.timeline = [
+                TimelineEntry(
+                    at=_required(e["at"]),
+                    kind=e["kind"],
+                    text=e["text"],
+                    source=e["source"],
+                    key=e["key"],
+                )
+                for e in entries
+            ]
+        return incident
+
+    # ---- events (deploys) --------------------------------------------------------------
+
+    def add_deploy(self, service: str, version: str, at: datetime, source: str) -> int:
+        """Record a deploy and write it into the timeline of the service's open incident."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (kind, service, version, at, source) VALUES ('deploy',?,?,?,?)",
+                (service, version, iso(at), source),
+            )
+            assert cur.lastrowid is not None
+            event_id = cur.lastrowid
+            for (incident_id,) in db.execute(
+                "SELECT id FROM incidents WHERE status='open' AND service=?", (service,)
+            ).fetchall():
+                self._insert_entries(
+                    db, incident_id, [deploy_entry(service, version, at, source, event_id)]
+                )
+        return event_id
+
+    def deploys(self, service: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        rows = (
+            self._conn()
+            .execute(
+                """SELECT id, service, version, at, source FROM events
+               WHERE kind='deploy' AND service=? AND at >= ? AND at <= ? ORDER BY at""",
+                (service, iso(since), iso(until)),
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "id": r["id"],
+                "service": r["service"],
+                "version": r["version"],
+                "at": _required(r["at"]),
+                "source": r["source"],
+            }
+            for r in rows
+        ]
+
+    # ---- alerts (Alertmanager fingerprints) --------------------------------------------
+
+    def alert(self, fingerprint: str) -> dict[str, Any] | None:
+        row = (
+            self._conn()
+            .execute("SELECT * FROM alerts WHERE fingerprint=?", (fingerprint,))
+            .fetchone()
+        )
+        return dict(row) if row else None
+
+    def put_alert(
+        self,
+        fingerprint: str,
+        incident_id: int | None,
+        status: str,
+        name: str,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO alerts (fingerprint, incident_id, status, name, starts_at, ends_at, updated_at)
+                   VALUES (?,?,?,?,?,?,?)
+                   ON CONFLICT(fingerprint) DO UPDATE SET incident_id=excluded.incident_id,
+                   status=excluded.status, starts_at=excluded.starts_at, ends_at=excluded.ends_at,
+                   updated_at=excluded.updated_at""",
+                (
+                    fingerprint,
+                    incident_id,
+                    status,
+                    name,
+                    iso(starts_at),
+                    iso(ends_at),
+                    iso(utcnow()),
+                ),
+            )
+
+
+def deploy_entry(
+    service: str, version: str, at: datetime, source: str, event_id: int
+) -> TimelineEntry:
+    return TimelineEntry(
+        at=at,
+        kind="deploy",
+        text=f"Deploy of {service} version {version} (recorded by {source})",
+        source=source,
+        key=f"deploy:{event_id}",
+    )
+
+
+def _required(value: str) -> datetime:
+    parsed = parse_iso(value)
+    assert parsed is not None
+    return parsed

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: set the machine up (as root on a fresh Debian: nginx,
+# openssh-server, the virtual environment), then lint, type-check and run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check recorder probes tests bench
+.venv/bin/ruff format --check recorder probes tests bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,115 @@
+"""Config: valid examples load; each invalid example is paired with its exact errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recorder.cli import main
+from recorder.config import ConfigError, load_config, parse_config, split_listen
+from probes.durations import parse_duration
+
+CASES = Path(__file__).parent / "config"
+INVALID = sorted(CASES.glob("invalid-*.yml"))
+
+
+def test_every_invalid_case_has_its_expected_errors() -> None:
+    assert INVALID, "no invalid config cases"
+    for case in INVALID:
+        assert case.with_suffix(".err").exists(), f"{case.name} has no .err file"
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda p: p.stem)
+def test_invalid_config_gives_exact_errors(case: Path) -> None:
+    expected = case.with_suffix(".err").read_text().splitlines()
+    with pytest.raises(ConfigError) as err:
+        load_config(case)
+    assert err.value.errors == expected
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda p: p.stem)
+def test_config_check_exits_2_and_prints_field_paths(case: Path) -> None:
+    result = CliRunner().invoke(main, ["config", "check", str(case)])
+    assert result.exit_code == 2, result.output
+    for line in case.with_suffix(".err").read_text().splitlines():
+        assert f"  {line}" in result.output
+
+
+@pytest.mark.parametrize("case", sorted(CASES.glob("valid-*.yml")), ids=lambda p: p.stem)
+def test_valid_configs_load_and_check_ok(case: Path) -> None:
+    config = load_config(case)
+    assert config.hosts
+    result = CliRunner().invoke(main, ["config", "check", str(case)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "ok"
+
+
+def test_design_example_derived_views() -> None:
+    config = load_config(CASES / "valid-design.yml")
+    assert config.service_of("web-01") == "web"
+    assert config.entrypoints_of("web") == ["lb-01"]
+    assert config.hosts_of("web")[0] == "lb-01"
+    check = config.checks[0]
+    assert config.interval(check) == 10.0
+    assert config.for_(check) == 0.0
+    assert config.recover_after(check) == 30.0
+    probes = {name for _, name, _ in config.checks_for("lb-01")}
+    assert probes == {"http", "sites", "config", "error_rate", "upstreams"}
+    assert str(config.zone) == "Africa/Nairobi"
+
+
+def test_check_overrides_defaults() -> None:
+    config = load_config(CASES / "valid-minimal.yml")
+    assert config.interval(config.checks[0]) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10.0), ("1m", 60.0), ("500ms", 0.5), ("2h", 7200.0), (3, 3.0), ("1.5s", 1.5)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10 seconds", "-1s", "1y", "99999d", True, None, [1]])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_listen_forms() -> None:
+    assert split_listen("127.0.0.1:9468") == ("127.0.0.1", 9468)
+    assert split_listen("[::1]:9468") == ("::1", 9468)
+    for bad in ("9468", "127.0.0.1", "127.0.0.1:99999", "[::1]"):
+        with pytest.raises(ValueError):
+            split_listen(bad)
+
+
+def test_config_given_by_environment(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cfg = tmp_path / "r.yml"
+    cfg.write_text(f"state_dir: {state}\nhosts:\n  local: {{local: {{}}}}\n")
+    result = CliRunner().invoke(main, ["incidents", "list"], env={"RECORDER_CONFIG": str(cfg)})
+    assert result.exit_code == 0, result.output
+    assert "no incidents" in result.output
+
+
+def test_missing_config_is_a_clear_error() -> None:
+    result = CliRunner().invoke(main, ["incidents", "list"], env={"RECORDER_CONFIG": ""})
+    assert result.exit_code == 2
+    assert "no config" in result.output
+
+
+def test_bad_config_for_a_command_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("hosts: {}\nbogus: 1\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "incidents", "list"])
+    assert result.exit_code == 2
+    assert "bogus: Extra inputs are not permitted" in result.output
+
+
+def test_parse_config_rejects_non_mapping() -> None:
+    with pytest.raises(ConfigError):
+        parse_config(["a"])

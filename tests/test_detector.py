@@ -1,0 +1,91 @@
+"""The detector's state machine: ok -> pending -> firing -> recovering -> ok."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from probes.base import Fault, Observation, Status
+from recorder.detector import Detector, SignalKind, State
+
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+
+
+def obs(seconds: float, status: Status, fault: Fault | None = None) -> Observation:
+    return Observation(
+        host="lb-01",
+        probe="http",
+        status=status,
+        summary=str(status),
+        fault=fault if status is Status.FAIL else None,
+        at=T0 + timedelta(seconds=seconds),
+    )
+
+
+def feed(det: Detector, samples: list[tuple[float, Status]], for_: float = 0.0, recover: float = 5.0) -> list[str]:
+    out = []
+    for t, status in samples:
+        for sig in det.observe(obs(t, status, Fault.PORT_CLOSED), for_, recover):
+            out.append(f"{t:g}:{sig.kind}")
+    return out
+
+
+def test_for_zero_fires_on_first_failure() -> None:
+    det = Detector()
+    assert feed(det, [(0, Status.OK), (1, Status.FAIL)]) == ["1:fired"]
+    assert det.state("lb-01", "http") is State.FIRING
+
+
+def test_pending_until_for_elapsed() -> None:
+    det = Detector()
+    events = feed(det, [(0, Status.FAIL), (1, Status.FAIL), (2, Status.FAIL), (3, Status.FAIL)], for_=2.5)
+    assert events == ["3:fired"]
+
+
+def test_fired_signal_carries_first_failed_sample_time() -> None:
+    det = Detector()
+    det.observe(obs(0, Status.FAIL, Fault.PORT_CLOSED), 2.0, 5.0)
+    sigs = det.observe(obs(2, Status.FAIL, Fault.PORT_CLOSED), 2.0, 5.0)
+    assert sigs[0].since == T0
+    assert sigs[0].fault is Fault.PORT_CLOSED
+
+
+def test_pending_that_heals_never_fires() -> None:
+    det = Detector()
+    assert feed(det, [(0, Status.FAIL), (1, Status.OK), (2, Status.FAIL), (3, Status.OK)], for_=5) == []
+    assert det.state("lb-01", "http") is State.OK
+
+
+def test_recovery_needs_recover_after() -> None:
+    det = Detector()
+    samples = [(0, Status.FAIL), (1, Status.OK), (3, Status.OK), (6, Status.OK)]
+    assert feed(det, samples, recover=5) == ["0:fired", "6:recovered"]
+
+
+def test_flapping_stays_one_signal_and_counts_flaps() -> None:
+    det = Detector()
+    samples = [(0, Status.FAIL), (1, Status.OK), (2, Status.FAIL), (3, Status.OK), (4, Status.FAIL), (5, Status.OK)]
+    events = feed(det, samples, recover=10)
+    assert events == ["0:fired", "2:flapped", "4:flapped"]
+    assert det.state("lb-01", "http") is State.RECOVERING
+
+
+def test_errors_are_not_failures_but_become_unreachable() -> None:
+    det = Detector(unreachable_after=3)
+    events = feed(det, [(0, Status.ERROR), (1, Status.ERROR), (2, Status.ERROR), (3, Status.ERROR), (4, Status.OK)])
+    assert events == ["2:unreachable", "4:reachable"]
+    assert det.state("lb-01", "http") is State.OK
+
+
+def test_error_while_firing_keeps_firing() -> None:
+    det = Detector()
+    feed(det, [(0, Status.FAIL), (1, Status.ERROR)])
+    assert det.state("lb-01", "http") is State.FIRING
+
+
+def test_assume_firing_lets_a_restarted_daemon_recover() -> None:
+    det = Detector()
+    det.assume_firing("lb-01", "http", T0, Fault.PORT_CLOSED)
+    sigs = []
+    for t in (10, 16):
+        sigs += det.observe(obs(t, Status.OK), 0.0, 5.0)
+    assert [s.kind for s in sigs] == [SignalKind.RECOVERED]

@@ -1,0 +1,74 @@
+"""The docs stay honest: every CLI command, config field and fault kind is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from pydantic import BaseModel
+
+from probes import CONFIGS
+from probes.base import Fault
+from recorder.cli import main
+from recorder.config import (
+    AlertmanagerConfig,
+    Check,
+    Config,
+    Defaults,
+    DockerHostConfig,
+    HostConfig,
+    LocalHostConfig,
+    Service,
+    SSHHostConfig,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "CONFIGURATION.md").read_text()
+
+
+def commands(group: click.Group, prefix: str = "recorder") -> list[str]:
+    out = []
+    for name, cmd in group.commands.items():
+        path = f"{prefix} {name}"
+        if isinstance(cmd, click.Group):
+            out += commands(cmd, path)
+        else:
+            out.append(path)
+    return out
+
+
+def test_every_command_is_in_the_readme() -> None:
+    missing = []
+    for path in commands(main):
+        parts = path.split()
+        if parts[1] == "lab":
+            if parts[2] not in README.split("recorder lab", 1)[1][:200]:
+                missing.append(path)
+        elif path not in README:
+            missing.append(path)
+    assert not missing, f"commands missing from README.md: {missing}"
+
+
+def fields(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def test_every_config_field_is_in_configuration_md() -> None:
+    missing = []
+    models: list[type[BaseModel]] = [Config, Defaults, Service, HostConfig, Check, AlertmanagerConfig]
+    for model in models:
+        missing += [f for f in fields(model) if f"`{f}`" not in CONFIGURATION]
+    for prefix, model in (("local", LocalHostConfig), ("ssh", SSHHostConfig), ("docker", DockerHostConfig)):
+        missing += [f"{prefix}.{f}" for f in fields(model) if f"`{prefix}.{f}`" not in CONFIGURATION]
+    for probe, model in CONFIGS.items():
+        section = CONFIGURATION.split(f"### `{probe}`", 1)
+        assert len(section) == 2, f"no section for probe {probe}"
+        body = section[1].split("###", 1)[0]
+        missing += [f"{probe}.{f}" for f in fields(model) if f"`{f}`" not in body]
+    assert not missing, f"config fields missing from CONFIGURATION.md: {missing}"
+
+
+def test_every_fault_kind_is_in_the_readme() -> None:
+    missing = [str(f) for f in Fault if f"`{f}`" not in README]
+    assert not missing

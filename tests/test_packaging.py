@@ -1,0 +1,58 @@
+"""A wheel built from the checkout, installed into a fresh venv outside it, works and
+finds its data (runbooks, templates)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("*.whl")
+    return built
+
+
+def test_wheel_carries_packages_and_data(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "recorder/cli.py" in names
+    assert "probes/http.py" in names
+    assert "recorder/py.typed" in names and "probes/py.typed" in names
+    assert any(n.startswith("recorder/runbooks/") and n.endswith(".yml") for n in names)
+    assert any(n.startswith("recorder/templates/") for n in names)
+    assert not any(n.startswith("tests/") for n in names)
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorder = venv / "bin" / "recorder"
+    out = subprocess.run([str(recorder), "--help"], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert "incidents" in out.stdout
+    code = (
+        "from recorder.resources import data_path; import recorder;"
+        "r = data_path('runbooks'); t = data_path('templates');"
+        "assert str(r).startswith(recorder.__path__[0]), r;"
+        "print(len(list(r.glob('*.yml'))), len(list(t.iterdir())))"
+    )
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    runbooks, templates = map(int, found.stdout.split())
+    assert runbooks >= 10 and templates >= 1
