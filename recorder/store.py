@@ -214,8 +214,9 @@ class Store:
                 ),
             )
             assert cur.lastrowid is not None
-            incident.id = cur.lastrowid
-            self._insert_entries(db, incident.id, incident.timeline)
+            new_id = cur.lastrowid
+            self._insert_entries(db, new_id, incident.timeline)
+        incident.id = new_id  # only once committed: a failed create must be retried as one
         return incident
 
     def save_detection(self, incident: Incident, new_entries: Iterable[TimelineEntry] = ()) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from probes.base import CommandResult, FileStat, HostUnreachable
 from recorder.hosts.local import run_bounded, run_raw
+from recorder.hosts.statcmd import parse_stat, stat_argv
 
 # Exit codes of coreutils inside the container that mean "no such file", told apart from
 # docker's own failures (125: docker could not run; 126/127: command not runnable).
@@ -65,7 +66,8 @@ class DockerHost:
         # UTF-8 decoding with replacement allows, which the log reader tolerates.
         # tail -c +N is 1-based; head bounds the length. The script is a constant: the
         # path and numbers travel as positional arguments, never inside the string.
-        script = 'tail -c +"$1" -- "$2" | head -c "$3"'
+        # `exec <"$2"` first: a missing file fails the script (tail | head would exit 0).
+        script = 'exec <"$2" && tail -c +"$1" | head -c "$3"'
         argv = [
             self.docker,
             "exec",
@@ -85,16 +87,7 @@ class DockerHost:
         return out
 
     def _stat(self, path: str, follow: bool) -> FileStat:
-        argv = ["stat", *(["-L"] if follow else []), "-c", "%s %i %Y %f %d", "--", path]
-        fields = self._file_cmd(argv, path).stdout.split()
-        size, inode, mtime, mode_hex, dev = fields[:5]
-        return FileStat(
-            size=int(size),
-            inode=int(inode),
-            mtime=float(mtime),
-            mode=int(mode_hex, 16),
-            device=int(dev),
-        )
+        return parse_stat(self.run(stat_argv(path, follow), self.timeout), self.name, path)
 
     def stat(self, path: str) -> FileStat:
         return self._stat(path, follow=True)

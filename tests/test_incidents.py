@@ -1,0 +1,255 @@
+"""The incident book with a real store: signals in, incidents out."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probes.base import Fault, Observation, Status
+from recorder.config import Config, parse_config
+from recorder.detector import Detector
+from recorder.events import record_deploy
+from recorder.incidents import IncidentBook
+from recorder.store import Store
+
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+PROBES = ("http", "sites", "config", "process", "error_rate")
+
+
+def lab_config(state: Path) -> Config:
+    checks: list[dict[str, Any]] = [
+        {"hosts": ["lb-01", "web-01", "web-02"], "probes": {p: {} for p in PROBES}},
+        {"hosts": ["lb-01"], "probes": {"upstreams": {}}},
+    ]
+    return parse_config(
+        {
+            "timezone": "Africa/Nairobi",
+            "state_dir": str(state),
+            "defaults": {"interval": "1s", "for": "0s", "recover_after": "5s"},
+            "services": {"web": {"entrypoints": ["lb-01"], "hosts": ["web-01", "web-02"], "escalation": "platform-team"}},
+            "hosts": {
+                "lb-01": {"local": {"prefix": "/"}, "role": "lb"},
+                "web-01": {"local": {"prefix": "/"}},
+                "web-02": {"local": {"prefix": "/"}},
+            },
+            "checks": checks,
+        }
+    )
+
+
+class Harness:
+    def __init__(self, state: Path) -> None:
+        self.config = lab_config(state)
+        self.store = Store(state)
+        self.now = T0
+        self.detector = Detector()
+        self.diagnosed: list[list[str]] = []
+        self.book = IncidentBook(self.config, self.store, clock=lambda: self.now, request_diagnostics=self.diagnosed.append)
+        self.healthy: dict[tuple[str, str], Observation] = {}
+
+    def restart(self) -> None:
+        """What `kill -9` and a restart do: a new detector and book over the same store."""
+        self.store = Store(self.config.state_path)
+        self.detector = Detector()
+        self.book = IncidentBook(self.config, self.store, clock=lambda: self.now, request_diagnostics=self.diagnosed.append)
+        for host, probe, since, fault in self.book.restore():
+            self.detector.assume_firing(host, probe, since, fault)
+
+    def feed(self, host: str, probe: str, status: Status, fault: Fault | None = None, summary: str = "", **details: Any) -> None:
+        obs = Observation(host=host, probe=probe, status=status, fault=fault, summary=summary or f"{probe} {status}", details=details, at=self.now)
+        self.book.observe(obs)
+        for sig in self.detector.observe(obs, 0.0, 5.0):
+            self.book.on_signal(sig)
+
+    def sweep(self, failing: dict[tuple[str, str], tuple[Fault, str, dict[str, Any]]], advance: float = 1.0) -> None:
+        """One round of every probe on every host; `failing` names the broken ones."""
+        for host in ("lb-01", "web-01", "web-02"):
+            for probe in (*PROBES, "upstreams") if host == "lb-01" else PROBES:
+                if (host, probe) in failing:
+                    fault, summary, details = failing[(host, probe)]
+                    self.feed(host, probe, Status.FAIL, fault, summary, **details)
+                else:
+                    details = {"clients": 100, "clients_with_5xx": 0, "requests": 500} if probe == "error_rate" else {}
+                    self.feed(host, probe, Status.OK, None, f"{probe} fine on {host}", **details)
+        self.book.tick()
+        self.now += timedelta(seconds=advance)
+
+    def only_incident(self) -> Any:
+        incidents = self.store.list()
+        assert len(incidents) == 1, [i.title for i in incidents]
+        full = self.store.get(incidents[0].id)
+        assert full is not None
+        return full
+
+
+MISSING_SYMLINK = {
+    ("lb-01", "sites"): (Fault.MISSING_SYMLINK, "sites-available/default is not linked in sites-enabled", {"missing": ["default"]}),
+    ("lb-01", "http"): (Fault.PORT_CLOSED, "connection refused on http://127.0.0.1:18080/", {}),
+}
+
+
+def test_missing_symlink_opens_one_incident_then_resolves(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sweep({})
+    h.sweep({})
+    assert h.store.list() == []
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    inc = h.only_incident()
+    assert inc.status == "open"
+    assert inc.fault == "missing-symlink"
+    assert inc.root_causes[0].fault == "missing-symlink"
+    assert inc.started_at == T0 + timedelta(seconds=2)
+    assert inc.affected.ratio == 1.0 and inc.affected.method == "entrypoint-unreachable"
+    assert h.diagnosed and "lb-01" in h.diagnosed[0]
+    kinds = [e.kind for e in inc.timeline]
+    assert "impact-start" in kinds and "detection" in kinds
+    assert any("ruled out" in e.text for e in inc.timeline)
+    detection = next(e for e in inc.timeline if e.kind == "detection")
+    assert "automated monitoring" in detection.text and "EAT" in detection.text
+    for _ in range(7):
+        h.sweep({})
+    inc = h.only_incident()
+    assert inc.status == "resolved"
+    assert inc.resolved_at == T0 + timedelta(seconds=5)
+    assert [e.kind for e in inc.timeline].count("resolution") == 1
+
+
+def test_a_healthy_stack_opens_nothing(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    for _ in range(30):
+        h.sweep({})
+    assert h.store.list() == []
+
+
+def test_restart_mid_incident_continues_without_duplicates(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sweep({})
+    h.sweep(MISSING_SYMLINK)
+    h.sweep(MISSING_SYMLINK)
+    before = h.only_incident()
+    h.restart()
+    h.sweep(MISSING_SYMLINK)
+    h.sweep(MISSING_SYMLINK)
+    after = h.only_incident()
+    assert after.started_at == before.started_at
+    assert after.detected_at == before.detected_at
+    assert {e.key for e in before.timeline} <= {e.key for e in after.timeline}
+    assert [e.kind for e in after.timeline].count("detection") == 1
+    for _ in range(7):
+        h.sweep({})
+    assert h.only_incident().status == "resolved"
+
+
+def test_5xx_measures_affected_clients_and_uses_first_5xx(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sweep({})
+    first = (h.now - timedelta(seconds=20)).isoformat()
+    failing = {
+        ("lb-01", "error_rate"): (
+            Fault.HTTP_5XX,
+            "30% of requests were 5xx",
+            {"clients": 200, "clients_with_5xx": 61, "requests": 1000, "first_5xx": first},
+        )
+    }
+    h.sweep(failing)
+    inc = h.only_incident()
+    assert inc.started_at == T0 - timedelta(seconds=19)
+    assert inc.affected.ratio == pytest.approx(0.305)
+    assert inc.affected.method == "clients-with-5xx"
+    assert "61 of 200 clients" in inc.affected.evidence
+    assert inc.fault == "http-5xx"
+
+
+def test_deploy_before_5xx_ranks_bad_deploy_first(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sweep({})
+    record_deploy(h.config.state_path, "web", "2.0.1", source="ci", at=h.now - timedelta(minutes=2))
+    failing = {("lb-01", "error_rate"): (Fault.HTTP_5XX, "5xx", {"clients": 10, "clients_with_5xx": 3})}
+    h.sweep(failing)
+    inc = h.only_incident()
+    assert inc.root_causes[0].fault == "bad-deploy"
+    assert any(e.kind == "deploy" and "2.0.1" in e.text for e in inc.timeline)
+
+
+def test_several_probes_on_several_hosts_are_one_incident(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    failing = dict(MISSING_SYMLINK)
+    failing[("web-02", "process")] = (Fault.NGINX_DOWN, "nginx is not running on web-02", {})
+    failing[("web-02", "http")] = (Fault.PORT_CLOSED, "connection refused", {})
+    h.sweep(failing)
+    inc = h.only_incident()
+    assert set(inc.hosts) == {"lb-01", "web-02"}
+    assert any(e.text.startswith("Also failing") for e in inc.timeline)
+
+
+def test_errors_open_a_monitoring_incident_not_an_outage(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    for _ in range(4):
+        h.feed("web-01", "config", Status.ERROR, summary="could not check config on web-01: connection refused", error="connection refused")
+        h.now += timedelta(seconds=1)
+    inc = h.only_incident()
+    assert inc.severity == "monitoring"
+    assert inc.title.startswith("cannot reach web-01")
+    h.feed("web-01", "config", Status.OK)
+    h.book.tick()
+    assert h.only_incident().status == "resolved"
+
+
+def test_flaps_stay_one_incident(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    for _ in range(4):
+        h.sweep(MISSING_SYMLINK)
+        h.sweep({})
+    inc = h.only_incident()
+    assert inc.status == "open"
+    assert sum("flap" in e.text for e in inc.timeline) >= 3
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Any:
+    """A real, tiny filesystem (tmpfs) for the state dir, so "disk full" really happens."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path: Path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"x" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_disk_full_keeps_changes_in_memory_and_writes_them_later(
+    small_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(small_fs)
+    h.sweep({})
+    filler = small_fs / "filler"
+    fill(filler)
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+        fill(small_fs / f"filler-{h.now.second}")  # take back whatever SQLite released
+    assert "database or disk is full" in caplog.text
+    for f in small_fs.glob("filler*"):
+        f.unlink()
+    h.sweep(MISSING_SYMLINK)
+    assert h.book.store_error is None
+    inc = h.only_incident()
+    assert inc.fault == "missing-symlink"
+    assert [e.kind for e in inc.timeline].count("detection") == 1
+    assert h.store.integrity_ok()
