@@ -452,3 +452,8 @@ def lint_cmd(files: tuple[str, ...], as_json: bool) -> None:
             else:
                 click.echo(f"{name}: ok")
     sys.exit(1 if any(report.values()) else 0)
+
+
+from recorder.lab.cli import lab  # noqa: E402
+
+main.add_command(lab)

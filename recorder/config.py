@@ -114,6 +114,17 @@ class HostConfig(Strict):
     def kind(self) -> str:
         return "local" if self.local else "ssh" if self.ssh else "docker"
 
+    @property
+    def probe_address(self) -> str:
+        """What `{address}` in a probe URL becomes for this host."""
+        if self.address:
+            return self.address
+        if self.ssh:
+            return self.ssh.address
+        if self.docker:
+            return self.docker.container
+        return "127.0.0.1"
+
 
 class Check(Strict):
     hosts: list[str] = Field(min_length=1)

@@ -28,6 +28,7 @@ from recorder.model import (
     Incident,
     IncidentStatus,
     TimelineEntry,
+    duration_words,
     iso,
     local_time,
     parse_iso,
@@ -348,7 +349,7 @@ class IncidentBook:
             item.add(
                 resolved_at,
                 EntryKind.RESOLUTION,
-                f"Every signal healthy again; incident resolved after {_human(harm)} of harm",
+                f"Every signal healthy again; incident resolved after {duration_words(harm)} of harm",
                 "recorder",
                 f"resolved:{iso(resolved_at)}",
             )
@@ -558,14 +559,3 @@ class IncidentBook:
 
 def _causes_line(causes: list[Cause]) -> str:
     return ", ".join(f"{c.fault} ({c.confidence:.0%})" for c in causes[:3])
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 120:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"

@@ -4,7 +4,7 @@ print, and the postmortem drafter renders. Times are UTC-aware datetimes."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -136,3 +136,15 @@ def local_time(value: datetime, zone: ZoneInfo, seconds: bool = True) -> str:
     local = value.astimezone(zone)
     fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
     return f"{local.strftime(fmt)} {local.tzname() or zone.key}"
+
+
+def duration_words(delta: timedelta) -> str:
+    """`45 s`, `22 min 5 s`, `3 h 10 min`."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 120:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

@@ -8,6 +8,7 @@ host costs one worker per probe at most, never a growing pile.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import threading
@@ -212,7 +213,7 @@ class Scheduler:
                 job.future = self.pool.submit(run_probe, job.host, job.probe, job.config)
             except RuntimeError:
                 return  # shutting down
-            job.future.add_done_callback(lambda fut, job=job: self._done(job, fut))
+            job.future.add_done_callback(functools.partial(self._done, job))
 
     def _done(self, job: Job, fut: Future[Observation]) -> None:
         with self._lock:

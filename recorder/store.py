@@ -11,6 +11,7 @@ times, affected, root causes, engine data); people own the postmortem fields and
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -263,7 +264,11 @@ class Store:
             )
 
     def close_incident(
-        self, incident_id: int, postmortem: dict[str, Any], tasks: list[Task], closed_at: datetime
+        self,
+        incident_id: int,
+        postmortem: dict[str, Any],
+        tasks: builtins.list[Task],
+        closed_at: datetime,
     ) -> None:
         with self._tx() as db:
             db.execute(
@@ -284,7 +289,9 @@ class Store:
             return None
         return self._incident(db, row)
 
-    def list(self, status: str | None = None, service: str | None = None) -> list[Incident]:
+    def list(
+        self, status: str | None = None, service: str | None = None
+    ) -> builtins.list[Incident]:
         db = self._conn()
         sql, args = "SELECT * FROM incidents", []
         where = []
@@ -299,7 +306,7 @@ class Store:
         rows = db.execute(sql + " ORDER BY id", args).fetchall()
         return [self._incident(db, r, with_timeline=False) for r in rows]
 
-    def open_incidents(self) -> list[Incident]:
+    def open_incidents(self) -> builtins.list[Incident]:
         db = self._conn()
         rows = db.execute("SELECT * FROM incidents WHERE status='open' ORDER BY id").fetchall()
         return [self._incident(db, r) for r in rows]
@@ -377,7 +384,9 @@ class Store:
                 )
         return event_id
 
-    def deploys(self, service: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    def deploys(
+        self, service: str, since: datetime, until: datetime
+    ) -> builtins.list[dict[str, Any]]:
         rows = (
             self._conn()
             .execute(

@@ -22,10 +22,10 @@ __all__ = [
 def build_host(name: str, cfg: HostConfig) -> Host:
     """The Host for one entry of the config's `hosts:` mapping."""
     if cfg.local is not None:
-        return LocalHost(name, prefix=cfg.local.prefix, address=cfg.address or "127.0.0.1")
+        return LocalHost(name, prefix=cfg.local.prefix, address=cfg.probe_address)
     if cfg.docker is not None:
-        return DockerHost(name, cfg.docker.container, docker=cfg.docker.docker, address=cfg.address)
+        return DockerHost(name, cfg.docker.container, docker=cfg.docker.docker, address=cfg.probe_address)
     assert cfg.ssh is not None
     from recorder.hosts.ssh import SSHHost  # paramiko is slow to import; only when used
 
-    return SSHHost(name, cfg.ssh, address=cfg.address)
+    return SSHHost(name, cfg.ssh, address=cfg.probe_address)

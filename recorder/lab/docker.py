@@ -1,0 +1,322 @@
+"""The docker backend: the same stack as containers (`docker/compose.yml`).
+
+`recorder lab up --backend docker` runs `docker compose -f docker/compose.yml -p
+recorder-lab up -d --build --wait`; faults run inside the containers with `docker exec`
+through the recorder's docker host type (`recorder.hosts.docker.DockerHost`), by the
+same fault definitions as the local lab. It needs Docker with the compose plugin.
+
+The files the images are built from are rendered from the lab's templates, the one
+source of truth shared with the local lab: `python -m recorder.lab.docker` rewrites them
+under `docker/`, and a test fails when they drift from the templates.
+
+Client addresses: traffic reaches lb-01 through the port Docker publishes on
+127.0.0.1 (8080, or $RECORDER_LAB_LB_PORT). Docker's userland proxy makes every such
+request come from the bridge gateway, so the docker lab's access logs hold one client;
+use the local lab when the affected share of clients matters.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from probes.base import CommandResult, HostUnreachable
+from recorder.lab import templates as t
+from recorder.lab.state import LabError
+
+PROJECT = "recorder-lab"
+CONTAINERS = {name: f"{PROJECT}-{name}" for name in (*t.HOSTS, "recorder")}
+SERVICES = {t.LB: "lb", "web-01": "web-01", "web-02": "web-02"}  # compose service names
+DEFAULT_LB_PORT = 8080
+RECORDER_PORT = 9468
+APP_PORT = 8000
+IN_CONTAINER_CONFIG = "/etc/recorder/recorder.yml"
+# The networks Docker gives bridge networks: the LB's address is in one of them.
+DOCKER_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+COMPOSE_TIMEOUT = 900.0  # building images on a fresh machine takes minutes
+EXEC_TIMEOUT = 15.0
+
+
+def repo_docker_dir() -> Path:
+    """`docker/` of the checkout this package runs from."""
+    return Path(__file__).resolve().parents[2] / "docker"
+
+
+def docker_layout(host: str) -> t.Layout:
+    return t.Layout(
+        host=host,
+        root="",
+        listen="80",
+        app=f"127.0.0.1:{APP_PORT}",
+        backends=tuple(f"{SERVICES[w]}:80" for w in t.WEB_HOSTS),
+        trusted_proxies=DOCKER_NETWORKS,
+        user="www-data",
+    )
+
+
+def docker_recorder_config() -> str:
+    text, _ = t.recorder_config(
+        state_dir="/var/lib/recorder",
+        listen=f"0.0.0.0:{RECORDER_PORT}",
+        hosts={name: {"docker": {"container": CONTAINERS[name]}} for name in t.HOSTS},
+        urls={name: f"http://{SERVICES[name]}/" for name in t.HOSTS},
+        header=(
+            "The recorder of the docker lab (docker/compose.yml), mounted into its container.\n"
+            "Written by `python -m recorder.lab.docker` from recorder/lab/templates.py: edit\n"
+            "the templates, not this file. The nginx containers are reached by `docker exec`\n"
+            "through the Docker socket mounted into the recorder container."
+        ),
+        interval="5s",
+        recover_after="30s",
+    )
+    return text
+
+
+def rendered_files() -> dict[str, str]:
+    """Every generated file under docker/, by its path relative to docker/."""
+    files = {"recorder.yml": docker_recorder_config()}
+    for host in t.HOSTS:
+        layout = docker_layout(host)
+        files[f"nginx/{host}/nginx.conf"] = t.nginx_conf(layout)
+        files[f"nginx/{host}/sites-available/{t.SITE}"] = t.site_conf(layout)
+    return files
+
+
+def write_rendered(docker_dir: Path) -> list[Path]:
+    written = []
+    for rel, text in rendered_files().items():
+        path = docker_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    return written
+
+
+class DockerOps:
+    """NodeOps for one container, every step a `docker exec` through DockerHost."""
+
+    def __init__(self, name: str, role: str, container: str, docker: str = "docker") -> None:
+        from recorder.hosts.docker import DockerHost
+
+        self.name = name
+        self.role = role
+        self.container = container
+        self.host = DockerHost(name, container, docker=docker, timeout=EXEC_TIMEOUT)
+
+    def _run(self, argv: list[str]) -> CommandResult:
+        try:
+            return self.host.run(argv, EXEC_TIMEOUT)
+        except HostUnreachable as exc:
+            raise LabError(f"{self.name} ({self.container}): {exc}") from None
+
+    def _must(self, argv: list[str], what: str) -> CommandResult:
+        result = self._run(argv)
+        if result.exit_code != 0:
+            raise LabError(f"{self.name}: {what}: {result.stderr.strip() or result.exit_code}")
+        return result
+
+    def read_text(self, path: str) -> str:
+        try:
+            return self.host.read_text(path)
+        except (HostUnreachable, OSError) as exc:
+            raise LabError(f"{self.name}: cannot read {path}: {exc}") from None
+
+    def write_text(self, path: str, text: str) -> None:
+        # The script is a constant; the text and path travel as positional arguments.
+        script = (
+            'mkdir -p "$(dirname "$2")" && printf "%s" "$1" > "$2.lab-tmp" && mv "$2.lab-tmp" "$2"'
+        )
+        self._must(["sh", "-c", script, "sh", text, path], f"cannot write {path}")
+
+    def exists(self, path: str) -> bool:
+        return self._run(["test", "-e", path]).exit_code == 0
+
+    def is_link(self, path: str) -> bool:
+        return self._run(["test", "-L", path]).exit_code == 0
+
+    def remove(self, path: str) -> None:
+        self._must(["rm", "-f", "--", path], f"cannot remove {path}")
+
+    def symlink(self, target: str, link: str) -> None:
+        self._must(["ln", "-sfn", "--", target, link], f"cannot link {link}")
+
+    def move(self, src: str, dst: str) -> None:
+        script = 'mkdir -p "$(dirname "$2")" && mv -f -- "$1" "$2"'
+        self._must(["sh", "-c", script, "sh", src, dst], f"cannot move {src}")
+
+    def nginx_test(self) -> CommandResult:
+        return self._run(["nginx", "-t"])
+
+    def nginx_pid(self) -> int | None:
+        try:
+            text = self.host.read_text(t.PID_FILE).strip()
+        except FileNotFoundError:
+            return None
+        except (HostUnreachable, OSError) as exc:
+            raise LabError(f"{self.name}: cannot read {t.PID_FILE}: {exc}") from None
+        if not text.isdigit():
+            return None
+        # Alive and not a zombie (the image runs an init that reaps, but be sure).
+        script = 'test -d "/proc/$1" && ! grep -q "^State:[[:space:]]*Z" "/proc/$1/status"'
+        alive = self._run(["sh", "-c", script, "sh", text]).exit_code == 0
+        return int(text) if alive else None
+
+    def nginx_running(self) -> bool:
+        return self.nginx_pid() is not None
+
+    def nginx_start(self) -> CommandResult:
+        result = self._run(["nginx"])
+        if result.exit_code == 0:
+            deadline = time.monotonic() + 5.0
+            while not self.nginx_running() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return result
+
+    def nginx_stop(self) -> None:
+        pid = self.nginx_pid()
+        if pid is None:
+            return
+        self._must(["kill", "-TERM", str(pid)], "cannot stop nginx")
+        deadline = time.monotonic() + 5.0
+        while self.nginx_running():
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name}: nginx (pid {pid}) does not stop")
+            time.sleep(0.1)
+
+    def nginx_signal_reload(self) -> None:
+        pid = self.nginx_pid()
+        if pid is None:
+            raise LabError(f"{self.name}: nginx is not running")
+        self._must(["kill", "-HUP", str(pid)], "cannot signal nginx")
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(
+        self,
+        docker: str | None = None,
+        compose_file: str | os.PathLike[str] | None = None,
+        lb_port: int | None = None,
+    ) -> None:
+        self.docker = docker or os.environ.get("RECORDER_LAB_DOCKER") or "docker"
+        env_file = os.environ.get("RECORDER_LAB_COMPOSE")
+        self.compose_file = Path(compose_file or env_file or repo_docker_dir() / "compose.yml")
+        port = lb_port or os.environ.get("RECORDER_LAB_LB_PORT") or DEFAULT_LB_PORT
+        self.lb_port = int(port)
+
+    def _compose(self, *args: str) -> list[str]:
+        return [self.docker, "compose", "-f", str(self.compose_file), "-p", PROJECT, *args]
+
+    def _run(self, argv: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "RECORDER_LAB_LB_PORT": str(self.lb_port)}
+        try:
+            return subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                env=env,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise LabError(
+                f"{what}: {self.docker} not found; the docker lab needs Docker with the "
+                "compose plugin (the local lab does not)"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{what}: no answer from docker in {timeout:g}s") from None
+
+    def up(self, directory: Path, capacity_rps: int, capacity_burst: int) -> dict[str, Any]:
+        if not self.compose_file.is_file():
+            raise LabError(
+                f"{self.compose_file} not found: the docker lab runs from a checkout of "
+                "the repository (or set RECORDER_LAB_COMPOSE)",
+                2,
+            )
+        version = self._run([self.docker, "compose", "version"], 30, "docker compose")
+        if version.returncode != 0:
+            raise LabError(
+                "docker compose is not available (the docker lab needs Docker with the compose "
+                f"plugin): {(version.stderr or version.stdout).strip()}"
+            )
+        started = self._run(self._compose("up", "-d", "--build", "--wait"), COMPOSE_TIMEOUT, "up")
+        if started.returncode != 0:
+            raise LabError(f"docker compose up failed: {started.stderr.strip()[-2000:]}")
+        hosts: dict[str, Any] = {}
+        for name in t.HOSTS:
+            hosts[name] = {
+                "role": t.ROLES[name],
+                "url": f"http://127.0.0.1:{self.lb_port}/" if name == t.LB else None,
+                "port": self.lb_port if name == t.LB else None,
+                "prefix": None,
+                "container": CONTAINERS[name],
+            }
+        return {
+            "hosts": hosts,
+            "docker": {"compose_file": str(self.compose_file), "lb_port": self.lb_port},
+            "ready_timeout": 60.0,
+            "capacity": {"rps": t.CAPACITY_RPS, "burst": t.CAPACITY_BURST},
+            "recorder": {
+                "config": str(self.compose_file.parent / "recorder.yml"),
+                "listen": f"127.0.0.1:{RECORDER_PORT}",
+                "state_dir": "/var/lib/recorder (volume recorder-state)",
+                "container": CONTAINERS["recorder"],
+            },
+        }
+
+    def down(self, state: dict[str, Any]) -> list[str]:
+        done = self._run(self._compose("down", "--remove-orphans"), 300, "down")
+        if done.returncode != 0:
+            return [f"docker compose down failed: {done.stderr.strip()[-1000:]}"]
+        return []
+
+    def ops(self, state: dict[str, Any], host: str) -> DockerOps:
+        info = state["hosts"][host]
+        return DockerOps(host, info["role"], info["container"], self.docker)
+
+    def host_status(self, state: dict[str, Any], host: str) -> dict[str, Any]:
+        pid = self.ops(state, host).nginx_pid()
+        return {"running": pid is not None, "pid": pid}
+
+    def record_deploy(self, state: dict[str, Any], service: str, version: str) -> None:
+        # The recorder's store lives in its container: report the deploy as a CI/CD step
+        # would, with its CLI there.
+        container = state["recorder"].get("container", CONTAINERS["recorder"])
+        argv = [
+            self.docker,
+            "exec",
+            container,
+            "recorder",
+            "--config",
+            IN_CONTAINER_CONFIG,
+            "event",
+            "deploy",
+            "--service",
+            service,
+            "--version",
+            version,
+        ]
+        done = self._run(argv, 60, "deploy event")
+        if done.returncode != 0:
+            raise LabError(f"cannot record the deploy event: {done.stderr.strip()}")
+
+
+def main() -> int:
+    """`python -m recorder.lab.docker`: re-render docker/ from the lab's templates."""
+    written = write_rendered(repo_docker_dir())
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print("docker/ is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

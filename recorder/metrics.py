@@ -1,0 +1,285 @@
+"""Prometheus metrics: the names of DESIGN.md, in base units, with bounded labels only.
+
+Two kinds of state, exported two ways (as prometheus/client_python recommends):
+
+- what the engine sees as it happens (probe results, log counters) is pushed into
+  ordinary gauges and counters by the engine thread through `Metrics`;
+- incident state lives in the store, so `IncidentCollector` reads it at scrape time
+  instead of gauges being poked from the many places that change incidents. A scrape
+  therefore always agrees with `recorder incidents list`, across restarts too.
+
+Label values come only from the config (host and probe names), the fault vocabulary and
+the five HTTP status classes: never URLs, client addresses or alert labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from probes.base import Fault, Observation, Status
+from recorder import __version__
+from recorder.store import Store, StoreError
+
+log = logging.getLogger("recorder.metrics")
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+UNKNOWN_FAULT = "unknown"  # an incident whose cause is not (yet) one of our fault kinds
+FAULT_LABELS = (*(str(f) for f in Fault), UNKNOWN_FAULT)
+
+# Every metric family the recorder exports; DESIGN.md is the contract, a test holds both
+# to it.
+METRIC_NAMES = (
+    "recorder_probe_success",
+    "recorder_probe_duration_seconds",
+    "recorder_probe_errors_total",
+    "recorder_http_responses_total",
+    "recorder_http_5xx_ratio",
+    "recorder_affected_clients_ratio",
+    "recorder_incidents_open",
+    "recorder_incidents_opened_total",
+    "recorder_detection_delay_seconds",
+    "recorder_log_lines_total",
+    "recorder_log_rotations_total",
+    "recorder_build_info",
+)
+
+
+class Metrics:
+    """The engine's metrics. Pass a fresh `CollectorRegistry()` in tests; the default is
+    the process-wide registry."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        *,
+        store: Store,
+        version: str = __version__,
+    ) -> None:
+        self.registry = registry
+        self.probe_success = Gauge(
+            "recorder_probe_success",
+            "1 when the last run of the probe found the host healthy, 0 when it failed "
+            "or could not look",
+            ["host", "probe"],
+            registry=registry,
+        )
+        self.probe_duration = Gauge(
+            "recorder_probe_duration_seconds",
+            "How long the last run of the probe took",
+            ["host", "probe"],
+            registry=registry,
+        )
+        self.probe_errors = Counter(
+            "recorder_probe_errors_total",
+            "Probe runs that could not look at the host (unreachable, timeout, permission)",
+            ["host", "probe"],
+            registry=registry,
+        )
+        self.http_responses = Counter(
+            "recorder_http_responses_total",
+            "Responses in the host's access log, by status class",
+            ["host", "class"],
+            registry=registry,
+        )
+        self.http_5xx_ratio = Gauge(
+            "recorder_http_5xx_ratio",
+            "Share of responses with a 5xx status in the error_rate probe's last window",
+            ["host"],
+            registry=registry,
+        )
+        self.affected_ratio = Gauge(
+            "recorder_affected_clients_ratio",
+            "Share of distinct clients that got at least one 5xx in the error_rate "
+            "probe's last window",
+            ["host"],
+            registry=registry,
+        )
+        self.log_lines = Counter(
+            "recorder_log_lines_total",
+            "Access log lines read",
+            ["host"],
+            registry=registry,
+        )
+        self.log_rotations = Counter(
+            "recorder_log_rotations_total",
+            "Access log rotations noticed (the file was replaced or truncated)",
+            ["host"],
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "recorder_build_info",
+            "Always 1; the recorder's version as a label",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(version).set(1)
+        self.incidents = IncidentCollector(store)
+        registry.register(self.incidents)
+        # (host, probe) pairs seen, so series of hosts dropped by a reload can be removed.
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    # ---- the engine's inputs --------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> None:
+        """One probe result: success, duration, errors; the error_rate ratios."""
+        with self._lock:
+            self._seen.add((obs.host, obs.probe))
+        self.probe_success.labels(obs.host, obs.probe).set(1 if obs.status is Status.OK else 0)
+        self.probe_duration.labels(obs.host, obs.probe).set(max(0.0, obs.duration))
+        errors = self.probe_errors.labels(obs.host, obs.probe)  # exported as 0 until one
+        if obs.status is Status.ERROR:
+            errors.inc()
+        if obs.probe == "error_rate" and obs.status is not Status.ERROR:
+            self._ratios(obs)
+
+    def _ratios(self, obs: Observation) -> None:
+        d = obs.details
+        error_ratio = _ratio(d.get("error_ratio"))
+        if error_ratio is not None:
+            self.http_5xx_ratio.labels(obs.host).set(error_ratio)
+        affected = _ratio(d.get("affected_ratio"))
+        if affected is None:
+            clients, hurt = d.get("clients"), d.get("clients_with_5xx")
+            if _count(clients) and _count(hurt) is not None:
+                affected = _ratio(hurt / clients)
+        if affected is not None:
+            self.affected_ratio.labels(obs.host).set(affected)
+
+    def count_responses(self, host: str, classes: Mapping[str, int]) -> None:
+        """New responses since the last call, by class (`5xx`: 12). Other keys and
+        negative counts are ignored: the label set stays bounded, counters never fall."""
+        for cls, n in classes.items():
+            if cls in STATUS_CLASSES and _count(n) is not None:
+                self.http_responses.labels(host, cls).inc(n)
+
+    def count_log_lines(self, host: str, n: int) -> None:
+        if _count(n) is not None:
+            self.log_lines.labels(host).inc(n)
+
+    def count_rotations(self, host: str, n: int) -> None:
+        if _count(n) is not None:
+            self.log_rotations.labels(host).inc(n)
+
+    def retain_hosts(self, hosts: Iterable[str]) -> None:
+        """Drop the series of hosts no longer configured (after a reload)."""
+        keep = set(hosts)
+        with self._lock:
+            gone = {(h, p) for h, p in self._seen if h not in keep}
+            self._seen -= gone
+        for host, probe in gone:
+            for metric in (self.probe_success, self.probe_duration, self.probe_errors):
+                _remove(metric, host, probe)
+        for host in {h for h, _ in gone}:
+            for metric in (self.http_5xx_ratio, self.affected_ratio):
+                _remove(metric, host)
+            for metric in (self.log_lines, self.log_rotations):
+                _remove(metric, host)
+            for cls in STATUS_CLASSES:
+                _remove(self.http_responses, host, cls)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass  # never had that child
+
+
+def _ratio(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value):
+        return None
+    return min(1.0, max(0.0, float(value)))
+
+
+def _count(value: Any) -> int | None:
+    """A usable non-negative integer count, else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+class IncidentCollector(Collector):
+    """Incident state read from the store at scrape time.
+
+    - `recorder_incidents_open`: incidents open now (outages and monitoring gaps).
+    - `recorder_incidents_opened_total{fault}`: incidents ever opened, by their fault
+      kind (`unknown` while no kind is known); every kind is exported, 0 included, so
+      `increase()` sees the first one.
+    - `recorder_detection_delay_seconds`: a summary over every outage ever opened of
+      detected_at minus started_at. `_sum / _count` is the mean delay; the rate of both
+      over a window gives the mean of the incidents opened in it.
+
+    A store that cannot be read gives no samples for these families (the scrape itself
+    still succeeds, and the absence is what an alert on `absent()` sees).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._failing: str | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only, so registering does not read the store.
+        yield GaugeMetricFamily("recorder_incidents_open", "")
+        yield CounterMetricFamily("recorder_incidents_opened", "", labels=["fault"])
+        yield SummaryMetricFamily("recorder_detection_delay_seconds", "")
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self.store.counts()
+            by_fault = self.store.counts_by_fault()
+            delays = [
+                (i.detected_at - i.started_at).total_seconds()
+                for i in self.store.list()
+                if i.severity == "outage"
+            ]
+        except (sqlite3.Error, StoreError, OSError, ValueError, KeyError, TypeError) as exc:
+            # ValueError/KeyError/TypeError: a row the model cannot read back.
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != self._failing:
+                log.warning("cannot read incidents for /metrics: %s", reason)
+            self._failing = reason
+            return
+        if self._failing:
+            log.info("incidents readable again for /metrics")
+            self._failing = None
+        yield GaugeMetricFamily(
+            "recorder_incidents_open",
+            "Incidents open now",
+            value=counts.get("open", 0),
+        )
+        opened = CounterMetricFamily(
+            "recorder_incidents_opened",
+            "Incidents opened, by fault kind",
+            labels=["fault"],
+        )
+        totals = dict.fromkeys(FAULT_LABELS, 0)
+        for fault, n in by_fault.items():
+            key = fault if fault in totals else UNKNOWN_FAULT
+            totals[key] += n
+        for fault, n in totals.items():
+            opened.add_metric([fault], n)
+        yield opened
+        yield SummaryMetricFamily(
+            "recorder_detection_delay_seconds",
+            "Time from the first evidence of harm to the incident being opened, over "
+            "every outage",
+            count_value=len(delays),
+            sum_value=sum(max(0.0, d) for d in delays),
+        )

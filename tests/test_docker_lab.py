@@ -1,0 +1,316 @@
+"""The docker lab, checked without a Docker engine (none runs here): the compose file
+parses and names what the docker recorder config expects, every file the Dockerfiles
+COPY exists and survives their .dockerignore, the rendered files match the lab's
+templates, and the docker backend issues the right argv, recorded by a fake `docker`
+CLI (the one fake the project allows, since the engine cannot run here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from recorder.config import load_config
+from recorder.lab import Lab, LabError
+from recorder.lab import docker as docker_lab
+
+DOCKER_DIR = Path(__file__).resolve().parents[1] / "docker"
+COMPOSE = DOCKER_DIR / "compose.yml"
+REPO = DOCKER_DIR.parent
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# ---- the compose file and the images -----------------------------------------------
+
+
+def test_compose_has_the_lab_services_on_one_network() -> None:
+    services = compose()["services"]
+    assert set(services) == {"lb", "web-01", "web-02", "recorder", "prometheus"}
+    for name, service in services.items():
+        assert service["networks"] == ["lab"], name
+    assert set(compose()["networks"]) == {"lab"}
+    assert services["lb"]["ports"] == ["127.0.0.1:${RECORDER_LAB_LB_PORT:-8080}:80"]
+    assert set(services["lb"]["depends_on"]) == {"web-01", "web-02"}
+
+
+def test_containers_are_named_as_the_docker_recorder_config_expects() -> None:
+    services = compose()["services"]
+    config = load_config(DOCKER_DIR / "recorder.yml")
+    by_service = {"lb": "lb-01", "web-01": "web-01", "web-02": "web-02"}
+    for service, host in by_service.items():
+        host_config = config.hosts[host].docker
+        assert host_config is not None
+        assert services[service]["container_name"] == host_config.container
+        assert host_config.container == docker_lab.CONTAINERS[host]
+        # the http probe reaches the host by its compose service name, on port 80
+        http = next(cfg for _, name, cfg in config.checks_for(host) if name == "http")
+        assert http.model_dump()["url"] == f"http://{service}/"
+    assert services["recorder"]["container_name"] == docker_lab.CONTAINERS["recorder"]
+
+
+def test_recorder_service_mounts_the_socket_config_and_state() -> None:
+    services = compose()["services"]
+    recorder = services["recorder"]
+    volumes = recorder["volumes"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in volumes
+    assert f"./recorder.yml:{docker_lab.IN_CONTAINER_CONFIG}:ro" in volumes
+    config = load_config(DOCKER_DIR / "recorder.yml")
+    assert f"recorder-state:{config.state_dir}" in volumes
+    assert recorder["command"] == ["run", "--config", docker_lab.IN_CONTAINER_CONFIG]
+    assert config.listen == f"0.0.0.0:{docker_lab.RECORDER_PORT}"
+    assert f"127.0.0.1:{docker_lab.RECORDER_PORT}:{docker_lab.RECORDER_PORT}" in recorder["ports"]
+    named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
+    named = {v for v in named if not v.startswith((".", "/"))}
+    assert named == set(compose()["volumes"])
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith(".") and "prometheus" not in source:  # docker/prometheus/
+                assert (DOCKER_DIR / source).exists(), source  # is another engineer's
+
+
+def _dockerignore_allows(ignore: Path, source: str) -> bool:
+    """Our .dockerignore files exclude everything (`*`) and re-include with `!path`."""
+    lines = [ln.strip() for ln in ignore.read_text().splitlines()]
+    rules = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert rules[0] == "*", f"{ignore}: expected to start with '*'"
+    included = False
+    for rule in rules[1:]:
+        if rule.startswith("!"):
+            path = rule[1:]
+            if source == path.rstrip("/") or source.startswith(path.rstrip("/") + "/"):
+                included = True
+    return included
+
+
+def _copies(dockerfile: Path) -> list[tuple[str, str]]:
+    """(source, destination) of every COPY that reads the build context."""
+    copies = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from=") for w in words):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        copies += [(src, args[-1]) for src in args[:-1]]
+    return copies
+
+
+def test_every_file_the_dockerfiles_copy_exists() -> None:
+    checked = 0
+    for name, service in compose()["services"].items():
+        build = service.get("build")
+        if build is None:
+            continue
+        context = (DOCKER_DIR / build["context"]).resolve()
+        assert context == REPO, name
+        dockerfile = context / build["dockerfile"]
+        assert dockerfile.is_file(), dockerfile
+        text = dockerfile.read_text()
+        if "target" in build:
+            assert re.search(rf"^FROM \S+ AS {build['target']}$", text, re.M), name
+        ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+        assert ignore.is_file(), ignore
+        for source, _ in _copies(dockerfile):
+            for arg, value in build.get("args", {}).items():
+                source = source.replace("${" + arg + "}", value)
+            assert "$" not in source, f"{dockerfile}: unexpanded {source}"
+            assert (context / source).exists(), f"{name}: COPY {source}: missing"
+            assert _dockerignore_allows(ignore, source), f"{ignore} excludes {source}"
+            checked += 1
+    assert checked >= 15
+
+
+def test_entrypoint_is_executable_and_runs_the_app_file_of_the_local_lab() -> None:
+    entrypoint = DOCKER_DIR / "nginx" / "entrypoint.sh"
+    assert entrypoint.stat().st_mode & stat.S_IXUSR
+    copies = dict(_copies(DOCKER_DIR / "nginx" / "Dockerfile"))
+    assert copies["recorder/lab/app.py"] == "/opt/lab/app.py"
+    assert "/opt/lab/app.py" in entrypoint.read_text()
+
+
+def test_rendered_files_match_the_lab_templates() -> None:
+    """docker/nginx/* and docker/recorder.yml come from recorder/lab/templates.py."""
+    for rel, text in docker_lab.rendered_files().items():
+        path = DOCKER_DIR / rel
+        assert path.is_file(), f"{path} missing: run python -m recorder.lab.docker"
+        assert path.read_text() == text, f"{path} is stale: run python -m recorder.lab.docker"
+    lb = (DOCKER_DIR / "nginx/lb-01/sites-available/example").read_text()
+    assert "server web-01:80;" in lb and "server web-02:80;" in lb
+
+
+# ---- the backend's argv, against a fake docker CLI -----------------------------------
+
+FAKE_DOCKER = """\
+#!{python}
+# A fake `docker` CLI: records its argv (and the lb port it was given) and answers the
+# few questions the lab asks. Nothing here emulates the engine.
+import json, os, sys
+argv = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    port = os.environ.get("RECORDER_LAB_LB_PORT")
+    log.write(json.dumps({{"argv": argv, "lb_port": port}}) + "\\n")
+if argv[:2] == ["compose", "version"] and os.environ.get("FAKE_DOCKER_NO_COMPOSE"):
+    sys.stderr.write("docker: unknown command: docker compose\\n")
+    sys.exit(1)
+if argv[:1] == ["exec"] and argv[-1] == "/run/nginx.pid":
+    print("7")
+sys.exit(0)
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    script = tmp_path / "docker"
+    script.write_text(FAKE_DOCKER.format(python=sys.executable))
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "argv.jsonl"))
+    return script
+
+
+def calls(fake: Path) -> list[dict[str, Any]]:
+    log = fake.with_name("argv.jsonl")
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+@pytest.fixture
+def published_lb() -> Iterator[int]:
+    """A real HTTP server standing where Docker would publish lb-01's port."""
+
+    class OK(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OK)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def execs(records: list[dict[str, Any]], container: str) -> list[list[str]]:
+    prefix = ["exec", "-i", container]
+    return [r["argv"][3:] for r in records if r["argv"][:3] == prefix]
+
+
+def test_docker_backend_drives_compose_and_faults_by_docker_exec(
+    tmp_path: Path, fake_docker: Path, published_lb: int
+) -> None:
+    compose_argv = ["compose", "-f", str(COMPOSE), "-p", "recorder-lab"]
+    lab = Lab(tmp_path / "lab", backend="docker", docker=str(fake_docker), lb_port=published_lb)
+    status = lab.up()
+    records = calls(fake_docker)
+    assert [r["argv"] for r in records[:2]] == [
+        ["compose", "version"],
+        [*compose_argv, "up", "-d", "--build", "--wait"],
+    ]
+    assert records[1]["lb_port"] == str(published_lb)
+    assert status["backend"] == "docker"
+    assert status["hosts"]["lb-01"]["url"] == f"http://127.0.0.1:{published_lb}/"
+    assert status["hosts"]["web-01"]["container"] == "recorder-lab-web-01"
+    assert status["config"] == str(DOCKER_DIR / "recorder.yml")
+
+    # Later commands come from a new Lab, as from a new CLI run: the state says docker.
+    later = Lab(tmp_path / "lab", docker=str(fake_docker))
+    start = len(calls(fake_docker))
+    truth = later.break_("missing-symlink", host="web-01")
+    assert truth["reload"] == "reloaded"
+    web1 = execs(calls(fake_docker)[start:], "recorder-lab-web-01")
+    assert ["rm", "-f", "--", "/etc/nginx/sites-enabled/example"] in web1
+    assert ["nginx", "-t"] in web1
+    assert web1[-1] == ["kill", "-HUP", "7"]
+
+    start = len(calls(fake_docker))
+    later.break_("backend-5xx", rate=0.25)
+    write = execs(calls(fake_docker)[start:], "recorder-lab-web-01")[-1]
+    assert write[:2] == ["sh", "-c"] and write[3:] == [
+        "sh",
+        '{"backend-5xx": {"error_rate": 0.25}}\n',
+        "/var/lib/lab-app/faults.json",
+    ]
+
+    start = len(calls(fake_docker))
+    deploy = later.break_("bad-deploy", host="web-02", version="9.9.9")
+    assert deploy["version"] == "9.9.9"
+    assert [
+        "exec",
+        "recorder-lab-recorder",
+        "recorder",
+        "--config",
+        "/etc/recorder/recorder.yml",
+        "event",
+        "deploy",
+        "--service",
+        "web",
+        "--version",
+        "9.9.9",
+    ] in [r["argv"] for r in calls(fake_docker)[start:]]
+
+    start = len(calls(fake_docker))
+    fixed = later.fix()
+    assert {(f["fault"], f["host"]) for f in fixed} == {
+        ("missing-symlink", "web-01"),
+        ("backend-5xx", "web-01"),
+        ("bad-deploy", "web-02"),
+    }
+    web1 = execs(calls(fake_docker)[start:], "recorder-lab-web-01")
+    link = ["ln", "-sfn", "--", "/etc/nginx/sites-available/example"]
+    assert [*link, "/etc/nginx/sites-enabled/example"] in web1
+    assert ["kill", "-HUP", "7"] in web1
+    assert later.status()["hosts"]["web-02"]["running"] is True
+
+    start = len(calls(fake_docker))
+    later.down()
+    assert [r["argv"] for r in calls(fake_docker)[start:]] == [
+        [*compose_argv, "down", "--remove-orphans"]
+    ]
+    assert later.status()["up"] is False
+
+
+def test_docker_backend_says_what_is_missing(
+    tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DOCKER_NO_COMPOSE", "1")
+    with pytest.raises(LabError, match="needs Docker with the compose plugin"):
+        Lab(tmp_path / "a", backend="docker", docker=str(fake_docker)).up()
+    with pytest.raises(LabError, match="not found"):
+        Lab(tmp_path / "b", backend="docker", docker=str(tmp_path / "no-docker")).up()
+    assert not Lab(tmp_path / "a").status()["up"]
+    # The CLI reaches the same backend; RECORDER_LAB_DOCKER names the client.
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+
+    env = {"RECORDER_LAB_DOCKER": str(fake_docker), "FAKE_DOCKER_NO_COMPOSE": "1"}
+    result = CliRunner().invoke(
+        main, ["lab", "up", "--backend", "docker", "--dir", str(tmp_path / "c")], env=env
+    )
+    assert result.exit_code == 1
+    assert "compose plugin" in result.output
+    assert os.environ.get("RECORDER_LAB_DOCKER") is None
