@@ -400,14 +400,28 @@ def close_cmd(
     output: str | None,
 ) -> None:
     """Finalize the postmortem. Refuses, listing every gap, until it meets POSTMORTEM.md."""
-    from recorder.postmortem.close import CloseError, close_incident, edit_in_editor
+    from recorder.postmortem.close import (
+        CloseError,
+        close_incident,
+        edit_in_editor,
+        merge_postmortem,
+    )
     from recorder.postmortem.draft import render_draft
 
     incident = get_incident(ctx, incident_id)
     edited: str | None = None
-    if edit:
-        edited = edit_in_editor(render_draft(incident, ctx.config))
     try:
+        if edit:
+            given = merge_postmortem(
+                incident.postmortem,
+                root_cause=root_cause,
+                resolution=resolution,
+                misleading=misleading,
+                escalated_to=escalated_to,
+                tasks=tasks,
+                affected=affected,
+            )
+            edited = edit_in_editor(render_draft(incident, ctx.config, overrides=given))
         result = close_incident(
             open_store(ctx),
             ctx.config,

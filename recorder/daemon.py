@@ -286,6 +286,8 @@ class Daemon:
             except OSError as exc:
                 log.error("cannot write the draft of %s: %s", incident.ref, exc)
                 return  # keep them dirty; try again next tick
+            except Exception:  # a rendering bug must not stop the engine
+                log.exception("cannot render the draft of %s", incident.ref)
         self._drafts_dirty.clear()
 
     def _status_line(self) -> str:

@@ -282,6 +282,14 @@ class Store:
                 ),
             )
 
+    def save_postmortem(self, incident_id: int, postmortem: dict[str, Any]) -> None:
+        """Keep what people wrote so far (a refused close keeps its flags)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE incidents SET postmortem=? WHERE id=? AND status != 'closed'",
+                (json.dumps(postmortem), incident_id),
+            )
+
     def get(self, incident_id: int) -> Incident | None:
         db = self._conn()
         row = db.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()

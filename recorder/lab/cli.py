@@ -209,6 +209,9 @@ def down_cmd(directory: str) -> None:
     """Stop everything the lab started (by pid) and check nothing is left running. The
     directory stays for inspection."""
     lab_obj = Lab(directory)
+    if not lab_obj.status()["hosts"]:
+        click.echo(f"no lab in {lab_obj.dir}: nothing to stop")
+        return
     try:
         lab_obj.down()
     except LabError as exc:

@@ -256,6 +256,10 @@ def close_incident(
         )
     gaps = _gaps(text, str(path))
     if gaps:
+        try:
+            store.save_postmortem(incident.id, merged)  # the next attempt keeps these flags
+        except (sqlite3.Error, StoreError):
+            pass  # nothing is lost: the person still has the command line they typed
         return CloseResult(ok=False, gaps=gaps, path=None)
 
     try:
