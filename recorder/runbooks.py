@@ -34,6 +34,10 @@ from recorder.resources import data_path
 
 # What the engine knows about an incident and can put into a task template. Anything else
 # in braces is a typo in a runbook and is refused when the runbooks load.
+#   host     the host the fault was observed on (for upstream-down: the load balancer)
+#   site     the site name in sites-available     file, line  a config file and line
+#   service  the service of the incident          url         the probe URL users hit
+#   backend  an upstream server, `address:port`   version     the deployed version
 PLACEHOLDERS = frozenset({"host", "site", "file", "line", "service", "url", "backend", "version"})
 
 SPECIAL_TERMS = frozenset({"deploy:recent", "rate:above-baseline"})
@@ -124,6 +128,9 @@ def _non_blank(v: str) -> str:
 
 
 class Runbook(_Strict):
+    """One fault kind's knowledge: how it shows (symptoms), what users see, why it happens,
+    how to fix it, where people go wrong, and what to do so it does not happen again."""
+
     fault: Fault
     title: str
     symptoms: Symptoms

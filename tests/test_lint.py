@@ -207,6 +207,7 @@ DURATIONS = [
     ("2024-01-09T21:10:00+03:00 to 2024-01-09T21:40:00+03:00.", []),
     ("2024-01-09T18:10:00Z to 2024-01-09T18:40:00Z.", []),
     ("On 2023-10-20 from 20:00 to 20:45 EAT.", []),
+    ("On 2024-03-05 from 10:45 AM PST to 11:30 AM.", []),
     ("On 20/10/2023 between 20:00 and 20:45 (Africa/Nairobi).", []),
     ("12 November 2023, 09:10-09:52 East Africa Time.", []),
     ("All times are in UTC. On 2024-03-05 from 14:30 to 15:15.", []),

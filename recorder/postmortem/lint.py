@@ -668,10 +668,12 @@ def _times(text: str) -> list[_Time]:
                 zoned = True
                 end = consumed = zone.end()
         found.append(_Time(m.start(), end, hour * 60 + minute, zoned))
-    # "from 20:00 to 20:45 EAT": the first end of a range takes the zone of the second.
-    for a, b in zip(reversed(found[:-1]), reversed(found[1:]), strict=True):
-        if not a.zoned and b.zoned and _RANGE_JOIN.match(text[a.end : b.start]):
-            a.zoned = True
+    # "from 20:00 to 20:45 EAT", "10:45 AM PST to 11:30 AM": both ends of a range share
+    # the zone written on one of them.
+    pairs = list(zip(found[:-1], found[1:], strict=True))
+    for a, b in [*reversed(pairs), *pairs]:
+        if a.zoned != b.zoned and _RANGE_JOIN.match(text[a.end : b.start]):
+            a.zoned = b.zoned = True
     return found
 
 
