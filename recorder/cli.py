@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -151,7 +152,7 @@ def probe_cmd(ctx: Context, only_host: str | None, as_json: bool) -> None:
     sys.exit(0 if all(o.status == "ok" for o in observations) else 1)
 
 
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
@@ -350,10 +351,13 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
 @pass_ctx
 def draft_cmd(ctx: Context, incident_id: str, output: str | None, fmt: str) -> None:
     """Render the postmortem draft of an incident."""
-    from recorder.postmortem.draft import render_draft
+    from recorder.postmortem.draft import DraftError, render_draft
 
     incident = get_incident(ctx, incident_id)
-    text = render_draft(incident, ctx.config, fmt=fmt)
+    try:
+        text = render_draft(incident, ctx.config, fmt=fmt)
+    except DraftError as exc:
+        fail(str(exc), 1)
     if output:
         write_private(output, text)
         click.echo(f"{incident.ref}: draft written to {output}", err=True)

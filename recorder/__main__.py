@@ -1,0 +1,5 @@
+"""`python -m recorder` is the `recorder` command."""
+
+from recorder.cli import main
+
+main()

@@ -1,0 +1,259 @@
+"""The daemon end to end: a real `recorder run` process watching the real nginx lab.
+
+For each lab fault: inject it, and an incident opens with the right top root cause, a
+plausible started_at and detected_at, the affected share close to the lab's truth and a
+timeline holding detection; fix it, and the incident resolves. A healthy stack under
+steady traffic opens nothing; kill -9 mid-incident loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from recorder.lab.core import Lab
+from recorder.model import Incident, parse_iso
+from recorder.store import Store
+
+pytestmark = pytest.mark.slow
+
+RECOVER_AFTER = 2.0
+
+
+class Daemon:
+    """`recorder run` as a real process, stderr kept in a file for the failure report."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        data = yaml.safe_load(config.read_text())
+        self.base = f"http://{data['listen']}"
+        self.state_dir = Path(data["state_dir"])
+
+    def start(self) -> None:
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "recorder", "--config", str(self.config), "run"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_until(lambda: self._healthy(), 15, "the daemon to answer /healthz", self)
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        try:
+            return requests.get(self.base + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def incidents(self) -> list[Incident]:
+        store = Store(self.state_dir)
+        try:
+            return [i for i in (store.get(x.id) for x in store.list()) if i is not None]
+        finally:
+            store.close()
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, daemon: Daemon | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    tail = daemon.log.read_text()[-3000:] if daemon else ""
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("daemon-lab") / "lab")
+    with lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def daemon(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    # The lab's config, with a shorter log window and recovery so each case takes seconds.
+    data = yaml.safe_load(lab.config_path.read_text())
+    data["defaults"]["recover_after"] = f"{RECOVER_AFTER:g}s"
+    for check in data["checks"]:
+        if "error_rate" in check["probes"]:
+            check["probes"]["error_rate"]["window"] = "6s"
+            check["probes"]["error_rate"]["min_requests"] = 5
+    config = tmp_path_factory.mktemp("daemon") / "recorder.yml"
+    config.write_text(yaml.safe_dump(data))
+    d = Daemon(config, config.with_name("daemon.log"))
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+class Traffic:
+    """Lab traffic in the background; `result` is the lab's truth once it ends."""
+
+    def __init__(self, lab: Lab, clients: int, rps: float, seconds: float) -> None:
+        self.result: dict[str, Any] = {}
+        self.thread = threading.Thread(
+            target=lambda: self.result.update(lab.traffic(clients=clients, rps=rps, seconds=seconds))
+        )
+        self.thread.start()
+
+    def wait(self) -> dict[str, Any]:
+        self.thread.join(60)
+        return self.result
+
+
+def new_incident(daemon: Daemon, known: set[int], timeout: float = 10.0) -> Incident:
+    def found() -> Incident | None:
+        fresh = [i for i in daemon.incidents() if i.id not in known and i.severity == "outage"]
+        return fresh[0] if fresh else None
+
+    incident: Incident = wait_until(found, timeout, "an incident to open", daemon)
+    return incident
+
+
+def resolved(daemon: Daemon, incident_id: int, timeout: float = 40.0) -> Incident:
+    def done() -> Incident | None:
+        got = next(i for i in daemon.incidents() if i.id == incident_id)
+        return got if got.status == "resolved" else None
+
+    incident: Incident = wait_until(done, timeout, f"INC-{incident_id} to resolve", daemon)
+    return incident
+
+
+# fault, host (None: the lab's default), rate, the top root cause expected, traffic?
+CASES = [
+    ("missing-symlink", None, None, "missing-symlink", False),
+    ("dangling-symlink", None, None, "dangling-symlink", False),
+    ("config-syntax", None, None, "config-syntax", False),
+    ("nginx-down", None, None, "nginx-down", False),
+    ("upstream-down", None, None, "upstream-down", False),
+    ("backend-5xx", None, 0.3, "http-5xx", True),
+    ("bad-deploy", None, 0.4, "bad-deploy", True),
+    ("slow-backend", None, None, "slow-responses", False),
+]
+
+
+@pytest.mark.parametrize(("fault", "host", "rate", "expected", "with_traffic"), CASES, ids=[c[0] for c in CASES])
+def test_fault_opens_the_right_incident_and_resolves(
+    lab: Lab, daemon: Daemon, fault: str, host: str | None, rate: float | None, expected: str, with_traffic: bool
+) -> None:
+    known = {i.id for i in daemon.incidents()}
+    traffic = Traffic(lab, clients=60, rps=40, seconds=7) if with_traffic else None
+    if traffic:
+        time.sleep(1.0)  # some healthy traffic first, as in real life
+    before_break = datetime.now().astimezone()
+    lab.break_(fault, host=host, rate=rate)
+    broke_at = datetime.now().astimezone()
+    try:
+        incident = new_incident(daemon, known)
+        detected_in = (incident.detected_at - broke_at).total_seconds()
+        assert detected_in < 5, f"detected {detected_in:.1f}s after the break"
+        if traffic:
+            truth = traffic.wait()
+            incident = wait_until(
+                lambda: next(i for i in daemon.incidents() if i.id == incident.id), 5, "incident"
+            )
+    finally:
+        lab.fix(fault)
+        if traffic:
+            traffic.wait()
+    assert incident.root_causes, incident.to_json()
+    assert incident.root_causes[0].fault == expected, json.dumps(incident.to_json()["root_causes"], indent=1)
+    # Log times have whole seconds: harm can appear to start up to a second early.
+    assert incident.started_at >= before_break - timedelta(seconds=1)
+    assert incident.started_at <= incident.detected_at
+    kinds = [e.kind for e in incident.timeline]
+    assert "impact-start" in kinds and "detection" in kinds
+    if traffic:
+        assert incident.affected.ratio is not None
+        assert abs(incident.affected.ratio - truth["clients_with_5xx_ratio"]) <= 0.1, (
+            incident.affected,
+            truth,
+        )
+    if fault in ("missing-symlink", "nginx-down"):
+        assert incident.affected.ratio == 1.0
+    done = resolved(daemon, incident.id)
+    assert done.resolved_at is not None and done.resolved_at >= done.started_at
+    assert "resolution" in [e.kind for e in done.timeline]
+    draft = daemon.state_dir / "drafts" / f"INC-{incident.id}.md"
+    assert wait_until(draft.exists, 5, "the draft file"), draft
+
+
+def test_healthy_stack_under_traffic_opens_nothing(lab: Lab, daemon: Daemon) -> None:
+    known = {i.id for i in daemon.incidents()}
+    result = Traffic(lab, clients=50, rps=30, seconds=8).wait()
+    assert result["requests"] > 100
+    assert result["status_classes"].get("5xx", 0) == 0
+    time.sleep(1.5)
+    fresh = [i.title for i in daemon.incidents() if i.id not in known]
+    assert fresh == []
+
+
+def test_kill_9_mid_incident_loses_nothing(lab: Lab, daemon: Daemon) -> None:
+    known = {i.id for i in daemon.incidents()}
+    lab.break_("missing-symlink")
+    try:
+        first = new_incident(daemon, known)
+        time.sleep(1.5)  # let diagnostics and ranking land in the timeline
+        before = next(i for i in daemon.incidents() if i.id == first.id)
+        daemon.kill9()
+        daemon.start()
+        time.sleep(2.5)
+        after = [i for i in daemon.incidents() if i.id not in known]
+        assert [i.id for i in after] == [first.id], "a restart must not open a second incident"
+        again = after[0]
+        assert again.started_at == before.started_at
+        assert again.detected_at == before.detected_at
+        assert {e.key for e in before.timeline} <= {e.key for e in again.timeline}
+        assert again.status == "open"
+    finally:
+        lab.fix("missing-symlink")
+    done = resolved(daemon, first.id)
+    assert [e.kind for e in done.timeline].count("detection") == 1
+    assert Store(daemon.state_dir).integrity_ok()
+
+
+def test_incident_visible_through_the_cli(daemon: Daemon) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "recorder", "--config", str(daemon.config), "incidents", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert listed and all(parse_iso(i["started_at"]) for i in listed)
