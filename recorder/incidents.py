@@ -367,7 +367,7 @@ class IncidentBook:
                     continue
                 health.setdefault(probe, []).append(obs.status is Status.OK)
                 if obs.status is Status.FAIL and obs.fault:
-                    terms.setdefault(f"{probe}:{obs.fault}", []).append(f"{host}: {obs.summary}")
+                    terms.setdefault(f"{probe}:{obs.fault}", []).append(_on_host(host, obs.summary))
                 rate, baseline = obs.details.get("rate"), obs.details.get("baseline_rate")
                 if (
                     probe == "error_rate"
@@ -379,10 +379,20 @@ class IncidentBook:
                     terms.setdefault("rate:above-baseline", []).append(
                         f"{host}: {rate:.1f} requests/s against a baseline of {baseline:.1f}/s"
                     )
-        for probe, oks in health.items():
-            if oks and all(oks):
-                terms[f"{probe}:ok"] = [f"{probe} ok on every host of {service}"]
         item = self._open.get(service)
+        if item:
+            # What failed earlier in this incident still counts: a signal that recovered
+            # first (the symlink restored) must not hand the top rank to whatever
+            # recovers last (the port, a second later).
+            seen: dict[str, list[str]] = item.incident.data.setdefault("seen_terms", {})
+            for term, lines in terms.items():
+                seen[term] = lines[:5]
+            for term, lines in seen.items():
+                terms.setdefault(term, list(lines))
+        failed_probes = {t.split(":", 1)[0] for t in terms}
+        for probe, oks in health.items():
+            if oks and all(oks) and probe not in failed_probes:
+                terms[f"{probe}:ok"] = [f"{probe} ok on every host of {service}"]
         if item:
             for sig in item.signals.values():
                 if (
@@ -555,6 +565,11 @@ class IncidentBook:
         if severity == "monitoring":
             return f"monitoring:{next(iter(hosts), service)}"
         return service
+
+
+def _on_host(host: str, summary: str) -> str:
+    """`lb-01: summary`, unless the summary already starts with the host's name."""
+    return summary if summary.startswith(host) else f"{host}: {summary}"
 
 
 def _causes_line(causes: list[Cause]) -> str:

@@ -94,9 +94,24 @@ def run_probe(host: Host, name: str, cfg: BaseModel) -> Observation:
     except HostUnreachable as exc:
         return error_observation(host, name, exc, time.perf_counter() - start)
     except Exception as exc:  # a probe bug must not take the daemon down with it
-        log.exception("probe %s on %s raised", name, host.name)
+        _log_probe_bug(name, host.name, exc)
         return error_observation(host, name, exc, time.perf_counter() - start)
     return obs
+
+
+_bugs_logged: set[tuple[str, str, str]] = set()
+_bugs_lock = threading.Lock()
+
+
+def _log_probe_bug(probe: str, host: str, exc: Exception) -> None:
+    """The traceback once per probe, host and kind of failure; a probe failing the same way
+    every second must not flood the journal (its error observations still count it)."""
+    key = (probe, host, f"{type(exc).__name__}: {exc}"[:200])
+    with _bugs_lock:
+        first = key not in _bugs_logged
+        _bugs_logged.add(key)
+    if first:
+        log.error("probe %s on %s raised (logged once)", probe, host, exc_info=exc)
 
 
 def timeout_observation(job: Job) -> Observation:
