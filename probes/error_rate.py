@@ -1,11 +1,80 @@
-"""Error-rate probe: 5xx share and affected clients from the access log, tailed."""
+"""Error-rate probe: 5xx share and affected clients from the access log, tailed.
+
+Each call reads only the bytes appended since the previous call (through the host:
+`stat`, then `read_range` in 4 MiB pieces) and keeps a sliding window of `window` seconds
+measured by the log's own timestamps, in per-second buckets (counts by status class, the
+set of clients, the set of clients that got a 5xx), so memory is bounded by the window,
+not by the file.
+
+State. The engine calls the probe again and again for the same host and log; what one
+call learned is kept in a module-level table keyed by (host name, log path), guarded by
+a lock per key (two calls for the same log never interleave). The byte offset, the file's
+identity (inode, device and a hash of its first 64 bytes), the cumulative counters and
+the rate baseline are also written to `state_dir` (JSON, mode 0600, written to a
+temporary file and renamed), so a restarted recorder continues counting where it stopped.
+
+Where reading starts:
+- first sight of a log (nothing saved): at most the last 8 MiB, from the first line
+  start in them: recent history for the window, never gigabytes;
+- after a restart (offset saved, same file): counting resumes at the saved offset; the
+  window is rebuilt from at most the last 8 MiB before it, which are not counted again;
+- more than `max_catchup` bytes behind (the recorder was down for long): the excess is
+  skipped and reported in details["skipped_bytes"].
+
+Rotation:
+- rename and create (logrotate's default): the inode changed. The rest of the old file is
+  read from `LOG.1` when that is still the same inode, then the new file from 0;
+- copytruncate: same inode but smaller than the offset (or its first bytes changed):
+  start again at 0;
+- a missing log is an `error` observation (we could not look), and the next call tries
+  again. Each rotation is counted in details["rotations"].
+
+A partial last line (nginx mid-write) is left for the next call: the offset stops at the
+start of the line. Malformed lines are counted and skipped.
+
+Rate baseline: an exponentially weighted mean (weight 0.2 per call) of the window's
+request rate, updated only by calls that do not fail, so an incident does not raise its
+own baseline. A failing window whose rate exceeds `capacity_factor` times the baseline
+is reported as `capacity` (too much traffic) rather than `http-5xx` (the servers broke).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from itertools import compress
+from typing import Any
 
-from probes.base import Host, Observation
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from probes.accesslog import (
+    CLASSES,
+    LogFormat,
+    LogFormatError,
+    TimeCache,
+    clients_with_5xx,
+    compile_format,
+    drop_untimed,
+    iso,
+    parse_chunk,
+    split_complete,
+    times_with_5xx,
+)
+from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
 from probes.durations import Duration
+
+NAME = "error_rate"
+READ_CHUNK = 4 << 20  # bytes per read_range
+FIRST_SIGHT = 8 << 20  # how far back a log seen for the first time is read
+HEAD_BYTES = 64  # the file identity hashes this many first bytes
+BASELINE_WEIGHT = 0.2
+LOCK_WAIT = 30.0  # seconds to wait for a previous call on the same log
 
 
 class Config(BaseModel):
@@ -18,7 +87,446 @@ class Config(BaseModel):
     log_format: str | None = None  # an nginx log_format string; None is "combined"
     capacity_factor: float = Field(3.0, gt=1.0)  # rate above factor x baseline is capacity
     state_dir: str | None = None  # set by the engine: where offsets survive restarts
+    max_catchup: int = Field(32 << 20, ge=1 << 20)  # bytes read per call at most
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_format(value)  # LogFormatError is a ValueError: a config error
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+@dataclass
+class Second:
+    """One second of the log: responses by class, clients, clients that got a 5xx."""
+
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
+    clients: set[bytes] = field(default_factory=set)
+    failed: set[bytes] = field(default_factory=set)
+
+
+@dataclass
+class Tail:
+    """Where one log is read, and what the window holds."""
+
+    offset: int = 0
+    inode: int = 0
+    device: int = 0
+    head: str = ""  # sha1 of the first head_len bytes
+    head_len: int = 0
+    log_format: str = ""
+    rotations: int = 0
+    lines_total: int = 0
+    malformed_lines: int = 0
+    skipped_bytes: int = 0
+    baseline_rate: float | None = None
+    first_second: int | None = None  # the earliest second the window could hold
+    latest: int | None = None  # the newest second seen
+    buckets: dict[int, Second] = field(default_factory=dict)
+    times: TimeCache | None = None
+
+    def persisted(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "offset": self.offset,
+            "inode": self.inode,
+            "device": self.device,
+            "head": self.head,
+            "head_len": self.head_len,
+            "log_format": self.log_format,
+            "rotations": self.rotations,
+            "lines_total": self.lines_total,
+            "malformed_lines": self.malformed_lines,
+            "skipped_bytes": self.skipped_bytes,
+            "baseline_rate": self.baseline_rate,
+        }
+
+
+_TAILS: dict[tuple[str, str], Tail] = {}
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_TABLE_LOCK = threading.Lock()
+
+
+def reset_state() -> None:
+    """Forget every log's in-memory state (tests; a reloaded config)."""
+    with _TABLE_LOCK:
+        _TAILS.clear()
+
+
+def _lock_for(key: tuple[str, str]) -> threading.Lock:
+    with _TABLE_LOCK:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+# ---- persistence ------------------------------------------------------------------------
+
+
+def state_path(state_dir: str, host: str, log: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host)[:64]
+    digest = hashlib.sha1(f"{host}\0{log}".encode()).hexdigest()[:16]
+    return os.path.join(state_dir, "error_rate", f"{safe}-{digest}.json")
+
+
+def load_state(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable or damaged: start over rather than fail the probe
+    if not isinstance(data, dict) or data.get("version") != 1:
+        return None
+    return data
+
+
+def save_state(path: str, data: dict[str, Any]) -> None:
+    """Write atomically (temporary file, then rename) and readable by the owner only."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _restore(data: dict[str, Any]) -> Tail:
+    tail = Tail()
+    for name in (
+        "offset",
+        "inode",
+        "device",
+        "head_len",
+        "rotations",
+        "lines_total",
+        "malformed_lines",
+        "skipped_bytes",
+    ):
+        value = data.get(name)
+        if isinstance(value, int) and value >= 0:
+            setattr(tail, name, value)
+    tail.head = str(data.get("head") or "")
+    tail.log_format = str(data.get("log_format") or "")
+    rate = data.get("baseline_rate")
+    tail.baseline_rate = float(rate) if isinstance(rate, int | float) and rate >= 0 else None
+    return tail
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+class _Reader:
+    """One call's reading of one log into a Tail."""
+
+    def __init__(self, host: Host, config: Config, fmt: LogFormat, tail: Tail) -> None:
+        self.host, self.config, self.fmt, self.tail = host, config, fmt, tail
+        self.bytes_read = 0
+        if tail.times is None:
+            tail.times = TimeCache(fmt.time_var)
+        self.times: TimeCache = tail.times
+
+    def head_of(self, path: str, size: int) -> tuple[str, int]:
+        n = min(HEAD_BYTES, size)
+        data = self.host.read_range(path, 0, n) if n else b""
+        return hashlib.sha1(data).hexdigest(), len(data)
+
+    def read(
+        self, path: str, start: int, end: int, *, counted: bool, at_line_start: bool, final: bool
+    ) -> int:
+        """Read [start, end) of `path` into the window (and the counters when `counted`).
+        Returns the offset just past the last complete line; with `final` (a closed file)
+        a last line without its newline counts too."""
+        pos, pending = start, b""
+        consumed = start  # file offset of the first byte not yet parsed
+        skip = not at_line_start
+        while pos < end:
+            data = self.host.read_range(path, pos, min(READ_CHUNK, end - pos))
+            if not data:
+                break  # the file shrank while we read: the next call sees why
+            self.bytes_read += len(data)
+            pos += len(data)
+            if skip:
+                cut = data.find(b"\n")
+                consumed += len(data) if cut < 0 else cut + 1
+                if cut < 0:
+                    continue
+                data, skip = data[cut + 1 :], False
+            chunk, pending = split_complete(pending, data)
+            if chunk:
+                self.add(chunk, counted=counted)
+                consumed += len(chunk)  # its leading newline stands for the last one
+            if len(pending) > READ_CHUNK:
+                # A "line" longer than a whole read is not something nginx wrote.
+                if counted:
+                    self.tail.lines_total += 1
+                    self.tail.malformed_lines += 1
+                consumed += len(pending)
+                pending = b""
+        if final and pending:
+            self.add(b"\n" + pending, counted=counted)
+            consumed += len(pending)
+        return consumed
+
+    def add(self, chunk: bytes, *, counted: bool) -> None:
+        lines = parse_chunk(self.fmt, chunk)
+        seconds = self.times.many(set(lines.times))
+        untimed = drop_untimed(lines, seconds)
+        if counted:
+            self.tail.lines_total += lines.lines
+            self.tail.malformed_lines += lines.malformed + untimed
+        stamps = [s for s in seconds.values() if s is not None]
+        if not stamps:
+            return
+        tail = self.tail
+        newest = max(stamps)
+        tail.latest = newest if tail.latest is None else max(tail.latest, newest)
+        oldest_kept = tail.latest - int(self.config.window) + 1
+        if tail.first_second is None:
+            tail.first_second = min(stamps)
+        keep = {raw: s for raw, s in seconds.items() if s is not None and s >= oldest_kept}
+        if not keep:
+            return
+        if len(keep) < len(seconds):
+            mask = [t in keep for t in lines.times]
+            lines.clients = list(compress(lines.clients, mask))
+            lines.times = list(compress(lines.times, mask))
+            lines.digits = bytes(compress(lines.digits, mask))
+        buckets = tail.buckets
+        for (raw, digit), n in Counter(zip(lines.times, lines.digits, strict=True)).items():
+            bucket = buckets.get(keep[raw])
+            if bucket is None:
+                bucket = buckets[keep[raw]] = Second()
+            if 0x31 <= digit <= 0x35:  # b"1".."5"
+                bucket.counts[digit - 0x31] += n
+        for raw, client in set(zip(lines.times, lines.clients, strict=True)):
+            buckets[keep[raw]].clients.add(client)
+        for raw, client in set(zip(times_with_5xx(lines), clients_with_5xx(lines), strict=True)):
+            buckets[keep[raw]].failed.add(client)
+
+
+def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
+    """Bring the tail up to date with the log; returns the bytes read."""
+    log = config.log
+    st = host.stat(log)
+    reader = _Reader(host, config, fmt, tail)
+    known = tail.head_len > 0  # we have read this log before (now or before a restart)
+    rebuilding = tail.latest is None  # the window is empty: first sight or a restart
+    restarted_at: int | None = None
+    if known and (st.inode, st.device) == (tail.inode, tail.device):
+        truncated = st.size < tail.offset
+        if not truncated:
+            head, n = reader.head_of(log, min(st.size, tail.head_len))
+            truncated = n < tail.head_len or head != tail.head
+        if truncated:  # copytruncate, or truncated and written again past our offset
+            tail.rotations += 1
+            tail.offset, tail.head_len = 0, 0
+        elif rebuilding:
+            restarted_at = tail.offset
+    elif known:
+        # Renamed away and a new file created: finish the old one if it is LOG.1.
+        tail.rotations += 1
+        try:
+            old = host.stat(log + ".1")
+        except FileNotFoundError:
+            old = None
+        if old is not None and (old.inode, old.device) == (tail.inode, tail.device):
+            end = min(old.size, tail.offset + config.max_catchup)
+            tail.skipped_bytes += old.size - end
+            if end > tail.offset:
+                reader.read(
+                    log + ".1", tail.offset, end, counted=True, at_line_start=True, final=True
+                )
+        tail.offset, tail.head_len = 0, 0
+    else:
+        # First sight: recent history only, from the first line start in the last bytes.
+        tail.offset = max(0, st.size - FIRST_SIGHT)
+    tail.inode, tail.device = st.inode, st.device
+
+    count_from, at_line_start = tail.offset, not (not known and tail.offset > 0)
+    if st.size - count_from > config.max_catchup:
+        skip_to = st.size - config.max_catchup
+        tail.skipped_bytes += skip_to - count_from
+        count_from, at_line_start, restarted_at = skip_to, False, None
+    if restarted_at is not None and restarted_at > 0:
+        # Restarted: rebuild the window from the bytes just before the saved offset,
+        # without counting them again.
+        start = max(0, restarted_at - FIRST_SIGHT)
+        reader.read(log, start, restarted_at, counted=False, at_line_start=start == 0, final=False)
+    tail.offset = reader.read(
+        log, count_from, st.size, counted=True, at_line_start=at_line_start, final=False
+    )
+    if tail.head_len < HEAD_BYTES and st.size > tail.head_len:
+        tail.head, tail.head_len = reader.head_of(log, st.size)
+    return reader.bytes_read
+
+
+# ---- the window -------------------------------------------------------------------------
+
+
+def window_stats(tail: Tail, window: float) -> dict[str, Any]:
+    """Totals over the last `window` seconds of the log (by its timestamps)."""
+    counts = [0, 0, 0, 0, 0]
+    clients: set[bytes] = set()
+    failed: set[bytes] = set()
+    first_5xx = last_5xx = None
+    span = int(window)
+    if tail.latest is not None:
+        start = tail.latest - span + 1
+        for sec in [s for s in tail.buckets if s < start]:
+            del tail.buckets[sec]
+        for sec in sorted(tail.buckets):
+            b = tail.buckets[sec]
+            counts = [a + n for a, n in zip(counts, b.counts, strict=True)]
+            clients |= b.clients
+            failed |= b.failed
+            if b.counts[4]:
+                first_5xx = sec if first_5xx is None else first_5xx
+                last_5xx = sec
+        if tail.first_second is not None:
+            span = max(1, min(span, tail.latest - tail.first_second + 1))
+    requests = sum(counts)
+    return {
+        "requests": requests,
+        "status_classes": dict(zip(CLASSES, counts, strict=True)),
+        "error_ratio": round(counts[4] / requests, 6) if requests else 0.0,
+        "clients": len(clients),
+        "clients_with_5xx": len(failed),
+        "affected_ratio": round(len(failed) / len(clients), 6) if clients else 0.0,
+        "first_5xx": iso(first_5xx),
+        "last_5xx": iso(last_5xx),
+        "rate": round(requests / span, 3),
+        "window_seconds": span,
+        "window_end": iso(tail.latest),
+    }
 
 
 def probe(host: Host, config: Config) -> Observation:
-    raise NotImplementedError("being written")  # TODO(probes helper)
+    with timed() as t:
+        obs = _check(host, config)
+    return replace(obs, duration=t[0])
+
+
+def _check(host: Host, config: Config) -> Observation:
+    try:
+        fmt = compile_format(config.log_format)
+    except LogFormatError as exc:
+        return error_observation(host, NAME, exc)
+    key = (host.name, config.log)
+    lock = _lock_for(key)
+    if not lock.acquire(timeout=LOCK_WAIT):
+        return error_observation(
+            host, NAME, HostUnreachable(f"a previous read of {config.log} is still running")
+        )
+    try:
+        return _locked_check(host, config, fmt, key)
+    finally:
+        lock.release()
+
+
+def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, str]) -> Observation:
+    path = state_path(config.state_dir, host.name, config.log) if config.state_dir else None
+    tail = _TAILS.get(key)
+    if tail is None or tail.log_format != fmt.text:
+        saved = load_state(path) if path else None
+        tail = _restore(saved) if saved and saved.get("log_format") == fmt.text else Tail()
+        tail.log_format = fmt.text
+        _TAILS[key] = tail
+    try:
+        bytes_read = _advance(host, config, fmt, tail)
+    except FileNotFoundError:
+        obs = error_observation(
+            host, NAME, FileNotFoundError(2, f"access log {config.log} missing", config.log)
+        )
+        obs.details.update(_counters(tail))
+        return obs
+    except (HostUnreachable, OSError) as exc:
+        return error_observation(host, NAME, exc)
+    stats = window_stats(tail, config.window)
+    failing = stats["requests"] >= config.min_requests and stats["error_ratio"] > config.threshold
+    baseline = tail.baseline_rate
+    capacity = (
+        failing
+        and baseline is not None
+        and baseline > 0
+        and stats["rate"] > config.capacity_factor * baseline
+    )
+    if not failing:
+        rate = float(stats["rate"])
+        tail.baseline_rate = (
+            rate if baseline is None else baseline + BASELINE_WEIGHT * (rate - baseline)
+        )
+    details: dict[str, Any] = {
+        "log": config.log,
+        **stats,
+        "baseline_rate": round(baseline, 3) if baseline is not None else None,
+        "threshold": config.threshold,
+        **_counters(tail),
+        "bytes_read": bytes_read,
+        "offset": tail.offset,
+        "log_format": fmt.name,
+    }
+    if path:
+        try:
+            save_state(path, tail.persisted())
+        except OSError as exc:
+            details["state_error"] = f"cannot save offset to {path}: {exc.strerror or exc}"
+    summary = _summary(stats, config)
+    if not failing:
+        return Observation(
+            host=host.name, probe=NAME, status=Status.OK, summary=summary, details=details
+        )
+    if capacity:
+        assert baseline is not None
+        summary += (
+            f"; {stats['rate']:.1f} req/s is {stats['rate'] / baseline:.1f}x"
+            f" the baseline of {baseline:.1f} req/s"
+        )
+    return Observation(
+        host=host.name,
+        probe=NAME,
+        status=Status.FAIL,
+        fault=Fault.CAPACITY if capacity else Fault.HTTP_5XX,
+        summary=summary,
+        details=details,
+    )
+
+
+def _counters(tail: Tail) -> dict[str, Any]:
+    return {
+        "lines_total": tail.lines_total,
+        "malformed_lines": tail.malformed_lines,
+        "rotations": tail.rotations,
+        "skipped_bytes": tail.skipped_bytes,
+    }
+
+
+def _summary(stats: dict[str, Any], config: Config) -> str:
+    window = f"{config.window:g}s"
+    requests = stats["requests"]
+    if not requests:
+        return f"no requests in the last {window} of the log"
+    text = (
+        f"{stats['error_ratio']:.1%} of {requests:,} requests were 5xx in the last {window};"
+        f" {stats['clients_with_5xx']:,} of {stats['clients']:,} clients got at least one"
+    )
+    if requests < config.min_requests:
+        text += f" (fewer than {config.min_requests} requests: not judged)"
+    return text

@@ -1,11 +1,37 @@
-"""HTTP probe: is the site answering on its port, with the expected status, in time?"""
+"""HTTP probe: is the site answering on its port, with the expected status, in time?
+
+What each failure means, as an operator reads it:
+- nothing accepts the connection (refused, connect timeout, reset, TLS failure):
+  `port-closed`, with the reason;
+- the server answers 5xx: `http-5xx`;
+- it answers another unexpected status (a 404 because the site is not served, a 301
+  where 200 was expected) or a body that does not match: the site does not answer as
+  expected. No fault kind names that exactly; it is reported as `port-closed` with
+  details.reason "unexpected-status" / "body-mismatch", and the engine ranks the root
+  cause from all the evidence (a missing symlink shows in the sites probe);
+- the answer (or its absence: a read timeout) takes longer than `slow`: `slow-responses`.
+
+Requests go straight to the target: proxies from the environment are ignored.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+import string
+import time
+from dataclasses import replace
+from typing import Any
 
-from probes.base import Host, Observation
+import requests
+import urllib3
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from probes.base import Fault, Host, Observation, Status, timed
 from probes.durations import Duration
+
+NAME = "http"
+_BODY_LIMIT = 1 << 20  # bytes of the body read for `body` matching; the rest is not fetched
+_PLACEHOLDERS = {"address", "host"}
 
 
 class Config(BaseModel):
@@ -20,6 +46,176 @@ class Config(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
 
+    @field_validator("url")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad URL template: {exc}") from None
+        unknown = fields - _PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}}: use {{address}} or {{host}}"
+            )
+        if not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("expect")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("must list at least one status")
+        for code in value:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status")
+        return value
+
+
+def target_url(template: str, host: Host) -> str:
+    """The URL with the host filled in; an IPv6 address gets its brackets."""
+    address = host.address
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return template.format(address=address, host=host.name)
+
 
 def probe(host: Host, config: Config) -> Observation:
-    raise NotImplementedError("being written")  # TODO(probes helper)
+    with timed() as t:
+        obs = _check(host, config)
+    return replace(obs, duration=t[0])
+
+
+def _check(host: Host, config: Config) -> Observation:
+    url = target_url(config.url, host)
+    details: dict[str, Any] = {"url": url, "status_code": None, "elapsed": None, "reason": None}
+
+    def fail(fault: Fault, summary: str, reason: str) -> Observation:
+        details["reason"] = reason
+        return Observation(
+            host=host.name,
+            probe=NAME,
+            status=Status.FAIL,
+            fault=fault,
+            summary=summary,
+            details=details,
+        )
+
+    session = requests.Session()
+    session.trust_env = False  # no proxies or netrc from the environment: probe the target
+    start = time.perf_counter()
+    try:
+        with session.get(
+            url,
+            timeout=(config.connect_timeout, config.read_timeout),
+            allow_redirects=False,
+            headers=config.headers,
+            verify=config.verify_tls,
+            stream=True,
+        ) as response:
+            details["status_code"] = response.status_code
+            details["headers_elapsed"] = round(time.perf_counter() - start, 6)
+            body = b""
+            if config.body is not None:
+                body = response.raw.read(_BODY_LIMIT, decode_content=True) or b""
+        elapsed = time.perf_counter() - start
+    except requests.exceptions.ConnectTimeout:
+        details["elapsed"] = round(time.perf_counter() - start, 6)
+        return fail(
+            Fault.PORT_CLOSED,
+            f"{host.name}: no connection to {url} within {config.connect_timeout:g}s (timeout)",
+            "connect-timeout",
+        )
+    except requests.exceptions.ReadTimeout:
+        details["elapsed"] = round(time.perf_counter() - start, 6)
+        return fail(
+            Fault.SLOW_RESPONSES,
+            f"{host.name}: {url} accepted the connection but sent no answer within"
+            f" {config.read_timeout:g}s",
+            "read-timeout",
+        )
+    except requests.exceptions.SSLError as exc:
+        details["error"] = _short(exc)
+        return fail(Fault.PORT_CLOSED, f"{host.name}: TLS failed on {url}: {_short(exc)}", "tls")
+    except requests.exceptions.ConnectionError as exc:
+        details["elapsed"] = round(time.perf_counter() - start, 6)
+        details["error"] = _short(exc)
+        refused = "refused" in str(exc).lower()
+        what = "connection refused" if refused else _short(exc)
+        return fail(
+            Fault.PORT_CLOSED,
+            f"{host.name}: {what} on {url}",
+            "connection-refused" if refused else "connection-error",
+        )
+    except requests.exceptions.RequestException as exc:
+        details["error"] = _short(exc)
+        return fail(Fault.PORT_CLOSED, f"{host.name}: {url}: {_short(exc)}", "request-error")
+    finally:
+        session.close()
+
+    details["elapsed"] = round(elapsed, 6)
+    code = details["status_code"]
+    if code not in config.expect and code >= 500:
+        return fail(
+            Fault.HTTP_5XX,
+            f"{host.name} answered {code} on {url}" + _expected(config),
+            "server-error",
+        )
+    if code not in config.expect:
+        return fail(
+            Fault.PORT_CLOSED,
+            f"{host.name} answered {code} on {url}" + _expected(config),
+            "unexpected-status",
+        )
+    if config.body is not None:
+        text = body.decode("utf-8", "replace")
+        if not re.search(config.body, text):
+            details["body_excerpt"] = text[:200]
+            return fail(
+                Fault.PORT_CLOSED,
+                f"{host.name} answered {code} on {url} but the body does not match {config.body!r}",
+                "body-mismatch",
+            )
+    if elapsed > config.slow:
+        return fail(
+            Fault.SLOW_RESPONSES,
+            f"{host.name} took {elapsed:.2f}s to answer {url} (slow above {config.slow:g}s)",
+            "slow",
+        )
+    return Observation(
+        host=host.name,
+        probe=NAME,
+        status=Status.OK,
+        summary=f"{host.name} answered {code} on {url} in {elapsed * 1000:.0f}ms",
+        details=details,
+    )
+
+
+def _expected(config: Config) -> str:
+    return f" (expected {', '.join(map(str, config.expect))})"
+
+
+def _short(exc: BaseException) -> str:
+    """requests wraps urllib3 which wraps the socket error; the innermost reason reads best:
+    "Failed to establish a new connection: [Errno 111] Connection refused"."""
+    reason: object = exc
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        reason = inner.reason
+    elif isinstance(inner, BaseException):
+        reason = inner
+    text = str(reason)
+    # urllib3 prefixes its connection object: "HTTPConnection(host='x', port=80): ..."
+    text = re.sub(r"^(?:<[^>]*>|\w+\([^)]*\)): ", "", text)
+    return text[:200]

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -43,6 +43,10 @@ NO_HOST = "alertmanager"
 
 _FAULTS = frozenset(str(f) for f in Fault)
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, str]:
+    return _EMPTY
 
 
 class PayloadError(ValueError):
@@ -71,9 +75,9 @@ class WebhookPayload:
     receiver: str
     group_key: str
     alerts: tuple[WebhookAlert, ...]
-    group_labels: Mapping[str, str] = _EMPTY
-    common_labels: Mapping[str, str] = _EMPTY
-    common_annotations: Mapping[str, str] = _EMPTY
+    group_labels: Mapping[str, str] = field(default_factory=_empty)
+    common_labels: Mapping[str, str] = field(default_factory=_empty)
+    common_annotations: Mapping[str, str] = field(default_factory=_empty)
     external_url: str = ""
     truncated_alerts: int = 0
 
@@ -93,7 +97,7 @@ class Alert:
     # When it ended; None while firing (a firing alert's endsAt is only Prometheus'
     # expiry guess, not an end).
     ends_at: datetime | None
-    labels: Mapping[str, str] = _EMPTY
+    labels: Mapping[str, str] = field(default_factory=_empty)
 
 
 # ---- parsing ----------------------------------------------------------------------------------
@@ -133,7 +137,7 @@ def _payload(data: Any) -> WebhookPayload:
     # Version 4 has been the only one since Alertmanager 0.x; a missing version is
     # tolerated for hand-written test requests, a different one is not.
     if version and version != "4":
-        raise PayloadError(f"version: unsupported payload version {version!r} (expected \"4\")")
+        raise PayloadError(f'version: unsupported payload version {version!r} (expected "4")')
     status = _status(data, "status", "")
     alerts_raw = data.get("alerts")
     if alerts_raw is None:
@@ -209,7 +213,7 @@ def _status(data: dict[str, Any], key: str, prefix: str) -> str:
         raise PayloadError(f"{prefix}{key}: missing")
     if value not in ("firing", "resolved"):
         shown = repr(value)[:40] if isinstance(value, str) else _kind(value)
-        raise PayloadError(f"{prefix}{key}: must be \"firing\" or \"resolved\", got {shown}")
+        raise PayloadError(f'{prefix}{key}: must be "firing" or "resolved", got {shown}')
     return str(value)
 
 

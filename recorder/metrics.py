@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -32,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from probes.base import Fault, Observation, Status
 from recorder import __version__
-from recorder.store import Store, StoreError
+from recorder.store import Store
 
 log = logging.getLogger("recorder.metrics")
 
@@ -154,8 +153,8 @@ class Metrics:
             self.http_5xx_ratio.labels(obs.host).set(error_ratio)
         affected = _ratio(d.get("affected_ratio"))
         if affected is None:
-            clients, hurt = d.get("clients"), d.get("clients_with_5xx")
-            if _count(clients) and _count(hurt) is not None:
+            clients, hurt = _count(d.get("clients")), _count(d.get("clients_with_5xx"))
+            if clients and hurt is not None:
                 affected = _ratio(hurt / clients)
         if affected is not None:
             self.affected_ratio.labels(obs.host).set(affected)
@@ -249,8 +248,9 @@ class IncidentCollector(Collector):
                 for i in self.store.list()
                 if i.severity == "outage"
             ]
-        except (sqlite3.Error, StoreError, OSError, ValueError, KeyError, TypeError) as exc:
-            # ValueError/KeyError/TypeError: a row the model cannot read back.
+        except Exception as exc:  # a scrape must not fail because of incident state
+            # sqlite3.Error/StoreError/OSError: the store; ValueError, KeyError, TypeError:
+            # a row the model cannot read back. Whatever it is, the rest of /metrics stands.
             reason = f"{type(exc).__name__}: {exc}"
             if reason != self._failing:
                 log.warning("cannot read incidents for /metrics: %s", reason)
@@ -278,8 +278,7 @@ class IncidentCollector(Collector):
         yield opened
         yield SummaryMetricFamily(
             "recorder_detection_delay_seconds",
-            "Time from the first evidence of harm to the incident being opened, over "
-            "every outage",
+            "Time from the first evidence of harm to the incident being opened, over every outage",
             count_value=len(delays),
             sum_value=sum(max(0.0, d) for d in delays),
         )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's demo (`make demo`, after `make setup`): the recorder watching the local
+# The README's demo (`bash scripts/demo.sh`, or `make demo`): the recorder watching the local
 # fault lab notices an outage by itself, opens an incident, sees it resolved, and drafts
 # the postmortem.
 #
@@ -23,14 +23,8 @@ WAIT=${DEMO_WAIT:-90}
 
 say() { printf '\n== %s\n' "$*"; }
 
-if [ ! -x "$REC" ]; then
-    echo "demo: $REC not found: run \`make setup\` first" >&2
-    exit 1
-fi
-if ! "$REC" run --help >/dev/null 2>&1; then
-    echo "demo: this recorder has no \`recorder run\` (the daemon) yet; nothing to demo" >&2
-    exit 1
-fi
+# A fresh machine gets nginx, the virtual environment and the package first.
+bash scripts/setup.sh
 
 LAB=${DEMO_LAB_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/recorder-demo.XXXXXX")}
 CONFIG="$LAB/recorder.yml"

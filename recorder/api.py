@@ -1,0 +1,403 @@
+"""The HTTP endpoint: /metrics, /healthz, the incidents API and the Alertmanager webhook.
+
+Served by waitress: its asyncore loop reads every request completely (headers and body,
+bounded by `max_request_body_size`) before a worker thread sees it, so slow or stalled
+clients cost a socket each, never one of the few worker threads, and /metrics keeps
+answering. The standard library's servers give each connection a thread or block on it.
+
+Routes:
+
+    GET  /                          the list of routes (text)
+    GET  /metrics                   Prometheus text (OpenMetrics when asked for)
+    GET  /healthz                   200 "ok", or 503 with the reason
+    GET  /api/v1/incidents          like `recorder incidents list --json`; ?status=, ?service=
+    GET  /api/v1/incidents/{id}     like `recorder incidents show ID --json`; 3 or INC-3
+    POST /api/v1/alertmanager       the Alertmanager webhook (bearer token)
+
+Errors are JSON `{"error": "<reason>"}` (plain text on /healthz). Nothing a client sends
+reaches the engine unchecked, and any failure in a handler is a 500 for that request only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+import waitress.server
+import waitress.trigger
+import waitress.wasyncore
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
+from recorder.config import Config, split_listen
+from recorder.model import IncidentStatus
+from recorder.store import Store, StoreError
+
+log = logging.getLogger("recorder.api")
+
+WEBHOOK_PATH = "/api/v1/alertmanager"
+INCIDENTS_PATH = "/api/v1/incidents"
+_INCIDENT_ID = re.compile(r"(?:INC-)?([0-9]{1,12})", re.IGNORECASE)
+_STATUSES = tuple(str(s) for s in IncidentStatus)
+
+# Waitress settings. A request is handled by a worker only once fully read, so a few
+# workers serve many clients; the connection limit bounds sockets (and memory) held by
+# slow clients, and idle connections are dropped after the channel timeout.
+THREADS = 8
+CONNECTION_LIMIT = 256
+CHANNEL_TIMEOUT = 30
+MAX_HEADER = 64 * 1024
+
+
+class EngineAPI(Protocol):
+    """What the HTTP layer needs from the daemon. Called from the server's threads."""
+
+    config: Config  # read live: a reload changes the webhook's mapping and limits
+    store: Store
+    metrics_registry: CollectorRegistry
+
+    def health(self) -> tuple[bool, str]:
+        """(True, "ok"), or (False, reason) when the scheduler or the store is not well."""
+        ...
+
+    def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
+        """Hand alerts to the engine and wait: the incident id each landed in (None for a
+        resolved alert never seen). Raises TimeoutError when the engine does not answer."""
+        ...
+
+    def token(self) -> str | None:
+        """The webhook's bearer token (from alertmanager.token_file); None when there is
+        none, which disables the webhook."""
+        ...
+
+
+@dataclass
+class Response:
+    status: str
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(data: Any, status: str = "200 OK") -> Response:
+    body = json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
+    return Response(status, body)
+
+
+def error(status: str, reason: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(
+        status,
+        json.dumps({"error": reason}, ensure_ascii=False).encode("utf-8") + b"\n",
+        headers=headers or [],
+    )
+
+
+class ApiApp:
+    """The WSGI application over an engine."""
+
+    def __init__(self, engine: EngineAPI) -> None:
+        self.engine = engine
+        # path -> (allowed methods, handler); incident ids are matched separately.
+        self.routes = {
+            "/": (("GET", "HEAD"), self.index),
+            "/metrics": (("GET", "HEAD"), self.metrics),
+            "/healthz": (("GET", "HEAD"), self.healthz),
+            INCIDENTS_PATH: (("GET", "HEAD"), self.incidents),
+            WEBHOOK_PATH: (("POST",), self.alertmanager),
+        }
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        path = str(environ.get("PATH_INFO", "") or "/")
+        try:
+            response = self.route(method, path, environ)
+        except Exception:
+            log.exception("error handling %s %.200r", method, path)
+            response = error("500 Internal Server Error", "internal error; see the recorder's log")
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            *response.headers,
+        ]
+        start_response(response.status, headers)
+        # Method, path and status only: never headers (the webhook's token) or bodies.
+        log.debug(
+            "%s %.200r %s %dB %.1fms",
+            method,
+            path,
+            response.status.split()[0],
+            len(response.body),
+            (time.monotonic() - started) * 1000,
+        )
+        return [b"" if method == "HEAD" else response.body]
+
+    def route(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
+        if len(path) > 1:
+            path = path.rstrip("/") or "/"
+        if path.startswith(INCIDENTS_PATH + "/"):
+            allowed: tuple[str, ...] = ("GET", "HEAD")
+            if method not in allowed:
+                return _not_allowed(allowed)
+            return self.incident(path[len(INCIDENTS_PATH) + 1 :])
+        entry = self.routes.get(path)
+        if entry is None:
+            return error("404 Not Found", f"no such resource: {path[:200]}")
+        allowed, handler = entry
+        if method not in allowed:
+            return _not_allowed(allowed)
+        return handler(environ)
+
+    # ---- handlers -----------------------------------------------------------------------
+
+    def index(self, environ: WSGIEnvironment) -> Response:
+        text = (
+            "recorder\n\n"
+            "GET  /metrics\nGET  /healthz\nGET  /api/v1/incidents[?status=open]\n"
+            "GET  /api/v1/incidents/{id}\nPOST /api/v1/alertmanager\n"
+        )
+        return Response("200 OK", text.encode(), "text/plain; charset=utf-8")
+
+    def metrics(self, environ: WSGIEnvironment) -> Response:
+        encoder, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT", "")))
+        return Response("200 OK", encoder(self.engine.metrics_registry), content_type)
+
+    def healthz(self, environ: WSGIEnvironment) -> Response:
+        try:
+            ok, reason = self.engine.health()
+        except Exception as exc:  # a broken health check is itself unhealthy
+            log.exception("health check failed")
+            ok, reason = False, f"health check failed: {type(exc).__name__}"
+        status = "200 OK" if ok else "503 Service Unavailable"
+        text = "ok" if ok else reason
+        return Response(status, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
+
+    def incidents(self, environ: WSGIEnvironment) -> Response:
+        try:
+            query = parse_qs(
+                str(environ.get("QUERY_STRING", "")), keep_blank_values=True, max_num_fields=20
+            )
+        except ValueError as exc:
+            return error("400 Bad Request", f"invalid query string: {exc}")
+        status = _single(query, "status")
+        service = _single(query, "service")
+        if status is not None and status not in _STATUSES:
+            return error(
+                "400 Bad Request",
+                f"invalid status {status[:40]!r}: expected one of {', '.join(_STATUSES)}",
+            )
+        try:
+            found = self.engine.store.list(status=status or None, service=service or None)
+        except (sqlite3.Error, StoreError) as exc:
+            return _store_unavailable(exc)
+        return json_response([i.to_json() for i in found])
+
+    def incident(self, raw_id: str) -> Response:
+        match = _INCIDENT_ID.fullmatch(raw_id)
+        if match is None:
+            return error(
+                "400 Bad Request",
+                f"invalid incident id {raw_id[:40]!r}: expected a number such as 3 or INC-3",
+            )
+        try:
+            found = self.engine.store.get(int(match.group(1)))
+        except (sqlite3.Error, StoreError) as exc:
+            return _store_unavailable(exc)
+        if found is None:
+            return error("404 Not Found", f"no incident {raw_id}")
+        return json_response(found.to_json())
+
+    def alertmanager(self, environ: WSGIEnvironment) -> Response:
+        denied = self._authorize(environ)
+        if denied is not None:
+            return denied
+        max_body = self.engine.config.alertmanager.max_body
+        try:
+            length = int(str(environ.get("CONTENT_LENGTH") or "0"))
+        except ValueError:
+            return error("400 Bad Request", "invalid Content-Length")
+        if length > max_body:
+            return _too_large(max_body)
+        # waitress has buffered the whole body already (refusing more than max_body);
+        # reading one byte past the limit catches a server without that guard.
+        body = environ["wsgi.input"].read(max_body + 1)
+        if len(body) > max_body:
+            return _too_large(max_body)
+        try:
+            payload = parse_payload(body)
+        except PayloadError as exc:
+            return error("400 Bad Request", str(exc))
+        alerts = to_alerts(payload, self.engine.config)
+        if not alerts:
+            return json_response({"incidents": []})
+        try:
+            incidents = self.engine.submit_alerts(alerts)
+        except TimeoutError:
+            log.error("webhook: the engine did not take %d alerts in time", len(alerts))
+            return error(
+                "503 Service Unavailable",
+                "the recorder's engine is busy and did not take the alerts; retry later",
+                [("Retry-After", "10")],
+            )
+        except (sqlite3.Error, StoreError, OSError) as exc:
+            log.error("webhook: cannot record %d alerts: %s", len(alerts), exc)
+            return error("503 Service Unavailable", f"cannot record the alerts now: {exc}")
+        log.info(
+            "webhook: %d alerts from %s (%s) -> incidents %s",
+            len(alerts),
+            payload.receiver or "alertmanager",
+            payload.status,
+            incidents,
+        )
+        return json_response({"incidents": incidents})
+
+    def _authorize(self, environ: WSGIEnvironment) -> Response | None:
+        token = self.engine.token()
+        if not token:
+            # Not the client's fault, and Alertmanager retries a 503: once the operator
+            # writes the token file, the notifications still arrive.
+            return error(
+                "503 Service Unavailable",
+                "the webhook is disabled: alertmanager.token_file is not set or not readable",
+            )
+        given = str(environ.get("HTTP_AUTHORIZATION", ""))
+        scheme, _, credentials = given.strip().partition(" ")
+        challenge = [("WWW-Authenticate", 'Bearer realm="recorder"')]
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return error(
+                "401 Unauthorized", "missing bearer token (Authorization: Bearer ...)", challenge
+            )
+        # Constant time, on bytes: compare_digest refuses non-ASCII str.
+        if not hmac.compare_digest(
+            credentials.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace")
+        ):
+            return error("401 Unauthorized", "wrong bearer token", challenge)
+        return None
+
+
+def _single(query: dict[str, list[str]], key: str) -> str | None:
+    values = query.get(key)
+    return values[-1] if values else None
+
+
+def _not_allowed(allowed: tuple[str, ...]) -> Response:
+    return error(
+        "405 Method Not Allowed",
+        f"method not allowed; use {' or '.join(allowed)}",
+        [("Allow", ", ".join(allowed))],
+    )
+
+
+def _too_large(max_body: int) -> Response:
+    return error(
+        "413 Content Too Large",
+        f"body larger than {max_body} bytes (alertmanager.max_body)",
+    )
+
+
+def _store_unavailable(exc: BaseException) -> Response:
+    log.error("api: cannot read the store: %s", exc)
+    return error("503 Service Unavailable", f"cannot read the store: {exc}")
+
+
+def make_app(engine: EngineAPI) -> WSGIApplication:
+    return ApiApp(engine)
+
+
+# ---- the server -------------------------------------------------------------------------------
+
+
+class ApiServer:
+    """A running waitress server on its own thread."""
+
+    def __init__(self, server: Any, socket_map: dict[int, Any], listen: str) -> None:
+        self._server = server
+        self._map = socket_map
+        self.listen = listen
+        if hasattr(server, "effective_port"):
+            self.host, self.port = str(server.effective_host), int(server.effective_port)
+        else:  # a MultiSocketServer: a name that resolved to several addresses
+            self.host, self.port = server.effective_listen[0]
+        self._thread = threading.Thread(target=self._run, name="recorder-http", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except Exception:  # the loop must never die silently
+            log.exception("the HTTP server stopped")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop listening, drop connections, and stop the worker threads."""
+        if self._closed:
+            return
+        self._closed = True
+        triggers = [d for d in list(self._map.values()) if isinstance(d, waitress.trigger.trigger)]
+        if triggers and self._thread.is_alive():
+            # Closing sockets from another thread races the loop; the trigger runs the
+            # shutdown inside the loop's own thread, and an empty map ends the loop.
+            triggers[0].pull_trigger(lambda: waitress.wasyncore.close_all(self._map))
+            self._thread.join(timeout)
+        else:
+            waitress.wasyncore.close_all(self._map)
+        self._server.task_dispatcher.shutdown(timeout=timeout)
+
+
+def serve(
+    listen: str,
+    app: WSGIApplication,
+    *,
+    max_body: int = 1024 * 1024,
+    threads: int = THREADS,
+    connection_limit: int = CONNECTION_LIMIT,
+    channel_timeout: int = CHANNEL_TIMEOUT,
+) -> ApiServer:
+    """Serve `app` on `listen` (`127.0.0.1:9468`, `[::1]:9468`; port 0 picks a free port)
+    in a background thread. Raises OSError when the address cannot be bound."""
+    if listen.strip().endswith(":0"):
+        # split_listen refuses port 0 in configs; tests and tools use it for a free port.
+        host, _ = split_listen(listen.strip()[:-2] + ":1")
+        port = 0
+    else:
+        host, port = split_listen(listen)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    socket_map: dict[int, Any] = {}
+    try:
+        server = waitress.server.create_server(
+            app,
+            map=socket_map,
+            listen=address,
+            threads=threads,
+            connection_limit=connection_limit,
+            channel_timeout=channel_timeout,
+            cleanup_interval=max(1, min(10, channel_timeout)),
+            # waitress refuses a body of exactly the limit; ours allows max_body bytes.
+            max_request_body_size=max_body + 1,
+            max_request_header_size=MAX_HEADER,
+            asyncore_use_poll=True,  # select() fails past fd 1024
+            expose_tracebacks=False,
+            clear_untrusted_proxy_headers=True,
+            ident="recorder",
+        )
+    except OSError as exc:
+        waitress.wasyncore.close_all(socket_map)
+        raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    return ApiServer(server, socket_map, listen)

@@ -1,0 +1,232 @@
+"""Metrics with a fresh registry and a real store: what the engine pushes, and the incident
+state the collector reads from the store at scrape time."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from probes.base import Fault, Observation, Status
+from recorder import __version__
+from recorder.metrics import FAULT_LABELS, METRIC_NAMES, Metrics
+from recorder.model import Incident
+from recorder.store import Store
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state")
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry, store: Store) -> Metrics:
+    return Metrics(registry, store=store)
+
+
+def obs(
+    host: str, probe: str, status: Status, duration: float = 0.05, **details: object
+) -> Observation:
+    return Observation(
+        host=host,
+        probe=probe,
+        status=status,
+        summary=f"{probe} {status} on {host}",
+        fault=Fault.HTTP_5XX if status is Status.FAIL else None,
+        details=dict(details),
+        duration=duration,
+    )
+
+
+def incident(status: str, fault: str | None, delay: float, severity: str = "outage") -> Incident:
+    return Incident(
+        id=0,
+        status=status,
+        title="web: trouble",
+        service="web",
+        fault=fault,
+        started_at=T0,
+        detected_at=T0 + timedelta(seconds=delay),
+        severity=severity,
+        hosts=["lb-01"],
+    )
+
+
+def test_probe_results(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.observe(obs("web-01", "http", Status.OK, duration=0.25))
+    metrics.observe(obs("web-02", "http", Status.FAIL, duration=0.5))
+    metrics.observe(obs("web-03", "http", Status.ERROR, duration=5.0))
+    metrics.observe(obs("web-03", "http", Status.ERROR, duration=5.0))
+
+    def value(name: str, host: str) -> float | None:
+        return registry.get_sample_value(name, {"host": host, "probe": "http"})
+
+    assert value("recorder_probe_success", "web-01") == 1
+    assert value("recorder_probe_success", "web-02") == 0
+    assert value("recorder_probe_success", "web-03") == 0  # could not look: not success
+    assert value("recorder_probe_duration_seconds", "web-02") == 0.5
+    assert value("recorder_probe_errors_total", "web-01") == 0  # exported before the first
+    assert value("recorder_probe_errors_total", "web-02") == 0  # a failure is not an error
+    assert value("recorder_probe_errors_total", "web-03") == 2
+
+
+def test_error_rate_ratios(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.observe(obs("lb-01", "error_rate", Status.FAIL, error_ratio=0.3, affected_ratio=0.45))
+    assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 0.3
+    assert registry.get_sample_value("recorder_affected_clients_ratio", {"host": "lb-01"}) == 0.45
+    # "Could not look" keeps the last measured values instead of claiming 0.
+    metrics.observe(obs("lb-01", "error_rate", Status.ERROR))
+    assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 0.3
+    # Without affected_ratio, the client counts give it; nonsense is ignored or clamped.
+    metrics.observe(
+        obs(
+            "lb-01",
+            "error_rate",
+            Status.OK,
+            error_ratio=float("nan"),
+            clients=200,
+            clients_with_5xx=50,
+        )
+    )
+    assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 0.3
+    assert registry.get_sample_value("recorder_affected_clients_ratio", {"host": "lb-01"}) == 0.25
+    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=1.7, affected_ratio="x"))
+    assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 1.0
+    # Other probes never touch the ratios.
+    metrics.observe(obs("web-01", "http", Status.OK, error_ratio=0.9))
+    assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "web-01"}) is None
+
+
+def test_counters_stay_bounded_and_never_fall(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    metrics.count_responses("lb-01", {"2xx": 90, "5xx": 10, "9xx": 5, "client=1.2.3.4": 1})
+    metrics.count_responses("lb-01", {"5xx": 3, "2xx": -40})
+    metrics.count_log_lines("lb-01", 100)
+    metrics.count_log_lines("lb-01", -5)
+    metrics.count_log_lines("web-01", 0)  # exported as 0 from the first sweep
+    metrics.count_rotations("lb-01", 1)
+    text = generate_latest(registry).decode()
+    classes = set(re.findall(r'recorder_http_responses_total\{class="([^"]*)"', text))
+    assert classes == {"2xx", "5xx"}
+    assert (
+        registry.get_sample_value(
+            "recorder_http_responses_total", {"host": "lb-01", "class": "5xx"}
+        )
+        == 13
+    )
+    assert (
+        registry.get_sample_value(
+            "recorder_http_responses_total", {"host": "lb-01", "class": "2xx"}
+        )
+        == 90
+    )
+    assert registry.get_sample_value("recorder_log_lines_total", {"host": "lb-01"}) == 100
+    assert registry.get_sample_value("recorder_log_lines_total", {"host": "web-01"}) == 0
+    assert registry.get_sample_value("recorder_log_rotations_total", {"host": "lb-01"}) == 1
+
+
+def test_build_info(registry: CollectorRegistry, metrics: Metrics) -> None:
+    assert registry.get_sample_value("recorder_build_info", {"version": __version__}) == 1
+
+
+def test_retain_hosts_drops_series_of_removed_hosts(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    for host in ("web-01", "web-02"):
+        metrics.observe(obs(host, "error_rate", Status.OK, error_ratio=0.0, affected_ratio=0.0))
+        metrics.count_log_lines(host, 5)
+        metrics.count_responses(host, {"2xx": 5})
+    metrics.retain_hosts(["web-01"])
+    text = generate_latest(registry).decode()
+    assert 'host="web-02"' not in text
+    assert registry.get_sample_value("recorder_log_lines_total", {"host": "web-01"}) == 5
+
+
+def test_incident_state_comes_from_the_store(
+    store: Store, registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    assert registry.get_sample_value("recorder_incidents_open") == 0
+    assert registry.get_sample_value("recorder_detection_delay_seconds_count") == 0
+    store.create_incident(incident("open", "http-5xx", 12.0))
+    store.create_incident(incident("resolved", "missing-symlink", 30.0))
+    store.create_incident(incident("closed", None, 8.0))
+    # A monitoring gap is an open incident, but no harm was detected: not in the delays.
+    store.create_incident(incident("open", None, 600.0, severity="monitoring"))
+
+    assert registry.get_sample_value("recorder_incidents_open") == 2
+    opened = {
+        f: registry.get_sample_value("recorder_incidents_opened_total", {"fault": f})
+        for f in FAULT_LABELS
+    }
+    assert opened == {f: 0 for f in FAULT_LABELS} | {
+        "http-5xx": 1,
+        "missing-symlink": 1,
+        "unknown": 2,
+    }
+    assert registry.get_sample_value("recorder_detection_delay_seconds_count") == 3
+    assert registry.get_sample_value("recorder_detection_delay_seconds_sum") == 50.0
+
+
+def test_an_unreadable_store_drops_incident_families_not_the_scrape(
+    store: Store, registry: CollectorRegistry, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.create_incident(incident("open", "http-5xx", 5.0))
+    metrics.observe(obs("web-01", "http", Status.OK))
+    side = sqlite3.connect(store.path)
+    side.execute("ALTER TABLE incidents RENAME TO incidents_away")
+    side.commit()
+    text = generate_latest(registry).decode()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "recorder_probe_success" in names
+    assert not names & {
+        "recorder_incidents_open",
+        "recorder_incidents_opened",
+        "recorder_detection_delay_seconds",
+    }
+    assert "cannot read incidents for /metrics" in caplog.text
+    side.execute("ALTER TABLE incidents_away RENAME TO incidents")
+    side.commit()
+    side.close()
+    assert registry.get_sample_value("recorder_incidents_open") == 1
+
+
+def scrape_families(registry: CollectorRegistry) -> set[str]:
+    """Family names as the exposition names them (counters with their _total)."""
+    text = generate_latest(registry).decode()
+    return set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
+
+
+def test_every_metric_is_exported_with_help(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=0.0, affected_ratio=0.0))
+    metrics.count_responses("lb-01", {"2xx": 1})
+    metrics.count_log_lines("lb-01", 1)
+    metrics.count_rotations("lb-01", 0)
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    exported = {n.removesuffix("_created") for n in scrape_families(registry)}
+    assert set(METRIC_NAMES) <= exported
+    for name in METRIC_NAMES:
+        family = families[name.removesuffix("_total")]
+        assert family.documentation, f"{name} has no help text"
+        assert family.samples, f"{name} has no samples"
+
+
+@pytest.mark.skipif(not DESIGN.exists(), reason="shared/DESIGN.md is not beside the checkout")
+def test_metric_names_are_those_of_design_md() -> None:
+    section = DESIGN.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"recorder_[a-z0-9_]+", section)) == set(METRIC_NAMES)

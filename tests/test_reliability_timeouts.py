@@ -1,0 +1,180 @@
+"""A site answering slowly or hanging mid-response: the probe's own timeouts hold, the
+scheduler's job timeout holds above them, and the other hosts are probed on time.
+
+The "nginx" here is an HTTP server on loopback that this test controls: it sends the
+status line and headers and then stalls, or trickles the body a byte at a time.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from probes.base import Observation, Status
+from recorder.config import parse_config
+from recorder.hosts.local import LocalHost
+from recorder.scheduler import Job, Scheduler, run_probe
+
+
+class Misbehaving:
+    """A raw-socket HTTP server: `mode` is `stall` (headers, then silence), `trickle`
+    (headers, then one body byte every `pace` seconds, forever), `slow` (the whole answer
+    after `pace` seconds), or `silent` (accepts, never says anything)."""
+
+    def __init__(self, mode: str, pace: float = 0.5) -> None:
+        self.mode = mode
+        self.pace = pace
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.stopped = threading.Event()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            if self.mode == "silent":
+                self.stopped.wait()
+                return
+            if self.mode == "slow" and self.stopped.wait(self.pace):
+                return
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nContent-Type: text/html\r\n\r\n"
+            if self.mode == "slow":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                return
+            conn.sendall(head)
+            if self.mode == "stall":
+                self.stopped.wait()
+                return
+            while not self.stopped.wait(self.pace):  # trickle
+                conn.sendall(b"x")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[dict[str, Misbehaving]]:
+    made = {mode: Misbehaving(mode) for mode in ("stall", "trickle", "silent")}
+    made["slow"] = Misbehaving("slow", pace=0.8)
+    yield made
+    for server in made.values():
+        server.close()
+
+
+def _http_config(url: str, body: str | None = None) -> object:
+    http: dict[str, object] = {
+        "url": url,
+        "connect_timeout": "1s",
+        "read_timeout": "1s",
+        "slow": "500ms",
+    }
+    if body is not None:
+        http["body"] = body
+    config = parse_config(
+        {"hosts": {"h": {"local": {}}}, "checks": [{"hosts": ["h"], "probes": {"http": http}}]}
+    )
+    return config.checks[0].probes["http"]
+
+
+@pytest.mark.parametrize("body", [None, "hello"], ids=["status-only", "body-match"])
+@pytest.mark.parametrize("mode", ["stall", "trickle", "silent", "slow"])
+def test_the_probe_itself_is_bounded(
+    servers: dict[str, Misbehaving],
+    tmp_path: Path,
+    mode: str,
+    body: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The probe's own timeouts, not only the scheduler's, must end it: the scheduler
+    # does not start a job again while its last run is in flight, and `recorder probe`
+    # waits for its worker threads when it exits, so a probe that never returns hangs both.
+    cfg = _http_config(servers[mode].url, body)
+    started = time.monotonic()
+    obs = run_probe(LocalHost("h", prefix=str(tmp_path)), "http", cfg)  # type: ignore[arg-type]
+    took = time.monotonic() - started
+    print(f"{mode}/{body}: {obs.status} {obs.fault} in {took:.2f}s: {obs.summary}")
+    assert took < 4.0, f"{mode}: the probe took {took:.1f}s"
+    # Not a probe crash (run_probe logs those with a traceback): a verdict with a reason.
+    assert "raised" not in caplog.text, caplog.text[-2000:]
+    if mode in ("silent", "slow"):
+        assert obs.status is Status.FAIL and str(obs.fault) == "slow-responses", obs
+    elif body is not None:
+        # Asked to read the body, the probe must notice that it never comes.
+        assert obs.status is not Status.OK, obs.summary
+
+
+@pytest.mark.slow
+def test_hung_sites_do_not_delay_the_others(
+    servers: dict[str, Misbehaving], tmp_path: Path
+) -> None:
+    healthy = [Misbehaving("slow", pace=0.0) for _ in range(3)]
+    try:
+        targets = {f"ok-{i}": s.url for i, s in enumerate(healthy)}
+        targets.update({f"{mode}-site": s.url for mode, s in servers.items()})
+        arrivals: dict[str, list[tuple[float, Observation]]] = {name: [] for name in targets}
+        lock = threading.Lock()
+        started = time.monotonic()
+
+        def deliver(obs: Observation, job: Job) -> None:
+            with lock:
+                arrivals[obs.host].append((time.monotonic() - started, obs))
+
+        jobs = [
+            Job(
+                host=LocalHost(name, prefix=str(tmp_path)),
+                probe="http",
+                config=_http_config(url),  # type: ignore[arg-type]
+                interval=0.5,
+                timeout=2.0,
+                for_=0.0,
+                recover_after=1.0,
+            )
+            for name, url in targets.items()
+        ]
+        # Fewer workers than hosts: hung probes must not starve the healthy ones.
+        scheduler = Scheduler(jobs, deliver, concurrency=4)
+        scheduler.start()
+        try:
+            time.sleep(5.0)
+        finally:
+            scheduler.stop()
+    finally:
+        for server in healthy:
+            server.close()
+    for name, seen in arrivals.items():
+        times = [0.0] + [t for t, _ in seen]
+        gap = max(b - a for a, b in zip(times, times[1:], strict=False))
+        if name.startswith("ok-"):
+            assert all(o.status is Status.OK for _, o in seen), [o.summary for _, o in seen]
+            assert len(seen) >= 7 and gap < 1.2, (name, len(seen), gap)
+        else:
+            assert seen and all(o.status is not Status.OK for _, o in seen), name
+            # A verdict at least every job timeout plus an interval, however hung.
+            assert gap < 2.0 + 0.5 + 0.6, (name, gap)
