@@ -1,7 +1,8 @@
 """Root-cause ranking: which fault kinds explain the evidence, best first.
 
 The knowledge is in the runbooks' `symptoms` (runbooks/*.yml); this module only combines
-it. For each runbook whose `requires` terms include at least one present term:
+it. For each runbook whose `requires` terms include at least one present term (and, when
+it has `requires_also`, at least one of those too):
 
     belief     = 1 - prod(1 - w)   over the present `supports` terms (noisy-OR)
     confidence = belief * prod(1 - w)   over the present `contradicts` terms
@@ -73,6 +74,8 @@ def rank_causes(
     for fault, book in books.items():
         symptoms = book.symptoms
         if not any(term in present for term in symptoms.requires):
+            continue
+        if symptoms.requires_also and not any(t in present for t in symptoms.requires_also):
             continue
         matched = sorted(
             (w for w in symptoms.supports if w.term in present),

@@ -87,11 +87,13 @@ class Weighted(_Strict):
 
 
 class Symptoms(_Strict):
-    requires: list[str] = Field(min_length=1)
+    requires: list[str] = Field(min_length=1)  # at least one of these must be present
+    # ...and, when given, at least one of these as well (a deploy alone is no bad deploy).
+    requires_also: list[str] = Field(default_factory=list)
     supports: list[Weighted] = Field(min_length=1)
     contradicts: list[Weighted] = Field(default_factory=list)
 
-    @field_validator("requires")
+    @field_validator("requires", "requires_also")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         unknown = [t for t in v if not is_known_term(t)]
@@ -106,7 +108,7 @@ class Symptoms(_Strict):
         problems: list[str] = []
         # Every required term carries a weight in `supports`, so the confidence of a
         # candidate is always explained by the weights written in the file.
-        missing = [t for t in self.requires if t not in supported]
+        missing = [t for t in [*self.requires, *self.requires_also] if t not in supported]
         if missing:
             problems.append(f"requires terms without a weight in supports: {missing}")
         for name, terms in (("supports", supported), ("contradicts", against)):
