@@ -48,7 +48,9 @@ class Config(BaseModel):
 
 def check_backend(host: str, port: int, check: str, path: str, timeout: float) -> str | None:
     """None when the backend answers; otherwise why not. For "http" any HTTP answer
-    counts (a 404 or a 500 is a live server; the error-rate probes judge answers)."""
+    counts (a 404 or a 500 is a live server; the error-rate probes judge answers), and so
+    does a connection accepted but slow to answer: nginx waits proxy_read_timeout (60 s
+    by default) for it, so users see it slow, which the http probe reports, not dead."""
     if check == "tcp":
         try:
             with socket.create_connection((host, port), timeout=timeout):
@@ -66,7 +68,7 @@ def check_backend(host: str, port: int, check: str, path: str, timeout: float) -
     except requests.exceptions.ConnectTimeout:
         return f"no connection within {timeout:g}s"
     except requests.exceptions.ReadTimeout:
-        return f"accepted the connection but sent no answer within {timeout:g}s"
+        return None
     except requests.exceptions.ConnectionError as exc:
         return "connection refused" if "refused" in str(exc).lower() else "connection failed"
     except requests.exceptions.RequestException as exc:
