@@ -11,8 +11,10 @@ price per match and per loop, so the expression for a *block* of 64 consecutive 
 (`\\n LINE \\n LINE ...`) runs over a whole chunk with one `findall`: no Python code runs
 per line. Each line slot is `(?>VALID rest-of-line | rest-of-line)`, so a malformed line
 still fills its slot (with empty groups) and the slots stay aligned with the lines. The
-1-character status digit costs no allocation (CPython caches 1-byte strings); the counts
-come from the joined digits with `bytes.count`, the client sets from `set.update`.
+1-character status digit costs no allocation (CPython caches 1-byte strings), and a
+line's time is captured only when it differs from the first line of its block (a
+backreference compares it in place; most lines of a block share a second). The counts come
+from the joined digits with `bytes.count`, the client sets from `set.update`.
 
 Why it is exact. The fast expression uses loops that stop at one character (`[^ ]*`),
 which the engine runs far faster than classes that also stop at a newline (`[^ \\n]*`);
@@ -29,12 +31,13 @@ they are reported.
 from __future__ import annotations
 
 import calendar
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from itertools import chain, compress
+from itertools import chain, compress, repeat
 
 COMBINED = (
     '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
@@ -46,7 +49,7 @@ BLOCK_LINES = 64
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _DIGITS = (b"1", b"2", b"3", b"4", b"5")
 # bytes.translate table: b"5" -> 1, every other byte -> 0 (a mask for itertools.compress).
-_MASK_5XX = bytes(1 if i == ord("5") else 0 for i in range(256))
+MASK_5XX = bytes(1 if i == ord("5") else 0 for i in range(256))
 _MONTHS = {
     m.encode(): i
     for i, m in enumerate(
@@ -85,7 +88,9 @@ def _variable_pattern(name: str, stop: bytes | None, strict: bool, capture: bool
     elif name == "status":
         pattern = rb"(\d)\d\d"
     elif stop is None:
-        raise LogFormatError(f"${name} must be followed by literal text (before the status)")
+        raise LogFormatError(
+            f"${name} must be followed by literal text (it comes before a field the reader needs)"
+        )
     else:
         loop = b"[^" + re.escape(stop) + (rb"\n" if strict else b"") + b"]"
         pattern = b"(" + loop + b"++)" if name in CLIENT_VARS and capture else loop + b"*+"
@@ -94,10 +99,13 @@ def _variable_pattern(name: str, stop: bytes | None, strict: bool, capture: bool
     return pattern
 
 
-@lru_cache(maxsize=32)
 def compile_format(text: str | None = None) -> LogFormat:
     """Compile an nginx log_format string (None: combined) into the reader's patterns."""
-    text = COMBINED if text is None else text
+    return _compile(COMBINED if text is None else text)
+
+
+@lru_cache(maxsize=32)
+def _compile(text: str) -> LogFormat:
     pieces: list[tuple[str, str]] = []  # ("lit", text) / ("var", name)
     pos = 0
     for m in _VAR.finditer(text):
@@ -121,7 +129,7 @@ def compile_format(text: str | None = None) -> LogFormat:
     wanted = {client, time_var, "status"}
     last = max(i for i, p in enumerate(pieces) if p[0] == "var" and p[1] in wanted)
 
-    def build(strict: bool) -> tuple[bytes, tuple[int, int, int]]:
+    def build(strict: bool, time_capture: str) -> tuple[bytes, tuple[int, int, int]]:
         out: list[bytes] = []
         order: list[str] = []
         for i, (kind, value) in enumerate(pieces[: last + 1]):
@@ -134,24 +142,35 @@ def compile_format(text: str | None = None) -> LogFormat:
             capture = field_name is not None and field_name not in order
             if capture:
                 order.append(str(field_name))
-            out.append(_variable_pattern(value, stop, strict, capture))
+            pattern = _variable_pattern(value, stop, strict, capture)
+            if capture and field_name == "time":
+                inner = pattern[1:-1]
+                if time_capture == "first":
+                    pattern = b"(?P<t0>" + inner + b")"
+                else:
+                    # Most lines of a block share the first line's second: compare with it
+                    # and capture (allocate) only a time that differs.
+                    pattern = b"(?:(?P=t0)|(" + inner + b"))"
+            out.append(pattern)
         if last + 1 < len(pieces) and pieces[last + 1][0] == "lit":
             # The character after the last field, so `2001` is not read as status 200.
             out.append(re.escape(pieces[last + 1][1].encode()[:1]))
         return b"".join(out), (order.index("client"), order.index("time"), order.index("status"))
 
-    valid, index = build(strict=False)
-    valid_strict, _ = build(strict=True)
-    slot = b"(?>" + valid + rb"[^\n]*+|[^\n]*+)"
-    slot_strict = b"(?>" + valid_strict + rb"[^\n]*+|[^\n]*+)"
+    def slot(strict: bool, time_capture: str) -> bytes:
+        # A malformed line takes the second branch: its slot is filled, with empty groups.
+        return b"(?>" + build(strict, time_capture)[0] + rb"[^\n]*+|[^\n]*+)"
+
+    _, index = build(False, "first")
+    block = rb"\n" + slot(False, "first") + (rb"\n" + slot(False, "same")) * (BLOCK_LINES - 1)
     try:
         return LogFormat(
             text=text,
             time_var=time_var,
             index=index,
-            block=re.compile(rb"\n" + rb"\n".join([slot] * BLOCK_LINES)),
-            one=re.compile(rb"\n" + slot),
-            strict=re.compile(rb"\n" + slot_strict),
+            block=re.compile(block),
+            one=re.compile(rb"\n" + slot(False, "first")),
+            strict=re.compile(rb"\n" + slot(True, "first")),
         )
     except re.error as exc:  # pragma: no cover - every piece above is escaped or fixed
         raise LogFormatError(f"cannot compile log_format: {exc}") from None
@@ -159,12 +178,19 @@ def compile_format(text: str | None = None) -> LogFormat:
 
 @dataclass
 class Lines:
-    """The parsed lines of one chunk: aligned lists of the well-formed lines' fields."""
+    """The parsed lines of one chunk: aligned lists of the well-formed lines' fields.
+
+    A line's time is `times[i]`, or, when that is empty, the time of the first line of
+    its block (most lines share it: see `compile_format`), given per block in
+    `block_starts` for the first 64 * len(block_starts) lines.
+    """
 
     lines: int = 0  # every line, well-formed or not
     clients: list[bytes] = field(default_factory=list)
     times: list[bytes] = field(default_factory=list)
     digits: bytes = b""  # the status classes, one ASCII digit per well-formed line
+    block_starts: list[bytes] = field(default_factory=list)
+    _starts: list[bytes] | None = None  # block_starts spread over the lines, once needed
 
     @property
     def matched(self) -> int:
@@ -174,33 +200,63 @@ class Lines:
     def malformed(self) -> int:
         return self.lines - len(self.digits)
 
+    def iter_starts(self) -> Iterator[bytes]:
+        if self._starts is not None:
+            return iter(self._starts)
+        spread = chain.from_iterable(repeat(t, BLOCK_LINES) for t in self.block_starts)
+        return chain(spread, repeat(b"", len(self.times) - BLOCK_LINES * len(self.block_starts)))
 
-def parse_chunk(fmt: LogFormat, buf: bytes) -> Lines:
-    """Parse complete lines. `buf` is one newline, then the lines separated by newlines,
-    without a newline after the last: every newline in it starts a line."""
-    lines = buf.count(b"\n")
+    def full_times(self) -> list[bytes]:
+        """Every well-formed line's time (materialized: costs a pass in Python)."""
+        return [t or s for t, s in zip(self.times, self.iter_starts(), strict=True)]
+
+    def distinct_times(self) -> set[bytes]:
+        found = set(self.times)
+        found.update(self.block_starts)
+        found.discard(b"")
+        return found
+
+    def keep(self, mask: Iterable[object]) -> None:
+        """Keep only the lines whose mask entry is true."""
+        flags = list(mask)
+        starts = list(self.iter_starts())
+        self.clients = list(compress(self.clients, flags))
+        self.times = list(compress(self.times, flags))
+        self._starts = list(compress(starts, flags))
+        self.digits = bytes(compress(self.digits, flags))
+
+
+def parse_chunk(fmt: LogFormat, buf: bytes, start: int = 0, end: int | None = None) -> Lines:
+    """Parse the complete lines in buf[start:end]: it is one newline, then the lines
+    separated by newlines, without a newline after the last, so every newline in it
+    starts a line. (A region of a larger buffer is read in place, without a copy.)"""
+    end = len(buf) if end is None else end
+    lines = buf.count(b"\n", start, end)
     if not lines:
         return Lines()
     full = lines - lines % BLOCK_LINES
-    split = len(buf)
+    split = end
     for _ in range(lines - full):
-        split = buf.rfind(b"\n", 0, split)
-    rows: list[tuple[bytes, ...]] = fmt.block.findall(buf, 0, split) if full else []
-    rest: list[tuple[bytes, ...]] = fmt.one.findall(buf, split)
+        split = buf.rfind(b"\n", start, split)
+    rows: list[tuple[bytes, ...]] = fmt.block.findall(buf, start, split) if full else []
+    rest: list[tuple[bytes, ...]] = fmt.one.findall(buf, split, end)
     if len(rows) * BLOCK_LINES + len(rest) != lines:
         # A loop ran past a malformed line's end: read the chunk with the strict pattern.
-        rows, rest = [], fmt.strict.findall(buf)
+        rows, rest = [], fmt.strict.findall(buf, start, end)
     flat = list(chain.from_iterable(chain(rows, rest)))
     ci, ti, si = fmt.index
-    clients = flat[ci::3]
-    times = flat[ti::3]
+    parsed = Lines(
+        lines=lines,
+        clients=flat[ci::3],
+        times=flat[ti::3],
+        block_starts=[r[ti] for r in rows],
+    )
     digits = b"".join(flat[si::3])
-    if len(digits) != len(clients):
+    if len(digits) != len(parsed.clients):
         # Malformed lines filled their slots with empty groups: drop them.
-        keep = list(map(len, clients))
-        clients = list(compress(clients, keep))
-        times = list(compress(times, keep))
-    return Lines(lines=lines, clients=clients, times=times, digits=digits)
+        parsed.keep(map(len, parsed.clients))
+    parsed.digits = digits
+    return parsed
 
 
 # ---- times ------------------------------------------------------------------------------
@@ -282,16 +338,12 @@ def iso(epoch: int | None) -> str | None:
 
 
 def drop_untimed(lines: Lines, seconds: dict[bytes, int | None]) -> int:
-    """Remove well-formed lines whose time does not parse (they count as malformed);
-    returns how many were removed."""
+    """Remove well-formed lines whose time does not parse; returns how many."""
     bad = {raw for raw, sec in seconds.items() if sec is None}
     if not bad:
         return 0
-    keep = [t not in bad for t in lines.times]
     before = len(lines.digits)
-    lines.clients = list(compress(lines.clients, keep))
-    lines.times = list(compress(lines.times, keep))
-    lines.digits = bytes(compress(lines.digits, keep))
+    lines.keep([t not in bad for t in lines.full_times()])
     return before - len(lines.digits)
 
 
@@ -300,11 +352,18 @@ def class_counts(digits: bytes) -> dict[str, int]:
 
 
 def clients_with_5xx(lines: Lines) -> Iterable[bytes]:
-    return compress(lines.clients, lines.digits.translate(_MASK_5XX))
+    return compress(lines.clients, lines.digits.translate(MASK_5XX))
 
 
-def times_with_5xx(lines: Lines) -> Iterable[bytes]:
-    return compress(lines.times, lines.digits.translate(_MASK_5XX))
+def times_with_5xx(lines: Lines) -> set[bytes]:
+    """The distinct times of the lines answered with a 5xx."""
+    mask = lines.digits.translate(MASK_5XX)
+    own = list(compress(lines.times, mask))
+    found = set(own)
+    if b"" in found:  # some share their block's first time
+        found.discard(b"")
+        found.update(compress(compress(lines.iter_starts(), mask), map(operator.not_, own)))
+    return found
 
 
 def split_complete(tail: bytes, data: bytes) -> tuple[bytes, bytes]:

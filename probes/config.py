@@ -30,7 +30,7 @@ _LINE = re.compile(
     r"(?P<message>.*?)"
     r"(?: in (?P<file>\S+):(?P<line>\d+))?\s*$"
 )
-_FAILING = ("emerg", "alert", "crit", "error")
+FAILING = ("emerg", "alert", "crit", "error")
 
 
 class Config(BaseModel):
@@ -110,8 +110,8 @@ def _check(host: Host, config: Config) -> Observation:
     details: dict[str, Any] = {
         "command": [to_host_path(root, a) for a in argv],
         "exit_code": result.exit_code,
-        "errors": [e for e in errors if e["level"] in _FAILING],
-        "warnings": [e for e in errors if e["level"] not in _FAILING],
+        "errors": [e for e in errors if e["level"] in FAILING],
+        "warnings": [e for e in errors if e["level"] not in FAILING],
     }
     if result.exit_code == 127 or (
         result.exit_code != 0 and "not found" in result.stderr and not errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError("expected a duration such as 10s, 1m or 500ms")
-    if seconds < 0 or seconds > MAX_DURATION:
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION:
         raise ValueError(f"duration {value!r} out of range (0 to 7d)")
     return seconds
 

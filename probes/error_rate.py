@@ -46,6 +46,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from itertools import compress
@@ -55,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from probes.accesslog import (
     CLASSES,
+    MASK_5XX,
     LogFormat,
     LogFormatError,
     TimeCache,
@@ -64,7 +66,6 @@ from probes.accesslog import (
     iso,
     parse_chunk,
     split_complete,
-    times_with_5xx,
 )
 from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
 from probes.durations import Duration
@@ -75,6 +76,7 @@ FIRST_SIGHT = 8 << 20  # how far back a log seen for the first time is read
 HEAD_BYTES = 64  # the file identity hashes this many first bytes
 BASELINE_WEIGHT = 0.2
 LOCK_WAIT = 30.0  # seconds to wait for a previous call on the same log
+clock = time.time  # the wall clock (tests replace it)
 
 
 class Config(BaseModel):
@@ -126,10 +128,12 @@ class Tail:
     rotations: int = 0
     lines_total: int = 0
     malformed_lines: int = 0
+    untimed_lines: int = 0
     skipped_bytes: int = 0
     baseline_rate: float | None = None
     first_second: int | None = None  # the earliest second the window could hold
     latest: int | None = None  # the newest second seen
+    clock_offset: float | None = None  # our clock minus the log's, when lines last came
     buckets: dict[int, Second] = field(default_factory=dict)
     times: TimeCache | None = None
 
@@ -145,6 +149,7 @@ class Tail:
             "rotations": self.rotations,
             "lines_total": self.lines_total,
             "malformed_lines": self.malformed_lines,
+            "untimed_lines": self.untimed_lines,
             "skipped_bytes": self.skipped_bytes,
             "baseline_rate": self.baseline_rate,
         }
@@ -218,6 +223,7 @@ def _restore(data: dict[str, Any]) -> Tail:
         "rotations",
         "lines_total",
         "malformed_lines",
+        "untimed_lines",
         "skipped_bytes",
     ):
         value = data.get(name)
@@ -287,11 +293,13 @@ class _Reader:
 
     def add(self, chunk: bytes, *, counted: bool) -> None:
         lines = parse_chunk(self.fmt, chunk)
-        seconds = self.times.many(set(lines.times))
-        untimed = drop_untimed(lines, seconds)
+        seconds = self.times.many(lines.distinct_times())
         if counted:
             self.tail.lines_total += lines.lines
-            self.tail.malformed_lines += lines.malformed + untimed
+            self.tail.malformed_lines += lines.malformed
+        untimed = drop_untimed(lines, seconds)
+        if counted:
+            self.tail.untimed_lines += untimed
         stamps = [s for s in seconds.values() if s is not None]
         if not stamps:
             return
@@ -304,21 +312,22 @@ class _Reader:
         keep = {raw: s for raw, s in seconds.items() if s is not None and s >= oldest_kept}
         if not keep:
             return
+        times = lines.full_times()
         if len(keep) < len(seconds):
-            mask = [t in keep for t in lines.times]
-            lines.clients = list(compress(lines.clients, mask))
-            lines.times = list(compress(lines.times, mask))
-            lines.digits = bytes(compress(lines.digits, mask))
+            mask = [t in keep for t in times]
+            lines.keep(mask)
+            times = list(compress(times, mask))
         buckets = tail.buckets
-        for (raw, digit), n in Counter(zip(lines.times, lines.digits, strict=True)).items():
+        for (raw, digit), n in Counter(zip(times, lines.digits, strict=True)).items():
             bucket = buckets.get(keep[raw])
             if bucket is None:
                 bucket = buckets[keep[raw]] = Second()
             if 0x31 <= digit <= 0x35:  # b"1".."5"
                 bucket.counts[digit - 0x31] += n
-        for raw, client in set(zip(lines.times, lines.clients, strict=True)):
+        for raw, client in set(zip(times, lines.clients, strict=True)):
             buckets[keep[raw]].clients.add(client)
-        for raw, client in set(zip(times_with_5xx(lines), clients_with_5xx(lines), strict=True)):
+        failed = lines.digits.translate(MASK_5XX)
+        for raw, client in set(zip(compress(times, failed), clients_with_5xx(lines), strict=True)):
             buckets[keep[raw]].failed.add(client)
 
 
@@ -381,15 +390,36 @@ def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
 # ---- the window -------------------------------------------------------------------------
 
 
-def window_stats(tail: Tail, window: float) -> dict[str, Any]:
-    """Totals over the last `window` seconds of the log (by its timestamps)."""
+def note_clock(tail: Tail, window: float, now: float) -> None:
+    """After reading new lines: how far the log's clock trails ours (write delay plus
+    clock skew). A newest line older than the window means the log is idle, not skewed."""
+    if tail.latest is None:
+        return
+    lag = now - tail.latest
+    tail.clock_offset = lag if lag <= window else 0.0
+
+
+def window_end(tail: Tail, now: float) -> int | None:
+    """The newest second of the window, in the log's time: the newest line, or, when
+    the log has gone quiet, now (shifted by the log's clock offset), so old errors leave
+    the window even without new traffic."""
+    if tail.latest is None:
+        return None
+    if tail.clock_offset is None:
+        return tail.latest
+    return max(tail.latest, int(now - tail.clock_offset))
+
+
+def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
+    """Totals over the last `window` seconds (by the log's timestamps)."""
     counts = [0, 0, 0, 0, 0]
     clients: set[bytes] = set()
     failed: set[bytes] = set()
     first_5xx = last_5xx = None
     span = int(window)
-    if tail.latest is not None:
-        start = tail.latest - span + 1
+    end = window_end(tail, now)
+    if end is not None:
+        start = end - span + 1
         for sec in [s for s in tail.buckets if s < start]:
             del tail.buckets[sec]
         for sec in sorted(tail.buckets):
@@ -401,7 +431,7 @@ def window_stats(tail: Tail, window: float) -> dict[str, Any]:
                 first_5xx = sec if first_5xx is None else first_5xx
                 last_5xx = sec
         if tail.first_second is not None:
-            span = max(1, min(span, tail.latest - tail.first_second + 1))
+            span = max(1, min(span, end - tail.first_second + 1))
     requests = sum(counts)
     return {
         "requests": requests,
@@ -414,7 +444,8 @@ def window_stats(tail: Tail, window: float) -> dict[str, Any]:
         "last_5xx": iso(last_5xx),
         "rate": round(requests / span, 3),
         "window_seconds": span,
-        "window_end": iso(tail.latest),
+        "window_end": iso(end),
+        "newest_line": iso(tail.latest),
     }
 
 
@@ -449,6 +480,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         tail = _restore(saved) if saved and saved.get("log_format") == fmt.text else Tail()
         tail.log_format = fmt.text
         _TAILS[key] = tail
+    lines_before = tail.lines_total
     try:
         bytes_read = _advance(host, config, fmt, tail)
     except FileNotFoundError:
@@ -459,7 +491,10 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         return obs
     except (HostUnreachable, OSError) as exc:
         return error_observation(host, NAME, exc)
-    stats = window_stats(tail, config.window)
+    now = clock()
+    if tail.lines_total > lines_before or tail.clock_offset is None:
+        note_clock(tail, config.window, now)
+    stats = window_stats(tail, config.window, now)
     failing = stats["requests"] >= config.min_requests and stats["error_ratio"] > config.threshold
     baseline = tail.baseline_rate
     capacity = (
@@ -513,6 +548,7 @@ def _counters(tail: Tail) -> dict[str, Any]:
     return {
         "lines_total": tail.lines_total,
         "malformed_lines": tail.malformed_lines,
+        "untimed_lines": tail.untimed_lines,
         "rotations": tail.rotations,
         "skipped_bytes": tail.skipped_bytes,
     }

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from probes import nginxconf
 from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
-from probes.config import host_root, nginx_argv, to_host_path
+from probes.config import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
 from probes.durations import Duration
 
 NAME = "upstreams"
@@ -91,12 +91,13 @@ def read_upstreams(host: Host, config: Config) -> list[nginxconf.Upstream]:
     """The upstream blocks of the configuration nginx would load on the host."""
     argv = nginx_argv(host, config.nginx, config.conf, config.prefix, "-T")
     result = host.run(argv, config.dump_timeout)
-    if result.exit_code != 0:
-        tail = [line for line in result.stderr.strip().splitlines() if line.strip()][-1:]
-        raise HostUnreachable(
-            f"nginx -T failed (exit {result.exit_code}): {tail[0] if tail else 'no output'}"
-        )
     root = host_root(host)
+    if result.exit_code != 0:
+        # Without a configuration nginx accepts there are no upstreams to read; the
+        # config probe reports the syntax error itself.
+        errors = [e for e in parse_errors(result.stderr, root) if e["level"] in FAILING]
+        why = describe(errors[0]) if errors else f"exit {result.exit_code}"
+        raise HostUnreachable(f"nginx -T failed: {why}")
     dump = nginxconf.parse_dump(result.stdout, host.real_path(config.conf))
     tree = nginxconf.rename_files(dump.tree(), lambda p: to_host_path(root, p))
     return nginxconf.upstreams(tree)

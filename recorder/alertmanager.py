@@ -385,6 +385,50 @@ def resolve_fault(raw: WebhookAlert, name: str, config: Config) -> Fault | None:
     return None
 
 
+def is_stale(alert: Alert, seen: Mapping[str, Any] | None) -> bool:
+    """True when a delivery is older than what the store already knows of its alert, so
+    applying it would move the incident backwards. Alertmanager retries, an HA pair sends
+    every notification twice, and nothing orders their arrival. Occurrences of one alert
+    (one fingerprint) do not overlap: a new one starts after the previous one ended.
+
+    - A firing of an occurrence already resolved (started no later than the stored
+      end): sent before the resolution, delivered after it.
+    - A firing that started before the stored occurrence: an older occurrence (or the
+      same one with an earlier startsAt, which Alertmanager merges in; already firing).
+    - A resolution that ended no later than the stored occurrence started: it ends an
+      older occurrence, not the one we know.
+
+    `seen` is the store's row for the fingerprint (`Store.alert`), or None."""
+    if not seen:
+        return False
+    known_start = _stored_time(seen.get("starts_at"))
+    # Compared at the store's precision (milliseconds), so an alert equals its own row.
+    starts = _millis(alert.starts_at)
+    if not alert.firing:
+        ended = _millis(alert.ends_at or alert.starts_at)
+        return known_start is not None and ended <= known_start
+    if known_start is not None and starts < known_start:
+        return True
+    if seen.get("status") == "resolved":
+        known_end = _stored_time(seen.get("ends_at")) or known_start
+        return known_end is not None and starts <= known_end
+    return False
+
+
+def _millis(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _stored_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _one_line(text: str) -> str:
     line = re.sub(r"\s+", " ", text).strip()
     return line if len(line) <= MAX_TEXT else line[: MAX_TEXT - 3] + "..."

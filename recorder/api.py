@@ -33,7 +33,9 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+import waitress.channel
 import waitress.server
+import waitress.task
 import waitress.trigger
 import waitress.wasyncore
 from prometheus_client import CollectorRegistry
@@ -51,11 +53,14 @@ INCIDENTS_PATH = "/api/v1/incidents"
 _INCIDENT_ID = re.compile(r"(?:INC-)?([0-9]{1,12})", re.IGNORECASE)
 _STATUSES = tuple(str(s) for s in IncidentStatus)
 
-# Waitress settings. A request is handled by a worker only once fully read, so a few
-# workers serve many clients; the connection limit bounds sockets (and memory) held by
-# slow clients, and idle connections are dropped after the channel timeout.
-THREADS = 8
-CONNECTION_LIMIT = 256
+# Waitress settings. A request reaches a worker only once fully read, so a few workers
+# serve many clients. Few is also faster: the handlers are short and hold the GIL, and
+# with 8 workers instead of 4, a newcomer's /healthz under 200 busy keep-alive clients
+# took 2-4 times longer (measured on 2 cores). The connection limit bounds the sockets
+# slow clients can hold (under systemd's default LimitNOFILE of 1024); idle connections
+# are dropped after the channel timeout.
+THREADS = 4
+CONNECTION_LIMIT = 512
 CHANNEL_TIMEOUT = 30
 MAX_HEADER = 64 * 1024
 
@@ -106,8 +111,12 @@ def error(status: str, reason: str, headers: list[tuple[str, str]] | None = None
 class ApiApp:
     """The WSGI application over an engine."""
 
-    def __init__(self, engine: EngineAPI) -> None:
+    def __init__(self, engine: EngineAPI, threads: int = THREADS) -> None:
         self.engine = engine
+        # Webhook requests wait for the engine (up to its timeout). They may hold all but
+        # two workers, so /metrics and /healthz always have one; the rest get a 503 that
+        # Alertmanager retries.
+        self._webhook_slots = threading.BoundedSemaphore(max(1, threads - 2))
         # path -> (allowed methods, handler); incident ids are matched separately.
         self.routes = {
             "/": (("GET", "HEAD"), self.index),
@@ -243,6 +252,12 @@ class ApiApp:
         alerts = to_alerts(payload, self.engine.config)
         if not alerts:
             return json_response({"incidents": []})
+        if not self._webhook_slots.acquire(blocking=False):
+            return error(
+                "503 Service Unavailable",
+                "too many webhook requests at once; retry later",
+                [("Retry-After", "5")],
+            )
         try:
             incidents = self.engine.submit_alerts(alerts)
         except TimeoutError:
@@ -255,10 +270,12 @@ class ApiApp:
         except (sqlite3.Error, StoreError, OSError) as exc:
             log.error("webhook: cannot record %d alerts: %s", len(alerts), exc)
             return error("503 Service Unavailable", f"cannot record the alerts now: {exc}")
+        finally:
+            self._webhook_slots.release()
         log.info(
-            "webhook: %d alerts from %s (%s) -> incidents %s",
+            "webhook: %d alerts from receiver %.60r (%s) -> incidents %s",
             len(alerts),
-            payload.receiver or "alertmanager",
+            payload.receiver,
             payload.status,
             incidents,
         )
@@ -313,11 +330,35 @@ def _store_unavailable(exc: BaseException) -> Response:
     return error("503 Service Unavailable", f"cannot read the store: {exc}")
 
 
-def make_app(engine: EngineAPI) -> WSGIApplication:
-    return ApiApp(engine)
+def make_app(engine: EngineAPI, threads: int = THREADS) -> WSGIApplication:
+    """The WSGI app; `threads` is the server's worker count (see ApiApp's webhook slots)."""
+    return ApiApp(engine, threads)
 
 
 # ---- the server -------------------------------------------------------------------------------
+
+
+class _JsonErrorTask(waitress.task.ErrorTask):  # type: ignore[misc]
+    """Waitress' own refusals (a body over the limit, malformed HTTP) as JSON, like the
+    app's: `{"error": "..."}` instead of its text/plain page."""
+
+    def execute(self) -> None:
+        err = self.request.error
+        if err.code == 413:
+            limit = int(self.channel.server.adj.max_request_body_size) - 1
+            reason = f"body larger than {limit} bytes (alertmanager.max_body)"
+        else:
+            reason = f"{err.reason}: {err.body}"
+        body = json.dumps({"error": reason}).encode("utf-8") + b"\n"
+        self.status = f"{err.code} {err.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(waitress.channel.HTTPChannel):  # type: ignore[misc]
+    error_task_class = _JsonErrorTask
 
 
 class ApiServer:
@@ -331,15 +372,20 @@ class ApiServer:
             self.host, self.port = str(server.effective_host), int(server.effective_port)
         else:  # a MultiSocketServer: a name that resolved to several addresses
             self.host, self.port = server.effective_listen[0]
-        self._thread = threading.Thread(target=self._run, name="recorder-http", daemon=True)
+        self._stopping = threading.Event()
         self._closed = False
+        self._thread = threading.Thread(target=self._run, name="recorder-http", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            self._server.run()
-        except Exception:  # the loop must never die silently
-            log.exception("the HTTP server stopped")
+        # waitress' own run() loops until its socket map is empty; this loop can be told
+        # to stop, so that closing never happens under the loop's feet (see close()).
+        timeout = float(self._server.adj.asyncore_loop_timeout)
+        while not self._stopping.is_set():
+            try:
+                waitress.wasyncore.loop(timeout=timeout, map=self._map, use_poll=True, count=1)
+            except Exception:  # one bad event must not end the server
+                log.exception("error in the HTTP server loop")
 
     @property
     def alive(self) -> bool:
@@ -350,15 +396,18 @@ class ApiServer:
         if self._closed:
             return
         self._closed = True
-        triggers = [d for d in list(self._map.values()) if isinstance(d, waitress.trigger.trigger)]
-        if triggers and self._thread.is_alive():
-            # Closing sockets from another thread races the loop; the trigger runs the
-            # shutdown inside the loop's own thread, and an empty map ends the loop.
-            triggers[0].pull_trigger(lambda: waitress.wasyncore.close_all(self._map))
-            self._thread.join(timeout)
-        else:
-            waitress.wasyncore.close_all(self._map)
+        self._stopping.set()
+        # Wake the loop with its own trigger, which stays open until the loop has ended:
+        # closing it from inside the loop races this very write (and a closed descriptor
+        # number may already belong to another file).
+        for dispatcher in list(self._map.values()):
+            if isinstance(dispatcher, waitress.trigger.trigger):
+                dispatcher.pull_trigger()
+                break
+        self._thread.join(timeout)
+        # Workers finishing a response pull the trigger too: stop them before closing it.
         self._server.task_dispatcher.shutdown(timeout=timeout)
+        waitress.wasyncore.close_all(self._map)
 
 
 def serve(
@@ -400,4 +449,10 @@ def serve(
     except OSError as exc:
         waitress.wasyncore.close_all(socket_map)
         raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    for dispatcher in socket_map.values():
+        if isinstance(dispatcher, waitress.server.BaseWSGIServer):
+            dispatcher.channel_class = _Channel
+    # "Task queue depth is N" at WARNING for every queued request under load is noise;
+    # the latency it hints at is measured, not logged.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     return ApiServer(server, socket_map, listen)

@@ -4,6 +4,7 @@ docstring is its help. Exit codes: 0 good, 1 something failing or refused, 2 bad
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,7 +92,7 @@ def parse_incident_id(value: str) -> int:
     text = value.strip()
     if text.upper().startswith("INC-"):
         text = text[4:]
-    if not text.isdigit() or len(text) > 12:
+    if not re.fullmatch(r"[0-9]{1,12}", text):  # ASCII digits only: "²".isdigit() is True
         fail(f"invalid incident id {value!r}: expected a number such as 3 or INC-3")
     return int(text)
 

@@ -317,6 +317,8 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, _format_errors(exc)) from None
+    except RecursionError:
+        raise ConfigError(path, ["not a usable config: nested too deeply"]) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -330,6 +332,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(str(p), ["not UTF-8 text"]) from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(str(p), ["not a usable config: nested too deeply"]) from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(str(p), [f"not a usable config: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from probes.base import Observation
 from recorder import __version__
-from recorder.alertmanager import Alert
+from recorder.alertmanager import Alert, is_stale
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config, ConfigError, load_config
 from recorder.detector import Detector
@@ -105,8 +105,15 @@ class Daemon:
         self._install_signals()
         for host, probe, since, fault in self.book.restore():
             self.detector.assume_firing(host, probe, since, fault)
+        try:
+            self.api = serve(
+                self.config.listen, make_app(self), max_body=self.config.alertmanager.max_body
+            )
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", self.config.listen, exc.strerror or exc)
+            self.store.close()
+            return 1
         self._start_scheduler()
-        self.api = serve(self.config.listen, make_app(self))
         log.info(
             "recorder %s watching %d hosts (%d probes); listening on %s; state in %s",
             __version__,
@@ -234,6 +241,11 @@ class Daemon:
         results: list[int | None] = []
         try:
             for alert in batch.alerts:
+                seen = self.store.alert(alert.fingerprint)
+                if is_stale(alert, seen):
+                    # A late or repeated delivery must not reopen or re-resolve anything.
+                    results.append(seen["incident_id"] if seen else None)
+                    continue
                 service, host = alert.service, alert.host
                 results.append(
                     self.book.on_alert(
@@ -314,6 +326,7 @@ class Daemon:
             self.scheduler.stop()
         self.config = new
         self.book.config = new  # open incidents carry over; the book reads config live
+        self.metrics.retain_hosts(list(new.hosts))
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))
         self.notifier.ready(self._status_line())

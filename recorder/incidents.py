@@ -254,6 +254,9 @@ class IncidentBook:
             detected_at=now,
             hosts=[obs.host],
         )
+        # The fault it was opened with: recorder_incidents_opened_total counts by it, so a
+        # later re-ranking never moves the count between faults (a false counter reset).
+        incident.data["opened_fault"] = incident.fault
         item = _Open(incident=incident)
         self._open[service] = item
         zone = self.config.zone

@@ -16,14 +16,13 @@ from typing import IO, Any
 from probes.accesslog import (
     CLASSES,
     Lines,
+    LogFormat,
     TimeCache,
     class_counts,
     clients_with_5xx,
     compile_format,
-    drop_untimed,
     iso,
     parse_chunk,
-    split_complete,
     times_with_5xx,
 )
 
@@ -59,6 +58,7 @@ class Summary:
         self.lines = 0
         self.malformed = 0
         self.out_of_range = 0
+        self.untimed = 0  # well-formed lines whose time does not parse
         self.classes = dict.fromkeys(CLASSES, 0)
         self.clients: set[bytes] = set()
         self.clients_5xx: set[bytes] = set()
@@ -66,36 +66,37 @@ class Summary:
         self.last_5xx: int | None = None
 
     def add(self, chunk: Lines) -> tuple[int, int]:
-        """Count one parsed chunk; returns (requests counted, malformed)."""
-        seconds = self.times.many(set(chunk.times))
-        malformed = chunk.malformed + drop_untimed(chunk, seconds)
+        """Count one parsed chunk; returns (requests counted, malformed lines)."""
         self.lines += chunk.lines
-        self.malformed += malformed
-        if self.since is not None or self.until is not None:
+        self.malformed += chunk.malformed
+        seconds = self.times.many(chunk.distinct_times())
+        ranged = self.since is not None or self.until is not None
+        if ranged:
             self._keep_in_range(chunk, seconds)
+        elif None in seconds.values():
+            self.untimed += sum(1 for t in chunk.full_times() if seconds[t] is None)
         for name, n in class_counts(chunk.digits).items():
             self.classes[name] += n
         self.clients.update(chunk.clients)
         self.clients_5xx.update(clients_with_5xx(chunk))
-        failed_at = [seconds[t] for t in set(times_with_5xx(chunk))]
-        stamps = [s for s in failed_at if s is not None]
+        stamps = [s for s in map(seconds.__getitem__, times_with_5xx(chunk)) if s is not None]
         if stamps:
             lo, hi = min(stamps), max(stamps)
             self.first_5xx = lo if self.first_5xx is None else min(self.first_5xx, lo)
             self.last_5xx = hi if self.last_5xx is None else max(self.last_5xx, hi)
-        return len(chunk.digits), malformed
+        return len(chunk.digits), chunk.malformed
 
     def _keep_in_range(self, chunk: Lines, seconds: dict[bytes, int | None]) -> None:
+        """Drop the lines outside [since, until) (and those whose time does not parse)."""
         lo = self.since if self.since is not None else -(1 << 62)
         hi = self.until if self.until is not None else 1 << 62
         inside = {raw: s is not None and lo <= s < hi for raw, s in seconds.items()}
         if all(inside.values()):
             return
-        keep = list(map(inside.__getitem__, chunk.times))
         before = len(chunk.digits)
-        chunk.clients = [c for c, k in zip(chunk.clients, keep, strict=True) if k]
-        chunk.times = [t for t, k in zip(chunk.times, keep, strict=True) if k]
-        chunk.digits = bytes(d for d, k in zip(chunk.digits, keep, strict=True) if k)
+        if any(s is None for s in seconds.values()):
+            self.untimed += sum(1 for t in chunk.full_times() if seconds[t] is None)
+        chunk.keep(map(inside.__getitem__, chunk.full_times()))
         self.out_of_range += before - len(chunk.digits)
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +114,7 @@ class Summary:
             "lines": self.lines,
             "malformed_lines": self.malformed,
             "out_of_range_lines": self.out_of_range,
+            "untimed_lines": self.untimed,
         }
 
 
@@ -145,33 +147,42 @@ def scan(
     return result
 
 
-def _scan_file(path: str, fmt: Any, summary: Summary) -> dict[str, Any]:
+def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
     lines = requests = malformed = 0
     compressed = False
     with open(path, "rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
-        source: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        source: IO[bytes] = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw  # type: ignore[assignment]
+        )
         try:
-            tail = b""
+            pending = b""  # the start of a line cut by the previous read
             while True:
                 try:
                     data = source.read(CHUNK)
-                except (EOFError, gzip.BadGzipFile, OSError) as exc:
-                    if isinstance(exc, gzip.BadGzipFile | EOFError):
-                        raise ValueError(f"{path}: damaged gzip file ({exc})") from None
-                    raise
+                except (EOFError, gzip.BadGzipFile) as exc:
+                    raise ValueError(f"{path}: damaged gzip file ({exc})") from None
                 if not data:
                     break
-                chunk, tail = split_complete(tail, data)
-                if chunk:
-                    parsed = parse_chunk(fmt, chunk)
+                first = data.find(b"\n")
+                if first < 0:
+                    pending += data
+                    continue
+                # The line cut by the previous read, completed; then the lines of this
+                # read, parsed in place (from its first newline to its last).
+                parts = [parse_chunk(fmt, b"\n" + pending + data[:first])]
+                last = data.rfind(b"\n")
+                if last > first:
+                    parts.append(parse_chunk(fmt, data, first, last))
+                pending = data[last + 1 :]
+                for parsed in parts:
                     lines += parsed.lines
                     counted, bad = summary.add(parsed)
                     requests += counted
                     malformed += bad
-            if tail:  # a last line without its newline still counts
-                parsed = parse_chunk(fmt, b"\n" + tail)
+            if pending:  # a last line without its newline still counts
+                parsed = parse_chunk(fmt, b"\n" + pending)
                 lines += parsed.lines
                 counted, bad = summary.add(parsed)
                 requests += counted

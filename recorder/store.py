@@ -328,9 +328,13 @@ class Store:
         return {r[0]: r[1] for r in rows}
 
     def counts_by_fault(self) -> dict[str, int]:
+        """Incidents by the fault they were opened with (a re-ranking never moves them)."""
         rows = (
             self._conn()
-            .execute("SELECT COALESCE(fault, 'unknown'), COUNT(*) FROM incidents GROUP BY 1")
+            .execute(
+                "SELECT COALESCE(json_extract(data, '$.opened_fault'), fault, 'unknown'),"
+                " COUNT(*) FROM incidents GROUP BY 1"
+            )
             .fetchall()
         )
         return {r[0]: r[1] for r in rows}
