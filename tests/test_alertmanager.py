@@ -14,6 +14,7 @@ from recorder.alertmanager import (
     MAX_ALERTS,
     NO_HOST,
     PayloadError,
+    is_stale,
     label_fingerprint,
     parse_payload,
     to_alert,
@@ -332,3 +333,38 @@ def test_an_alert_without_a_name_still_maps() -> None:
     mapped = to_alert(raw, config())
     assert mapped.name == "unnamed alert"
     assert mapped.summary == ""
+
+
+def test_stale_deliveries_are_older_than_what_the_store_knows() -> None:
+    def firing(starts: str) -> Any:
+        return to_alert(parse_payload(encode(payload(alert(startsAt=starts)))).alerts[0], config())
+
+    def resolved(starts: str, ends: str) -> Any:
+        body = payload(alert(status="resolved", startsAt=starts, endsAt=ends))
+        return to_alert(parse_payload(encode(body)).alerts[0], config())
+
+    def row(status: str, starts: str, ends: str | None = None) -> dict[str, Any]:
+        return {"status": status, "starts_at": starts, "ends_at": ends}  # as Store.alert
+
+    noon = "2026-11-23T12:00:00.123456Z"
+    stored_noon = "2026-11-23T12:00:00.123+00:00"  # the store keeps milliseconds
+    assert not is_stale(firing(noon), None)  # never seen
+    # The same occurrence firing again is a repeat, not stale (the book deduplicates it).
+    assert not is_stale(firing(noon), row("firing", stored_noon))
+    # Its firing delivered after its resolution: stale, with or without a stored end.
+    assert is_stale(firing(noon), row("resolved", stored_noon, "2026-11-23T12:10:00.000+00:00"))
+    assert is_stale(firing(noon), row("resolved", stored_noon))
+    # A new occurrence starts after the stored end.
+    assert not is_stale(
+        firing("2026-11-23T12:30:00Z"), row("resolved", stored_noon, "2026-11-23T12:10:00+00:00")
+    )
+    # An older occurrence's firing or resolution after a newer occurrence was seen.
+    newer = row("firing", "2026-11-23T12:30:00.000+00:00")
+    assert is_stale(firing(noon), newer)
+    assert is_stale(resolved(noon, "2026-11-23T12:10:00Z"), newer)
+    # The resolution of the occurrence we know, even with an earlier startsAt (merged in
+    # by Alertmanager), and resolving twice, are not stale.
+    assert not is_stale(resolved("2026-11-23T12:29:00Z", "2026-11-23T12:40:00Z"), newer)
+    done = row("resolved", "2026-11-23T12:30:00+00:00", "2026-11-23T12:40:00+00:00")
+    assert not is_stale(resolved("2026-11-23T12:30:00Z", "2026-11-23T12:40:00Z"), done)
+    assert not is_stale(firing(noon), {"status": "resolved", "ends_at": "garbage"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Fault, Observation, Status
-from recorder.alertmanager import Alert
+from recorder.alertmanager import Alert, is_stale
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config, parse_config
 from recorder.incidents import IncidentBook
@@ -79,8 +80,12 @@ class Engine:
             alerts, reply = item
             self.submitted.append(alerts)
             try:
-                results = []
+                results: list[int | None] = []
                 for a in alerts:
+                    seen = self.store.alert(a.fingerprint)
+                    if is_stale(a, seen):
+                        results.append(seen["incident_id"] if seen else None)
+                        continue
                     results.append(
                         self.book.on_alert(
                             fingerprint=a.fingerprint,
@@ -480,7 +485,10 @@ def test_oversized_bodies_are_413(api: Api) -> None:
     big = notification(*(am_alert(fingerprint=f"{i:016x}") for i in range(200)))
     body = json.dumps(big).encode()
     assert len(body) > limit
-    assert api.post(body).status_code == 413
+    response = api.post(body)
+    assert response.status_code == 413
+    # Refused by waitress from the Content-Length, before the body is read, in JSON too.
+    assert response.json() == {"error": f"body larger than {limit} bytes (alertmanager.max_body)"}
     # Chunked, so no Content-Length announces it: refused while it streams in.
     response = requests.post(
         api.url("/api/v1/alertmanager"),
@@ -515,6 +523,52 @@ def test_the_app_enforces_a_max_body_lowered_by_a_reload(api: Api, tmp_path: Pat
     assert response.json() == {"error": "body larger than 1024 bytes (alertmanager.max_body)"}
 
 
+def test_stale_firing_after_resolution_reopens_nothing(api: Api) -> None:
+    """A firing sent before the resolution and delivered after it (a retry, the other
+    Alertmanager of an HA pair) must not reopen the incident; a new occurrence must."""
+    store = api.engine.store
+    fire = am_alert(fingerprint="cccc000000000001", fault="http-5xx")
+    assert api.post(notification(fire)).json() == {"incidents": [1]}
+    ends = "2026-11-23T12:10:00Z"
+    assert api.post(notification(_as_resolved(fire, ends))).json() == {"incidents": [1]}
+    assert api.post(notification(fire)).json() == {"incidents": [1]}
+    incident = store.get(1)
+    assert incident is not None and incident.status == "resolved"
+    assert store.alert("cccc000000000001")["status"] == "resolved"  # type: ignore[index]
+    # Resolved first, its firing late: nothing opens.
+    late = am_alert(fingerprint="cccc000000000002")
+    assert api.post(notification(_as_resolved(late, ends))).json() == {"incidents": [None]}
+    assert api.post(notification(late)).json() == {"incidents": [None]}
+    assert [i.status for i in store.list()] == ["resolved"]
+    # The same alert firing again later is a new occurrence.
+    again = {**fire, "startsAt": "2026-11-23T13:00:00Z"}
+    (reopened,) = api.post(notification(again)).json()["incidents"]
+    assert store.get(reopened).status == "open"  # type: ignore[union-attr]
+
+
+def test_webhooks_cannot_take_every_worker(api: Api) -> None:
+    """With the engine stuck, webhook requests hold at most all workers but two; the
+    others are told to retry and /metrics and /healthz still answer."""
+    api.engine.wait = 3.0
+    api.engine.stuck.set()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pending = [
+            pool.submit(api.post, notification(am_alert(fingerprint=f"dddd{i:012x}")))
+            for i in range(4)
+        ]
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert api.get("/metrics").status_code == 200
+        assert api.get("/healthz").status_code == 200
+        assert time.monotonic() - started < 1.0
+        api.engine.stuck.clear()
+        statuses = sorted(f.result().status_code for f in pending)
+    # THREADS (4) workers: two slots for webhooks; two were refused at once.
+    assert statuses == [200, 200, 503, 503]
+    refused = [f.result() for f in pending if f.result().status_code == 503]
+    assert refused[0].json() == {"error": "too many webhook requests at once; retry later"}
+
+
 def test_a_stuck_engine_gives_503_and_the_alert_is_not_lost(api: Api) -> None:
     api.engine.wait = 0.3
     api.engine.stuck.set()
@@ -532,20 +586,23 @@ def test_a_stuck_engine_gives_503_and_the_alert_is_not_lost(api: Api) -> None:
 
 
 def raw_request(api: Api, data: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send bytes as they are; return the status and the whole response."""
     with socket.create_connection(("127.0.0.1", api.server.port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
+        reply = b""
         while True:
+            head, sep, body = reply.partition(b"\r\n\r\n")
+            if sep:
+                match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if match and len(body) >= int(match.group(1)):
+                    break
             try:
                 chunk = sock.recv(65536)
             except (ConnectionResetError, TimeoutError):
                 break
             if not chunk:
                 break
-            chunks.append(chunk)
-            if b"\r\n\r\n" in b"".join(chunks) and b"Connection: close" not in data:
-                break
-    reply = b"".join(chunks)
+            reply += chunk
     return int(reply.split(b" ", 2)[1]), reply
 
 
@@ -558,8 +615,9 @@ def test_garbage_does_not_hurt_the_server(api: Api) -> None:
         b"Transfer-Encoding: chunked\r\n\r\nZZZ\r\n",
         b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     ):
-        status, _ = raw_request(api, data)
+        status, reply = raw_request(api, data)
         assert 400 <= status < 500 or status == 501, data[:60]  # 501: unknown encoding
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"], reply
     still_serving(api)
 
 

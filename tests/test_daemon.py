@@ -56,7 +56,9 @@ class Daemon:
     def _healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"the daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"the daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+            )
         try:
             return requests.get(self.base + "/healthz", timeout=1).status_code == 200
         except requests.RequestException:
@@ -84,7 +86,9 @@ class Daemon:
             store.close()
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, daemon: Daemon | None = None) -> Any:
+def wait_until(
+    check: Callable[[], Any], timeout: float, what: str, daemon: Daemon | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -127,7 +131,9 @@ class Traffic:
     def __init__(self, lab: Lab, clients: int, rps: float, seconds: float) -> None:
         self.result: dict[str, Any] = {}
         self.thread = threading.Thread(
-            target=lambda: self.result.update(lab.traffic(clients=clients, rps=rps, seconds=seconds))
+            target=lambda: self.result.update(
+                lab.traffic(clients=clients, rps=rps, seconds=seconds)
+            )
         )
         self.thread.start()
 
@@ -170,9 +176,17 @@ CASES = [
 WARM_UP = 8.0  # steady traffic before the fault, so the request-rate baseline is learnt
 
 
-@pytest.mark.parametrize(("fault", "host", "rate", "expected", "with_traffic"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("fault", "host", "rate", "expected", "with_traffic"), CASES, ids=[c[0] for c in CASES]
+)
 def test_fault_opens_the_right_incident_and_resolves(
-    lab: Lab, daemon: Daemon, fault: str, host: str | None, rate: float | None, expected: str, with_traffic: bool
+    lab: Lab,
+    daemon: Daemon,
+    fault: str,
+    host: str | None,
+    rate: float | None,
+    expected: str,
+    with_traffic: bool,
 ) -> None:
     known = {i.id for i in daemon.incidents()}
     traffic = Traffic(lab, clients=60, rps=30, seconds=WARM_UP + 6) if with_traffic else None
@@ -196,7 +210,9 @@ def test_fault_opens_the_right_incident_and_resolves(
         if traffic:
             traffic.wait()
     assert incident.root_causes, incident.to_json()
-    assert incident.root_causes[0].fault == expected, json.dumps(incident.to_json()["root_causes"], indent=1)
+    assert incident.root_causes[0].fault == expected, json.dumps(
+        incident.to_json()["root_causes"], indent=1
+    )
     # Log times have whole seconds: harm can appear to start up to a second early.
     assert incident.started_at >= before_break - timedelta(seconds=1)
     assert incident.started_at <= incident.detected_at
@@ -253,7 +269,16 @@ def test_kill_9_mid_incident_loses_nothing(lab: Lab, daemon: Daemon) -> None:
 
 def test_incident_visible_through_the_cli(daemon: Daemon) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "recorder", "--config", str(daemon.config), "incidents", "list", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "recorder",
+            "--config",
+            str(daemon.config),
+            "incidents",
+            "list",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=30,

@@ -21,7 +21,9 @@ def obs(seconds: float, status: Status, fault: Fault | None = None) -> Observati
     )
 
 
-def feed(det: Detector, samples: list[tuple[float, Status]], for_: float = 0.0, recover: float = 5.0) -> list[str]:
+def feed(
+    det: Detector, samples: list[tuple[float, Status]], for_: float = 0.0, recover: float = 5.0
+) -> list[str]:
     out = []
     for t, status in samples:
         for sig in det.observe(obs(t, status, Fault.PORT_CLOSED), for_, recover):
@@ -37,7 +39,9 @@ def test_for_zero_fires_on_first_failure() -> None:
 
 def test_pending_until_for_elapsed() -> None:
     det = Detector()
-    events = feed(det, [(0, Status.FAIL), (1, Status.FAIL), (2, Status.FAIL), (3, Status.FAIL)], for_=2.5)
+    events = feed(
+        det, [(0, Status.FAIL), (1, Status.FAIL), (2, Status.FAIL), (3, Status.FAIL)], for_=2.5
+    )
     assert events == ["3:fired"]
 
 
@@ -51,7 +55,10 @@ def test_fired_signal_carries_first_failed_sample_time() -> None:
 
 def test_pending_that_heals_never_fires() -> None:
     det = Detector()
-    assert feed(det, [(0, Status.FAIL), (1, Status.OK), (2, Status.FAIL), (3, Status.OK)], for_=5) == []
+    assert (
+        feed(det, [(0, Status.FAIL), (1, Status.OK), (2, Status.FAIL), (3, Status.OK)], for_=5)
+        == []
+    )
     assert det.state("lb-01", "http") is State.OK
 
 
@@ -63,7 +70,14 @@ def test_recovery_needs_recover_after() -> None:
 
 def test_flapping_stays_one_signal_and_counts_flaps() -> None:
     det = Detector()
-    samples = [(0, Status.FAIL), (1, Status.OK), (2, Status.FAIL), (3, Status.OK), (4, Status.FAIL), (5, Status.OK)]
+    samples = [
+        (0, Status.FAIL),
+        (1, Status.OK),
+        (2, Status.FAIL),
+        (3, Status.OK),
+        (4, Status.FAIL),
+        (5, Status.OK),
+    ]
     events = feed(det, samples, recover=10)
     assert events == ["0:fired", "2:flapped", "4:flapped"]
     assert det.state("lb-01", "http") is State.RECOVERING
@@ -71,7 +85,16 @@ def test_flapping_stays_one_signal_and_counts_flaps() -> None:
 
 def test_errors_are_not_failures_but_become_unreachable() -> None:
     det = Detector(unreachable_after=3)
-    events = feed(det, [(0, Status.ERROR), (1, Status.ERROR), (2, Status.ERROR), (3, Status.ERROR), (4, Status.OK)])
+    events = feed(
+        det,
+        [
+            (0, Status.ERROR),
+            (1, Status.ERROR),
+            (2, Status.ERROR),
+            (3, Status.ERROR),
+            (4, Status.OK),
+        ],
+    )
     assert events == ["2:unreachable", "4:reachable"]
     assert det.state("lb-01", "http") is State.OK
 

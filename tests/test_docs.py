@@ -56,11 +56,24 @@ def fields(model: type[BaseModel]) -> list[str]:
 
 def test_every_config_field_is_in_configuration_md() -> None:
     missing = []
-    models: list[type[BaseModel]] = [Config, Defaults, Service, HostConfig, Check, AlertmanagerConfig]
+    models: list[type[BaseModel]] = [
+        Config,
+        Defaults,
+        Service,
+        HostConfig,
+        Check,
+        AlertmanagerConfig,
+    ]
     for model in models:
         missing += [f for f in fields(model) if f"`{f}`" not in CONFIGURATION]
-    for prefix, model in (("local", LocalHostConfig), ("ssh", SSHHostConfig), ("docker", DockerHostConfig)):
-        missing += [f"{prefix}.{f}" for f in fields(model) if f"`{prefix}.{f}`" not in CONFIGURATION]
+    for prefix, model in (
+        ("local", LocalHostConfig),
+        ("ssh", SSHHostConfig),
+        ("docker", DockerHostConfig),
+    ):
+        missing += [
+            f"{prefix}.{f}" for f in fields(model) if f"`{prefix}.{f}`" not in CONFIGURATION
+        ]
     for probe, model in CONFIGS.items():
         section = CONFIGURATION.split(f"### `{probe}`", 1)
         assert len(section) == 2, f"no section for probe {probe}"

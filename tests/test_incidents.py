@@ -30,7 +30,13 @@ def lab_config(state: Path) -> Config:
             "timezone": "Africa/Nairobi",
             "state_dir": str(state),
             "defaults": {"interval": "1s", "for": "0s", "recover_after": "5s"},
-            "services": {"web": {"entrypoints": ["lb-01"], "hosts": ["web-01", "web-02"], "escalation": "platform-team"}},
+            "services": {
+                "web": {
+                    "entrypoints": ["lb-01"],
+                    "hosts": ["web-01", "web-02"],
+                    "escalation": "platform-team",
+                }
+            },
             "hosts": {
                 "lb-01": {"local": {"prefix": "/"}, "role": "lb"},
                 "web-01": {"local": {"prefix": "/"}},
@@ -48,24 +54,54 @@ class Harness:
         self.now = T0
         self.detector = Detector()
         self.diagnosed: list[list[str]] = []
-        self.book = IncidentBook(self.config, self.store, clock=lambda: self.now, request_diagnostics=self.diagnosed.append)
+        self.book = IncidentBook(
+            self.config,
+            self.store,
+            clock=lambda: self.now,
+            request_diagnostics=self.diagnosed.append,
+        )
         self.healthy: dict[tuple[str, str], Observation] = {}
 
     def restart(self) -> None:
         """What `kill -9` and a restart do: a new detector and book over the same store."""
         self.store = Store(self.config.state_path)
         self.detector = Detector()
-        self.book = IncidentBook(self.config, self.store, clock=lambda: self.now, request_diagnostics=self.diagnosed.append)
+        self.book = IncidentBook(
+            self.config,
+            self.store,
+            clock=lambda: self.now,
+            request_diagnostics=self.diagnosed.append,
+        )
         for host, probe, since, fault in self.book.restore():
             self.detector.assume_firing(host, probe, since, fault)
 
-    def feed(self, host: str, probe: str, status: Status, fault: Fault | None = None, summary: str = "", **details: Any) -> None:
-        obs = Observation(host=host, probe=probe, status=status, fault=fault, summary=summary or f"{probe} {status}", details=details, at=self.now)
+    def feed(
+        self,
+        host: str,
+        probe: str,
+        status: Status,
+        fault: Fault | None = None,
+        summary: str = "",
+        **details: Any,
+    ) -> None:
+        obs = Observation(
+            host=host,
+            probe=probe,
+            status=status,
+            fault=fault,
+            summary=summary or f"{probe} {status}",
+            details=details,
+            at=self.now,
+        )
         self.book.observe(obs)
         for sig in self.detector.observe(obs, 0.0, 5.0):
             self.book.on_signal(sig)
 
-    def sweep(self, failing: dict[tuple[str, str], tuple[Fault, str, dict[str, Any]]], advance: float = 1.0) -> None:
+    def sweep(
+        self,
+        failing: dict[tuple[str, str], tuple[Fault, str, dict[str, Any]]],
+        advance: float = 1.0,
+    ) -> None:
         """One round of every probe on every host; `failing` names the broken ones."""
         for host in ("lb-01", "web-01", "web-02"):
             for probe in (*PROBES, "upstreams") if host == "lb-01" else PROBES:
@@ -73,7 +109,11 @@ class Harness:
                     fault, summary, details = failing[(host, probe)]
                     self.feed(host, probe, Status.FAIL, fault, summary, **details)
                 else:
-                    details = {"clients": 100, "clients_with_5xx": 0, "requests": 500} if probe == "error_rate" else {}
+                    details = (
+                        {"clients": 100, "clients_with_5xx": 0, "requests": 500}
+                        if probe == "error_rate"
+                        else {}
+                    )
                     self.feed(host, probe, Status.OK, None, f"{probe} fine on {host}", **details)
         self.book.tick()
         self.now += timedelta(seconds=advance)
@@ -87,7 +127,11 @@ class Harness:
 
 
 MISSING_SYMLINK = {
-    ("lb-01", "sites"): (Fault.MISSING_SYMLINK, "sites-available/default is not linked in sites-enabled", {"missing": ["default"]}),
+    ("lb-01", "sites"): (
+        Fault.MISSING_SYMLINK,
+        "sites-available/default is not linked in sites-enabled",
+        {"missing": ["default"]},
+    ),
     ("lb-01", "http"): (Fault.PORT_CLOSED, "connection refused on http://127.0.0.1:18080/", {}),
 }
 
@@ -169,7 +213,9 @@ def test_deploy_before_5xx_ranks_bad_deploy_first(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.sweep({})
     record_deploy(h.config.state_path, "web", "2.0.1", source="ci", at=h.now - timedelta(minutes=2))
-    failing = {("lb-01", "error_rate"): (Fault.HTTP_5XX, "5xx", {"clients": 10, "clients_with_5xx": 3})}
+    failing = {
+        ("lb-01", "error_rate"): (Fault.HTTP_5XX, "5xx", {"clients": 10, "clients_with_5xx": 3})
+    }
     h.sweep(failing)
     inc = h.only_incident()
     assert inc.root_causes[0].fault == "bad-deploy"
@@ -190,7 +236,13 @@ def test_several_probes_on_several_hosts_are_one_incident(tmp_path: Path) -> Non
 def test_errors_open_a_monitoring_incident_not_an_outage(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     for _ in range(4):
-        h.feed("web-01", "config", Status.ERROR, summary="could not check config on web-01: connection refused", error="connection refused")
+        h.feed(
+            "web-01",
+            "config",
+            Status.ERROR,
+            summary="could not check config on web-01: connection refused",
+            error="connection refused",
+        )
         h.now += timedelta(seconds=1)
     inc = h.only_incident()
     assert inc.severity == "monitoring"
@@ -215,7 +267,9 @@ def small_fs(tmp_path: Path) -> Any:
     """A real, tiny filesystem (tmpfs) for the state dir, so "disk full" really happens."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:

@@ -17,7 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -43,7 +54,9 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
     done = subprocess.run(pip, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     recorder = venv / "bin" / "recorder"
-    out = subprocess.run([str(recorder), "--help"], capture_output=True, text=True, cwd=tmp_path, check=True)
+    out = subprocess.run(
+        [str(recorder), "--help"], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
     assert "incidents" in out.stdout
     code = (
         "from recorder.resources import data_path; import recorder;"
@@ -52,7 +65,11 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
         "print(len(list(r.glob('*.yml'))), len(list(t.iterdir())))"
     )
     found = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+        [str(venv / "bin" / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
     )
     runbooks, templates = map(int, found.stdout.split())
     assert runbooks >= 10 and templates >= 1

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probes.base import Host
+from probes.base import Host, Status
 from recorder.config import ConfigError, DockerHostConfig, parse_config
 from recorder.hosts import build_host
 from recorder.hosts.docker import DockerHost
@@ -122,6 +122,25 @@ def test_drafts_are_private_and_written_atomically(tmp_path: Path, open_umask: N
         assert sorted(os.listdir(path.parent)) == [path.name]
     finally:
         store.close()
+
+
+def test_log_offsets_are_private_whatever_the_umask(tmp_path: Path, open_umask: None) -> None:
+    from probes.error_rate import Config as ErrorRate
+    from probes.error_rate import probe as error_rate
+    from recorder.scheduler import prepare_probe_config
+
+    state = tmp_path / "state"
+    Store(state).close()  # the daemon makes the state dir first
+    log = tmp_path / "access.log"
+    log.write_bytes(b'203.0.113.7 - - [23/Nov/2026:09:00:00 +0000] "GET /" 200 1 "-" "-"\n')
+    config = prepare_probe_config("error_rate", ErrorRate(log=str(log)), state)
+    for _ in range(2):
+        error_rate(LocalHost(f"offsets-{uuid.uuid4().hex[:6]}"), config)  # type: ignore[arg-type]
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in files), files
+    for path in files:
+        assert mode(path) == 0o600, f"{path} is {oct(mode(path))}"
+    assert mode(state) == 0o700
 
 
 def test_a_reader_never_sees_half_a_draft(tmp_path: Path) -> None:
@@ -490,3 +509,48 @@ def test_markdown_draft_keeps_tags_as_text() -> None:
     text = render_draft(incident, lab_config(), "md")
     assert "<script" not in text and "<img" not in text
     assert "&lt;script>" in text
+
+
+FAKE_NGINX = """#!/bin/sh
+# nginx -t as far as the config probe goes: record argv, complain about the config.
+printf '%s\\0' "$@" >> "$(dirname "$0")/nginx-argv.log"
+echo "nginx: [emerg] unexpected end of file in $3:1" >&2
+exit 1
+"""
+
+
+def test_probes_pass_hostile_config_values_literally(subject: Subject, hostile: Hostile) -> None:
+    from probes.config import Config as ConfigProbe
+    from probes.error_rate import Config as ErrorRate
+    from probes.process import Config as Process
+    from probes.sites import Config as Sites
+    from recorder.scheduler import run_probe
+
+    value = hostile.values[0]  # `$(touch MARKER)`, in every path and name the probes use
+    bin_dir = subject.disk / f"bin {value.replace('/', '_')} `x`"
+    bin_dir.mkdir()
+    fake = bin_dir / "nginx"
+    fake.write_text(FAKE_NGINX)
+    fake.chmod(0o755)
+    conf = _hostile_file(subject, f"conf {value}.conf", b"events {}\n")
+    log = _hostile_file(subject, f"log; {value}.log", b"")
+    pid = _hostile_file(subject, f"pid `touch {hostile.marker}`", b"1\n")
+    available = f"{subject.base}/avail {value.replace('/', '_')}"
+    enabled = f"{subject.base}/enabled ; touch x"
+    (subject.disk / available.rsplit("/", 1)[1]).mkdir()
+    (subject.disk / enabled.rsplit("/", 1)[1]).mkdir()
+    observations = [
+        run_probe(subject.host, "config", ConfigProbe(nginx=str(fake), conf=conf)),
+        run_probe(subject.host, "sites", Sites(available_dir=available, enabled_dir=enabled)),
+        run_probe(subject.host, "process", Process(pid_file=pid)),
+        run_probe(subject.host, "error_rate", ErrorRate(log=log)),
+    ]
+    hostile.assert_untouched()
+    # The probes really looked: each gave a verdict on what it found, not an error.
+    assert [o.status is Status.ERROR for o in observations] == [False] * 4, [
+        o.summary for o in observations
+    ]
+    assert observations[0].status is Status.FAIL, observations[0].summary
+    # ... and nginx got the config path as one literal argument.
+    words = (bin_dir / "nginx-argv.log").read_bytes().split(b"\0")[:-1]
+    assert words[:3] == [b"-t", b"-c", subject.host.real_path(conf).encode()], words

@@ -20,8 +20,14 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 def new_incident(**kw: object) -> Incident:
     base: dict[str, object] = dict(
-        id=0, status="open", title="web: site down", service="web", fault="missing-symlink",
-        started_at=T0, detected_at=T0 + timedelta(seconds=2), hosts=["lb-01"],
+        id=0,
+        status="open",
+        title="web: site down",
+        service="web",
+        fault="missing-symlink",
+        started_at=T0,
+        detected_at=T0 + timedelta(seconds=2),
+        hosts=["lb-01"],
     )
     base.update(kw)
     return Incident(**base)  # type: ignore[arg-type]

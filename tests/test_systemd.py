@@ -10,8 +10,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -213,6 +215,8 @@ def test_recorder_run_speaks_sd_notify_and_serves(
 
     sock, path = notify_socket
     port = free_port()
+    site = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
     (tmp_path / "token").write_text("t0ken\n")
     config = tmp_path / "recorder.yml"
     config.write_text(
@@ -224,7 +228,7 @@ services: {{web: {{entrypoints: [lb-01]}}}}
 hosts: {{lb-01: {{local: {{prefix: /}}, role: lb}}}}
 checks:
   - hosts: [lb-01]
-    probes: {{http: {{url: "http://127.0.0.1:{free_port()}/"}}}}
+    probes: {{http: {{url: "http://127.0.0.1:{site.server_address[1]}/"}}}}
 alertmanager: {{token_file: {tmp_path / "token"}}}
 """
     )
@@ -249,7 +253,7 @@ alertmanager: {{token_file: {tmp_path / "token"}}}
         ):
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
-        assert 'recorder_probe_success{host="lb-01",probe="http"} 0.0' in text
+        assert 'recorder_probe_success{host="lb-01",probe="http"} 1.0' in text
         alert = {
             "status": "firing",
             "labels": {
@@ -298,3 +302,19 @@ alertmanager: {{token_file: {tmp_path / "token"}}}
         assert rest and rest[-1] == ["STOPPING=1"], rest
     finally:
         stop_process(proc)
+        site.shutdown()
+        site.server_close()
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    """The watched site: healthy, so the only incident is the alert's."""
+
+    def do_GET(self) -> None:
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

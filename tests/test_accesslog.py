@@ -1,0 +1,272 @@
+"""The access-log reader against an independent reference (a partition-based parser
+written here), on lines built to stress it: IPv4 and IPv6 clients, user agents with
+spaces and escaped quotes, times changing inside a 64-line block, and malformed lines
+of every shape (garbage, empty, truncated, a line without spaces that the fast pattern
+would read into the next line)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probes import accesslog
+from probes.accesslog import (
+    BLOCK_LINES,
+    COMBINED,
+    LogFormatError,
+    TimeCache,
+    class_counts,
+    clients_with_5xx,
+    compile_format,
+    parse_chunk,
+    split_complete,
+    times_with_5xx,
+)
+
+AGENTS = [
+    "curl/8.5.0",
+    'Mozilla/5.0 (compatible; \\"quoted\\" bot; +http://example.com/bot)',
+    'weird \\"agent\\" with \\"many\\" quotes and spaces',
+    "-",
+]
+
+
+def reference(line: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(client, time, status class) of a combined line, or None: a different technique
+    from the reader (partition, not a regular expression)."""
+    client, sep, rest = line.partition(b" - ")
+    if not sep or not client or b" " in client:
+        return None
+    user, sep, rest = rest.partition(b" [")
+    if not sep or b" " in user:
+        return None
+    when, rest = rest[:26], rest[26:]
+    if len(when) != 26 or not rest.startswith(b'] "'):
+        return None
+    request, sep, rest = rest[3:].partition(b'" ')
+    if not sep or b'"' in request:
+        return None
+    status = rest[:3]
+    if len(status) != 3 or not status.isdigit() or rest[3:4] != b" ":
+        return None
+    return client, when, status[:1]
+
+
+def valid_line(rnd: random.Random, second: int) -> bytes:
+    if rnd.random() < 0.3:
+        client = f"2001:db8::{rnd.randrange(1, 300):x}"
+    else:
+        client = f"10.0.{rnd.randrange(3)}.{rnd.randrange(1, 40)}"
+    user = "-" if rnd.random() < 0.9 else "alice"
+    when = f"23/Nov/2026:14:{second // 60 % 60:02d}:{second % 60:02d} +0300"
+    status = rnd.choice([200, 200, 200, 301, 404, 499, 500, 502, 503])
+    path = rnd.choice(["/", "/a b", "/x?q=1&r=2", "/%22quoted%22"])
+    return (
+        f'{client} - {user} [{when}] "GET {path} HTTP/1.1" {status} {rnd.randrange(999)} '
+        f'"-" "{rnd.choice(AGENTS)}"'
+    ).encode()
+
+
+def malformed_line(rnd: random.Random, second: int) -> bytes:
+    good = valid_line(rnd, second)
+    return rnd.choice(
+        [
+            b"garbage",  # no space at all: the fast client loop would cross the newline
+            b"",
+            b"error: something went wrong",
+            good[: rnd.randrange(1, good.index(b'" ') + 4)],  # cut before the status ends
+            good.replace(b'HTTP/1.1"', b'HTTP/1.1" junk"', 1),  # a raw quote in the request
+            good.replace(b" - ", b" + ", 1),
+            b"1.2.3.4 - - [23/Nov/2026:14:00:00 +0300]",
+        ]
+    )
+
+
+def build(lines: Sequence[bytes]) -> bytes:
+    return b"\n" + b"\n".join(lines)
+
+
+def check_against_reference(lines: Sequence[bytes]) -> accesslog.Lines:
+    fmt = compile_format(None)
+    parsed = parse_chunk(fmt, build(lines))
+    expected = [r for r in map(reference, lines) if r is not None]
+    assert parsed.lines == len(lines)
+    assert parsed.malformed == len(lines) - len(expected)
+    assert parsed.clients == [e[0] for e in expected]
+    assert parsed.full_times() == [e[1] for e in expected]
+    assert parsed.digits == b"".join(e[2] for e in expected)
+    return parsed
+
+
+def mixed(n: int, seed: int, bad_share: float) -> list[bytes]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        second = i // 7  # several lines per second, seconds change inside blocks
+        out.append(
+            malformed_line(rnd, second) if rnd.random() < bad_share else valid_line(rnd, second)
+        )
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 127, 128, 129, 1000])
+def test_block_boundaries_clean(n: int) -> None:
+    parsed = check_against_reference(mixed(n, seed=n, bad_share=0.0))
+    assert parsed.malformed == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bad_share", [0.01, 0.2, 0.9])
+def test_mixed_with_malformed_lines(seed: int, bad_share: float) -> None:
+    check_against_reference(mixed(700, seed=seed, bad_share=bad_share))
+
+
+def test_line_without_spaces_does_not_swallow_the_next() -> None:
+    rnd = random.Random(1)
+    lines = [valid_line(rnd, 0) for _ in range(70)]
+    lines[10] = b"garbage"  # the fast pattern's client loop would run into line 11
+    parsed = check_against_reference(lines)
+    assert parsed.malformed == 1
+    assert len(parsed.clients) == 69
+
+
+def test_truncated_request_does_not_merge_with_a_crafted_next_line() -> None:
+    rnd = random.Random(2)
+    lines = [valid_line(rnd, 0) for _ in range(70)]
+    lines[20] = b'10.9.9.9 - - [23/Nov/2026:14:00:00 +0300] "GET /cut-off-here'
+    # The next request text starts like a status: only the newline tells them apart.
+    lines[21] = b'10.8.8.8 - - [23/Nov/2026:14:00:00 +0300] " 200 x" 400 0 "-" "-"'
+    parsed = check_against_reference(lines)
+    assert b"10.9.9.9" not in parsed.clients
+
+
+def test_escaped_quotes_in_user_agent_and_ipv6() -> None:
+    line = (
+        b'2001:db8::1 - - [23/Nov/2026:14:00:00 +0300] "GET / HTTP/1.1" 503 0 "-" '
+        b'"Mozilla \\"x\\" y"'
+    )
+    parsed = check_against_reference([line])
+    assert parsed.clients == [b"2001:db8::1"]
+    assert parsed.digits == b"5"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 2**31), st.integers(0, 200)),
+        min_size=0,
+        max_size=200,
+    )
+)
+def test_property_matches_reference(spec: list[tuple[bool, int, int]]) -> None:
+    lines = []
+    for bad, seed, second in spec:
+        rnd = random.Random(seed)
+        lines.append(malformed_line(rnd, second) if bad else valid_line(rnd, second))
+    if lines:
+        check_against_reference(lines)
+
+
+def test_counts_helpers() -> None:
+    lines = mixed(300, seed=9, bad_share=0.1)
+    parsed = check_against_reference(lines)
+    ref = [r for r in map(reference, lines) if r is not None]
+    counts = class_counts(parsed.digits)
+    assert counts == {f"{d}xx": sum(1 for r in ref if r[2] == str(d).encode()) for d in range(1, 6)}
+    assert set(clients_with_5xx(parsed)) == {r[0] for r in ref if r[2] == b"5"}
+    assert times_with_5xx(parsed) == {r[1] for r in ref if r[2] == b"5"}
+
+
+def test_split_complete_keeps_the_partial_line() -> None:
+    chunk, tail = split_complete(b"", b"a\nb\nc")
+    assert chunk == b"\na\nb" and tail == b"c"
+    chunk, tail = split_complete(tail, b"d\n")
+    assert chunk == b"\ncd" and tail == b""
+    chunk, tail = split_complete(b"x", b"yz")
+    assert chunk == b"" and tail == b"xyz"
+
+
+# ---- formats ----------------------------------------------------------------------------
+
+
+def test_combined_is_the_default() -> None:
+    assert compile_format(None) is compile_format(COMBINED)
+    assert compile_format(None).name == "combined"
+
+
+def test_custom_format_status_first_and_iso_time() -> None:
+    fmt = compile_format('$status $remote_addr [$time_iso8601] "$request" $request_time')
+    buf = build(
+        [
+            b'503 10.0.0.1 [2026-11-23T14:30:05+03:00] "GET / HTTP/1.1" 0.012',
+            b'200 10.0.0.2 [2026-11-23T14:30:06+03:00] "GET / HTTP/1.1" 0.002',
+            b"nonsense",
+        ]
+    )
+    parsed = parse_chunk(fmt, buf)
+    assert parsed.clients == [b"10.0.0.1", b"10.0.0.2"]
+    assert parsed.digits == b"52"
+    assert parsed.malformed == 1
+    times = TimeCache(fmt.time_var)
+    assert times(parsed.full_times()[0]) == 1795433405  # 2026-11-23T11:30:05Z
+
+
+def test_custom_format_forwarded_client_and_msec() -> None:
+    fmt = compile_format("$http_x_forwarded_for|$msec|$status|$body_bytes_sent")
+    parsed = parse_chunk(fmt, build([b"203.0.113.9|1795433405.123|404|12"]))
+    assert parsed.clients == [b"203.0.113.9"]
+    assert TimeCache(fmt.time_var)(parsed.full_times()[0]) == 1795433405
+    assert parsed.digits == b"4"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("$time_local $status", "no client address"),
+        ("$remote_addr $status", "no time"),
+        ("$remote_addr [$time_local]", "no $status"),
+        ("$remote_addr$remote_user [$time_local] $status", "followed by literal text"),
+    ],
+)
+def test_bad_formats_are_clear_errors(text: str, message: str) -> None:
+    with pytest.raises(LogFormatError, match=message.replace("$", r"\$")):
+        compile_format(text)
+
+
+def test_many_blocks_with_changing_times() -> None:
+    # One line per second: every slot's time differs from its block's first line.
+    rnd = random.Random(5)
+    check_against_reference([valid_line(rnd, i) for i in range(3 * BLOCK_LINES + 5)])
+
+
+# ---- times ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "epoch"),
+    [
+        (b"23/Nov/2026:14:30:05 +0300", 1795433405),
+        (b"23/Nov/2026:11:30:05 +0000", 1795433405),
+        (b"23/Nov/2026:06:00:05 -0530", 1795433405),
+        (b"23/Foo/2026:14:30:05 +0300", None),
+        (b"23/Nov/2026:14:30:05 ?0300", None),
+        (b"xx/Nov/2026:14:30:05 +0300", None),
+    ],
+)
+def test_time_local(raw: bytes, epoch: int | None) -> None:
+    assert TimeCache("time_local")(raw) == epoch
+
+
+def test_unparsable_times_are_dropped_not_counted_as_malformed() -> None:
+    rnd = random.Random(3)
+    good = valid_line(rnd, 0)
+    bad_time = good.replace(b"/Nov/", b"/Foo/")
+    parsed = parse_chunk(compile_format(None), build([good, bad_time]))
+    assert parsed.malformed == 0
+    seconds = TimeCache("time_local").many(parsed.distinct_times())
+    assert accesslog.drop_untimed(parsed, seconds) == 1
+    assert parsed.clients == [reference(good)[0]]  # type: ignore[index]

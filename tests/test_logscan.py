@@ -1,0 +1,210 @@
+"""`recorder logscan` over plain and gzipped logs, against a reference computed here with
+shlex (a different parser from the reader's), plus time ranges and the text output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import shlex
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from recorder import logscan
+from recorder.cli import main
+from recorder.logscan import format_text, parse_time, scan
+
+T0 = datetime(2026, 11, 23, 11, 0, 0, tzinfo=UTC)
+EAT = ZoneInfo("Africa/Nairobi")
+
+
+def make_lines(n: int, seed: int) -> list[str]:
+    rnd = random.Random(seed)
+    agents = ['Mozilla/5.0 (X11; \\"Linux\\")', "curl/8.5", 'a \\"b\\" c']
+    out = []
+    for i in range(n):
+        if rnd.random() < 0.03:
+            out.append(rnd.choice(["garbage", "", "half a line [23/Nov"]))
+            continue
+        client = rnd.choice([f"10.0.0.{rnd.randrange(60)}", f"2001:db8::{rnd.randrange(30):x}"])
+        when = (T0 + timedelta(seconds=i // 4)).astimezone(timezone(timedelta(hours=3)))
+        status = rnd.choice([200, 200, 200, 304, 404, 500, 502])
+        out.append(
+            f'{client} - - [{when.strftime("%d/%b/%Y:%H:%M:%S %z")}] "GET /p?{i} HTTP/1.1" '
+            f'{status} {rnd.randrange(9999)} "-" "{rnd.choice(agents)}"'
+        )
+    return out
+
+
+def reference(
+    lines: list[str], lo: datetime | None = None, hi: datetime | None = None
+) -> dict[str, Any]:
+    classes = dict.fromkeys(["1xx", "2xx", "3xx", "4xx", "5xx"], 0)
+    clients: set[str] = set()
+    failed: set[str] = set()
+    times_5xx: list[datetime] = []
+    malformed = 0
+    for text in lines:
+        try:
+            tok = shlex.split(text)
+        except ValueError:
+            tok = []
+        ok = (
+            len(tok) == 10
+            and tok[1] == "-"
+            and tok[3].startswith("[")
+            and tok[4].endswith("]")
+            and tok[6].isdigit()
+            and len(tok[6]) == 3
+        )
+        if not ok:
+            malformed += 1
+            continue
+        when = datetime.strptime(f"{tok[3][1:]} {tok[4][:-1]}", "%d/%b/%Y:%H:%M:%S %z")
+        if (lo and when < lo) or (hi and when >= hi):
+            continue
+        classes[f"{tok[6][0]}xx"] += 1
+        clients.add(tok[0])
+        if tok[6][0] == "5":
+            failed.add(tok[0])
+            times_5xx.append(when)
+    requests = sum(classes.values())
+    return {
+        "requests": requests,
+        "status_classes": classes,
+        "clients": len(clients),
+        "clients_with_5xx": len(failed),
+        "malformed_lines": malformed,
+        "first_5xx": min(times_5xx).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "last_5xx": max(times_5xx).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "error_ratio": round(classes["5xx"] / requests, 6),
+        "affected_ratio": round(len(failed) / len(clients), 6),
+    }
+
+
+def subset(summary: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in like}
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """Two files: today's plain log (no newline at the end) and yesterday's gzipped."""
+    first, second = make_lines(2500, 1), make_lines(3000, 2)
+    old = tmp_path / "access.log.2.gz"
+    with gzip.open(old, "wt", encoding="utf-8") as f:
+        f.write("\n".join(first) + "\n")
+    current = tmp_path / "access.log"
+    current.write_text("\n".join(second))  # the last line has no newline yet
+    return [str(old), str(current)], first + second
+
+
+def test_counts_equal_the_reference(logs: tuple[list[str], list[str]]) -> None:
+    paths, lines = logs
+    summary = scan(paths, None, None)
+    expected = reference(lines)
+    assert subset(summary, expected) == expected
+    assert summary["lines"] == len(lines)
+    assert [f["compressed"] for f in summary["files"]] == [True, False]
+    assert sum(f["lines"] for f in summary["files"]) == len(lines)
+    assert summary["log_format"] == "combined"
+    json.dumps(summary)
+
+
+def test_time_range(logs: tuple[list[str], list[str]]) -> None:
+    paths, lines = logs
+    lo = T0 + timedelta(minutes=2)
+    hi = T0 + timedelta(minutes=5)
+    summary = scan(paths, lo, hi)
+    expected = reference(lines, lo, hi)
+    assert subset(summary, expected) == expected
+    assert (
+        summary["out_of_range_lines"]
+        == summary["lines"] - summary["malformed_lines"] - summary["requests"]
+    )
+    assert summary["since"] == "2026-11-23T11:02:00+00:00"
+
+
+def test_gzip_is_told_by_content_not_name(tmp_path: Path) -> None:
+    lines = make_lines(100, 3)
+    disguised = tmp_path / "access.log"
+    disguised.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    plain = tmp_path / "plain.gz"
+    plain.write_text("\n".join(lines) + "\n")
+    a, b = scan([str(disguised)]), scan([str(plain)])
+    assert a["requests"] == b["requests"] == reference(lines)["requests"]
+
+
+def test_damaged_gzip_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "x.gz"
+    bad.write_bytes(gzip.compress(b"1.2.3.4 - - x\n" * 100)[:40])
+    with pytest.raises(ValueError, match="damaged gzip"):
+        scan([str(bad)])
+
+
+def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        scan([str(tmp_path / "nope.log")])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-23 14:30", datetime(2026, 11, 23, 11, 30, tzinfo=UTC)),
+        ("2026-11-23T14:30:05", datetime(2026, 11, 23, 11, 30, 5, tzinfo=UTC)),
+        ("2026-11-23", datetime(2026, 11, 22, 21, 0, tzinfo=UTC)),
+        ("2026-11-23T14:30:00+01:00", datetime(2026, 11, 23, 13, 30, tzinfo=UTC)),
+        ("2026-11-23T14:30:00Z", datetime(2026, 11, 23, 14, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_time(text: str, expected: datetime) -> None:
+    assert parse_time(text, EAT) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "14:30", "2026-13-01 10:00", ""])
+def test_parse_time_rejects_with_a_hint(text: str) -> None:
+    with pytest.raises(ValueError, match="YYYY-MM-DD HH:MM"):
+        parse_time(text, EAT)
+
+
+def test_format_text_shows_counts_and_zone(logs: tuple[list[str], list[str]]) -> None:
+    paths, _ = logs
+    summary = scan(paths, None, None)
+    text = format_text(summary, EAT)
+    assert f"requests:   {summary['requests']:,}" in text
+    assert "EAT" in text
+    assert f"{summary['clients_with_5xx']:,} got at least one 5xx" in text
+    assert "\n" in text and not text.endswith("\n")
+
+
+def test_cli_json(logs: tuple[list[str], list[str]]) -> None:
+    paths, lines = logs
+    result = CliRunner().invoke(main, ["logscan", *paths, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    for key in (
+        "requests",
+        "status_classes",
+        "error_ratio",
+        "clients",
+        "clients_with_5xx",
+        "affected_ratio",
+        "first_5xx",
+        "last_5xx",
+        "malformed_lines",
+    ):
+        assert key in data
+    assert data["requests"] == reference(lines)["requests"]
+
+
+def test_chunk_boundaries_do_not_matter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = make_lines(700, 4)
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(lines) + "\n")
+    whole = scan([str(path)])
+    monkeypatch.setattr(logscan, "CHUNK", 777)  # lines cut across reads everywhere
+    assert scan([str(path)]) == whole

@@ -1,0 +1,275 @@
+"""The error_rate probe tailing a log through a real LocalHost: incremental reads, both
+kinds of rotation, truncation, partial and malformed lines, a missing file, restart from
+the saved offset, the window, and capacity against the baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from probes import error_rate
+from probes.base import Fault, Observation, Status
+from probes.error_rate import Config
+from recorder.hosts.local import LocalHost
+
+LOG = "/var/log/nginx/access.log"
+T0 = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    error_rate.reset_state()
+    # The test logs are dated T0 onwards; "now" is T0, so they are never stale.
+    monkeypatch.setattr(error_rate, "clock", T0.timestamp)
+    yield
+    error_rate.reset_state()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "root/var/log/nginx").mkdir(parents=True)
+    return tmp_path / "root"
+
+
+def line(client: str, status: int, second: int = 0, agent: str = 'curl \\"x\\" y') -> str:
+    when = (T0 + timedelta(seconds=second)).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    return f'{client} - - [{when}] "GET / HTTP/1.1" {status} 5 "-" "{agent}"\n'
+
+
+def append(root: Path, text: str, path: str = LOG) -> None:
+    with open(f"{root}{path}", "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def cfg(root: Path, **kw: object) -> Config:
+    fields: dict[str, object] = {"log": LOG, "window": "60s", "state_dir": str(root.parent / "st")}
+    fields.update(kw)
+    return Config.model_validate(fields)
+
+
+def run(root: Path, **kw: object) -> Observation:
+    return error_rate.probe(LocalHost("web-01", prefix=str(root)), cfg(root, **kw))
+
+
+def test_reads_only_new_bytes_and_counts_exactly(root: Path) -> None:
+    append(root, "".join(line(f"10.0.0.{i}", 200) for i in range(20)))
+    first = run(root)
+    assert first.status == Status.OK
+    assert first.details["lines_total"] == 20
+    size = os.path.getsize(f"{root}{LOG}")
+    assert first.details["offset"] == size
+    append(root, line("10.0.0.99", 200, 1))
+    second = run(root)
+    assert second.details["lines_total"] == 21
+    # Only the new line (plus the 64-byte identity check) was read.
+    assert second.details["bytes_read"] <= len(line("10.0.0.99", 200, 1)) + 64
+    assert second.details["requests"] == 21 and second.details["clients"] == 21
+
+
+def test_partial_last_line_waits_for_its_newline(root: Path) -> None:
+    full = line("10.0.0.1", 502)
+    append(root, full[:30])
+    assert run(root).details["lines_total"] == 0
+    append(root, full[30:-1])
+    assert run(root).details["lines_total"] == 0
+    append(root, "\n")
+    obs = run(root)
+    assert obs.details["lines_total"] == 1
+    assert obs.details["status_classes"]["5xx"] == 1
+    assert obs.details["malformed_lines"] == 0
+
+
+def test_malformed_lines_are_counted_and_skipped(root: Path) -> None:
+    append(
+        root, line("10.0.0.1", 200) + "garbage\n\nnot a log line at all\n" + line("10.0.0.2", 200)
+    )
+    obs = run(root)
+    assert obs.details["lines_total"] == 5
+    assert obs.details["malformed_lines"] == 3
+    assert obs.details["requests"] == 2
+
+
+def test_rotation_by_rename_finishes_the_old_file(root: Path) -> None:
+    append(root, "".join(line(f"10.0.0.{i}", 200) for i in range(5)))
+    assert run(root).details["lines_total"] == 5
+    append(root, line("10.0.0.50", 500, 1))  # written after our read, before the rename
+    os.rename(f"{root}{LOG}", f"{root}{LOG}.1")
+    append(root, line("10.0.0.51", 200, 2) + line("10.0.0.52", 200, 2))
+    obs = run(root)
+    assert obs.details["rotations"] == 1
+    assert obs.details["lines_total"] == 8
+    assert obs.details["status_classes"]["5xx"] == 1
+    assert obs.details["offset"] == os.path.getsize(f"{root}{LOG}")
+
+
+def test_copytruncate_starts_again_at_zero(root: Path) -> None:
+    append(root, "".join(line(f"10.0.0.{i}", 200) for i in range(10)))
+    assert run(root).details["lines_total"] == 10
+    with open(f"{root}{LOG}", "w", encoding="utf-8") as f:  # truncate in place
+        f.write(line("10.0.1.1", 503, 3))
+    obs = run(root)
+    assert obs.details["rotations"] == 1
+    assert obs.details["lines_total"] == 11
+    assert obs.details["offset"] == os.path.getsize(f"{root}{LOG}")
+
+
+def test_truncated_then_rewritten_past_the_offset_is_noticed(root: Path) -> None:
+    append(root, line("10.0.0.1", 200))
+    assert run(root).details["lines_total"] == 1
+    with open(f"{root}{LOG}", "w", encoding="utf-8") as f:
+        f.write("".join(line(f"10.9.0.{i}", 200, 4) for i in range(3)))  # longer than before
+    obs = run(root)
+    assert obs.details["rotations"] == 1
+    assert obs.details["lines_total"] == 4
+
+
+def test_missing_log_is_an_error_then_recovers(root: Path) -> None:
+    obs = run(root)
+    assert obs.status == Status.ERROR
+    assert f"access log {LOG} missing" in obs.summary
+    append(root, line("10.0.0.1", 200))
+    assert run(root).details["lines_total"] == 1
+
+
+def test_restart_continues_from_the_saved_offset(root: Path) -> None:
+    append(root, "".join(line(f"10.0.0.{i}", 500 if i < 4 else 200) for i in range(20)))
+    before = run(root)
+    assert before.details["lines_total"] == 20
+    state_dir = root.parent / "st" / "error_rate"
+    (saved,) = state_dir.iterdir()
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert json.loads(saved.read_text())["offset"] == before.details["offset"]
+    assert not [p for p in state_dir.iterdir() if p.name.startswith(".tmp")]
+
+    error_rate.reset_state()  # a restarted recorder: nothing in memory
+    append(root, line("10.0.0.77", 200, 2))
+    after = run(root)
+    assert after.details["lines_total"] == 21  # continued, not re-counted
+    assert after.details["requests"] == 21  # but the window was rebuilt
+    assert after.details["clients_with_5xx"] == 4
+
+
+def test_first_sight_reads_recent_history_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(error_rate, "FIRST_SIGHT", 1000)
+    text = "".join(line(f"10.0.{i // 250}.{i % 250}", 200) for i in range(100))
+    append(root, text)
+    obs = run(root)
+    size = len(text.encode())
+    tail = text.encode()[size - 1000 :]
+    expected = tail.count(b"\n") - 1  # the first, cut, line is skipped
+    assert obs.details["lines_total"] == expected
+    assert obs.details["malformed_lines"] == 0
+
+
+def test_far_behind_skips_and_says_so(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    append(root, line("10.0.0.1", 200))
+    run(root)
+    big = "".join(line(f"10.1.{i // 250}.{i % 250}", 200, 1) for i in range(14000))
+    append(root, big)
+    obs = run(root, max_catchup=1 << 20)
+    assert obs.details["skipped_bytes"] == len(big.encode()) - (1 << 20)
+    assert obs.details["malformed_lines"] == 0
+    assert obs.details["offset"] == os.path.getsize(f"{root}{LOG}")
+
+
+def test_window_by_log_time_and_affected_clients(root: Path) -> None:
+    old = "".join(line(f"10.0.9.{i}", 500, 0) for i in range(50))  # 2 minutes before
+    recent = [
+        line(f"10.0.0.{i % 40}", 502 if i % 10 == 0 else 200, 120 + i % 30) for i in range(200)
+    ]
+    append(root, old + "".join(recent))
+    obs = run(root, threshold=0.05)
+    d = obs.details
+    assert d["requests"] == 200  # the old minute is outside the 60s window
+    assert d["status_classes"]["5xx"] == 20
+    assert d["clients"] == 40 and d["clients_with_5xx"] == 4
+    assert d["affected_ratio"] == 0.1
+    assert d["first_5xx"] == "2026-11-23T14:02:00Z"
+    assert d["last_5xx"] == "2026-11-23T14:02:20Z"
+    assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX
+    assert obs.summary == (
+        "10.0% of 200 requests were 5xx in the last 60s; 4 of 40 clients got at least one"
+    )
+
+
+def test_too_few_requests_never_fail(root: Path) -> None:
+    append(root, line("10.0.0.1", 500) + line("10.0.0.2", 500))
+    obs = run(root, min_requests=10)
+    assert obs.status == Status.OK
+    assert "not judged" in obs.summary
+
+
+def test_capacity_when_rate_is_far_above_baseline(root: Path) -> None:
+    # Healthy traffic: 1 request per second for a minute, seen over several calls.
+    for minute_part in range(3):
+        append(root, "".join(line("10.0.0.1", 200, minute_part * 20 + s) for s in range(20)))
+        assert run(root).status == Status.OK
+    baseline = run(root).details["baseline_rate"]
+    assert baseline is not None and 0 < baseline < 2
+    # Then a spike: 20 requests per second, a third of them 503.
+    spike = [
+        line(f"10.1.0.{i % 200}", 503 if i % 3 == 0 else 200, 61 + i // 20) for i in range(1200)
+    ]
+    append(root, "".join(spike))
+    obs = run(root)
+    assert obs.status == Status.FAIL
+    assert obs.fault == Fault.CAPACITY
+    assert "the baseline of" in obs.summary
+
+
+def test_custom_log_format(root: Path) -> None:
+    fmt = '$remote_addr [$time_iso8601] "$request" $status $request_time'
+    append(root, '10.0.0.1 [2026-11-23T14:00:00+00:00] "GET / HTTP/1.1" 500 0.001\n')
+    obs = run(root, log_format=fmt, min_requests=1)
+    assert obs.details["requests"] == 1 and obs.fault == Fault.HTTP_5XX
+
+
+def test_bad_log_format_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="no \\$status"):
+        Config.model_validate({"log_format": "$remote_addr [$time_local]"})
+
+
+def test_random_appends_match_a_reference(root: Path) -> None:
+    """Lines written in random pieces (cut anywhere), probed between pieces: the totals
+    equal what was written."""
+    rnd = random.Random(7)
+    lines = []
+    for i in range(3000):
+        if rnd.random() < 0.05:
+            lines.append(rnd.choice(["junk\n", "\n", 'x - - [bad] "q" 2\n']))
+        else:
+            lines.append(
+                line(f"10.{i % 3}.0.{rnd.randrange(200)}", rnd.choice([200, 404, 502]), i // 50)
+            )
+    text = "".join(lines)
+    pos = 0
+    while pos < len(text):
+        step = rnd.randrange(1, 20000)
+        append(root, text[pos : pos + step])
+        pos += step
+        run(root)
+    obs = run(root)
+    assert obs.details["lines_total"] == len(lines)
+    assert obs.details["malformed_lines"] == sum(1 for x in lines if not x.startswith("10."))
+
+
+def test_old_errors_leave_the_window_when_the_log_goes_quiet(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append(root, "".join(line(f"10.0.0.{i}", 500, i // 4) for i in range(40)))
+    monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 11)
+    assert run(root).fault == Fault.HTTP_5XX
+    monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 45)
+    assert run(root).fault == Fault.HTTP_5XX  # still within the 60s window
+    monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 100)
+    obs = run(root)
+    assert obs.status == Status.OK
+    assert obs.summary == "no requests in the last 60s of the log"
+    assert obs.details["newest_line"] == "2026-11-23T14:00:09Z"

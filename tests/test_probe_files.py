@@ -1,0 +1,162 @@
+"""Details of the file and command probes (sites, config, process, upstreams) on a real
+nginx host, and what each does when it cannot look."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from probes import config, process, sites, upstreams
+from probes.base import Fault, Status
+from recorder.hosts.local import LocalHost
+from tests.conftest import free_port
+from tests.nginx_fixture import NginxHost, nginx  # noqa: F401 - the fixture
+
+
+def test_sites_plain_file_is_a_warning(nginx: NginxHost) -> None:  # noqa: F811
+    nginx.write("/etc/nginx/sites-enabled/static", "server { listen 127.0.0.1:1; }\n")
+    obs = sites.probe(nginx.host(), sites.Config(expect_enabled=["default", "static"]))
+    assert obs.status == Status.OK
+    assert obs.details["warnings"] == [
+        "/etc/nginx/sites-enabled/static is a plain file, not a link to sites-available"
+    ]
+    assert obs.details["links"] == {"default": "/etc/nginx/sites-available/default"}
+
+
+def test_sites_link_under_another_name_counts(nginx: NginxHost) -> None:  # noqa: F811
+    os.unlink(nginx.real("/etc/nginx/sites-enabled/default"))
+    os.symlink(
+        nginx.real("/etc/nginx/sites-available/default"),  # absolute, as ln -s usually makes
+        nginx.real("/etc/nginx/sites-enabled/000-default"),
+    )
+    obs = sites.probe(nginx.host(), sites.Config(expect_enabled=["default"]))
+    assert obs.status == Status.OK, obs.summary
+
+
+def test_sites_missing_and_not_available(nginx: NginxHost) -> None:  # noqa: F811
+    obs = sites.probe(nginx.host(), sites.Config(expect_enabled=["default", "shop"]))
+    assert obs.fault == Fault.MISSING_SYMLINK
+    assert obs.summary == (
+        "sites-available/shop is not linked in sites-enabled (shop not in sites-available either)"
+    )
+    assert obs.details["missing"] == ["shop"]
+
+
+def test_sites_nothing_expected_only_dangling_fails(nginx: NginxHost) -> None:  # noqa: F811
+    assert sites.probe(nginx.host(), sites.Config()).status == Status.OK
+    os.symlink("/nowhere/site", nginx.real("/etc/nginx/sites-enabled/ghost"))
+    obs = sites.probe(nginx.host(), sites.Config())
+    assert obs.fault == Fault.DANGLING_SYMLINK
+    assert obs.details["dangling"] == ["ghost -> /nowhere/site"]
+
+
+def test_sites_without_the_directory_is_an_error(tmp_path: Path) -> None:
+    obs = sites.probe(LocalHost("web-01", prefix=str(tmp_path)), sites.Config())
+    assert obs.status == Status.ERROR
+    assert "/etc/nginx/sites-enabled does not exist" in obs.summary
+
+
+def test_config_missing_binary_is_an_error(nginx: NginxHost) -> None:  # noqa: F811
+    obs = config.probe(nginx.host(), config.Config(nginx="/no/such/nginx"))
+    assert obs.status == Status.ERROR
+    assert "command not found" in obs.summary
+
+
+def test_config_error_names_host_paths(nginx: NginxHost) -> None:  # noqa: F811
+    os.symlink("../sites-available/nope", nginx.real("/etc/nginx/sites-enabled/nope"))
+    obs = config.probe(nginx.host(), config.Config())
+    # nginx cannot open the dangling include: the message and file are the host's paths.
+    assert obs.fault == Fault.CONFIG_SYNTAX
+    (err,) = obs.details["errors"]
+    assert err["file"] == "/etc/nginx/nginx.conf"
+    assert '"/etc/nginx/sites-enabled/nope"' in err["message"]
+    assert str(nginx.root) not in obs.summary
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        (
+            'nginx: [emerg] unexpected "}" in /lab/web/etc/nginx/sites-enabled/default:12\n'
+            "nginx: configuration file /lab/web/etc/nginx/nginx.conf test failed\n",
+            [("emerg", 'unexpected "}"', "/etc/nginx/sites-enabled/default", 12)],
+        ),
+        (
+            '2026/11/23 11:53:53 [emerg] 7376#7376: unknown directive "proxy_pas" in '
+            "/lab/web/etc/nginx/sites-enabled/x:3\n",
+            [("emerg", 'unknown directive "proxy_pas"', "/etc/nginx/sites-enabled/x", 3)],
+        ),
+        (
+            'nginx: [warn] conflicting server name "a" on 0.0.0.0:80, ignored\n',
+            [("warn", 'conflicting server name "a" on 0.0.0.0:80, ignored', None, None)],
+        ),
+    ],
+)
+def test_config_parse_errors(stderr: str, expected: list[tuple[object, ...]]) -> None:
+    found = config.parse_errors(stderr, "/lab/web")
+    assert [(e["level"], e["message"], e["file"], e["line"]) for e in found] == expected
+
+
+def test_process_bad_pid_file(nginx: NginxHost) -> None:  # noqa: F811
+    nginx.stop()
+    nginx.write("/run/nginx.pid", "not-a-pid\n")
+    obs = process.probe(nginx.host(), process.Config(pid_file="/run/nginx.pid"))
+    assert obs.fault == Fault.NGINX_DOWN
+    assert "holds no pid" in obs.summary
+
+
+def test_process_details(nginx: NginxHost) -> None:  # noqa: F811
+    obs = process.probe(nginx.host(), process.Config(pid_file="/run/nginx.pid"))
+    assert obs.status == Status.OK
+    assert obs.details["pid"] == nginx.proc.pid  # type: ignore[union-attr]
+    assert obs.details["cmdline"].startswith("nginx: master process")
+
+
+def test_upstreams_tcp_backup_and_down(nginx: NginxHost) -> None:  # noqa: F811
+    dead = free_port()
+    nginx.write(
+        "/etc/nginx/sites-available/lb",
+        "upstream app {\n"
+        f"    server 127.0.0.1:{nginx.port} weight=2;\n"
+        f"    server 127.0.0.1:{dead} backup;\n"
+        f"    server 127.0.0.1:{free_port()} down;\n"
+        "    server unix:/tmp/nope.sock;\n"
+        "}\n",
+    )
+    os.symlink("../sites-available/lb", nginx.real("/etc/nginx/sites-enabled/lb"))
+    obs = upstreams.probe(nginx.host(), upstreams.Config(check="tcp", timeout="1s"))
+    assert obs.status == Status.OK, obs.summary
+    assert obs.summary.endswith(f"backup 127.0.0.1:{dead} does not")
+    (app,) = obs.details["upstreams"]
+    assert [s["alive"] for s in app["servers"]] == [True, False, None, None]
+    assert app["where"] == "/etc/nginx/sites-enabled/lb:1"
+
+
+def test_upstreams_weight_share(nginx: NginxHost) -> None:  # noqa: F811
+    nginx.write(
+        "/etc/nginx/sites-available/lb",
+        "upstream app {\n"
+        f"    server 127.0.0.1:{nginx.port} weight=3;\n"
+        f"    server 127.0.0.1:{free_port()};\n"
+        "}\n",
+    )
+    os.symlink("../sites-available/lb", nginx.real("/etc/nginx/sites-enabled/lb"))
+    obs = upstreams.probe(nginx.host(), upstreams.Config(timeout="1s"))
+    assert obs.fault == Fault.UPSTREAM_DOWN
+    assert obs.details["dead_weight_share"] == 0.25
+    assert "(25% of weight)" in obs.summary
+
+
+def test_upstreams_none_configured(nginx: NginxHost) -> None:  # noqa: F811
+    obs = upstreams.probe(nginx.host(), upstreams.Config())
+    assert obs.status == Status.OK
+    assert obs.summary == "no upstream blocks in the configuration"
+
+
+def test_upstreams_broken_config_is_an_error(nginx: NginxHost) -> None:  # noqa: F811
+    nginx.write("/etc/nginx/sites-available/default", "server {\n")
+    obs = upstreams.probe(nginx.host(), upstreams.Config())
+    assert obs.status == Status.ERROR
+    assert "nginx -T failed" in obs.summary

@@ -1,0 +1,137 @@
+"""The http probe against real local servers: slow answers, read timeouts, bodies, IPv6,
+and config validation."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from pydantic import ValidationError
+
+from probes import http
+from probes.base import Fault, Observation, Status
+from recorder.hosts.local import LocalHost
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.path.startswith("/slow"):
+            time.sleep(0.3)
+        if self.path.startswith("/hang"):
+            time.sleep(1.0)
+        body = b"status: all good\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the client hung up first (the read-timeout test): expected
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    srv = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield int(srv.server_address[1])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+def probe(url: str, host: LocalHost | None = None, **kw: object) -> Observation:
+    config = http.Config.model_validate({"url": url, **kw})
+    return http.probe(host or LocalHost("web-01"), config)
+
+
+def test_ok_records_status_and_timing(server: int) -> None:
+    obs = probe(f"http://{{address}}:{server}/")
+    assert obs.status == Status.OK
+    assert obs.details["status_code"] == 200
+    assert obs.details["url"] == f"http://127.0.0.1:{server}/"
+    assert 0 < obs.details["elapsed"] < 1
+
+
+def test_slow_answer(server: int) -> None:
+    obs = probe(f"http://{{address}}:{server}/slow", slow="100ms")
+    assert obs.fault == Fault.SLOW_RESPONSES
+    assert "slow above 0.1s" in obs.summary
+    assert obs.details["elapsed"] >= 0.3
+
+
+def test_read_timeout_is_slow_not_closed(server: int) -> None:
+    obs = probe(f"http://{{address}}:{server}/hang", read_timeout="300ms")
+    assert obs.fault == Fault.SLOW_RESPONSES
+    assert obs.details["reason"] == "read-timeout"
+
+
+def test_connect_timeout_is_port_closed() -> None:
+    # A listening socket whose accept queue is full never completes new handshakes.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)
+        port = s.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))
+                fillers.append(c)
+            obs = probe(f"http://127.0.0.1:{port}/", connect_timeout="200ms", read_timeout="200ms")
+        finally:
+            for c in fillers:
+                c.close()
+    assert obs.fault == Fault.PORT_CLOSED
+    assert obs.details["reason"] == "connect-timeout"
+    assert "(timeout)" in obs.summary
+
+
+def test_body_must_match(server: int) -> None:
+    assert probe(f"http://{{address}}:{server}/", body="all good").status == Status.OK
+    obs = probe(f"http://{{address}}:{server}/", body="^maintenance")
+    assert obs.fault == Fault.PORT_CLOSED
+    assert obs.details["reason"] == "body-mismatch"
+    assert "status: all good" in obs.details["body_excerpt"]
+
+
+def test_expected_statuses(server: int) -> None:
+    obs = probe(f"http://{{address}}:{server}/", expect=[301])
+    assert obs.fault == Fault.PORT_CLOSED
+    assert obs.details["reason"] == "unexpected-status"
+    assert "(expected 301)" in obs.summary
+
+
+def test_ipv6_address_gets_brackets() -> None:
+    host = LocalHost("web-01", address="::1")
+    assert http.target_url("http://{address}:8080/{host}", host) == "http://[::1]:8080/web-01"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"url": "http://{addr}/"}, "unknown placeholder {addr}"),
+        ({"url": "ftp://{address}/"}, "must start with http"),
+        ({"url": "http://{address"}, "bad URL template"),
+        ({"body": "(unclosed"}, "not a valid regular expression"),
+        ({"expect": [99]}, "is not an HTTP status"),
+        ({"expect": []}, "at least one status"),
+    ],
+)
+def test_config_errors(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("{", r"\{").replace("(", r"\(")):
+        http.Config.model_validate(fields)
