@@ -41,12 +41,30 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_the_lab_services_on_one_network() -> None:
     services = compose()["services"]
-    assert set(services) == {"lb", "web-01", "web-02", "recorder", "prometheus"}
+    assert set(services) == {"lb", "web-01", "web-02", "recorder", "prometheus", "alertmanager"}
     for name, service in services.items():
         assert service["networks"] == ["lab"], name
     assert set(compose()["networks"]) == {"lab"}
     assert services["lb"]["ports"] == ["127.0.0.1:${RECORDER_LAB_LB_PORT:-8080}:80"]
     assert set(services["lb"]["depends_on"]) == {"web-01", "web-02"}
+
+
+def test_webhook_token_is_one_secret_shared_by_alertmanager_and_the_recorder(
+    tmp_path: Path,
+) -> None:
+    spec = compose()
+    assert spec["secrets"]["webhook-token"]["file"] == "./secrets/webhook-token"
+    for service in ("recorder", "alertmanager"):
+        assert spec["services"][service]["secrets"] == ["webhook-token"]
+    config = load_config(DOCKER_DIR / "recorder.yml")
+    assert config.alertmanager.token_file == docker_lab.WEBHOOK_TOKEN_SECRET
+    routes = yaml.safe_load((DOCKER_DIR / "prometheus" / "alertmanager.yml").read_text())
+    hooks = [r for r in routes["receivers"] if r["name"] == "recorder"][0]["webhook_configs"]
+    credentials = hooks[0]["http_config"]["authorization"]["credentials_file"]
+    assert credentials == docker_lab.WEBHOOK_TOKEN_SECRET
+    token = docker_lab.ensure_webhook_token(tmp_path)
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+    assert docker_lab.ensure_webhook_token(tmp_path).read_text() == token.read_text()
 
 
 def test_containers_are_named_as_the_docker_recorder_config_expects() -> None:

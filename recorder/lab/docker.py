@@ -18,6 +18,7 @@ use the local lab when the affected share of clients matters.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -58,6 +59,10 @@ def docker_layout(host: str) -> t.Layout:
     )
 
 
+# Where compose mounts the webhook token (a compose secret) in the recorder and Alertmanager.
+WEBHOOK_TOKEN_SECRET = "/run/secrets/webhook-token"
+
+
 def docker_recorder_config() -> str:
     text, _ = t.recorder_config(
         state_dir="/var/lib/recorder",
@@ -72,8 +77,21 @@ def docker_recorder_config() -> str:
         ),
         interval="5s",
         recover_after="30s",
+        token_file=WEBHOOK_TOKEN_SECRET,
     )
     return text
+
+
+def ensure_webhook_token(docker_dir: Path) -> Path:
+    """The lab's Alertmanager-to-recorder bearer token (compose secret), made once, 0600,
+    never committed (docker/secrets/ is ignored by git)."""
+    path = docker_dir / "secrets" / "webhook-token"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 def rendered_files() -> dict[str, str]:
@@ -246,6 +264,7 @@ class DockerBackend:
                 "docker compose is not available (the docker lab needs Docker with the compose "
                 f"plugin): {(version.stderr or version.stdout).strip()}"
             )
+        ensure_webhook_token(self.compose_file.parent)
         started = self._run(self._compose("up", "-d", "--build", "--wait"), COMPOSE_TIMEOUT, "up")
         if started.returncode != 0:
             raise LabError(f"docker compose up failed: {started.stderr.strip()[-2000:]}")

@@ -188,6 +188,7 @@ def recorder_config(
     header: str,
     interval: str = "1s",
     recover_after: str = "5s",
+    token_file: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A recorder config watching the lab: YAML text and the data it holds.
 
@@ -218,5 +219,7 @@ def recorder_config(
         "hosts": {name: {**hosts[name], "role": ROLES[name]} for name in HOSTS},
         "checks": checks,
     }
+    if token_file:
+        data["alertmanager"] = {"token_file": token_file}
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     return "".join(f"# {line}\n" for line in header.splitlines()) + text, data
