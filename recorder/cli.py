@@ -214,7 +214,7 @@ def logscan_cmd(
         click.echo(format_text(summary))
 
 
-# ---- incidents ------------------------------------------------------------------------------------
+# ---- incidents ----------------------------------------------------------------------
 
 
 @main.group("incidents")
@@ -271,7 +271,8 @@ def incidents_show(ctx: Context, incident_id: str, as_json: bool) -> None:
         f"closed:    {local_time(incident.closed_at, zone) if incident.closed_at else '-'}",
         "affected:  "
         + (
-            f"{incident.affected.ratio:.1%} ({incident.affected.method}): {incident.affected.evidence}"
+            f"{incident.affected.ratio:.1%} ({incident.affected.method}): "
+            f"{incident.affected.evidence}"
             if incident.affected.ratio is not None
             else incident.affected.evidence
         ),
@@ -340,7 +341,7 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
     click.echo(f"deploy of {service} {version} recorded")
 
 
-# ---- postmortems ------------------------------------------------------------------------------------
+# ---- postmortems --------------------------------------------------------------------
 
 
 @main.command("draft")

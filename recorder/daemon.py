@@ -27,7 +27,7 @@ from probes.base import Observation
 from recorder import __version__
 from recorder.alertmanager import Alert, is_stale
 from recorder.api import ApiServer, make_app, serve
-from recorder.config import Config, ConfigError, load_config
+from recorder.config import ConfigError, load_config
 from recorder.detector import Detector
 from recorder.incidents import IncidentBook
 from recorder.metrics import Metrics

@@ -352,7 +352,8 @@ class IncidentBook:
             item.add(
                 resolved_at,
                 EntryKind.RESOLUTION,
-                f"Every signal healthy again; incident resolved after {duration_words(harm)} of harm",
+                f"Every signal healthy again; incident resolved after {duration_words(harm)}"
+                " of harm",
                 "recorder",
                 f"resolved:{iso(resolved_at)}",
             )
@@ -409,7 +410,8 @@ class IncidentBook:
         start = since or (item.incident.started_at if item else self.clock())
         for deploy in self.store.deploys(service, start - DEPLOY_LOOKBACK, self.clock()):
             terms.setdefault("deploy:recent", []).append(
-                f"deploy of {service} {deploy['version']} at {local_time(deploy['at'], self.config.zone)}"
+                f"deploy of {service} {deploy['version']} at "
+                f"{local_time(deploy['at'], self.config.zone)}"
             )
         return terms
 

@@ -440,7 +440,8 @@ class Store:
     ) -> None:
         with self._tx() as db:
             db.execute(
-                """INSERT INTO alerts (fingerprint, incident_id, status, name, starts_at, ends_at, updated_at)
+                """INSERT INTO alerts
+                   (fingerprint, incident_id, status, name, starts_at, ends_at, updated_at)
                    VALUES (?,?,?,?,?,?,?)
                    ON CONFLICT(fingerprint) DO UPDATE SET incident_id=excluded.incident_id,
                    status=excluded.status, starts_at=excluded.starts_at, ends_at=excluded.ends_at,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from probes.durations import parse_duration
 from recorder.cli import main
 from recorder.config import ConfigError, load_config, parse_config, split_listen
-from probes.durations import parse_duration
 
 CASES = Path(__file__).parent / "config"
 INVALID = sorted(CASES.glob("invalid-*.yml"))

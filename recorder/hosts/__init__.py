@@ -24,7 +24,9 @@ def build_host(name: str, cfg: HostConfig) -> Host:
     if cfg.local is not None:
         return LocalHost(name, prefix=cfg.local.prefix, address=cfg.probe_address)
     if cfg.docker is not None:
-        return DockerHost(name, cfg.docker.container, docker=cfg.docker.docker, address=cfg.probe_address)
+        return DockerHost(
+            name, cfg.docker.container, docker=cfg.docker.docker, address=cfg.probe_address
+        )
     assert cfg.ssh is not None
     from recorder.hosts.ssh import SSHHost  # paramiko is slow to import; only when used
 
