@@ -23,13 +23,15 @@ from probes.durations import Duration
 
 NAME = "config"
 
-_LINE = re.compile(
-    r"^(?:nginx: |\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )"
+# The fixed start of a message; the rest is split with string methods, never a regular
+# expression with an open-ended tail (a quoted value may hold thousands of spaces, and a
+# backtracking match over it would stall the daemon: `re` holds the GIL).
+_PREFIX = re.compile(
+    r"(?:nginx: |\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )"
     r"\[(?P<level>emerg|alert|crit|error|warn|notice|info|debug)\] "
     r"(?:\d+#\d+: )?(?:\*\d+ )?"
-    r"(?P<message>.*?)"
-    r"(?: in (?P<file>\S+):(?P<line>\d+))?\s*$"
 )
+_WHERE = re.compile(r"(\S+):(\d+)")
 FAILING = ("emerg", "alert", "crit", "error")
 
 
@@ -71,18 +73,23 @@ def parse_errors(stderr: str, root: str = "") -> list[dict[str, Any]]:
     """nginx's complaints as {level, message, file, line}; file and line may be None."""
     found: list[dict[str, Any]] = []
     for raw in stderr.splitlines():
-        m = _LINE.match(raw.strip())
+        text = raw.strip()
+        m = _PREFIX.match(text)
         if not m:
             continue
-        message = m["message"]
+        message, file, line = text[m.end() :], None, None
+        head, sep, where = message.rpartition(" in ")
+        w = _WHERE.fullmatch(where) if sep else None
+        if w:
+            message, file, line = head, w.group(1), int(w.group(2))
         if root:
             message = message.replace(root + "/", "/")
         found.append(
             {
                 "level": m["level"],
                 "message": message,
-                "file": to_host_path(root, m["file"]) if m["file"] else None,
-                "line": int(m["line"]) if m["line"] else None,
+                "file": to_host_path(root, file) if file else None,
+                "line": line,
             }
         )
     return found

@@ -134,6 +134,7 @@ class Tail:
     first_second: int | None = None  # the earliest second the window could hold
     latest: int | None = None  # the newest second seen
     clock_offset: float | None = None  # our clock minus the log's, when lines last came
+    in_long_line: bool = False  # the offset is inside an over-long line being dropped
     buckets: dict[int, Second] = field(default_factory=dict)
     times: TimeCache | None = None
 
@@ -152,6 +153,7 @@ class Tail:
             "untimed_lines": self.untimed_lines,
             "skipped_bytes": self.skipped_bytes,
             "baseline_rate": self.baseline_rate,
+            "in_long_line": self.in_long_line,
         }
 
 
@@ -230,6 +232,7 @@ def _restore(data: dict[str, Any]) -> Tail:
         if isinstance(value, int) and value >= 0:
             setattr(tail, name, value)
     tail.head = str(data.get("head") or "")
+    tail.in_long_line = data.get("in_long_line") is True
     tail.log_format = str(data.get("log_format") or "")
     rate = data.get("baseline_rate")
     tail.baseline_rate = float(rate) if isinstance(rate, int | float) and rate >= 0 else None
@@ -280,15 +283,18 @@ class _Reader:
                 self.add(chunk, counted=counted)
                 consumed += len(chunk)  # its leading newline stands for the last one
             if len(pending) > READ_CHUNK:
-                # A "line" longer than a whole read is not something nginx wrote.
+                # A "line" longer than a whole read is not something nginx wrote: count
+                # it once as malformed and drop the rest of it, up to its newline.
                 if counted:
                     self.tail.lines_total += 1
                     self.tail.malformed_lines += 1
                 consumed += len(pending)
-                pending = b""
+                pending, skip = b"", True
         if final and pending:
             self.add(b"\n" + pending, counted=counted)
             consumed += len(pending)
+        if counted and not final:
+            self.tail.in_long_line = skip
         return consumed
 
     def add(self, chunk: bytes, *, counted: bool) -> None:
@@ -331,6 +337,33 @@ class _Reader:
             buckets[keep[raw]].failed.add(client)
 
 
+def _finish_copy(reader: _Reader, config: Config, tail: Tail) -> None:
+    """After a copytruncate: the lines written between our last read and the copy are in
+    LOG.1, a copy of what we were reading (it starts with the same bytes and is at least
+    as long as our offset). Read them from there. (What nginx writes between the copy and
+    the truncation is lost to everyone: that is copytruncate's own window.)"""
+    old_path = config.log + ".1"
+    try:
+        old = reader.host.stat(old_path)
+    except FileNotFoundError:
+        return
+    if (old.inode, old.device) == (tail.inode, tail.device) or old.size <= tail.offset:
+        return
+    head, n = reader.head_of(old_path, min(old.size, tail.head_len))
+    if n != tail.head_len or head != tail.head:
+        return  # not a copy of our file (an older rotation, or another log)
+    end = min(old.size, tail.offset + config.max_catchup)
+    tail.skipped_bytes += old.size - end
+    reader.read(
+        old_path,
+        tail.offset,
+        end,
+        counted=True,
+        at_line_start=not tail.in_long_line,
+        final=True,
+    )
+
+
 def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
     """Bring the tail up to date with the log; returns the bytes read."""
     log = config.log
@@ -346,7 +379,8 @@ def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
             truncated = n < tail.head_len or head != tail.head
         if truncated:  # copytruncate, or truncated and written again past our offset
             tail.rotations += 1
-            tail.offset, tail.head_len = 0, 0
+            _finish_copy(reader, config, tail)
+            tail.offset, tail.head_len, tail.in_long_line = 0, 0, False
         elif rebuilding:
             restarted_at = tail.offset
     elif known:
@@ -361,15 +395,21 @@ def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
             tail.skipped_bytes += old.size - end
             if end > tail.offset:
                 reader.read(
-                    log + ".1", tail.offset, end, counted=True, at_line_start=True, final=True
+                    log + ".1",
+                    tail.offset,
+                    end,
+                    counted=True,
+                    at_line_start=not tail.in_long_line,
+                    final=True,
                 )
-        tail.offset, tail.head_len = 0, 0
+        tail.offset, tail.head_len, tail.in_long_line = 0, 0, False
     else:
         # First sight: recent history only, from the first line start in the last bytes.
         tail.offset = max(0, st.size - FIRST_SIGHT)
     tail.inode, tail.device = st.inode, st.device
 
-    count_from, at_line_start = tail.offset, not (not known and tail.offset > 0)
+    at_line_start = not (not known and tail.offset > 0) and not tail.in_long_line
+    count_from = tail.offset
     if st.size - count_from > config.max_catchup:
         skip_to = st.size - config.max_catchup
         tail.skipped_bytes += skip_to - count_from

@@ -126,9 +126,17 @@ def _check(host: Host, config: Config) -> Observation:
         ) as response:
             details["status_code"] = response.status_code
             details["headers_elapsed"] = round(time.perf_counter() - start, 6)
-            body = b""
+            body: bytes | None = b""
             if config.body is not None:
-                body = response.raw.read(_BODY_LIMIT, decode_content=True) or b""
+                body = read_body(response.raw, time.perf_counter() + config.read_timeout)
+                if body is None:
+                    details["elapsed"] = round(time.perf_counter() - start, 6)
+                    return fail(
+                        Fault.SLOW_RESPONSES,
+                        f"{host.name}: {url} sent its headers but not its body within"
+                        f" {config.read_timeout:g}s",
+                        "body-timeout",
+                    )
         elapsed = time.perf_counter() - start
     except requests.exceptions.ConnectTimeout:
         details["elapsed"] = round(time.perf_counter() - start, 6)
@@ -137,7 +145,7 @@ def _check(host: Host, config: Config) -> Observation:
             f"{host.name}: no connection to {url} within {config.connect_timeout:g}s (timeout)",
             "connect-timeout",
         )
-    except requests.exceptions.ReadTimeout:
+    except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
         details["elapsed"] = round(time.perf_counter() - start, 6)
         return fail(
             Fault.SLOW_RESPONSES,
@@ -158,7 +166,7 @@ def _check(host: Host, config: Config) -> Observation:
             f"{host.name}: {what} on {url}",
             "connection-refused" if refused else "connection-error",
         )
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
         details["error"] = _short(exc)
         return fail(Fault.PORT_CLOSED, f"{host.name}: {url}: {_short(exc)}", "request-error")
     finally:
@@ -178,7 +186,7 @@ def _check(host: Host, config: Config) -> Observation:
             f"{host.name} answered {code} on {url}" + _expected(config),
             "unexpected-status",
         )
-    if config.body is not None:
+    if config.body is not None and body is not None:
         text = body.decode("utf-8", "replace")
         if not re.search(config.body, text):
             details["body_excerpt"] = text[:200]
@@ -200,6 +208,30 @@ def _check(host: Host, config: Config) -> Observation:
         summary=f"{host.name} answered {code} on {url} in {elapsed * 1000:.0f}ms",
         details=details,
     )
+
+
+def read_body(raw: Any, deadline: float) -> bytes | None:
+    """Up to _BODY_LIMIT bytes of the body, or None when it does not arrive by `deadline`.
+    The socket timeout bounds each wait, not the total: a server trickling a byte at a
+    time would keep a plain read going forever, so the deadline is checked between
+    reads of whatever has arrived."""
+    read_some = getattr(raw, "read1", None)  # urllib3 2; 1.x reads small pieces instead
+    parts: list[bytes] = []
+    size = 0
+    while size < _BODY_LIMIT:
+        if time.perf_counter() > deadline:
+            return None
+        want = _BODY_LIMIT - size
+        data = (
+            read_some(want, decode_content=True)
+            if read_some is not None
+            else raw.read(min(want, 512), decode_content=True)
+        )
+        if not data:
+            break
+        parts.append(data)
+        size += len(data)
+    return b"".join(parts)
 
 
 def _expected(config: Config) -> str:

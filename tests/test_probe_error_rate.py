@@ -273,3 +273,31 @@ def test_old_errors_leave_the_window_when_the_log_goes_quiet(
     assert obs.status == Status.OK
     assert obs.summary == "no requests in the last 60s of the log"
     assert obs.details["newest_line"] == "2026-11-23T14:00:09Z"
+
+
+def test_copytruncate_reads_the_lines_left_in_the_copy(root: Path) -> None:
+    append(root, "".join(line(f"10.0.0.{i}", 200) for i in range(5)))
+    assert run(root).details["lines_total"] == 5
+    append(root, line("10.0.0.60", 502, 1) + line("10.0.0.61", 200, 1))  # not read yet
+    with open(f"{root}{LOG}", "rb") as f:
+        copy = f.read()
+    with open(f"{root}{LOG}.1", "wb") as f:  # logrotate's copytruncate: copy, then truncate
+        f.write(copy)
+    os.truncate(f"{root}{LOG}", 0)
+    append(root, line("10.0.0.62", 200, 2))
+    obs = run(root)
+    assert obs.details["rotations"] == 1
+    assert obs.details["lines_total"] == 8
+    assert obs.details["status_classes"]["5xx"] == 1
+
+
+def test_an_over_long_line_counts_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(error_rate, "READ_CHUNK", 4096)
+    append(root, line("10.0.0.1", 200))
+    assert run(root).details["lines_total"] == 1
+    append(root, "z" * 20000)  # still being written when we look
+    assert run(root).details["malformed_lines"] == 1
+    append(root, "z" * 5000 + "\n" + line("10.0.0.2", 200))
+    obs = run(root)
+    assert (obs.details["lines_total"], obs.details["malformed_lines"]) == (3, 1)
+    assert obs.details["requests"] == 2

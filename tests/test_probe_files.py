@@ -4,6 +4,7 @@ nginx host, and what each does when it cannot look."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,14 @@ def test_config_error_names_host_paths(nginx: NginxHost) -> None:  # noqa: F811
 def test_config_parse_errors(stderr: str, expected: list[tuple[object, ...]]) -> None:
     found = config.parse_errors(stderr, "/lab/web")
     assert [(e["level"], e["message"], e["file"], e["line"]) for e in found] == expected
+
+
+def test_config_parse_errors_is_linear_in_a_long_quoted_value() -> None:
+    line = '2026/11/23 13:28:49 [emerg] 1#1: host not found in "1' + " " * 30000 + 'x" in /c:2'
+    started = time.perf_counter()
+    (err,) = config.parse_errors(line)
+    assert time.perf_counter() - started < 0.5
+    assert (err["file"], err["line"]) == ("/c", 2)
 
 
 def test_process_bad_pid_file(nginx: NginxHost) -> None:  # noqa: F811

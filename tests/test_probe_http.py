@@ -23,6 +23,17 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.3)
         if self.path.startswith("/hang"):
             time.sleep(1.0)
+        if self.path.startswith("/trickle"):
+            # Headers at once, then the body a byte at a time: each read is quick, the
+            # whole never comes.
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
         body = b"status: all good\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -77,6 +88,14 @@ def test_read_timeout_is_slow_not_closed(server: int) -> None:
     obs = probe(f"http://{{address}}:{server}/hang", read_timeout="300ms")
     assert obs.fault == Fault.SLOW_RESPONSES
     assert obs.details["reason"] == "read-timeout"
+
+
+def test_trickled_body_is_bounded_by_the_read_timeout(server: int) -> None:
+    started = time.monotonic()
+    obs = probe(f"http://{{address}}:{server}/trickle", body="hello", read_timeout="400ms")
+    assert time.monotonic() - started < 1.5
+    assert obs.fault == Fault.SLOW_RESPONSES
+    assert obs.details["reason"] == "body-timeout"
 
 
 def test_connect_timeout_is_port_closed() -> None:
