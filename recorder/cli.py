@@ -211,7 +211,7 @@ def logscan_cmd(
     if as_json:
         echo_json(summary)
     else:
-        click.echo(format_text(summary))
+        click.echo(format_text(summary, zone))
 
 
 # ---- incidents ----------------------------------------------------------------------

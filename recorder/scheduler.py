@@ -125,6 +125,10 @@ def sweep(
 ) -> list[Observation]:
     """One run of every configured probe (the `recorder probe` command)."""
     jobs = build_jobs(config, only_host=only_host)
+    for job in jobs:
+        # A one-off sweep must not move the running daemon's saved log offsets.
+        if "state_dir" in type(job.config).model_fields:
+            job.config = job.config.model_copy(update={"state_dir": None})
     if not jobs:
         return []
     workers = min(concurrency or config.defaults.concurrency, len(jobs))
@@ -209,7 +213,8 @@ class Scheduler:
             self._expire(now)
             with self._lock:
                 next_due = self._heap[0][0] if self._heap else now + 1.0
-            deadlines = [j.deadline for j in self._inflight if not j.timed_out]
+            with self._lock:
+                deadlines = [j.deadline for j in self._inflight]
             wake_at = min([next_due, *deadlines, now + 1.0])
             self._wake.wait(max(0.0, wake_at - self.clock()))
             self._wake.clear()
@@ -246,14 +251,19 @@ class Scheduler:
         self.deliver(obs, job)
 
     def _expire(self, now: float) -> None:
+        """A run past its deadline is reported as a timeout, and again every interval while
+        it stays stuck, so a hung host keeps counting towards `unreachable` instead of
+        going silent."""
         expired = []
         with self._lock:
             for job in self._inflight:
-                if not job.timed_out and now >= job.deadline:
+                if now >= job.deadline:
+                    expired.append((job, job.timed_out))
                     job.timed_out = True
-                    expired.append(job)
-        for job in expired:
-            log.warning("%s on %s timed out after %gs", job.probe, job.host.name, job.timeout)
+                    job.deadline = now + job.interval
+        for job, again in expired:
+            if not again:
+                log.warning("%s on %s timed out after %gs", job.probe, job.host.name, job.timeout)
             self.deliver(timeout_observation(job), job)
 
 

@@ -292,6 +292,12 @@ class SSHHost:
         if isinstance(exc, paramiko.SSHException):
             if "No authentication methods available" in str(exc):
                 return f"authentication failed for {where}: no key configured and no agent key"
+            if "No existing session" in str(exc) or "protocol banner" in str(exc):
+                # paramiko's words when the exchange ran out of time part-way.
+                return (
+                    f"SSH handshake with {where} timed out after {timeout:g}s "
+                    f"(the server is too slow, or not an SSH server): {exc}"
+                )
             return f"SSH handshake with {where} failed: {exc}"
         # paramiko raises bare exceptions in corners (an odd key type in known_hosts);
         # still one clear error for the caller, with enough to look it up.
