@@ -510,7 +510,7 @@ class IncidentBook:
             up = self.latest.get((host, "upstreams"))
             if up and up.status is Status.FAIL and up.details.get("dead_weight_share") is not None:
                 share = float(up.details["dead_weight_share"])
-                if best is None or share < (best.ratio or 0.0):
+                if best is not None and (best.ratio or 0.0) <= share:
                     continue  # the balancer's log shows less harm than the dead backend's weight
                 best = Affected(
                     round(share, 4),

@@ -307,3 +307,30 @@ def test_disk_full_keeps_changes_in_memory_and_writes_them_later(
     assert inc.fault == "missing-symlink"
     assert [e.kind for e in inc.timeline].count("detection") == 1
     assert h.store.integrity_ok()
+
+
+def test_dead_backend_counts_no_more_than_the_balancers_log_shows(tmp_path: Path) -> None:
+    """The balancer retried the live backend: its log shows no 5xx, so nobody was hurt,
+    whatever weight the dead backend carried."""
+    h = Harness(tmp_path)
+    h.sweep({})
+    failing = {
+        ("lb-01", "upstreams"): (
+            Fault.UPSTREAM_DOWN,
+            "upstream app: web-02 does not answer (50% of weight)",
+            {"dead_weight_share": 0.5},
+        )
+    }
+    h.sweep(failing)
+    inc = h.only_incident()
+    assert inc.affected.ratio == 0.0 and inc.affected.method == "clients-with-5xx"
+
+
+def test_dead_backend_weight_when_no_log_is_measured(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.book.latest.clear()
+    h.feed(
+        "lb-01", "upstreams", Status.FAIL, Fault.UPSTREAM_DOWN, "web-02 dead", dead_weight_share=0.5
+    )
+    inc = h.only_incident()
+    assert inc.affected.ratio == 0.5 and inc.affected.method == "dead-backend-weight"
