@@ -39,7 +39,8 @@ from typing import Any
 import benchlib as bl
 
 POLL = 0.05
-SMOKE_FAULTS = ("nginx-down", "backend-5xx")
+# Quick to break and to resolve (a 5xx fault's window takes half a minute to drain).
+SMOKE_FAULTS = ("nginx-down", "config-syntax")
 # Faults whose errors land in the access log (and so in error_rate's window).
 LOGGED_5XX = ("backend-5xx", "bad-deploy", "traffic-spike")
 SPIKE_SECONDS = 8.0
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--healthy-seconds", type=float, help="healthy run (default 600; smoke 20)")
     p.add_argument("--clients", type=int, default=40, help="lab traffic clients")
     p.add_argument("--rps", type=float, default=20.0, help="lab traffic requests per second")
-    p.add_argument("--hold", type=float, help="seconds from break to fix (default 5; smoke 2)")
+    p.add_argument("--hold", type=float, help="seconds from break to fix (default 5; smoke 1)")
     p.add_argument(
         "--warmup",
         type=float,
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.healthy_seconds is not None
         else (20.0 if args.smoke else 600.0)
     )
-    args.hold = args.hold if args.hold is not None else (2.0 if args.smoke else 5.0)
+    args.hold = args.hold if args.hold is not None else (1.0 if args.smoke else 5.0)
     if args.warmup is None and args.smoke:
         args.warmup = 2.0
     print(bl.machine_line())
