@@ -159,7 +159,3 @@ def error_observation(
         details={"error": reason, "error_type": type(exc).__name__},
         duration=duration,
     )
-
-
-def all_faults() -> Sequence[str]:
-    return [str(f) for f in Fault]

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from probes import PROBES
-from probes.base import Host, HostUnreachable, Observation, Status, error_observation
+from probes.base import Host, HostUnreachable, Observation, error_observation
 from recorder.config import Config
 from recorder.hosts import build_host
 
@@ -265,8 +265,3 @@ class Scheduler:
             if not again:
                 log.warning("%s on %s timed out after %gs", job.probe, job.host.name, job.timeout)
             self.deliver(timeout_observation(job), job)
-
-
-def observation_row(obs: Observation) -> tuple[str, str, str, str]:
-    status = str(obs.status) if obs.status is not Status.FAIL else f"fail ({obs.fault})"
-    return obs.host, obs.probe, status, obs.summary
