@@ -58,7 +58,9 @@ class Daemon:
     def __init__(self, config_path: str, registry: CollectorRegistry | None = None) -> None:
         self.config_path = config_path
         self.config = load_config(config_path)
-        self.store = Store(self.config.state_path)
+        # Lazy: a state dir that cannot be written at start (read-only, full) must not
+        # stop the recorder from watching; incidents wait in memory until it can.
+        self.store = Store(self.config.state_path, lazy=True)
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
         self.notifier = Notifier()
@@ -70,6 +72,7 @@ class Daemon:
         self.api: ApiServer | None = None
         self._stop = threading.Event()
         self._store_ok: tuple[bool, str] = (True, "ok")
+        self._restored = False  # open incidents taken over from a store opened for writing
         self._log_seen: dict[str, tuple[int, int]] = {}
         self._drafts_dirty: set[int] = set()
 
@@ -103,8 +106,13 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signals()
-        for host, probe, since, fault in self.book.restore():
-            self.detector.assume_firing(host, probe, since, fault)
+        if not self.store.ready:
+            try:
+                self.store.open()
+            except StoreError as exc:
+                log.error("%s; probing anyway, incidents kept in memory until it opens", exc)
+                self._store_ok = (False, str(exc))
+        self._continue_open_incidents()
         try:
             self.api = serve(
                 self.config.listen, make_app(self), max_body=self.config.alertmanager.max_body
@@ -135,6 +143,20 @@ class Daemon:
             self.book.flush()
             self.store.close()
         return 0
+
+    def _continue_open_incidents(self) -> None:
+        """Take over the incidents the store holds open (after a restart, or once a store
+        that could not be opened at start opens)."""
+        try:
+            firing = self.book.restore()
+        except StoreError:
+            # The reason is logged by the caller; the next tick tries again.
+            log.info("open incidents in the store, if any, are continued once it opens")
+            self._restored = False
+            return
+        self._restored = self.store.ready
+        for host, probe, since, fault in firing:
+            self.detector.assume_firing(host, probe, since, fault)
 
     def stop(self) -> None:
         self._stop.set()
@@ -275,6 +297,14 @@ class Daemon:
         batch.reply.set_result(results)
 
     def _tick(self) -> None:
+        if not self._restored:
+            try:
+                self.store.open()
+            except StoreError:
+                pass  # check_writable below says why, once per change
+            else:
+                log.warning("store opened at %s", self.store.path)
+                self._continue_open_incidents()
         self.book.tick()
         try:
             self.store.check_writable()
@@ -290,7 +320,10 @@ class Daemon:
 
     def _write_drafts(self) -> None:
         for incident_id in sorted(self._drafts_dirty):
-            incident = self.store.get(incident_id) if incident_id else None
+            try:
+                incident = self.store.get(incident_id) if incident_id else None
+            except StoreError:
+                return  # not readable yet; keep them dirty
             if incident is None:
                 continue
             try:

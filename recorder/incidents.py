@@ -76,6 +76,7 @@ class IncidentBook:
         self.latest: dict[tuple[str, str], Observation] = {}
         self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
         self.store_error: str | None = None
+        self._deploys_error: str | None = None
         self.on_opened: Callable[[Incident], None] | None = None
 
     # ---- start-up ---------------------------------------------------------------------
@@ -84,8 +85,20 @@ class IncidentBook:
         """Load open incidents from the store; return their still-firing signals
         (host, probe, since, fault) so the detector can be seeded with them."""
         firing: list[tuple[str, str, datetime, Fault | None]] = []
+        known = {o.incident.id for o in self._open.values()}
         for incident in self.store.open_incidents():
             book_key = self._book_key(incident.service, incident.severity, incident.hosts)
+            if incident.id in known:
+                continue  # called again once the store opens: already continued
+            if book_key in self._open:
+                # Opened in memory while the store could not be read: two records of
+                # one outage. Keep writing ours; the stored one waits for a person.
+                log.warning(
+                    "%s is open in the store but %s was opened meanwhile; not continuing it",
+                    incident.ref,
+                    incident.service,
+                )
+                continue
             self._open[book_key] = _Open(
                 incident=incident, causes_said=_causes_line(incident.root_causes)
             )
@@ -271,7 +284,7 @@ class IncidentBook:
             source,
             "detection",
         )
-        for deploy in self.store.deploys(service, started - DEPLOY_LOOKBACK, now):
+        for deploy in self._deploys(service, started - DEPLOY_LOOKBACK, now):
             item.pending.append(
                 deploy_entry(
                     service, deploy["version"], deploy["at"], deploy["source"], deploy["id"]
@@ -408,7 +421,7 @@ class IncidentBook:
                         f"{sig['host']}: {sig['summary']}"
                     )
         start = since or (item.incident.started_at if item else self.clock())
-        for deploy in self.store.deploys(service, start - DEPLOY_LOOKBACK, self.clock()):
+        for deploy in self._deploys(service, start - DEPLOY_LOOKBACK, self.clock()):
             terms.setdefault("deploy:recent", []).append(
                 f"deploy of {service} {deploy['version']} at "
                 f"{local_time(deploy['at'], self.config.zone)}"
@@ -558,6 +571,19 @@ class IncidentBook:
         if self.store_error:
             log.warning("store writable again; pending changes written")
             self.store_error = None
+
+    def _deploys(self, service: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Deploy events, or none while the store cannot be read (evidence, not a reason
+        to stop recording the incident)."""
+        try:
+            found = self.store.deploys(service, since, until)
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            if str(exc) != self._deploys_error:  # once per change, not once per refresh
+                log.warning("cannot read deploy events: %s", exc)
+            self._deploys_error = str(exc)
+            return []
+        self._deploys_error = None
+        return found
 
     def _store_failed(self, exc: BaseException) -> None:
         reason = f"store write failed: {exc}"

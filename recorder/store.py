@@ -95,6 +95,10 @@ class StoreError(Exception):
     """The store cannot be opened or written (disk full, read-only, corrupt)."""
 
 
+class StoreSchemaError(StoreError):
+    """The store was written by a newer recorder: waiting will not help."""
+
+
 def ensure_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -113,39 +117,121 @@ def _touch_private(path: Path) -> None:
 class Store:
     """One SQLite database. Thread-safe: each thread gets its own connection."""
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], *, lazy: bool = False) -> None:
+        """Open (create, migrate) the store. `lazy`: a store that cannot be opened now
+        (read-only or full filesystem, missing permissions) is not an error yet; every
+        write tries again and raises StoreError until it can, and reads fall back to a
+        read-only view of what is on disk. The daemon starts this way so that it keeps
+        probing, and says why on /healthz, while its state dir is unusable."""
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / "recorder.db"
         self._local = threading.local()
+        self._ready = False
+        self._open_lock = threading.Lock()
         try:
-            ensure_private_dir(self.state_dir)
-            if not self.path.exists():
-                _touch_private(self.path)
-            with self._tx() as db:
-                self._migrate(db)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+            self.open()
+        except StoreSchemaError:
+            raise
+        except StoreError:
+            if not lazy:
+                raise
+
+    @property
+    def ready(self) -> bool:
+        """The database is open for writing and its schema is current."""
+        return self._ready
+
+    def open(self) -> None:
+        """Create and migrate the database unless that is done; StoreError if it cannot."""
+        if self._ready:
+            return
+        with self._open_lock:
+            if self._ready:
+                return
+            try:
+                ensure_private_dir(self.state_dir)
+                if not self.path.exists():
+                    _touch_private(self.path)
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._migrate(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except (OSError, sqlite3.Error) as exc:
+                # A connection made while the filesystem refused writes stays unusable.
+                self._drop("conn")
+                raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+            self._ready = True
 
     # ---- connections -------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
+        """This thread's read-write connection (opening the store first if needed)."""
+        if not self._ready:
+            self.open()
+        return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
                 self.path, timeout=10.0, isolation_level=None, check_same_thread=True
             )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed change survives power loss, not just a process crash.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=10000")
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed change survives power loss, not just a process crash.
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=10000")
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._local.conn = conn
+            self._drop("ro")  # the read-only view is no longer needed in this thread
             for suffix in ("-wal", "-shm"):
                 side = Path(str(self.path) + suffix)
                 if side.exists():
                     os.chmod(side, 0o600)
         return conn
+
+    def _read(self) -> sqlite3.Connection:
+        """A connection for reading: the read-write one when the store opens, otherwise
+        a read-only view of the file as it is on disk."""
+        try:
+            return self._conn()
+        except StoreError:
+            if not self.path.exists():
+                raise
+        conn: sqlite3.Connection | None = getattr(self._local, "ro", None)
+        if conn is None:
+            # SQLite cannot open a WAL database read-only without writing its -shm file;
+            # `immutable` reads the main file without locks. Safe here: nothing can write
+            # a filesystem that refuses our writes too. Changes still in the -wal file of
+            # a crashed writer are not seen; they are when the store opens.
+            try:
+                conn = sqlite3.connect(
+                    self.path.resolve().as_uri() + "?immutable=1",
+                    uri=True,
+                    timeout=10.0,
+                    isolation_level=None,
+                    check_same_thread=True,
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("SELECT 1 FROM incidents LIMIT 1")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the store at {self.path}: {exc}") from None
+            self._local.ro = conn
+        return conn
+
+    def _drop(self, name: str) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
+        if conn is not None:
+            conn.close()
+            setattr(self._local, name, None)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -160,15 +246,13 @@ class Store:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._drop("conn")
+        self._drop("ro")
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(
+            raise StoreSchemaError(
                 f"the store's schema {version} is newer than this recorder ({SCHEMA_VERSION})"
             )
         for i in range(version, SCHEMA_VERSION):
@@ -178,7 +262,7 @@ class Store:
             db.execute(f"PRAGMA user_version = {i + 1}")
 
     def integrity_ok(self) -> bool:
-        return bool(self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+        return bool(self._read().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
     def check_writable(self) -> None:
         """Raise StoreError when a write cannot be committed now (disk full, read-only)."""
@@ -291,7 +375,7 @@ class Store:
             )
 
     def get(self, incident_id: int) -> Incident | None:
-        db = self._conn()
+        db = self._read()
         row = db.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
         if row is None:
             return None
@@ -300,7 +384,7 @@ class Store:
     def list(
         self, status: str | None = None, service: str | None = None
     ) -> builtins.list[Incident]:
-        db = self._conn()
+        db = self._read()
         sql, args = "SELECT * FROM incidents", []
         where = []
         if status:
@@ -315,13 +399,13 @@ class Store:
         return [self._incident(db, r, with_timeline=False) for r in rows]
 
     def open_incidents(self) -> builtins.list[Incident]:
-        db = self._conn()
+        db = self._read()
         rows = db.execute("SELECT * FROM incidents WHERE status='open' ORDER BY id").fetchall()
         return [self._incident(db, r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         rows = (
-            self._conn()
+            self._read()
             .execute("SELECT status, COUNT(*) FROM incidents GROUP BY status")
             .fetchall()
         )
@@ -330,7 +414,7 @@ class Store:
     def counts_by_fault(self) -> dict[str, int]:
         """Incidents by the fault they were opened with (a re-ranking never moves them)."""
         rows = (
-            self._conn()
+            self._read()
             .execute(
                 "SELECT COALESCE(json_extract(data, '$.opened_fault'), fault, 'unknown'),"
                 " COUNT(*) FROM incidents GROUP BY 1"
@@ -400,7 +484,7 @@ class Store:
         self, service: str, since: datetime, until: datetime
     ) -> builtins.list[dict[str, Any]]:
         rows = (
-            self._conn()
+            self._read()
             .execute(
                 """SELECT id, service, version, at, source FROM events
                WHERE kind='deploy' AND service=? AND at >= ? AND at <= ? ORDER BY at""",
@@ -423,7 +507,7 @@ class Store:
 
     def alert(self, fingerprint: str) -> dict[str, Any] | None:
         row = (
-            self._conn()
+            self._read()
             .execute("SELECT * FROM alerts WHERE fingerprint=?", (fingerprint,))
             .fetchone()
         )

@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
+from recorder.model import Incident, utcnow
+from recorder.store import Store, StoreError, StoreSchemaError
 from tests.conftest import descendants, free_port
 
 RECORDER = str(Path(sys.executable).parent / "recorder")
@@ -517,11 +519,6 @@ def test_state_dir_full_then_read_only(
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     try:
         daemon.start()
-        time.sleep(1.5)
-        if not daemon.running:
-            # Open finding (RELIABILITY.md): the store cannot be opened read-only at start,
-            # so the daemon exits 1 with the reason instead of probing with /healthz 503.
-            pytest.xfail(f"refuses to start on a read-only state dir: {daemon.tail(3)}")
         daemon.wait_listening()
         _wait_for(lambda: daemon.get("/healthz")[0] == 503, 10, "/healthz 503 when read-only")
         reason = daemon.get("/healthz")[1]
@@ -542,6 +539,106 @@ def test_state_dir_full_then_read_only(
     assert integrity == "ok"
     assert [r[1] for r in incidents if r[2] == "outage"] == ["resolved"]
     assert "Traceback" not in daemon.log.read_text(), daemon.tail()
+
+
+@pytest.mark.slow
+def test_read_only_from_the_first_start_then_writable(
+    tmp_path: Path, small_tmpfs: Path, daemons: list[DaemonProcess], site: RecordingSite
+) -> None:
+    """No store yet and nowhere to create it: the daemon watches anyway, an outage that
+    starts meanwhile is kept in memory, and is written (same started_at) once it can be."""
+    state = small_tmpfs / "state"
+    port = free_port()
+    config = write_config(
+        tmp_path / "recorder.yml", simple_config(tmp_path, state, port, {"web-01": site.url})
+    )
+    daemon = DaemonProcess(config, tmp_path / "daemon.log", port)
+    daemons.append(daemon)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    try:
+        daemon.start()
+        daemon.wait_listening()
+        status, reason = daemon.get("/healthz")
+        assert status == 503 and "read-only" in reason.lower(), reason
+        site.status = 500
+        broke_at = time.time()
+        time.sleep(2.0)
+        assert daemon.running, daemon.tail()
+        assert daemon.get("/api/v1/incidents")[0] == 503  # nothing on disk to read yet
+        assert not (state / "recorder.db").exists()
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+    _wait_for(lambda: daemon.get("/healthz")[0] == 200, 10, "/healthz 200 once writable")
+    _wait_for(
+        lambda: any(r[2] == "outage" for r in _store_rows(state / "recorder.db")[1]),
+        10,
+        "the outage kept in memory reaches the store",
+    )
+    site.status = 200
+    _wait_for(lambda: _store_rows(state / "recorder.db")[1][-1][1] == "resolved", 10, "resolved")
+    assert daemon.stop() == 0, daemon.tail()
+    integrity, incidents, timeline = _store_rows(state / "recorder.db")
+    assert integrity == "ok"
+    outages = [r for r in incidents if r[2] == "outage"]
+    assert len(outages) == 1, incidents
+    started = _timestamp(outages[0][3])
+    # Harm began when the site broke, not when the store could first be written.
+    assert broke_at - 1 <= started <= broke_at + 2, (broke_at, outages[0])
+    kinds = {row[1] for row in timeline if row[0] == outages[0][0]}
+    assert {"impact-start", "detection"} <= kinds, kinds
+    log = daemon.log.read_text()
+    assert "Traceback" not in log, daemon.tail()
+    assert 1 <= len([ln for ln in log.splitlines() if "Read-only" in ln]) <= 4, daemon.tail()
+
+
+def _incident_for(service: str) -> Incident:
+    now = utcnow()
+    return Incident(
+        id=0,
+        status="open",
+        title=f"{service} down",
+        service=service,
+        fault=None,
+        started_at=now,
+        detected_at=now,
+    )
+
+
+def test_lazy_store_reads_a_read_only_dir_and_writes_once_it_can(small_tmpfs: Path) -> None:
+    state = small_tmpfs / "state"
+    store = Store(state)
+    opened = store.create_incident(_incident_for("web"))
+    store.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    try:
+        with pytest.raises(StoreError, match="Read-only"):
+            Store(state)  # the CLI says why at once
+        lazy = Store(state, lazy=True)
+        assert not lazy.ready
+        # Reads see what is on disk, through a read-only view.
+        assert [i.id for i in lazy.open_incidents()] == [opened.id]
+        assert lazy.get(opened.id) is not None
+        with pytest.raises(StoreError, match="Read-only"):
+            lazy.check_writable()
+        with pytest.raises(StoreError):
+            lazy.create_incident(_incident_for("api"))
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+    lazy.create_incident(_incident_for("api"))
+    assert lazy.ready
+    assert [i.service for i in lazy.open_incidents()] == ["web", "api"]
+    assert lazy.integrity_ok()
+    lazy.close()
+
+
+def test_a_store_from_a_newer_recorder_is_refused_even_lazily(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "recorder.db")
+    db.execute("PRAGMA user_version = 999")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreSchemaError, match="newer than this recorder"):
+        Store(tmp_path, lazy=True)
 
 
 # ---- kill -9 at random moments ----------------------------------------------------------------
