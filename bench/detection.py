@@ -43,6 +43,7 @@ POLL = 0.05
 SMOKE_FAULTS = ("nginx-down", "config-syntax")
 # Faults whose errors land in the access log (and so in error_rate's window).
 LOGGED_5XX = ("backend-5xx", "bad-deploy", "traffic-spike")
+LOGGED_WARMUP = 180.0  # seconds of normal traffic before their first run
 SPIKE_SECONDS = 8.0
 
 
@@ -295,9 +296,14 @@ def one_run(
 
 def fault_session(fault: str, runs: int, args: Any, results: list[dict[str, Any]]) -> None:
     with Session(fault, args.clients, args.rps) as s:
-        # Normal traffic before the first fault: a full error_rate window and then some, so
-        # the request-rate baseline has settled, as on a daemon that has been running.
-        warmup = args.warmup if args.warmup is not None else s.window + 10.0
+        # Normal traffic before the first fault, as on a daemon that has been running: a
+        # full error_rate window and then some, so the request-rate baseline has settled;
+        # for the faults judged from the log, three minutes, so error_rate's history (what
+        # a sudden rise is compared with) holds a few thousand requests, not a few hundred.
+        if args.warmup is not None:
+            warmup = args.warmup
+        else:
+            warmup = max(s.window + 10.0, LOGGED_WARMUP if fault in LOGGED_5XX else 0.0)
         time.sleep(warmup)
         last_logged: float | None = None
         for n in range(runs):
@@ -381,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--warmup",
         type=float,
-        help="normal traffic before the first run (default: error_rate window + 10 s; smoke 2)",
+        help="normal traffic before the first run (default: error_rate window + 10 s, 180 s for"
+        " faults seen in the access log; smoke 2)",
     )
     p.add_argument("--detect-timeout", type=float, default=30.0)
     p.add_argument("--resolve-timeout", type=float, default=60.0)

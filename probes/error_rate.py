@@ -32,6 +32,20 @@ Rotation:
 A partial last line (nginx mid-write) is left for the next call: the offset stops at the
 start of the line. Malformed lines are counted and skipped.
 
+Sudden rise. The window's share reacts slowly to a partial failure: a backend failing
+15% of requests needs a third of a 30 s window before the share passes 5%. So the last
+few seconds are also judged on their own (every stretch of the last 1 to 5 seconds of
+the log): a stretch fails when its 5xx share is above the threshold and chance cannot
+explain it. Chance is judged against what came before: the window's earlier seconds plus
+a longer history (the seconds that left the window, fading with a half-life of 10
+minutes of log time, so a few thousand requests at 20 req/s; seconds that were in the
+window of a failing verdict are left out). The test is Fisher's
+(hypergeometric: of all the 5xx, before and in the stretch, how unlikely that so many
+fell in the stretch), which carries the uncertainty of a short history instead of
+trusting its share; a stretch fails below 1e-6. A site that always returns a few 5xx is
+compared with its own share and does not flap; a healthy site that starts failing 15%
+of requests at 20 req/s fails within one or two seconds.
+
 Rate baseline: an exponentially weighted mean (weight 0.2 per call) of the window's
 request rate, updated only by calls that do not fail, so an incident does not raise its
 own baseline. A failing window whose rate exceeds `capacity_factor` times the baseline
@@ -42,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -75,6 +90,9 @@ READ_CHUNK = 4 << 20  # bytes per read_range
 FIRST_SIGHT = 8 << 20  # how far back a log seen for the first time is read
 HEAD_BYTES = 64  # the file identity hashes this many first bytes
 BASELINE_WEIGHT = 0.2
+SUDDEN_SECONDS = 5  # the longest recent stretch judged on its own
+SUDDEN_EVIDENCE = 13.8  # -ln(p-value) a stretch needs: e^-13.8 is about 1e-6
+HISTORY_HALF_LIFE = 600.0  # seconds of log time: how fast the longer history fades
 LOCK_WAIT = 30.0  # seconds to wait for a previous call on the same log
 clock = time.time  # the wall clock (tests replace it)
 
@@ -113,6 +131,9 @@ class Second:
     counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
     clients: set[bytes] = field(default_factory=set)
     failed: set[bytes] = field(default_factory=set)
+    # In the window of a failing verdict: kept out of the history, so that an incident's
+    # errors do not make the next one look like noise.
+    failing: bool = False
 
 
 @dataclass
@@ -131,6 +152,10 @@ class Tail:
     untimed_lines: int = 0
     skipped_bytes: int = 0
     baseline_rate: float | None = None
+    # Seconds that left the window, summed with a fading weight (see "Sudden rise").
+    history_requests: float = 0.0
+    history_errors: float = 0.0
+    history_second: int | None = None  # the newest second folded into the history
     first_second: int | None = None  # the earliest second the window could hold
     latest: int | None = None  # the newest second seen
     clock_offset: float | None = None  # our clock minus the log's, when lines last came
@@ -153,6 +178,7 @@ class Tail:
             "untimed_lines": self.untimed_lines,
             "skipped_bytes": self.skipped_bytes,
             "baseline_rate": self.baseline_rate,
+            "history": [self.history_requests, self.history_errors, self.history_second],
             "in_long_line": self.in_long_line,
         }
 
@@ -236,6 +262,16 @@ def _restore(data: dict[str, Any]) -> Tail:
     tail.log_format = str(data.get("log_format") or "")
     rate = data.get("baseline_rate")
     tail.baseline_rate = float(rate) if isinstance(rate, int | float) and rate >= 0 else None
+    history = data.get("history")
+    if (
+        isinstance(history, list)
+        and len(history) == 3
+        and all(isinstance(v, int | float) and v >= 0 for v in history[:2])
+        and history[1] <= history[0]
+        and isinstance(history[2], int)
+    ):
+        tail.history_requests, tail.history_errors = float(history[0]), float(history[1])
+        tail.history_second = history[2]
     return tail
 
 
@@ -460,8 +496,8 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
     end = window_end(tail, now)
     if end is not None:
         start = end - span + 1
-        for sec in [s for s in tail.buckets if s < start]:
-            del tail.buckets[sec]
+        for sec in sorted(s for s in tail.buckets if s < start):
+            fold_into_history(tail, sec, tail.buckets.pop(sec))
         for sec in sorted(tail.buckets):
             b = tail.buckets[sec]
             counts = [a + n for a, n in zip(counts, b.counts, strict=True)]
@@ -487,6 +523,85 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
         "window_end": iso(end),
         "newest_line": iso(tail.latest),
     }
+
+
+def fold_into_history(tail: Tail, second: int, bucket: Second) -> None:
+    """Add a second that leaves the window to the fading history."""
+    if tail.history_second is not None and second > tail.history_second:
+        fade = 0.5 ** ((second - tail.history_second) / HISTORY_HALF_LIFE)
+        tail.history_requests *= fade
+        tail.history_errors *= fade
+    if not bucket.failing:
+        tail.history_requests += sum(bucket.counts)
+        tail.history_errors += bucket.counts[4]
+    tail.history_second = max(second, tail.history_second or second)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def surprise(n: int, k: int, before_n: int, before_k: int) -> float:
+    """-ln of the one-sided Fisher p-value: with `before_k` 5xx in `before_n` earlier
+    requests and `k` in the `n` recent ones, how unlikely at least `k` of all the
+    5xx are to fall among the recent requests by chance (hypergeometric tail). For
+    k/n above the earlier share the terms fall from the k-th on; where the sum would be
+    long, the binomial Chernoff bound with the pooled share, which is never larger."""
+    total, bad = n + before_n, k + before_k
+    top = min(n, bad)
+    log_term = _log_choose(bad, k) + _log_choose(total - bad, n - k) - _log_choose(total, n)
+    acc, ratio = 1.0, 1.0  # the sum, in units of the k-th term
+    for i in range(k, min(top, k + 2000)):
+        ratio *= (bad - i) * (n - i) / ((i + 1) * (total - bad - n + i + 1))
+        acc += ratio
+        if ratio < 1e-12 * acc:
+            break
+    else:
+        if top > k + 2000:
+            q, p = k / n, bad / total
+            return n * (q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p)))
+    return -(log_term + math.log(acc))
+
+
+def sudden_rise(tail: Tail, end: int | None, config: Config) -> dict[str, Any] | None:
+    """The most convincing recent stretch whose 5xx share rose past the threshold, or
+    None (see "Sudden rise" above). Reads the window's buckets as they are."""
+    if end is None:
+        return None
+    recent_start = end - SUDDEN_SECONDS + 1
+    prior_n, prior_k = round(tail.history_requests), round(tail.history_errors)
+    recent: dict[int, tuple[int, int]] = {}
+    for sec, b in tail.buckets.items():
+        n, k = sum(b.counts), b.counts[4]
+        if sec < recent_start:
+            prior_n, prior_k = prior_n + n, prior_k + k
+        elif sec <= end:
+            recent[sec] = (n, k)
+    before = prior_k / prior_n if prior_n else None
+    best: dict[str, Any] | None = None
+    n = k = 0
+    for seconds in range(1, SUDDEN_SECONDS + 1):
+        got = recent.get(end - seconds + 1)
+        if got:
+            n, k = n + got[0], k + got[1]
+        # Recent seconds that are not in the stretch are left out of the comparison.
+        if n < config.min_requests or k / n <= config.threshold:
+            continue
+        if before is not None and k / n <= before:
+            continue
+        evidence = surprise(n, k, prior_n, prior_k)
+        if evidence >= SUDDEN_EVIDENCE and (best is None or evidence > best["evidence"]):
+            best = {
+                "seconds": seconds,
+                "requests": n,
+                "errors": k,
+                "error_ratio": round(k / n, 6),
+                "before_ratio": round(before, 6) if before is not None else None,
+                "before_requests": prior_n,
+                "evidence": round(evidence, 2),
+                "rate": round(n / seconds, 3),
+            }
+    return best
 
 
 def probe(host: Host, config: Config) -> Observation:
@@ -535,24 +650,35 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
     if tail.lines_total > lines_before or tail.clock_offset is None:
         note_clock(tail, config.window, now)
     stats = window_stats(tail, config.window, now)
-    failing = stats["requests"] >= config.min_requests and stats["error_ratio"] > config.threshold
+    sudden = sudden_rise(tail, window_end(tail, now), config)
+    failing = (
+        stats["requests"] >= config.min_requests and stats["error_ratio"] > config.threshold
+    ) or sudden is not None
     baseline = tail.baseline_rate
+    # A spike shows in the recent stretch before it lifts the whole window's rate.
+    rate = max(float(stats["rate"]), float(sudden["rate"]) if sudden else 0.0)
     capacity = (
         failing
         and baseline is not None
         and baseline > 0
-        and stats["rate"] > config.capacity_factor * baseline
+        and rate > config.capacity_factor * baseline
     )
-    if not failing:
-        rate = float(stats["rate"])
+    if failing:
+        for bucket in tail.buckets.values():
+            bucket.failing = True
+    else:
+        window_rate = float(stats["rate"])
         tail.baseline_rate = (
-            rate if baseline is None else baseline + BASELINE_WEIGHT * (rate - baseline)
+            window_rate
+            if baseline is None
+            else baseline + BASELINE_WEIGHT * (window_rate - baseline)
         )
     details: dict[str, Any] = {
         "log": config.log,
         **stats,
         "baseline_rate": round(baseline, 3) if baseline is not None else None,
         "threshold": config.threshold,
+        "sudden": sudden,
         **_counters(tail),
         "bytes_read": bytes_read,
         "offset": tail.offset,
@@ -564,6 +690,16 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         except OSError as exc:
             details["state_error"] = f"cannot save offset to {path}: {exc.strerror or exc}"
     summary = _summary(stats, config)
+    if sudden:
+        summary += (
+            f"; {sudden['errors']:,} of {sudden['requests']:,} requests in the last"
+            f" {sudden['seconds']}s were 5xx ({sudden['error_ratio']:.1%}"
+            + (
+                f", {sudden['before_ratio']:.1%} before)"
+                if sudden["before_ratio"] is not None
+                else ")"
+            )
+        )
     if not failing:
         return Observation(
             host=host.name, probe=NAME, status=Status.OK, summary=summary, details=details

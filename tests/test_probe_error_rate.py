@@ -301,3 +301,85 @@ def test_an_over_long_line_counts_once(root: Path, monkeypatch: pytest.MonkeyPat
     obs = run(root)
     assert (obs.details["lines_total"], obs.details["malformed_lines"]) == (3, 1)
     assert obs.details["requests"] == 2
+
+
+# ---- sudden rise: the last seconds judged on their own ---------------------------------------
+
+
+def traffic(rnd: random.Random, seconds: range, per_second: int, error_share: float) -> str:
+    """`per_second` requests in each second, from 100 clients, each a 500 with
+    probability `error_share`."""
+    return "".join(
+        line(f"10.0.1.{rnd.randrange(100)}", 500 if rnd.random() < error_share else 200, s)
+        for s in seconds
+        for _ in range(per_second)
+    )
+
+
+def test_a_partial_failure_fails_within_two_seconds(root: Path) -> None:
+    """15% of requests start failing on a site that had none: the 30s window's share
+    stays under 5% for several seconds, the last two seconds alone are convincing."""
+    rnd = random.Random(3)
+    for second in range(30):  # a healthy half-minute, probed every second
+        append(root, traffic(rnd, range(second, second + 1), 20, 0.0))
+        assert run(root, window="30s").status == Status.OK
+    outcomes = []
+    for second in range(30, 33):
+        errors = [500 if i % 20 in (0, 7, 13) else 200 for i in range(20)]  # 15%
+        append(root, "".join(line(f"10.0.2.{i}", s, second) for i, s in enumerate(errors)))
+        outcomes.append(run(root, window="30s"))
+    first_fail = next(i for i, o in enumerate(outcomes) if o.status == Status.FAIL)
+    assert first_fail <= 1, [o.summary for o in outcomes]
+    failed = outcomes[first_fail]
+    assert failed.fault == Fault.HTTP_5XX
+    assert failed.details["error_ratio"] < 0.05  # the window alone would not have failed
+    sudden = failed.details["sudden"]
+    assert sudden["seconds"] <= 2 and sudden["error_ratio"] == 0.15
+    assert sudden["before_ratio"] == 0.0
+    assert "requests in the last" in failed.summary and "were 5xx (15.0%" in failed.summary
+
+
+def test_a_site_that_always_has_a_few_5xx_does_not_flap(root: Path) -> None:
+    """Random 5xx at 1% and 2% (under the threshold), probed every second for five
+    minutes each: the recent seconds often hold a share far above 5%, never a convincing
+    one."""
+    for share in (0.01, 0.02):
+        error_rate.reset_state()
+        rnd = random.Random(11)
+        failures = []
+        for second in range(300):
+            append(root, traffic(rnd, range(second, second + 1), 20, share))
+            obs = run(root, window="30s")
+            if obs.details.get("sudden"):
+                failures.append((second, obs.summary))
+        assert failures == []
+        os.unlink(f"{root}{LOG}")
+
+
+def test_a_noisy_site_that_gets_much_worse_fails_fast(root: Path) -> None:
+    rnd = random.Random(5)
+    for second in range(30):
+        append(root, traffic(rnd, range(second, second + 1), 20, 0.03))
+        run(root, window="30s")
+    failed_at = None
+    for second in range(30, 34):
+        append(root, traffic(rnd, range(second, second + 1), 20, 0.4))
+        obs = run(root, window="30s")
+        if obs.status == Status.FAIL:
+            failed_at = second
+            break
+    assert failed_at is not None and failed_at <= 31, obs.summary
+    assert obs.details["sudden"]["before_ratio"] > 0
+
+
+def test_a_sudden_spike_of_503s_is_capacity(root: Path) -> None:
+    rnd = random.Random(9)
+    for second in range(30):
+        append(root, traffic(rnd, range(second, second + 1), 10, 0.0))
+        run(root, window="30s")
+    spike = "".join(
+        line(f"10.3.{i // 250}.{i % 250}", 503 if i % 4 == 0 else 200, 30) for i in range(200)
+    )
+    append(root, spike)
+    obs = run(root, window="30s")
+    assert obs.status == Status.FAIL and obs.fault == Fault.CAPACITY, obs.summary
