@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -270,3 +271,37 @@ def test_unparsable_times_are_dropped_not_counted_as_malformed() -> None:
     seconds = TimeCache("time_local").many(parsed.distinct_times())
     assert accesslog.drop_untimed(parsed, seconds) == 1
     assert parsed.clients == [reference(good)[0]]  # type: ignore[index]
+
+
+VALID_TIME = b"23/Nov/2026:14:30:05 +0300"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.binary(min_size=26, max_size=26),
+        st.lists(
+            st.tuples(st.integers(0, 25), st.sampled_from(list(b"0123456789/:+- Nx\xff"))),
+            min_size=1,
+            max_size=4,
+        ).map(lambda edits: _edited(VALID_TIME, edits)),
+    )
+)
+def test_time_local_by_the_minute_equals_the_whole_conversion(raw: bytes) -> None:
+    assert accesslog._time_local(raw) == accesslog._time_local_full(raw)
+
+
+def _edited(raw: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(raw)
+    for pos, byte in edits:
+        out[pos] = byte
+    return bytes(out)
+
+
+def test_time_local_every_second_of_a_day() -> None:
+    zone = timezone(timedelta(hours=-5, minutes=-30))
+    start = datetime(2026, 12, 31, 12, 0, 0, tzinfo=zone)
+    for i in range(0, 86_400, 7):
+        when = start + timedelta(seconds=i)
+        raw = when.strftime("%d/%b/%Y:%H:%M:%S %z").encode()
+        assert accesslog._time_local(raw) == int(when.timestamp()), raw
