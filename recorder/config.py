@@ -151,7 +151,17 @@ class Check(Strict):
 
 
 def _prefixed(exc: ValidationError, prefix: tuple[str, ...]) -> list[str]:
-    return [f"{'.'.join((*prefix, *map(str, e['loc'])))}: {e['msg']}" for e in exc.errors()]
+    return [_clip(f"{'.'.join((*prefix, *map(str, e['loc'])))}: {e['msg']}") for e in exc.errors()]
+
+
+ERROR_LINE_MAX = 300  # characters of one error line; values quoted in it can be huge
+
+
+def _clip(line: str) -> str:
+    """One error line, cut short: a 200 KB value must not make a 200 KB error."""
+    if len(line) <= ERROR_LINE_MAX:
+        return line
+    return f"{line[:ERROR_LINE_MAX]}... ({len(line):,} characters in all)"
 
 
 class AlertmanagerConfig(Strict):
@@ -296,11 +306,11 @@ def _format_errors(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         for part in msg.split("; "):
             if loc.endswith("probes") and _PATHED.match(part):
-                lines.append(f"{loc}.{part}")  # a probe's own error: join the paths
+                lines.append(_clip(f"{loc}.{part}"))  # a probe's own error: join the paths
             elif not loc:
-                lines.append(part)  # cross-reference errors carry their own paths
+                lines.append(_clip(part))  # cross-reference errors carry their own paths
             else:
-                lines.append(f"{loc}: {part}")
+                lines.append(_clip(f"{loc}: {part}"))
     return lines
 
 

@@ -113,3 +113,16 @@ def test_bad_config_for_a_command_exits_2(tmp_path: Path) -> None:
 def test_parse_config_rejects_non_mapping() -> None:
     with pytest.raises(ConfigError):
         parse_config(["a"])
+
+
+def test_a_huge_value_gives_a_short_error(tmp_path: Path) -> None:
+    huge = "Mars/" + "x" * 200_000
+    config = tmp_path / "recorder.yml"
+    config.write_text(f"timezone: {huge}\nhosts: {{web-01: {{local: {{}}}}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    [line] = caught.value.errors
+    assert line.startswith("timezone: ") and len(line) < 400, line[:500]
+    assert line.endswith("characters in all)")
+    result = CliRunner().invoke(main, ["config", "check", str(config)])
+    assert result.exit_code == 2 and len(result.output) < 1000
