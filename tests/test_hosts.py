@@ -253,6 +253,15 @@ def test_missing_path_raises_file_not_found(target: Target, operation: str) -> N
             getattr(target.host, operation)(path)
 
 
+def test_listdir_names_with_newlines_and_a_file_is_not_a_directory(target: Target) -> None:
+    names = ["two\nlines.conf", "-n", "plain.conf"]
+    for name in names:
+        target.disk(name).write_text("")
+    assert target.host.listdir(target.base) == sorted(names)
+    with pytest.raises(NotADirectoryError):
+        target.host.listdir(target.path("plain.conf"))
+
+
 def test_listdir_of_missing_directory_raises_file_not_found(target: Target) -> None:
     with pytest.raises(FileNotFoundError):
         target.host.listdir(target.path("missing-dir"))

@@ -56,6 +56,8 @@ class DockerHost:
             raise FileNotFoundError(2, "No such file or directory", path)
         if "Permission denied" in stderr:
             raise PermissionError(13, "Permission denied", path)
+        if "Not a directory" in stderr:
+            raise NotADirectoryError(20, "Not a directory", path)
         raise HostUnreachable(f"{self.name}: {cmd} {path}: {stderr.strip()}")
 
     def read_text(self, path: str, limit: int = 16 * 1024 * 1024) -> str:
@@ -102,5 +104,10 @@ class DockerHost:
         return self._file_cmd(["readlink", "--", path], path).stdout.rstrip("\n")
 
     def listdir(self, path: str) -> list[str]:
-        out = self._file_cmd(["ls", "-A1", "--", path], path).stdout
-        return sorted(line for line in out.split("\n") if line)
+        # NUL-separated (`ls` output cannot tell a newline in a name from the next name).
+        # The trailing slash makes a file an error ("Not a directory") instead of an
+        # empty list, and a leading "./" keeps a relative path from reading as an option.
+        start = (path if path.startswith("/") else "./" + path).rstrip("/") + "/"
+        argv = ["find", start, "-mindepth", "1", "-maxdepth", "1", "-printf", "%f\\0"]
+        out = self._file_cmd(argv, path).stdout
+        return sorted(name for name in out.split("\0") if name)

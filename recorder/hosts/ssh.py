@@ -539,11 +539,17 @@ class SSHHost:
             try:
                 return sorted(sftp.listdir(path))
             except OSError as exc:
-                # opendir on a file is a bare "Failure" too; tell it apart as os.listdir does.
-                if exc.errno is None and not stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
-                    raise NotADirectoryError(
-                        errno.ENOTDIR, os.strerror(errno.ENOTDIR), path
-                    ) from None
+                # opendir on a file is a bare "Failure" or "No such file" (OpenSSH's
+                # sftp-server); tell it apart as os.listdir does.
+                if exc.errno in (None, errno.ENOENT):
+                    try:
+                        mode = sftp.stat(path).st_mode or 0
+                    except OSError:
+                        raise exc from None
+                    if not stat_module.S_ISDIR(mode):
+                        raise NotADirectoryError(
+                            errno.ENOTDIR, os.strerror(errno.ENOTDIR), path
+                        ) from None
                 raise
 
         return self._sftp_call("listdir", path, listdir)
