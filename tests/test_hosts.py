@@ -167,6 +167,17 @@ def test_large_output_on_both_streams_arrives_complete(target: Target) -> None:
     assert len(result.stderr) == 3_000_000 and set(result.stderr) == {"b"}
 
 
+def test_ssh_output_beyond_the_limit_is_refused_and_the_host_still_works(
+    ssh_host: SSHHost,
+) -> None:
+    ssh_host.max_output = 1 << 20
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match="wrote more than 1,048,576 bytes"):
+        ssh_host.run(["sh", "-c", "while :; do head -c 65536 /dev/zero; done"], timeout=20)
+    assert time.monotonic() - started < 10
+    assert ssh_host.run(["echo", "still here"], timeout=5).stdout == "still here\n"
+
+
 def test_missing_command_is_exit_127_not_a_crash(target: Target) -> None:
     if target.kind == "local":
         # Without a shell in between, the local host cannot even start it: it says so.

@@ -56,6 +56,10 @@ if _paramiko_log.level == logging.NOTSET:
 MAX_CHANNELS = 8
 
 _READ_CHUNK = 1 << 16
+# Per stream of one command. A host we watch may be the compromised one: within its time
+# limit a command could otherwise stream gigabytes into the recorder's memory. The
+# largest honest output is `nginx -T` of a big configuration, a few MB.
+MAX_OUTPUT = 64 << 20
 # Serializes appends to known_hosts files when several hosts trust on first use at once.
 _known_hosts_lock = threading.Lock()
 
@@ -154,6 +158,8 @@ def _sftp_open(sftp: paramiko.SFTPClient | None) -> bool:
 
 
 class SSHHost:
+    max_output = MAX_OUTPUT  # bytes per stream of one command (tests lower it)
+
     def __init__(self, name: str, cfg: SSHHostConfig, address: str | None = None) -> None:
         self.name = name
         self.cfg = cfg
@@ -395,6 +401,11 @@ class SSHHost:
                     out += channel.recv(_READ_CHUNK)
                 while channel.recv_stderr_ready():
                     err += channel.recv_stderr(_READ_CHUNK)
+                if len(out) > self.max_output or len(err) > self.max_output:
+                    raise HostUnreachable(
+                        f"{self.name}: {what} wrote more than {self.max_output:,} bytes;"
+                        " stopped reading it"
+                    )
                 if channel.eof_received or channel.closed:
                     # EOF ends both streams; drain what arrived with it.
                     while channel.recv_ready():
