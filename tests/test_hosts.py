@@ -22,7 +22,7 @@ import pytest
 
 from probes.base import CommandResult, Host, HostUnreachable
 from recorder.hosts.docker import DockerHost
-from recorder.hosts.local import LocalHost
+from recorder.hosts.local import LocalHost, run_raw
 from recorder.hosts.ssh import MAX_CHANNELS, SSHHost, remote_command
 from tests.conftest import SSHServer, free_port, generate_key
 
@@ -176,6 +176,15 @@ def test_ssh_output_beyond_the_limit_is_refused_and_the_host_still_works(
         ssh_host.run(["sh", "-c", "while :; do head -c 65536 /dev/zero; done"], timeout=20)
     assert time.monotonic() - started < 10
     assert ssh_host.run(["echo", "still here"], timeout=5).stdout == "still here\n"
+
+
+def test_local_output_beyond_the_limit_is_refused_and_the_child_killed() -> None:
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match="wrote more than 1,048,576 bytes"):
+        run_raw(["sh", "-c", "while :; do head -c 65536 /dev/zero; done"], 20, "t", 1 << 20)
+    assert time.monotonic() - started < 10
+    code, out, err = run_raw(["sh", "-c", "echo out; echo err >&2; exit 3"], 5, "t")
+    assert (code, out, err) == (3, b"out\n", b"err\n")
 
 
 def test_missing_command_is_exit_127_not_a_crash(target: Target) -> None:

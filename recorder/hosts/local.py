@@ -4,7 +4,9 @@ directory looks like `/` to the probes)."""
 from __future__ import annotations
 
 import os
+import selectors
 import subprocess
+import time
 from collections.abc import Sequence
 
 from probes.base import CommandResult, FileStat, HostUnreachable
@@ -13,23 +15,62 @@ from probes.base import CommandResult, FileStat, HostUnreachable
 _UNPREFIXED = ("/proc/", "/sys/", "/dev/")
 
 
-def run_raw(argv: Sequence[str], timeout: float, what: str) -> tuple[int, bytes, bytes]:
-    """Run argv (no shell), its total time bounded; HostUnreachable on timeout or no binary."""
+# Per stream of one command. Through `docker exec` the command runs in a container we
+# watch, which may be the compromised one: within its time limit it could otherwise
+# stream gigabytes into the recorder's memory. The largest honest output is `nginx -T`
+# of a big configuration, a few MB.
+MAX_OUTPUT = 64 << 20
+
+
+def run_raw(
+    argv: Sequence[str], timeout: float, what: str, max_output: int = MAX_OUTPUT
+) -> tuple[int, bytes, bytes]:
+    """Run argv (no shell), its total time and each output stream's size bounded;
+    HostUnreachable on timeout, too much output or no binary."""
     try:
-        done = subprocess.run(
-            list(argv),
-            capture_output=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-    except subprocess.TimeoutExpired:
-        raise HostUnreachable(f"{what}: command timed out after {timeout:g}s: {argv[0]}") from None
     except FileNotFoundError:
         raise HostUnreachable(f"{what}: command not found: {argv[0]}") from None
     except PermissionError as exc:
         raise HostUnreachable(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
-    return done.returncode, done.stdout, done.stderr
+    assert proc.stdout is not None and proc.stderr is not None
+    timed_out = HostUnreachable(f"{what}: command timed out after {timeout:g}s: {argv[0]}")
+    deadline = time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, out)
+            sel.register(proc.stderr, selectors.EVENT_READ, err)
+            while sel.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise timed_out
+                for key, _ in sel.select(remaining):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    buffer: bytearray = key.data
+                    buffer.extend(chunk)
+                    if len(buffer) > max_output:
+                        raise HostUnreachable(
+                            f"{what}: {argv[0]} wrote more than {max_output:,} bytes;"
+                            " stopped reading it"
+                        )
+        try:
+            code = proc.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            raise timed_out from None
+    except BaseException:
+        proc.kill()  # our own child, by its pid
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    return code, bytes(out), bytes(err)
 
 
 def run_bounded(argv: Sequence[str], timeout: float, what: str) -> CommandResult:
