@@ -7,13 +7,13 @@ SSH, docker) implement `Host`; a probe cannot tell them apart.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 
 class Fault(StrEnum):
@@ -135,15 +135,19 @@ class Host(Protocol):
     def listdir(self, path: str) -> list[str]: ...
 
 
-@contextmanager
-def timed() -> Iterator[list[float]]:
-    """Measure a block: `with timed() as t: ...; t[0]` is the elapsed seconds."""
-    box = [0.0]
-    start = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box[0] = time.perf_counter() - start
+C = TypeVar("C")  # a probe's config model
+
+
+def measured(check: Callable[[Host, C], Observation]) -> Callable[[Host, C], Observation]:
+    """A probe from its check: the same observation, carrying how long the check took."""
+
+    @functools.wraps(check)
+    def probe(host: Host, config: C) -> Observation:
+        start = time.perf_counter()
+        obs = check(host, config)
+        return replace(obs, duration=time.perf_counter() - start)
+
+    return probe
 
 
 def error_observation(

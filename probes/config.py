@@ -13,12 +13,19 @@ Both are parsed into {level, message, file, line}, with files named as the host 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
+from probes.base import (
+    Fault,
+    Host,
+    HostUnreachable,
+    Observation,
+    Status,
+    error_observation,
+    measured,
+)
 from probes.durations import Duration
 
 NAME = "config"
@@ -100,12 +107,6 @@ def describe(error: dict[str, Any]) -> str:
     return f"{error['message']}{where}"
 
 
-def probe(host: Host, config: Config) -> Observation:
-    with timed() as t:
-        obs = _check(host, config)
-    return replace(obs, duration=t[0])
-
-
 def _check(host: Host, config: Config) -> Observation:
     argv = nginx_argv(host, config.nginx, config.conf, config.prefix, "-t")
     try:
@@ -153,3 +154,6 @@ def _check(host: Host, config: Config) -> Observation:
         summary=summary,
         details=details,
     )
+
+
+probe = measured(_check)

@@ -63,7 +63,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
 
@@ -82,7 +82,15 @@ from probes.accesslog import (
     parse_chunk,
     split_complete,
 )
-from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
+from probes.base import (
+    Fault,
+    Host,
+    HostUnreachable,
+    Observation,
+    Status,
+    error_observation,
+    measured,
+)
 from probes.durations import Duration
 
 NAME = "error_rate"
@@ -604,12 +612,6 @@ def sudden_rise(tail: Tail, end: int | None, config: Config) -> dict[str, Any] |
     return best
 
 
-def probe(host: Host, config: Config) -> Observation:
-    with timed() as t:
-        obs = _check(host, config)
-    return replace(obs, duration=t[0])
-
-
 def _check(host: Host, config: Config) -> Observation:
     try:
         fmt = compile_format(config.log_format)
@@ -625,6 +627,9 @@ def _check(host: Host, config: Config) -> Observation:
         return _locked_check(host, config, fmt, key)
     finally:
         lock.release()
+
+
+probe = measured(_check)
 
 
 def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, str]) -> Observation:

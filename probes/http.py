@@ -20,14 +20,13 @@ from __future__ import annotations
 import re
 import string
 import time
-from dataclasses import replace
 from typing import Any
 
 import requests
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from probes.base import Fault, Host, Observation, Status, timed
+from probes.base import Fault, Host, Observation, Status, measured
 from probes.durations import Duration
 
 NAME = "http"
@@ -90,12 +89,6 @@ def target_url(template: str, host: Host) -> str:
     if ":" in address and not address.startswith("["):
         address = f"[{address}]"
     return template.format(address=address, host=host.name)
-
-
-def probe(host: Host, config: Config) -> Observation:
-    with timed() as t:
-        obs = _check(host, config)
-    return replace(obs, duration=t[0])
 
 
 def _check(host: Host, config: Config) -> Observation:
@@ -219,6 +212,9 @@ def _check(host: Host, config: Config) -> Observation:
         summary=f"{host.name} answered {code} on {url} in {elapsed * 1000:.0f}ms",
         details=details,
     )
+
+
+probe = measured(_check)
 
 
 def read_body(raw: Any, deadline: float) -> bytes | None:

@@ -8,12 +8,19 @@ stale pid: nginx is down all the same.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
+from probes.base import (
+    Fault,
+    Host,
+    HostUnreachable,
+    Observation,
+    Status,
+    error_observation,
+    measured,
+)
 
 NAME = "process"
 
@@ -28,12 +35,6 @@ def is_nginx_master(cmdline: str) -> bool:
     # The kernel separates arguments with NULs; nginx's title may pad with NULs or spaces.
     title = cmdline.replace("\0", " ")
     return "nginx" in title and "master" in title
-
-
-def probe(host: Host, config: Config) -> Observation:
-    with timed() as t:
-        obs = _check(host, config)
-    return replace(obs, duration=t[0])
 
 
 def _fail(host: Host, summary: str, details: dict[str, Any]) -> Observation:
@@ -94,3 +95,6 @@ def _check(host: Host, config: Config) -> Observation:
         summary=f"nginx master running (pid {pid})",
         details=details,
     )
+
+
+probe = measured(_check)

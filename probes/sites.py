@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import posixpath
 import stat as stat_module
-from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
+from probes.base import (
+    Fault,
+    Host,
+    HostUnreachable,
+    Observation,
+    Status,
+    error_observation,
+    measured,
+)
 
 NAME = "sites"
 
@@ -67,12 +74,6 @@ def missing_symlinks(config: Config, links: dict[str, str], plain: list[str]) ->
         if not served:
             missing.append(site)
     return missing
-
-
-def probe(host: Host, config: Config) -> Observation:
-    with timed() as t:
-        obs = _check(host, config)
-    return replace(obs, duration=t[0])
 
 
 def _check(host: Host, config: Config) -> Observation:
@@ -138,3 +139,6 @@ def _check(host: Host, config: Config) -> Observation:
         summary=summary,
         details=details,
     )
+
+
+probe = measured(_check)

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict
 
 from probes import nginxconf
-from probes.base import Fault, Host, HostUnreachable, Observation, Status, error_observation, timed
+from probes.base import (
+    Fault,
+    Host,
+    HostUnreachable,
+    Observation,
+    Status,
+    error_observation,
+    measured,
+)
 from probes.config import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
 from probes.durations import Duration
 
@@ -101,12 +108,6 @@ def read_upstreams(host: Host, config: Config) -> list[nginxconf.Upstream]:
     dump = nginxconf.parse_dump(result.stdout, host.real_path(config.conf))
     tree = nginxconf.rename_files(dump.tree(), lambda p: to_host_path(root, p))
     return nginxconf.upstreams(tree)
-
-
-def probe(host: Host, config: Config) -> Observation:
-    with timed() as t:
-        obs = _check(host, config)
-    return replace(obs, duration=t[0])
 
 
 def _check(host: Host, config: Config) -> Observation:
@@ -228,3 +229,6 @@ def _check(host: Host, config: Config) -> Observation:
     return Observation(
         host=host.name, probe=NAME, status=Status.OK, summary=summary, details=details
     )
+
+
+probe = measured(_check)
