@@ -44,6 +44,9 @@ class Job:
     deadline: float = 0.0
     started: float = 0.0
     timed_out: bool = False
+    # The regular run that an extra one (run_now) stepped in front of: the job goes back
+    # to it afterwards, so diagnostics do not pull every job of a host into one phase.
+    regular_due: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -174,10 +177,12 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.last_loop = self.clock()
         now = self.clock()
-        # Spread first runs over a fraction of the interval so a thousand targets do not
-        # all fire in the same millisecond.
+        # Spread first runs evenly over (at most the first second of) the interval: a
+        # thousand targets do not all fire in the same millisecond, and the probes of one
+        # outage look at it at different moments, so the first to see it is sooner.
+        n = max(len(self.jobs), 1)
         for i, job in enumerate(self.jobs):
-            job.next_due = now + (i % 50) * min(job.interval, 1.0) / 50
+            job.next_due = now + i * min(job.interval, 1.0) / n
             heapq.heappush(self._heap, (job.next_due, id(job), job))
 
     def start(self) -> None:
@@ -201,6 +206,8 @@ class Scheduler:
             now = self.clock()
             for job in self.jobs:
                 if job.host.name in wanted and job not in self._inflight:
+                    if job.regular_due is None and job.next_due > now:
+                        job.regular_due = job.next_due
                     job.next_due = now
                     heapq.heappush(self._heap, (now, id(job), job))
         self._wake.set()
@@ -238,7 +245,12 @@ class Scheduler:
     def _done(self, job: Job, fut: Future[Observation]) -> None:
         with self._lock:
             self._inflight.discard(job)
-            job.next_due = max(job.started + job.interval, self.clock())
+            now = self.clock()
+            if job.regular_due is not None and job.regular_due > now:
+                job.next_due = job.regular_due  # back to its own phase after an extra run
+            else:
+                job.next_due = max(job.started + job.interval, now)
+            job.regular_due = None
             heapq.heappush(self._heap, (job.next_due, id(job), job))
             late = job.timed_out
         self._wake.set()

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,60 @@ def test_hung_sites_do_not_delay_the_others(
             assert seen and all(o.status is not Status.OK for _, o in seen), (name, summaries)
             # A verdict at least every job timeout plus an interval, however hung.
             assert gap < 2.0 + 0.5 + 0.6, (name, gap, summaries)
+
+
+def test_jobs_are_spread_over_the_interval_and_keep_their_phase_after_run_now(
+    tmp_path: Path,
+) -> None:
+    """Four jobs at 1s start a quarter-second apart (the probes of one outage look at it
+    at different moments); an extra run for diagnostics does not pull them together."""
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    starts: dict[str, list[float]] = {f"h{i}": [] for i in range(4)}
+
+    def deliver(obs: Observation, job: Job) -> None:
+        starts[job.host.name].append(job.started)
+
+    jobs = [
+        Job(
+            host=LocalHost(name, prefix=str(tmp_path)),
+            probe="http",
+            config=_http_config(url),  # type: ignore[arg-type]
+            interval=1.0,
+            timeout=1.0,
+            for_=0.0,
+            recover_after=1.0,
+        )
+        for name in starts
+    ]
+    scheduler = Scheduler(jobs, deliver, concurrency=4)
+    t0 = time.monotonic()
+    scheduler.start()
+    try:
+        time.sleep(1.6)
+        scheduler.run_now(["h0", "h1"])  # 0.6s and 0.35s away from their own phases
+        time.sleep(2.5)
+    finally:
+        scheduler.stop()
+        server.shutdown()
+        server.server_close()
+    firsts = [starts[name][0] - t0 for name in sorted(starts)]
+    assert all(abs(first - i * 0.25) < 0.15 for i, first in enumerate(firsts)), firsts
+    for i, name in enumerate(sorted(starts)):
+        # Every run but the extra one sits on the job's own quarter of the second.
+        phases = [(at - t0 - i * 0.25) % 1.0 for at in starts[name]]
+        off_phase = [p for p in phases if 0.15 < p < 0.85]
+        assert len(off_phase) == (1 if name in ("h0", "h1") else 0), (name, phases)
+        assert len(phases) >= 4, (name, phases)
