@@ -612,6 +612,23 @@ def sudden_rise(tail: Tail, end: int | None, config: Config) -> dict[str, Any] |
     return best
 
 
+def judge(
+    tail: Tail, config: Config, now: float
+) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+    """The window's totals, the sudden rise if any, and whether the log fails: its 5xx
+    share over the window, or a sudden rise. The seconds of a failing window are marked
+    so they stay out of the history."""
+    stats = window_stats(tail, config.window, now)
+    sudden = sudden_rise(tail, window_end(tail, now), config)
+    failing = (
+        stats["requests"] >= config.min_requests and stats["error_ratio"] > config.threshold
+    ) or sudden is not None
+    if failing:
+        for bucket in tail.buckets.values():
+            bucket.failing = True
+    return stats, sudden, failing
+
+
 def _check(host: Host, config: Config) -> Observation:
     try:
         fmt = compile_format(config.log_format)
@@ -654,11 +671,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
     now = clock()
     if tail.lines_total > lines_before or tail.clock_offset is None:
         note_clock(tail, config.window, now)
-    stats = window_stats(tail, config.window, now)
-    sudden = sudden_rise(tail, window_end(tail, now), config)
-    failing = (
-        stats["requests"] >= config.min_requests and stats["error_ratio"] > config.threshold
-    ) or sudden is not None
+    stats, sudden, failing = judge(tail, config, now)
     baseline = tail.baseline_rate
     # A spike shows in the recent stretch before it lifts the whole window's rate.
     rate = max(float(stats["rate"]), float(sudden["rate"]) if sudden else 0.0)
@@ -668,10 +681,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         and baseline > 0
         and rate > config.capacity_factor * baseline
     )
-    if failing:
-        for bucket in tail.buckets.values():
-            bucket.failing = True
-    else:
+    if not failing:
         window_rate = float(stats["rate"])
         tail.baseline_rate = (
             window_rate
