@@ -151,7 +151,7 @@ class Check(Strict):
 
 
 def _prefixed(exc: ValidationError, prefix: tuple[str, ...]) -> list[str]:
-    return [_clip(f"{'.'.join((*prefix, *map(str, e['loc'])))}: {e['msg']}") for e in exc.errors()]
+    return [f"{'.'.join((*prefix, *map(str, e['loc'])))}: {e['msg']}" for e in exc.errors()]
 
 
 ERROR_LINE_MAX = 300  # characters of one error line; values quoted in it can be huge
@@ -291,6 +291,7 @@ class ConfigError(Exception):
     """A config that cannot be used; `errors` lists one line per problem with its field path."""
 
     def __init__(self, path: str, errors: list[str]) -> None:
+        errors = [_clip(line) for line in errors]
         super().__init__(f"{path}: " + "; ".join(errors))
         self.path = path
         self.errors = errors
@@ -306,11 +307,11 @@ def _format_errors(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         for part in msg.split("; "):
             if loc.endswith("probes") and _PATHED.match(part):
-                lines.append(_clip(f"{loc}.{part}"))  # a probe's own error: join the paths
+                lines.append(f"{loc}.{part}")  # a probe's own error: join the paths
             elif not loc:
-                lines.append(_clip(part))  # cross-reference errors carry their own paths
+                lines.append(part)  # cross-reference errors carry their own paths
             else:
-                lines.append(_clip(f"{loc}: {part}"))
+                lines.append(f"{loc}: {part}")
     return lines
 
 

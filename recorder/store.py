@@ -152,14 +152,8 @@ class Store:
                 ensure_private_dir(self.state_dir)
                 if not self.path.exists():
                     _touch_private(self.path)
-                conn = self._connect()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._migrate(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                with self._tx(self._connect()) as db:
+                    self._migrate(db)
             except (OSError, sqlite3.Error) as exc:
                 # A connection made while the filesystem refused writes stays unusable.
                 self._drop("conn")
@@ -234,8 +228,11 @@ class Store:
             setattr(self._local, name, None)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+    def _tx(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction, on this thread's connection unless given one (the open
+        itself, before the store is ready)."""
+        if conn is None:
+            conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn

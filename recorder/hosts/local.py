@@ -15,11 +15,15 @@ from probes.base import CommandResult, FileStat, HostUnreachable
 _UNPREFIXED = ("/proc/", "/sys/", "/dev/")
 
 
-# Per stream of one command. Through `docker exec` the command runs in a container we
-# watch, which may be the compromised one: within its time limit it could otherwise
-# stream gigabytes into the recorder's memory. The largest honest output is `nginx -T`
-# of a big configuration, a few MB.
+# Per output stream of one command, on every transport (local, docker exec, SSH). A host
+# or container we watch may be the compromised one: within its time limit a command could
+# otherwise stream gigabytes into the recorder's memory. The largest honest output is
+# `nginx -T` of a big configuration, a few MB.
 MAX_OUTPUT = 64 << 20
+
+
+def output_too_large(what: str, command: str, limit: int) -> HostUnreachable:
+    return HostUnreachable(f"{what}: {command} wrote more than {limit:,} bytes; stopped reading it")
 
 
 def run_raw(
@@ -55,10 +59,7 @@ def run_raw(
                     buffer: bytearray = key.data
                     buffer.extend(chunk)
                     if len(buffer) > max_output:
-                        raise HostUnreachable(
-                            f"{what}: {argv[0]} wrote more than {max_output:,} bytes;"
-                            " stopped reading it"
-                        )
+                        raise output_too_large(what, argv[0], max_output)
         try:
             code = proc.wait(max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:

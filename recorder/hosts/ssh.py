@@ -37,6 +37,7 @@ from paramiko.hostkeys import InvalidHostKey
 
 from probes.base import CommandResult, FileStat, HostUnreachable
 from recorder.config import SSHHostConfig
+from recorder.hosts.local import MAX_OUTPUT, output_too_large
 from recorder.hosts.statcmd import parse_stat, stat_argv
 
 T = TypeVar("T")
@@ -56,10 +57,6 @@ if _paramiko_log.level == logging.NOTSET:
 MAX_CHANNELS = 8
 
 _READ_CHUNK = 1 << 16
-# Per stream of one command. A host we watch may be the compromised one: within its time
-# limit a command could otherwise stream gigabytes into the recorder's memory. The
-# largest honest output is `nginx -T` of a big configuration, a few MB.
-MAX_OUTPUT = 64 << 20
 # Serializes appends to known_hosts files when several hosts trust on first use at once.
 _known_hosts_lock = threading.Lock()
 
@@ -402,10 +399,7 @@ class SSHHost:
                 while channel.recv_stderr_ready():
                     err += channel.recv_stderr(_READ_CHUNK)
                 if len(out) > self.max_output or len(err) > self.max_output:
-                    raise HostUnreachable(
-                        f"{self.name}: {what} wrote more than {self.max_output:,} bytes;"
-                        " stopped reading it"
-                    )
+                    raise output_too_large(self.name, what, self.max_output)
                 if channel.eof_received or channel.closed:
                     # EOF ends both streams; drain what arrived with it.
                     while channel.recv_ready():
