@@ -10,8 +10,11 @@ clients that got at least one 5xx. Each runs as its own process pinned to CPU 0
 once, then again) so that noise from the rest of the machine falls on all of them alike.
 
 Contenders:
-- `recorder`: `recorder.logscan.scan()`, the reader behind `recorder logscan` and the
-  daemon's error_rate probe, timed inside its process (interpreter start excluded);
+- `recorder`: `recorder.logscan.scan()`, the reader behind `recorder logscan`, timed
+  inside its process (interpreter start excluded), with the compiled counter
+  (probes/_accesslog.c) when it was built; the line says which counter ran;
+- `recorder python`: the same with RECORDER_PURE_PYTHON=1, the counter a machine without
+  a C compiler gets (and the parser of the daemon's error_rate probe);
 - `recorder logscan`: the same through the CLI, end to end (start-up included);
 - `gawk`: the issue's one-liner, LC_ALL=C (its fastest setting), wall time;
 - `goaccess`: its JSON report (`--log-format=COMBINED -o report.json`), wall time;
@@ -49,7 +52,14 @@ COMBINED = re.compile(
     r'(\S+) \S+ (\S+) \[([^\]]+)\] "((?:[^"\\]|\\.)*)" (\d{3}) (\d+|-) '
     r'"((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"'
 )
-CONTENDERS = ("recorder", "recorder logscan", "gawk", "goaccess", "re.match loop")
+CONTENDERS = (
+    "recorder",
+    "recorder python",
+    "recorder logscan",
+    "gawk",
+    "goaccess",
+    "re.match loop",
+)
 
 
 # ---- workers: run in a pinned child process, print JSON ------------------------------------------
@@ -71,7 +81,7 @@ def worker_recorder(path: str) -> dict[str, Any]:
     start = time.perf_counter()
     summary = scan([path], None, None)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "counts": counts_of(summary)}
+    return {"seconds": seconds, "counts": counts_of(summary), "reader": summary["reader"]}
 
 
 def worker_regex(path: str) -> dict[str, Any]:
@@ -113,9 +123,12 @@ def run_contender(name: str, log: Path, scratch: Path) -> dict[str, Any]:
     wall seconds, peak RSS, counts."""
     me = str(Path(__file__).resolve())
     timeout = 1800.0
-    if name in WORKERS:
+    if name in WORKERS or name == "recorder python":
+        env = {k: v for k, v in os.environ.items() if k != "RECORDER_PURE_PYTHON"}
+        if name == "recorder python":
+            name, env["RECORDER_PURE_PYTHON"] = "recorder", "1"
         m = bl.run_measured(
-            bl.pinned([bl.PYTHON, me, "--worker", name, str(log)]), timeout=timeout
+            bl.pinned([bl.PYTHON, me, "--worker", name, str(log)]), timeout=timeout, env=env
         ).check()
         result = json.loads(m.stdout)
         return {**result, "wall": m.seconds, "maxrss_kb": m.maxrss_kb}
@@ -227,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: FAILED: {exc}")
                 continue
             results[name].append(r)
+            counter = f"  ({r['reader']} counter)" if "reader" in r else ""
             print(
                 f"  run {round_no + 1}/{runs} {name:16s} {r['seconds']:8.3f}s "
                 f"{lines / r['seconds']:>12,.0f} lines/s  peak RSS {r['maxrss_kb'] / 1024:6.1f} MB"
+                f"{counter}"
             )
     bl.remove_scratch(scratch)
     summary: dict[str, dict[str, Any]] = {}
@@ -248,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             "counts": rs[-1]["counts"],
             "counts_agree": not wrong,
             "disagreements": wrong,
+            "reader": rs[-1].get("reader"),
         }
     rows = []
     for name, s in summary.items():
@@ -268,8 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio = summary["recorder"]["lines_per_second"] / summary["gawk"]["lines_per_second"]
         print(
             f"ratio recorder/gawk (lines/s): {ratio:.2f}x "
-            f"(target at least 3x: {bl.verdict(ratio >= 3)})"
+            f"(target at least 3x: {bl.verdict(ratio >= 3)}; "
+            f"{summary['recorder']['reader']} counter)"
         )
+    if "recorder python" in summary and "gawk" in summary:
+        ratio_py = (
+            summary["recorder python"]["lines_per_second"] / summary["gawk"]["lines_per_second"]
+        )
+        print(f"ratio recorder python (no compiled counter)/gawk: {ratio_py:.2f}x")
     if "recorder logscan" in summary and "gawk" in summary:
         ratio_cli = (
             summary["recorder logscan"]["lines_per_second"] / summary["gawk"]["lines_per_second"]

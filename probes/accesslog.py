@@ -23,6 +23,14 @@ so by consuming an extra newline, so a chunk whose slot count differs from its n
 count is read again with the strict expression (same expression, newline-safe classes).
 When the counts agree no slot crossed a line, and then the two expressions are the same.
 
+Counting. `recorder logscan` keeps only totals (classes, distinct clients, clients with a
+5xx, first and last 5xx), so it counts through a tally (`new_tally`): the compiled one in
+probes/_accesslog.c when the install could build it, which reads the same steps as the
+strict expression (`_layout`) and keeps the clients in its own hash table, or `PyTally`,
+built on `parse_chunk`. Both give the same totals on every input
+(tests/test_accesslog_compiled.py). The error_rate probe reads far fewer lines (those of
+the last second) and keeps per-second sets, so it uses `parse_chunk` directly.
+
 What is assumed of the log: nginx's default escaping (a `"` inside a value is written as
 `\\x22`), so a quoted value holds no raw quote. Lines are bytes; clients stay bytes until
 they are reported.
@@ -32,12 +40,14 @@ from __future__ import annotations
 
 import calendar
 import operator
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain, compress, repeat
+from typing import Protocol, TypedDict
 
 COMBINED = (
     '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
@@ -57,6 +67,14 @@ _MONTHS = {
     )
 }
 _VAR = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+# The last second datetime can show (9999-12-31T23:59:59Z): a later $msec is no time.
+MAX_EPOCH = 253402300799
+
+# A step of a format's layout for the compiled counter (probes/_accesslog.c): (kind,
+# capture, width, text). The kinds are numbered as in that file.
+Step = tuple[int, int, int, bytes]
+_LIT, _SKIP, _CLIENT, _FIXED, _MSEC, _STATUS = range(6)
+_FIXED_WIDTH = {"time_local": 26, "time_iso8601": 25}
 
 
 class LogFormatError(ValueError):
@@ -74,6 +92,9 @@ class LogFormat:
     block: re.Pattern[bytes]
     one: re.Pattern[bytes]
     strict: re.Pattern[bytes]
+    # The reading of `strict` as steps for the compiled counter; None for a format it
+    # cannot take (a literal with a newline), which is then counted in Python.
+    layout: tuple[Step, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -171,9 +192,44 @@ def _compile(text: str) -> LogFormat:
             block=re.compile(block),
             one=re.compile(rb"\n" + slot(False, "first")),
             strict=re.compile(rb"\n" + slot(True, "first")),
+            layout=_layout(pieces, client, time_var, last),
         )
     except re.error as exc:  # pragma: no cover - every piece above is escaped or fixed
         raise LogFormatError(f"cannot compile log_format: {exc}") from None
+
+
+def _layout(
+    pieces: list[tuple[str, str]], client: str, time_var: str, last: int
+) -> tuple[Step, ...] | None:
+    """`build(strict=True)` of `_compile` as steps for the compiled counter: the same
+    pieces, the same first occurrences captured, the same cut after the last field.
+    None when a literal holds a newline: the counter reads one line at a time, while the
+    pattern would look across lines."""
+    steps: list[Step] = []
+    captured: set[str] = set()
+    for i, (kind, value) in enumerate(pieces[: last + 1]):
+        if kind == "lit":
+            steps.append((_LIT, 0, 0, value.encode()))
+            continue
+        nxt = pieces[i + 1] if i + 1 < len(pieces) else None
+        stop = nxt[1].encode()[:1] if nxt and nxt[0] == "lit" else b""
+        field_name = {client: "client", time_var: "time", "status": "status"}.get(value)
+        capture = field_name is not None and field_name not in captured
+        if capture:
+            captured.add(str(field_name))
+        if value in _FIXED_WIDTH:
+            steps.append((_FIXED, int(capture), _FIXED_WIDTH[value], b""))
+        elif value == "msec":
+            steps.append((_MSEC, int(capture), 0, b""))
+        elif value == "status":
+            steps.append((_STATUS, int(capture), 0, b""))
+        else:  # `build` refused a variable without a literal after it
+            steps.append((_CLIENT if field_name == "client" and capture else _SKIP, 0, 0, stop))
+    if last + 1 < len(pieces) and pieces[last + 1][0] == "lit":
+        steps.append((_LIT, 0, 0, pieces[last + 1][1].encode()[:1]))
+    if any(kind == _LIT and b"\n" in text for kind, _, _, text in steps):
+        return None
+    return tuple(steps)
 
 
 @dataclass
@@ -319,10 +375,12 @@ def _time_iso8601(raw: bytes) -> int | None:
 
 
 def _msec(raw: bytes) -> int | None:
+    # A hostile line can hold 400 digits: that is no time (and no datetime could show it).
     try:
-        return int(float(raw))
-    except ValueError:
+        value = int(float(raw))
+    except (ValueError, OverflowError):
         return None
+    return value if value <= MAX_EPOCH else None
 
 
 _CONVERTERS = {"time_local": _time_local, "time_iso8601": _time_iso8601, "msec": _msec}
@@ -397,3 +455,129 @@ def split_complete(tail: bytes, data: bytes) -> tuple[bytes, bytes]:
     if cut < 0:
         return b"", tail + data
     return b"\n" + tail + data[:cut], data[cut + 1 :]
+
+
+# ---- counting: what `recorder logscan` keeps of the lines ---------------------------------
+
+
+class Totals(TypedDict):
+    """A tally's counts. `digits[d]` counts the kept lines whose status starts with d."""
+
+    lines: int  # every line
+    matched: int  # well-formed lines
+    kept: int  # well-formed lines inside [since, until) (all of them without a range)
+    untimed: int  # well-formed lines whose time does not parse
+    out_of_range: int  # well-formed lines outside the range, untimed ones included
+    digits: tuple[int, ...]
+    clients: int
+    clients_with_5xx: int
+    first_5xx: int | None  # epoch seconds
+    last_5xx: int | None
+
+
+class Tally(Protocol):
+    """Running counts over the lines of many chunks (see `new_tally`)."""
+
+    def scan(self, buf: bytes, start: int, end: int, /) -> None: ...
+
+    def totals(self) -> Totals: ...
+
+
+class PyTally:
+    """The tally in Python: the reference the compiled one (probes/_accesslog.c) must
+    equal, and what counts when that one was not built.
+
+    `convert` turns a line's time into epoch seconds (None: it does not parse). A line
+    whose time does not parse is untimed; with a range (`since` inclusive, `until`
+    exclusive) it is also out of range, without one it is still counted.
+    """
+
+    def __init__(
+        self,
+        fmt: LogFormat,
+        convert: Callable[[bytes], int | None],
+        since: int | None = None,
+        until: int | None = None,
+    ) -> None:
+        self.fmt = fmt
+        self.convert = convert
+        self.since, self.until = since, until
+        self.lines = self.matched = self.kept = self.untimed = self.out_of_range = 0
+        self.digits = [0] * 10
+        self.clients: set[bytes] = set()
+        self.clients_5xx: set[bytes] = set()
+        self.first_5xx: int | None = None
+        self.last_5xx: int | None = None
+
+    def scan(self, buf: bytes, start: int, end: int, /) -> None:
+        chunk = parse_chunk(self.fmt, buf, start, end)
+        self.lines += chunk.lines
+        self.matched += len(chunk.digits)
+        seconds = {raw: self.convert(raw) for raw in chunk.distinct_times()}
+        if None in seconds.values():
+            self.untimed += sum(1 for t in chunk.full_times() if seconds[t] is None)
+        if self.since is not None or self.until is not None:
+            lo = self.since if self.since is not None else -(1 << 62)
+            hi = self.until if self.until is not None else 1 << 62
+            inside = {raw: s is not None and lo <= s < hi for raw, s in seconds.items()}
+            if not all(inside.values()):
+                before = len(chunk.digits)
+                chunk.keep(map(inside.__getitem__, chunk.full_times()))
+                self.out_of_range += before - len(chunk.digits)
+        self.kept += len(chunk.digits)
+        for d in range(10):
+            self.digits[d] += chunk.digits.count(str(d).encode())
+        self.clients.update(chunk.clients)
+        self.clients_5xx.update(clients_with_5xx(chunk))
+        stamps = [s for s in map(seconds.__getitem__, times_with_5xx(chunk)) if s is not None]
+        if stamps:
+            lo5, hi5 = min(stamps), max(stamps)
+            self.first_5xx = lo5 if self.first_5xx is None else min(self.first_5xx, lo5)
+            self.last_5xx = hi5 if self.last_5xx is None else max(self.last_5xx, hi5)
+
+    def totals(self) -> Totals:
+        return Totals(
+            lines=self.lines,
+            matched=self.matched,
+            kept=self.kept,
+            untimed=self.untimed,
+            out_of_range=self.out_of_range,
+            digits=tuple(self.digits),
+            clients=len(self.clients),
+            clients_with_5xx=len(self.clients_5xx),
+            first_5xx=self.first_5xx,
+            last_5xx=self.last_5xx,
+        )
+
+
+def _load_compiled() -> Callable[..., Tally] | None:
+    """The compiled Tally type, unless it was not built or RECORDER_PURE_PYTHON is set
+    (to compare the two, or to rule the C code out when something looks wrong)."""
+    if os.environ.get("RECORDER_PURE_PYTHON"):
+        return None
+    try:
+        from probes._accesslog import Tally as compiled
+    except ImportError:  # built without a C compiler: the Python tally is exact, slower
+        return None
+    return compiled
+
+
+_COMPILED = _load_compiled()
+# Which tally `new_tally` gives: reported by `recorder logscan --json` and the benchmark.
+READER = "compiled" if _COMPILED is not None else "python"
+
+
+def new_tally(
+    fmt: LogFormat,
+    convert: Callable[[bytes], int | None],
+    since: int | None = None,
+    until: int | None = None,
+    compiled: bool = True,
+) -> Tally:
+    """A tally for lines of `fmt`: the compiled one when it was built and the format
+    has a layout, else `PyTally`. Both count the same (tests/test_accesslog_compiled.py)."""
+    if compiled and _COMPILED is not None and fmt.layout is not None:
+        # time_local: the canonical times are converted in C (the same arithmetic as
+        # `_time_local`); `convert` still answers for every other shape.
+        return _COMPILED(fmt.layout, convert, since, until, fmt.time_var == "time_local")
+    return PyTally(fmt, convert, since, until)

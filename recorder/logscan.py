@@ -15,15 +15,12 @@ from typing import IO, Any
 
 from probes.accesslog import (
     CLASSES,
-    Lines,
     LogFormat,
+    PyTally,
     TimeCache,
-    class_counts,
-    clients_with_5xx,
     compile_format,
     iso,
-    parse_chunk,
-    times_with_5xx,
+    new_tally,
 )
 
 CHUNK = 1 << 20  # bytes per read: large enough to amortize, small enough to stay in cache
@@ -50,71 +47,46 @@ def parse_time(text: str, tz: tzinfo) -> datetime:
 
 
 class Summary:
-    """Running totals over every chunk of every file."""
+    """Running totals over every chunk of every file, kept by a tally (compiled when it
+    was built: see probes/accesslog.py `new_tally`)."""
 
-    def __init__(self, time_var: str, since: int | None, until: int | None) -> None:
-        self.times = TimeCache(time_var)
+    def __init__(self, fmt: LogFormat, since: int | None, until: int | None) -> None:
         self.since, self.until = since, until
-        self.lines = 0
-        self.malformed = 0
-        self.out_of_range = 0
-        self.untimed = 0  # well-formed lines whose time does not parse
-        self.classes = dict.fromkeys(CLASSES, 0)
-        self.clients: set[bytes] = set()
-        self.clients_5xx: set[bytes] = set()
-        self.first_5xx: int | None = None
-        self.last_5xx: int | None = None
+        self.tally = new_tally(fmt, TimeCache(fmt.time_var), since, until)
 
-    def add(self, chunk: Lines) -> tuple[int, int]:
-        """Count one parsed chunk; returns (requests counted, malformed lines)."""
-        self.lines += chunk.lines
-        self.malformed += chunk.malformed
-        seconds = self.times.many(chunk.distinct_times())
-        ranged = self.since is not None or self.until is not None
-        if ranged:
-            self._keep_in_range(chunk, seconds)
-        elif None in seconds.values():
-            self.untimed += sum(1 for t in chunk.full_times() if seconds[t] is None)
-        for name, n in class_counts(chunk.digits).items():
-            self.classes[name] += n
-        self.clients.update(chunk.clients)
-        self.clients_5xx.update(clients_with_5xx(chunk))
-        stamps = [s for s in map(seconds.__getitem__, times_with_5xx(chunk)) if s is not None]
-        if stamps:
-            lo, hi = min(stamps), max(stamps)
-            self.first_5xx = lo if self.first_5xx is None else min(self.first_5xx, lo)
-            self.last_5xx = hi if self.last_5xx is None else max(self.last_5xx, hi)
-        return len(chunk.digits), chunk.malformed
-
-    def _keep_in_range(self, chunk: Lines, seconds: dict[bytes, int | None]) -> None:
-        """Drop the lines outside [since, until) (and those whose time does not parse)."""
-        lo = self.since if self.since is not None else -(1 << 62)
-        hi = self.until if self.until is not None else 1 << 62
-        inside = {raw: s is not None and lo <= s < hi for raw, s in seconds.items()}
-        if all(inside.values()):
-            return
-        before = len(chunk.digits)
-        if any(s is None for s in seconds.values()):
-            self.untimed += sum(1 for t in chunk.full_times() if seconds[t] is None)
-        chunk.keep(map(inside.__getitem__, chunk.full_times()))
-        self.out_of_range += before - len(chunk.digits)
+    def add(self, buf: bytes, start: int = 0, end: int | None = None) -> tuple[int, int, int]:
+        """Count the lines of buf[start:end] (as `parse_chunk` reads them); returns
+        (lines, requests counted, malformed lines) of this region."""
+        before = self.tally.totals()
+        self.tally.scan(buf, start, len(buf) if end is None else end)
+        after = self.tally.totals()
+        lines = after["lines"] - before["lines"]
+        return (
+            lines,
+            after["kept"] - before["kept"],
+            lines - (after["matched"] - before["matched"]),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        requests = sum(self.classes.values())
-        clients = len(self.clients)
+        t = self.tally.totals()
+        classes = {name: t["digits"][int(name[0])] for name in CLASSES}
+        requests = sum(classes.values())
+        clients = t["clients"]
+        failed = t["clients_with_5xx"]
         return {
             "requests": requests,
-            "status_classes": dict(self.classes),
-            "error_ratio": round(self.classes["5xx"] / requests, 6) if requests else 0.0,
+            "status_classes": classes,
+            "error_ratio": round(classes["5xx"] / requests, 6) if requests else 0.0,
             "clients": clients,
-            "clients_with_5xx": len(self.clients_5xx),
-            "affected_ratio": round(len(self.clients_5xx) / clients, 6) if clients else 0.0,
-            "first_5xx": iso(self.first_5xx),
-            "last_5xx": iso(self.last_5xx),
-            "lines": self.lines,
-            "malformed_lines": self.malformed,
-            "out_of_range_lines": self.out_of_range,
-            "untimed_lines": self.untimed,
+            "clients_with_5xx": failed,
+            "affected_ratio": round(failed / clients, 6) if clients else 0.0,
+            "first_5xx": iso(t["first_5xx"]),
+            "last_5xx": iso(t["last_5xx"]),
+            "lines": t["lines"],
+            "malformed_lines": t["lines"] - t["matched"],
+            "out_of_range_lines": t["out_of_range"],
+            "untimed_lines": t["untimed"],
+            "reader": "python" if isinstance(self.tally, PyTally) else "compiled",
         }
 
 
@@ -132,7 +104,7 @@ def scan(
         if bound is not None and bound.tzinfo is None:
             raise ValueError("since/until need a time zone")
     summary = Summary(
-        fmt.time_var,
+        fmt,
         int(since.timestamp()) if since else None,
         int(until.timestamp()) if until else None,
     )
@@ -170,21 +142,22 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
                     pending += data
                     continue
                 # The line cut by the previous read, completed; then the lines of this
-                # read, parsed in place (from its first newline to its last).
-                parts = [parse_chunk(fmt, b"\n" + pending + data[:first])]
+                # read, counted in place (from its first newline to its last).
+                regions: list[tuple[bytes, int, int | None]] = [
+                    (b"\n" + pending + data[:first], 0, None)
+                ]
                 last = data.rfind(b"\n")
                 if last > first:
-                    parts.append(parse_chunk(fmt, data, first, last))
+                    regions.append((data, first, last))
                 pending = data[last + 1 :]
-                for parsed in parts:
-                    lines += parsed.lines
-                    counted, bad = summary.add(parsed)
+                for buf, start, end in regions:
+                    n, counted, bad = summary.add(buf, start, end)
+                    lines += n
                     requests += counted
                     malformed += bad
             if pending:  # a last line without its newline still counts
-                parsed = parse_chunk(fmt, b"\n" + pending)
-                lines += parsed.lines
-                counted, bad = summary.add(parsed)
+                n, counted, bad = summary.add(b"\n" + pending)
+                lines += n
                 requests += counted
                 malformed += bad
         finally:

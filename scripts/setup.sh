@@ -15,6 +15,13 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Debian splits venv's pip bootstrap into python3-venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# A C compiler, the C library's headers and Python's: the access-log counter is compiled
+# at install (optional for users, expected here: tests/test_accesslog_compiled.py).
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+[ -f /usr/include/string.h ] || need+=(libc6-dev)
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    >/dev/null 2>&1 || need+=(python3-dev)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -37,4 +44,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
-echo "setup: ready (.venv/bin/recorder $(.venv/bin/recorder --version 2>/dev/null | awk '{print $NF}'))"
+reader=$(.venv/bin/python -c 'from probes.accesslog import READER; print(READER)')
+echo "setup: ready (.venv/bin/recorder $(.venv/bin/recorder --version 2>/dev/null | awk '{print $NF}'), log counter: $reader)"

@@ -29,7 +29,7 @@ TIMEOUT = 150.0  # far above a normal smoke run; only a hang gets near it
 SCRIPTS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "logreader": (
         [],
-        ["lines/s", "peak RSS MB", "counts agree", "ratio recorder/gawk"],
+        ["lines/s", "peak RSS MB", "counts agree", "ratio recorder/gawk", "compiled counter"],
         ["results", "ledger", "ratio_recorder_gawk"],
     ),
     # A 5-second healthy run instead of the smoke default of 20, to stay within budget.
