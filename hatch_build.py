@@ -25,14 +25,18 @@ SOURCE = "probes/_accesslog.c"
 MODULE = "probes._accesslog"
 
 
+def module_file() -> str:
+    """The compiled module's file name for the Python that builds it."""
+    return "_accesslog" + str(sysconfig.get_config_var("EXT_SUFFIX"))
+
+
 def build(root: Path, out: Path | None = None) -> Path:
     """Compile the counter; returns the built file: in `out` (as out/probes/NAME), or next
     to its source when `out` is None (an editable install imports it from there)."""
     from setuptools import Distribution, Extension
     from setuptools.command.build_ext import build_ext
 
-    name = "_accesslog" + str(sysconfig.get_config_var("EXT_SUFFIX"))
-    built = (out or root) / "probes" / name
+    built = (out or root) / "probes" / module_file()
     # A file from an earlier build must not outlive a failed one: an editable install
     # would import it although it no longer matches the source.
     built.unlink(missing_ok=True)
@@ -62,9 +66,13 @@ class CounterBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         self.scratch: str | None = None
-        if self.target_name != "wheel" or os.environ.get("RECORDER_NO_EXTENSION"):
+        if self.target_name != "wheel":
             return
         editable = version == "editable"
+        if os.environ.get("RECORDER_NO_EXTENSION"):
+            if editable:  # one left by an earlier editable build would still be imported
+                (Path(self.root) / "probes" / module_file()).unlink(missing_ok=True)
+            return
         try:
             if editable:
                 built = build(Path(self.root))

@@ -383,32 +383,44 @@ Tally_init(Tally *self, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"layout", "convert", "since", "until", "time_local", NULL};
     PyObject *layout, *convert, *since = Py_None, *until = Py_None;
-    int time_local = 0;
+    int time_local = 0, has_since = 0, has_until = 0;
+    long long since_value = 0, until_value = 0;
+    Py_ssize_t nsteps = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOp:Tally", names, &layout, &convert,
                                      &since, &until, &time_local))
         return -1;
-    if (self->steps != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "a Tally is initialized once");
-        return -1;
-    }
     if (!PyCallable_Check(convert)) {
         PyErr_SetString(PyExc_TypeError, "convert must be callable");
         return -1;
     }
-    if (read_bound(since, &self->has_since, &self->since, "since") < 0 ||
-        read_bound(until, &self->has_until, &self->until, "until") < 0)
+    /* Everything is read into locals first: reading the arguments can run Python code
+     * (__index__), which could call __init__ on this same object in between. */
+    if (read_bound(since, &has_since, &since_value, "since") < 0 ||
+        read_bound(until, &has_until, &until_value, "until") < 0)
         return -1;
-    Step *steps = load_layout(layout, &self->nsteps);
+    Step *steps = load_layout(layout, &nsteps);
     if (steps == NULL)
         return -1;
-    self->slots = PyMem_Calloc(1024, sizeof(Slot));
-    if (self->slots == NULL) {
+    Slot *slots = PyMem_Calloc(1024, sizeof(Slot));
+    if (slots == NULL) {
         PyMem_Free(steps);
         PyErr_NoMemory();
         return -1;
     }
-    self->capacity = 1024;
+    if (self->steps != NULL) {
+        PyMem_Free(steps);
+        PyMem_Free(slots);
+        PyErr_SetString(PyExc_RuntimeError, "a Tally is initialized once");
+        return -1;
+    }
+    self->has_since = has_since;
+    self->since = since_value;
+    self->has_until = has_until;
+    self->until = until_value;
+    self->nsteps = nsteps;
     self->steps = steps;
+    self->slots = slots;
+    self->capacity = 1024;
     self->time_local = time_local;
     Py_INCREF(layout);
     self->layout = layout;

@@ -170,8 +170,11 @@ def _compile(text: str) -> LogFormat:
                     pattern = b"(?P<t0>" + inner + b")"
                 else:
                     # Most lines of a block share the first line's second: compare with it
-                    # and capture (allocate) only a time that differs.
-                    pattern = b"(?:(?P=t0)|(" + inner + b"))"
+                    # and capture (allocate) only a time that differs. A $msec has no
+                    # fixed width: `1.9` must not match the start of `1.99` (with nothing
+                    # literal after the time, the rest would be skipped unread).
+                    same = b"(?P=t0)(?!\\d)" if value == "msec" else b"(?P=t0)"
+                    pattern = b"(?:" + same + b"|(" + inner + b"))"
             out.append(pattern)
         if last + 1 < len(pieces) and pieces[last + 1][0] == "lit":
             # The character after the last field, so `2001` is not read as status 200.

@@ -126,6 +126,29 @@ def test_mixed_with_malformed_lines(seed: int, bad_share: float) -> None:
     check_against_reference(mixed(700, seed=seed, bad_share=bad_share))
 
 
+@pytest.mark.parametrize(
+    "fmt_text", ["$remote_addr $status $msec", '$remote_addr $msec "$request" $status']
+)
+def test_a_block_reads_every_line_as_it_reads_it_alone(fmt_text: str) -> None:
+    """Lines of a 64-line block may share the block's first time: a `$msec` that merely
+    starts like it (`1.9` and `1.99999999999999999999`, another second once rounded) must
+    keep its own. It took the first line's time until a review found it."""
+    rnd = random.Random(7)
+    fmt = compile_format(fmt_text)
+    lines = []
+    for i in range(1000):
+        msec = rnd.choice(["1795433405.", "1.", "253402300799."]) + "9" * rnd.randrange(1, 25)
+        line = fmt_text.replace("$remote_addr", f"10.0.0.{i % 7}").replace("$msec", msec)
+        line = line.replace("$status", rnd.choice(["200", "503"])).replace("$request", "GET /")
+        lines.append(line.encode())
+    whole = parse_chunk(fmt, build(lines))
+    alone = [parse_chunk(fmt, b"\n" + line) for line in lines]
+    assert whole.full_times() == [t for one in alone for t in one.full_times()]
+    assert whole.clients == [c for one in alone for c in one.clients]
+    assert whole.digits == b"".join(one.digits for one in alone)
+    assert whole.matched == len(lines)
+
+
 def test_line_without_spaces_does_not_swallow_the_next() -> None:
     rnd = random.Random(1)
     lines = [valid_line(rnd, 0) for _ in range(70)]

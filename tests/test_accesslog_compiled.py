@@ -36,6 +36,8 @@ FORMATS = [
     '$time_iso8601 $status $http_x_real_ip "$request" $body_bytes_sent',
     # repeated variables: only the first of each is read, the line ends with a time
     "[$time_local] $remote_addr $status $remote_addr $time_local",
+    # nothing literal after a time of no fixed width
+    "$remote_addr $status $msec",
 ]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 POOL = ["10.0.0.1", "10.0.0.2", "192.168.100.200", "2001:db8::1", "2001:db8:ffff::abcd:1"]
@@ -89,6 +91,12 @@ def value(draw: st.DrawFn, var: str) -> bytes:
             st.one_of(
                 st.integers(0, 10**12).map(lambda n: f"{n}.{n % 1000:03d}".encode()),
                 st.sampled_from([b"9" * 400 + b".5", b"1.", b".5", b"1e9.5", b"253402300800.000"]),
+                # times that extend one another (a block's first time is a prefix of them)
+                st.builds(
+                    lambda stem, nines: stem + b"9" * nines,
+                    st.sampled_from([b"1795433405.", b"253402300799."]),
+                    st.integers(1, 20),
+                ),
                 no_newline,
             )
         )
@@ -115,8 +123,8 @@ def render(fmt_text: str, values: dict[str, bytes]) -> bytes:
 @st.composite
 def log_lines(draw: st.DrawFn, fmt_text: str) -> list[bytes]:
     names = [m.group(2) for m in accesslog._VAR.finditer(fmt_text)]
-    lines = []
-    for _ in range(draw(st.integers(0, 40))):
+    pool = []
+    for _ in range(draw(st.integers(1, 12))):
         line = render(fmt_text, {n: draw(value(n)) for n in set(names)})
         mutation = draw(st.integers(0, 5))
         if mutation == 0 and line:
@@ -128,8 +136,11 @@ def log_lines(draw: st.DrawFn, fmt_text: str) -> list[bytes]:
                 + draw(st.sampled_from([b" ", b'"', b"[", b"]", b"|", b"\r", b"\x00"]))
                 + line[pos:]
             )
-        lines.append(line)
-    return lines
+        pool.append(line)
+    # Lines repeat and runs pass 64 lines, so the reader's 64-line blocks (where a line
+    # may share the block's first time) are read too, not only its one-line pattern.
+    picks = draw(st.lists(st.integers(0, len(pool) - 1), max_size=150))
+    return [pool[i] for i in picks]
 
 
 def tallies(fmt_text: str, since: int | None, until: int | None) -> tuple[accesslog.Tally, PyTally]:
@@ -427,3 +438,25 @@ def test_the_counter_under_address_sanitizer(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.split() == ["ok", str(len(cases))]
+
+
+def test_init_reentered_from_its_arguments_keeps_the_first_and_leaks_nothing() -> None:
+    """Reading the layout can run Python (__index__), which can call __init__ again."""
+    fmt = compile_format(None)
+    assert fmt.layout is not None
+    inner, outer = TimeCache("time_local"), TimeCache("time_local")
+    t = _accesslog.Tally.__new__(_accesslog.Tally)
+
+    class Width:
+        def __index__(self) -> int:
+            t.__init__(fmt.layout, inner)  # type: ignore[misc]
+            return 0
+
+    kind, capture, _, text = fmt.layout[0]
+    layout = ((kind, capture, Width(), text), *fmt.layout[1:])
+    refs = sys.getrefcount(outer)
+    with pytest.raises(RuntimeError, match="once"):
+        t.__init__(layout, outer)  # type: ignore[misc]
+    assert sys.getrefcount(outer) == refs
+    t.scan(LINE, 0, len(LINE))
+    assert t.totals()["matched"] == 1
