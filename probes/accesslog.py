@@ -57,7 +57,6 @@ CLIENT_VARS = ("remote_addr", "realip_remote_addr", "http_x_real_ip", "http_x_fo
 TIME_VARS = {"time_local": rb"(.{26})", "time_iso8601": rb"(.{25})", "msec": rb"(\d++\.\d++)"}
 BLOCK_LINES = 64
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-_DIGITS = (b"1", b"2", b"3", b"4", b"5")
 # bytes.translate table: b"5" -> 1, every other byte -> 0 (a mask for itertools.compress).
 MASK_5XX = bytes(1 if i == ord("5") else 0 for i in range(256))
 _MONTHS = {
@@ -432,10 +431,6 @@ def drop_untimed(lines: Lines, seconds: dict[bytes, int | None]) -> int:
     return before - len(lines.digits)
 
 
-def class_counts(digits: bytes) -> dict[str, int]:
-    return {name: digits.count(d) for name, d in zip(CLASSES, _DIGITS, strict=True)}
-
-
 def clients_with_5xx(lines: Lines) -> Iterable[bytes]:
     return compress(lines.clients, lines.digits.translate(MASK_5XX))
 
@@ -575,11 +570,10 @@ def new_tally(
     convert: Callable[[bytes], int | None],
     since: int | None = None,
     until: int | None = None,
-    compiled: bool = True,
 ) -> Tally:
     """A tally for lines of `fmt`: the compiled one when it was built and the format
     has a layout, else `PyTally`. Both count the same (tests/test_accesslog_compiled.py)."""
-    if compiled and _COMPILED is not None and fmt.layout is not None:
+    if _COMPILED is not None and fmt.layout is not None:
         # time_local: the canonical times are converted in C (the same arithmetic as
         # `_time_local`); `convert` still answers for every other shape.
         return _COMPILED(fmt.layout, convert, since, until, fmt.time_var == "time_local")

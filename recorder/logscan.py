@@ -51,21 +51,11 @@ class Summary:
     was built: see probes/accesslog.py `new_tally`)."""
 
     def __init__(self, fmt: LogFormat, since: int | None, until: int | None) -> None:
-        self.since, self.until = since, until
         self.tally = new_tally(fmt, TimeCache(fmt.time_var), since, until)
 
-    def add(self, buf: bytes, start: int = 0, end: int | None = None) -> tuple[int, int, int]:
-        """Count the lines of buf[start:end] (as `parse_chunk` reads them); returns
-        (lines, requests counted, malformed lines) of this region."""
-        before = self.tally.totals()
+    def add(self, buf: bytes, start: int = 0, end: int | None = None) -> None:
+        """Count the lines of buf[start:end], as `parse_chunk` reads them."""
         self.tally.scan(buf, start, len(buf) if end is None else end)
-        after = self.tally.totals()
-        lines = after["lines"] - before["lines"]
-        return (
-            lines,
-            after["kept"] - before["kept"],
-            lines - (after["matched"] - before["matched"]),
-        )
 
     def to_json(self) -> dict[str, Any]:
         t = self.tally.totals()
@@ -120,7 +110,7 @@ def scan(
 
 
 def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
-    lines = requests = malformed = 0
+    before = summary.tally.totals()
     compressed = False
     with open(path, "rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
@@ -143,32 +133,24 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
                     continue
                 # The line cut by the previous read, completed; then the lines of this
                 # read, counted in place (from its first newline to its last).
-                regions: list[tuple[bytes, int, int | None]] = [
-                    (b"\n" + pending + data[:first], 0, None)
-                ]
+                summary.add(b"\n" + pending + data[:first])
                 last = data.rfind(b"\n")
                 if last > first:
-                    regions.append((data, first, last))
+                    summary.add(data, first, last)
                 pending = data[last + 1 :]
-                for buf, start, end in regions:
-                    n, counted, bad = summary.add(buf, start, end)
-                    lines += n
-                    requests += counted
-                    malformed += bad
             if pending:  # a last line without its newline still counts
-                n, counted, bad = summary.add(b"\n" + pending)
-                lines += n
-                requests += counted
-                malformed += bad
+                summary.add(b"\n" + pending)
         finally:
             if source is not raw:
                 source.close()
+    after = summary.tally.totals()
+    lines = after["lines"] - before["lines"]
     return {
         "path": path,
         "compressed": compressed,
         "lines": lines,
-        "requests": requests,
-        "malformed_lines": malformed,
+        "requests": after["kept"] - before["kept"],
+        "malformed_lines": lines - (after["matched"] - before["matched"]),
     }
 
 
