@@ -1,35 +1,6 @@
 """The sensors. One module per probe, one `probe(host, config) -> Observation` per module,
-listed here by hand (no discovery by import side effects).
+listed by hand in `probes.registry`.
 
 The engine owns timeouts, common metrics and log context; a probe returns *why* it failed.
+This file imports nothing, so that one sensor module can be used without the others.
 """
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-from pydantic import BaseModel
-
-from probes import config, error_rate, http, process, sites, upstreams
-from probes.base import Host, Observation
-
-ProbeFn = Callable[[Host, Any], Observation]
-
-PROBES: dict[str, ProbeFn] = {
-    "http": http.probe,
-    "sites": sites.probe,
-    "config": config.probe,
-    "process": process.probe,
-    "error_rate": error_rate.probe,
-    "upstreams": upstreams.probe,
-}
-
-CONFIGS: dict[str, type[BaseModel]] = {
-    "http": http.Config,
-    "sites": sites.Config,
-    "config": config.Config,
-    "process": process.Config,
-    "error_rate": error_rate.Config,
-    "upstreams": upstreams.Config,
-}

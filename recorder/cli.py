@@ -3,19 +3,24 @@ docstring is its help. Exit codes: 0 good, 1 something failing or refused, 2 bad
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from recorder import __version__
-from recorder.config import Config, ConfigError, load_config
 from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
 from recorder.store import Store, StoreError
+
+if TYPE_CHECKING:
+    # Imported when a command first needs the config: pydantic and every probe module
+    # are most of the start-up time of the commands that never read it (logscan, lint).
+    from recorder.config import Config
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -39,6 +44,8 @@ class Context:
         if self._config is None:
             if not self.config_path:
                 fail("no config: give --config FILE or set RECORDER_CONFIG")
+            from recorder.config import ConfigError, load_config
+
             try:
                 self._config = load_config(self.config_path)
             except ConfigError as exc:
@@ -52,7 +59,25 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The top-level group. `lab` is imported only when it is the command run (or help is
+    listed): its modules (templates, yaml, http.client) are a third of the start-up of
+    every other command, and the daemon never needs them."""
+
+    lazy = {"lab": "recorder.lab.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            command = getattr(importlib.import_module(self.lazy[cmd_name]), cmd_name)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -77,6 +102,8 @@ def config_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check(file: str) -> None:
     """Validate FILE: print `ok`, or every error with its field path and exit 2."""
+    from recorder.config import ConfigError, load_config
+
     try:
         load_config(file)
     except ConfigError as exc:
@@ -472,8 +499,3 @@ def lint_cmd(files: tuple[str, ...], as_json: bool) -> None:
             else:
                 click.echo(f"{name}: ok")
     sys.exit(1 if any(report.values()) else 0)
-
-
-from recorder.lab.cli import lab  # noqa: E402
-
-main.add_command(lab)

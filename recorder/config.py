@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from probes import CONFIGS
 from probes.durations import Duration
+from probes.registry import CONFIGS
 
 
 class Strict(BaseModel):

@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from probes import PROBES
 from probes.base import Fault
+from probes.registry import PROBES
 from recorder.postmortem.lint import fill_in
 from recorder.resources import data_path
 

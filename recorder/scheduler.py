@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from probes import PROBES
 from probes.base import Host, HostUnreachable, Observation, error_observation
+from probes.registry import PROBES
 from recorder.config import Config
 from recorder.hosts import build_host
 

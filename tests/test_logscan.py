@@ -7,6 +7,8 @@ import gzip
 import json
 import random
 import shlex
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -208,3 +210,35 @@ def test_chunk_boundaries_do_not_matter(tmp_path: Path, monkeypatch: pytest.Monk
     whole = scan([str(path)])
     monkeypatch.setattr(logscan, "CHUNK", 777)  # lines cut across reads everywhere
     assert scan([str(path)]) == whole
+
+
+HEAVY = ("pydantic", "requests", "yaml", "recorder.config", "recorder.lab.core")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logscan", "{log}", "--json"],
+        ["lint", "{log}"],
+        ["logscan", "--help"],
+    ],
+)
+def test_commands_that_read_no_config_import_no_config_or_lab(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """Start-up was 0.7 s when every command imported pydantic, every probe and the lab.
+    In a fresh interpreter, as the console script runs it. (The commands that read the
+    config reach it through the CLI in test_config.py.)"""
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(make_lines(50, seed=5)) + "\n")
+    code = (
+        "import sys\n"
+        "from recorder.cli import main\n"
+        "try:\n"
+        f"    main({[a.format(log=log) for a in argv]!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('loaded:', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "loaded: []" in run.stderr, run.stderr[-2000:]

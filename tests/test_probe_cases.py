@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import requests
 
-from probes import CONFIGS, PROBES, error_rate
+from probes import error_rate
 from probes.base import Fault, Host, Status
+from probes.registry import CONFIGS, PROBES
 from tests.conftest import free_port
 from tests.nginx_fixture import NginxHost, nginx  # noqa: F401 - the fixture
 
