@@ -249,7 +249,11 @@ class Scheduler:
             if job.regular_due is not None and job.regular_due > now:
                 job.next_due = job.regular_due  # back to its own phase after an extra run
             else:
-                job.next_due = max(job.started + job.interval, now)
+                # From when the run was due, not when the loop woke to start it: a late
+                # wake-up (a loaded machine) would otherwise shift the job's phase for good,
+                # a little more each time. next_due still holds this run's due time, since
+                # run_now leaves jobs in flight alone.
+                job.next_due = max(job.next_due + job.interval, now)
             job.regular_due = None
             heapq.heappush(self._heap, (job.next_due, id(job), job))
             late = job.timed_out

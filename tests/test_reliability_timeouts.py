@@ -20,6 +20,7 @@ from probes.base import Observation, Status
 from recorder.config import parse_config
 from recorder.hosts.local import LocalHost
 from recorder.scheduler import Job, Scheduler, run_probe
+from tests.conftest import free_port
 
 
 class Misbehaving:
@@ -53,6 +54,13 @@ class Misbehaving:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        # The connection closes here, whatever happens: a probe still in flight after the
+        # scheduler stopped can be accepted after close() went through `connections`, and
+        # a socket left for the collector is a ResourceWarning that fails another test.
+        with conn:
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
             if self.mode == "silent":
@@ -194,6 +202,38 @@ def test_hung_sites_do_not_delay_the_others(
             assert seen and all(o.status is not Status.OK for _, o in seen), (name, summaries)
             # A verdict at least every job timeout plus an interval, however hung.
             assert gap < 2.0 + 0.5 + 0.6, (name, gap, summaries)
+
+
+def test_a_late_start_does_not_move_the_jobs_phase(tmp_path: Path) -> None:
+    """The loop woke 0.3 s after a run was due (a loaded machine): the next run is still
+    due one interval after the first was due. Counting from the wake-up shifted the phase
+    a little more on every late wake-up. A clock the test sets, and the real pool."""
+    now = [100.0]
+    done = threading.Event()
+    job = Job(
+        host=LocalHost("h", prefix=str(tmp_path)),
+        probe="http",
+        config=_http_config(f"http://127.0.0.1:{free_port()}/"),  # type: ignore[arg-type]
+        interval=10.0,
+        timeout=1.0,
+        for_=0.0,
+        recover_after=1.0,
+    )
+    scheduler = Scheduler([job], lambda obs, job: done.set(), concurrency=1, clock=lambda: now[0])
+    try:
+        assert job.next_due == 100.0
+        now[0] = 100.3
+        scheduler._start_due(now[0])
+        assert done.wait(10)
+        assert job.started == 100.3 and job.next_due == 110.0
+        # A run that overran its interval is due again at once, not in the past.
+        now[0] = 125.0
+        scheduler._start_due(110.0)
+        done.clear()
+        assert done.wait(10)
+        assert job.next_due == 125.0
+    finally:
+        scheduler.stop()
 
 
 def test_jobs_are_spread_over_the_interval_and_keep_their_phase_after_run_now(

@@ -41,6 +41,7 @@ MAX_CLIENTS = 60_000
 MAX_SECONDS = 3600.0
 MAX_RPS = 5000.0
 MAX_REQUESTS = 500_000
+LATE_LIMIT = 2.0  # seconds past the end before a late sender stops sending
 USER_AGENT = "recorder-lab-traffic/1"
 
 
@@ -123,7 +124,10 @@ def generate(
                         break
                 else:
                     time.sleep(due - now)
-            if time.monotonic() > deadline and k:
+            # Every request due before the deadline is sent, late or not: a count that
+            # depends on the scheduler makes the lab's truth (and its tests) wobble. Only a
+            # loop far behind its pace (a starved machine) gives up on the rest.
+            if time.monotonic() > deadline + LATE_LIMIT and k:
                 break
             futures.append(pool.submit(send, host, port, path, clients[k % len(clients)], timeout))
         wait(futures, timeout=2 * timeout + 1)
