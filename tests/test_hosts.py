@@ -12,12 +12,15 @@ import os
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import paramiko
 import pytest
 
 from probes.base import CommandResult, Host, HostUnreachable
@@ -506,3 +509,33 @@ def test_docker_cli_missing_is_host_unreachable(tmp_path: Path) -> None:
     host = DockerHost("web-01", "lab-web-01", docker=str(tmp_path / "no-docker"))
     with pytest.raises(HostUnreachable, match="command not found"):
         host.run(["true"], timeout=5)
+
+
+@pytest.mark.parametrize("max_output", [1 << 16, 1 << 30])
+def test_ssh_writes_failing_mid_command_give_unreachable_not_eoferror(
+    ssh_host: SSHHost, monkeypatch: pytest.MonkeyPatch, max_output: int
+) -> None:
+    """The peer is gone but paramiko's transport thread has not noticed yet: every write
+    fails with EOFError (seen once in CI, from channel.close() after output_too_large).
+    Closing the channel must not replace the command's HostUnreachable with that EOFError.
+    The dead writes are staged in paramiko's send path (a real cut lets the transport
+    thread notice first); with writes back, the same host runs the next command."""
+    ssh_host.max_output = max_output
+    dead = threading.Event()
+    send = paramiko.Transport._send_user_message
+
+    def send_or_fail(self: paramiko.Transport, data: Any) -> None:
+        if dead.is_set():
+            raise EOFError
+        send(self, data)
+
+    def started(self: paramiko.Channel) -> None:
+        paramiko.Channel.shutdown(self, 1)
+        dead.set()  # from here on the connection is gone for writes
+
+    monkeypatch.setattr(paramiko.Transport, "_send_user_message", send_or_fail)
+    monkeypatch.setattr(paramiko.Channel, "shutdown_write", started)
+    with pytest.raises(HostUnreachable, match="wrote more than|lost the connection"):
+        ssh_host.run(["sh", "-c", "while :; do head -c 65536 /dev/zero; done"], timeout=10)
+    monkeypatch.undo()
+    assert ssh_host.run(["echo", "still here"], timeout=5).stdout == "still here\n"

@@ -357,7 +357,14 @@ class SSHHost:
             try:
                 return self._run_on(channel, command, deadline, timeout, argv[0])
             finally:
-                channel.close()
+                try:
+                    channel.close()
+                except (paramiko.SSHException, EOFError, OSError):
+                    # The connection died under the command before paramiko's transport
+                    # noticed: closing writes to it and fails. The command's own result
+                    # or HostUnreachable is what the caller needs; the next command finds
+                    # the connection dead and makes a new one.
+                    pass
         finally:
             self._channels.release()
 
