@@ -15,7 +15,9 @@ temporary file and renamed), so a restarted recorder continues counting where it
 
 Where reading starts:
 - first sight of a log (nothing saved): at most the last 8 MiB, from the first line
-  start in them: recent history for the window, never gigabytes;
+  start in them: recent history, never gigabytes. Lines older than the window go
+  straight to the history below, so the first call already knows the log's usual 5xx
+  share and request rate;
 - after a restart (offset saved, same file): counting resumes at the saved offset; the
   window is rebuilt from at most the last 8 MiB before it, which are not counted again;
 - more than `max_catchup` bytes behind (the recorder was down for long): the excess is
@@ -50,6 +52,11 @@ Rate baseline: an exponentially weighted mean (weight 0.2 per call) of the windo
 request rate, updated only by calls that do not fail, so an incident does not raise its
 own baseline. A failing window whose rate exceeds `capacity_factor` times the baseline
 is reported as `capacity` (too much traffic) rather than `http-5xx` (the servers broke).
+Until a call has succeeded there is no such mean: a one-off `recorder probe`, or a
+daemon started during a spike. Then the baseline is the history's own rate (its fading
+request count over the fading count of seconds it spans), provided the log held at
+least a window's worth of seconds before the window; otherwise there is none and a
+failing window is `http-5xx`.
 """
 
 from __future__ import annotations
@@ -164,6 +171,7 @@ class Tail:
     history_requests: float = 0.0
     history_errors: float = 0.0
     history_second: int | None = None  # the newest second folded into the history
+    history_span: float = 0.0  # the seconds the history covers, fading like its counts
     first_second: int | None = None  # the earliest second the window could hold
     latest: int | None = None  # the newest second seen
     clock_offset: float | None = None  # our clock minus the log's, when lines last came
@@ -187,6 +195,7 @@ class Tail:
             "skipped_bytes": self.skipped_bytes,
             "baseline_rate": self.baseline_rate,
             "history": [self.history_requests, self.history_errors, self.history_second],
+            "history_span": self.history_span,
             "in_long_line": self.in_long_line,
         }
 
@@ -280,6 +289,9 @@ def _restore(data: dict[str, Any]) -> Tail:
     ):
         tail.history_requests, tail.history_errors = float(history[0]), float(history[1])
         tail.history_second = history[2]
+        span = data.get("history_span")  # absent in a state saved before it was kept
+        if isinstance(span, int | float) and math.isfinite(span) and span >= 0:
+            tail.history_span = float(span)
     return tail
 
 
@@ -360,9 +372,11 @@ class _Reader:
         if tail.first_second is None:
             tail.first_second = min(stamps)
         keep = {raw: s for raw, s in seconds.items() if s is not None and s >= oldest_kept}
+        times = lines.full_times()
+        if len(keep) < len(stamps):
+            self.fold_older(times, lines.digits, seconds, oldest_kept)
         if not keep:
             return
-        times = lines.full_times()
         if len(keep) < len(seconds):
             mask = [t in keep for t in times]
             lines.keep(mask)
@@ -379,6 +393,40 @@ class _Reader:
         failed = lines.digits.translate(MASK_5XX)
         for raw, client in set(zip(compress(times, failed), clients_with_5xx(lines), strict=True)):
             buckets[keep[raw]].failed.add(client)
+
+    def fold_older(
+        self,
+        times: list[bytes],
+        digits: bytes,
+        seconds: dict[bytes, int | None],
+        oldest_kept: int,
+    ) -> None:
+        """Lines older than the window go to the history instead of being dropped: on
+        first sight (or after a long pause) the log's earlier minutes are what a sudden
+        rise and the rate are compared with. The window's own buckets that this chunk
+        pushed out are folded with them, in order of time. Seconds the history already
+        holds (a restart rebuilding its window from bytes read before) are not added
+        again."""
+        tail = self.tail
+        done = tail.history_second
+        older: dict[int, Second] = {}
+        for (raw, digit), n in Counter(zip(times, digits, strict=True)).items():
+            sec = seconds[raw]
+            if sec is None or sec >= oldest_kept or (done is not None and sec <= done):
+                continue
+            bucket = older.get(sec)
+            if bucket is None:
+                bucket = older[sec] = Second()
+            if 0x31 <= digit <= 0x35:  # b"1".."5"
+                bucket.counts[digit - 0x31] += n
+        for sec in [s for s in tail.buckets if s < oldest_kept]:
+            bucket = tail.buckets.pop(sec)
+            extra = older.get(sec)
+            if extra is not None:
+                bucket.counts = [a + b for a, b in zip(bucket.counts, extra.counts, strict=True)]
+            older[sec] = bucket
+        for sec in sorted(older):
+            fold_into_history(tail, sec, older[sec])
 
 
 def _finish_copy(reader: _Reader, config: Config, tail: Tail) -> None:
@@ -534,15 +582,32 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
 
 
 def fold_into_history(tail: Tail, second: int, bucket: Second) -> None:
-    """Add a second that leaves the window to the fading history."""
+    """Add a second that leaves the window to the fading history. The span grows by the
+    seconds since the previous one folded, quiet seconds included (they had no bucket but
+    belong to the rate), except this one when it is left out with its requests."""
+    elapsed = 1
     if tail.history_second is not None and second > tail.history_second:
-        fade = 0.5 ** ((second - tail.history_second) / HISTORY_HALF_LIFE)
+        elapsed = second - tail.history_second
+        fade = 0.5 ** (elapsed / HISTORY_HALF_LIFE)
         tail.history_requests *= fade
         tail.history_errors *= fade
+        tail.history_span *= fade
+    elif tail.history_second is not None:
+        elapsed = 0  # not newer than the history (a late line): no new seconds
     if not bucket.failing:
         tail.history_requests += sum(bucket.counts)
         tail.history_errors += bucket.counts[4]
+        tail.history_span += elapsed
+    else:
+        tail.history_span += max(0, elapsed - 1)
     tail.history_second = max(second, tail.history_second or second)
+
+
+def history_rate(tail: Tail, window: float) -> float | None:
+    """Requests per second over the history, once it spans at least a window."""
+    if tail.history_span < max(1.0, window):
+        return None
+    return tail.history_requests / tail.history_span
 
 
 def _log_choose(n: int, k: int) -> float:
@@ -673,6 +738,10 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         note_clock(tail, config.window, now)
     stats, sudden, failing = judge(tail, config, now)
     baseline = tail.baseline_rate
+    baseline_from = "calls"
+    if baseline is None:
+        baseline = history_rate(tail, config.window)
+        baseline_from = "history"
     # A spike shows in the recent stretch before it lifts the whole window's rate.
     rate = max(float(stats["rate"]), float(sudden["rate"]) if sudden else 0.0)
     capacity = (
@@ -685,13 +754,14 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         window_rate = float(stats["rate"])
         tail.baseline_rate = (
             window_rate
-            if baseline is None
-            else baseline + BASELINE_WEIGHT * (window_rate - baseline)
+            if tail.baseline_rate is None
+            else tail.baseline_rate + BASELINE_WEIGHT * (window_rate - tail.baseline_rate)
         )
     details: dict[str, Any] = {
         "log": config.log,
         **stats,
         "baseline_rate": round(baseline, 3) if baseline is not None else None,
+        "baseline_from": baseline_from if baseline is not None else None,
         "threshold": config.threshold,
         "sudden": sudden,
         **_counters(tail),
@@ -722,8 +792,9 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
     if capacity:
         assert baseline is not None
         summary += (
-            f"; {stats['rate']:.1f} req/s is {stats['rate'] / baseline:.1f}x"
+            f"; {rate:.1f} req/s is {rate / baseline:.1f}x"
             f" the baseline of {baseline:.1f} req/s"
+            + (" (the log's earlier rate)" if baseline_from == "history" else "")
         )
     return Observation(
         host=host.name,

@@ -383,3 +383,101 @@ def test_a_sudden_spike_of_503s_is_capacity(root: Path) -> None:
     append(root, spike)
     obs = run(root, window="30s")
     assert obs.status == Status.FAIL and obs.fault == Fault.CAPACITY, obs.summary
+
+
+# ---- the baseline before any call has passed: the log's own earlier rate -----------------
+
+
+def test_first_sight_of_a_spike_is_capacity_against_the_logs_earlier_rate(root: Path) -> None:
+    """What `recorder probe` sees, or a daemon started in the middle of a spike: no call
+    has passed yet, but the log holds ten quiet minutes before the window."""
+    rnd = random.Random(21)
+    append(root, traffic(rnd, range(0, 600), 2, 0.0))  # 2 req/s for ten minutes
+    spike = "".join(
+        line(f"10.4.{i // 250}.{i % 250}", 503 if i % 3 == 0 else 200, 600 + i // 60)
+        for i in range(1800)  # then 60 req/s for 30 s, a third 503
+    )
+    append(root, spike)
+    obs = run(root, window="30s")
+    assert obs.status == Status.FAIL and obs.fault == Fault.CAPACITY, obs.summary
+    assert obs.details["baseline_from"] == "history"
+    assert obs.details["baseline_rate"] == pytest.approx(2.0, rel=0.02)
+    assert "the baseline of 2.0 req/s (the log's earlier rate)" in obs.summary
+
+
+def test_first_sight_without_history_has_no_baseline(root: Path) -> None:
+    """Only the spike is in the log: nothing to compare with, so it is not called
+    capacity (it may as well be the servers breaking under ordinary traffic)."""
+    spike = "".join(
+        line(f"10.4.0.{i % 250}", 503 if i % 3 == 0 else 200, i // 60) for i in range(1800)
+    )
+    append(root, spike)
+    obs = run(root, window="30s")
+    assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX, obs.summary
+    assert obs.details["baseline_rate"] is None and obs.details["baseline_from"] is None
+
+
+def test_first_sight_of_ordinary_5xx_at_the_usual_rate_is_http_5xx(root: Path) -> None:
+    rnd = random.Random(22)
+    append(root, traffic(rnd, range(0, 600), 5, 0.0))
+    append(root, traffic(rnd, range(600, 630), 5, 0.3))  # same rate, 30% 500
+    obs = run(root, window="30s")
+    assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX, obs.summary
+    assert obs.details["baseline_rate"] == pytest.approx(5.0, rel=0.02)
+
+
+def test_the_history_rate_counts_quiet_seconds() -> None:
+    """One request every 10 s for 20 minutes is 0.1 req/s, not 1 req/s over the seconds
+    that had a line; a second left out of the history (failing) leaves its span out too."""
+    tail = error_rate.Tail()
+    for second in range(0, 1200, 10):
+        bucket = error_rate.Second()
+        bucket.counts[1] = 1
+        error_rate.fold_into_history(tail, second, bucket)
+    assert error_rate.history_rate(tail, 60) == pytest.approx(0.1, rel=0.01)
+    assert error_rate.history_rate(error_rate.Tail(), 60) is None  # no history, no rate
+    short = error_rate.Tail()
+    for second in range(31):  # the span fades too: 31 s of history span 30.98 s
+        bucket = error_rate.Second()
+        bucket.counts[1] = 5
+        error_rate.fold_into_history(short, second, bucket)
+    assert error_rate.history_rate(short, 60) is None  # less than a window of history
+    assert error_rate.history_rate(short, 30) == pytest.approx(5.0)
+    failing = error_rate.Second(failing=True)
+    failing.counts[4] = 500
+    error_rate.fold_into_history(short, 31, failing)
+    assert error_rate.history_rate(short, 30) == pytest.approx(5.0)
+
+
+def test_the_history_span_survives_a_restart_and_old_states_load(root: Path) -> None:
+    rnd = random.Random(23)
+    append(root, traffic(rnd, range(0, 300), 2, 0.0))
+    run(root, window="30s")
+    path = error_rate.state_path(str(root.parent / "st"), "web-01", LOG)
+    saved = json.loads(Path(path).read_text())
+    # 270 seconds left the window, each fading with the half-life like the counts.
+    faded = sum(0.5 ** (age / error_rate.HISTORY_HALF_LIFE) for age in range(270))
+    assert saved["history_span"] == pytest.approx(faded, rel=1e-6)
+    assert saved["history"][0] / saved["history_span"] == pytest.approx(2.0)
+    assert error_rate._restore(saved).history_span == saved["history_span"]
+    del saved["history_span"]  # a state written before the span was kept
+    assert error_rate._restore(saved).history_span == 0.0
+    for bad in (-1, "x", float("nan"), None):
+        assert error_rate._restore({**saved, "history_span": bad}).history_span == 0.0
+
+
+def test_a_restart_does_not_add_the_history_twice(root: Path) -> None:
+    """After a restart the window is rebuilt from the bytes before the saved offset; the
+    seconds among them that the saved history already holds are not folded in again."""
+    rnd = random.Random(24)
+    append(root, traffic(rnd, range(0, 300), 2, 0.0))
+    run(root, window="30s")
+    path = error_rate.state_path(str(root.parent / "st"), "web-01", LOG)
+    before = json.loads(Path(path).read_text())
+    error_rate.reset_state()  # the daemon restarts
+    append(root, traffic(rnd, range(300, 301), 2, 0.0))
+    run(root, window="30s")
+    after = json.loads(Path(path).read_text())
+    # One more second (299 -> 270 + 1 left the window): the rate stays 2 req/s.
+    assert after["history"][0] / after["history_span"] == pytest.approx(2.0)
+    assert after["history"][0] == pytest.approx(before["history"][0] + 2, rel=0.01)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from probes import error_rate
 from probes.base import Observation, Status
@@ -117,8 +119,28 @@ def test_fault_is_reported(
     assert failing(after) == set() and errors(after) == set()
 
 
+def test_slow_backend_is_slow_responses(lab: Lab) -> None:
+    lab.break_("slow-backend", delay=3)
+    try:
+        observations = run_sweep(lab)
+    finally:
+        lab.fix()
+    # lb-01's own check is slow too when round robin happens to send it to web-01.
+    assert (
+        {("web-01", "http", "slow-responses")}
+        <= failing(observations)
+        <= {
+            ("web-01", "http", "slow-responses"),
+            ("lb-01", "http", "slow-responses"),
+        }
+    )
+    web = next(o for o in observations if (o.host, o.probe) == ("web-01", "http"))
+    assert "within 1s (slow above 1s)" in web.summary
+    assert errors(observations) == set()
+
+
 def test_backend_5xx_share_of_clients(lab: Lab) -> None:
-    """Runs last: its errors stay in the error_rate window for a while."""
+    """Runs late: its errors stay in the error_rate window for a while."""
     lab.break_("backend-5xx", rate=0.5)
     try:
         time.sleep(1.1)  # the window starts on a fresh second
@@ -133,3 +155,29 @@ def test_backend_5xx_share_of_clients(lab: Lab) -> None:
     assert lb.details["clients_with_5xx"] == truth["clients_with_5xx"]
     web = observations[("web-01", "error_rate")]
     assert str(web.fault) == "http-5xx", web.summary
+
+
+def test_traffic_spike_is_capacity_on_first_sight(lab: Lab, tmp_path: Path) -> None:
+    """Runs after the 5xx test (its 503s would be in that test's window).
+
+    What `recorder probe` says during a spike: no earlier run to take a baseline from,
+    so the rate is compared with the log's own history before the window (a 5 s window
+    here, so a few seconds of ordinary traffic make that history)."""
+    config = yaml.safe_load(lab.config_path.read_text())
+    for check in config["checks"]:
+        if "error_rate" in check["probes"]:
+            check["probes"]["error_rate"]["window"] = "5s"
+    path = tmp_path / "recorder.yml"
+    path.write_text(yaml.safe_dump(config))
+    lab.traffic(clients=20, rps=10, seconds=7)
+    lab.break_("traffic-spike", rps=250, seconds=6)
+    try:
+        time.sleep(2.5)  # the burst is under way, and its seconds are in the log
+        error_rate.reset_state()  # first sight, as a one-off sweep has it
+        observations = {(o.host, o.probe): o for o in sweep(load_config(str(path)))}
+    finally:
+        lab.fix()
+    lb = observations[("lb-01", "error_rate")]
+    assert lb.status == Status.FAIL and str(lb.fault) == "capacity", lb.summary
+    assert lb.details["baseline_from"] == "history"
+    assert "(the log's earlier rate)" in lb.summary
