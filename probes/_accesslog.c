@@ -686,12 +686,15 @@ Tally_totals(Tally *self, PyObject *Py_UNUSED(ignored))
         }
         PyTuple_SET_ITEM(classes, i, n);
     }
+    /* set_item takes its value's reference whatever happens: `classes` goes in first, so
+     * no earlier failure can leave it unreleased. */
+    if (set_item(dict, "digits", classes) < 0)
+        goto fail;
     if (set_item(dict, "lines", PyLong_FromSsize_t(self->lines)) < 0 ||
         set_item(dict, "matched", PyLong_FromSsize_t(self->matched)) < 0 ||
         set_item(dict, "kept", PyLong_FromSsize_t(self->kept)) < 0 ||
         set_item(dict, "untimed", PyLong_FromSsize_t(self->untimed)) < 0 ||
         set_item(dict, "out_of_range", PyLong_FromSsize_t(self->out_of_range)) < 0 ||
-        set_item(dict, "digits", classes) < 0 ||
         set_item(dict, "clients", PyLong_FromSsize_t(self->used)) < 0 ||
         set_item(dict, "clients_with_5xx", PyLong_FromSsize_t(self->failed)) < 0 ||
         set_item(dict, "first_5xx", epoch_or_none(self->has_5xx, self->first_5xx)) < 0 ||

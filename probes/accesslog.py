@@ -56,6 +56,10 @@ COMBINED = (
 CLIENT_VARS = ("remote_addr", "realip_remote_addr", "http_x_real_ip", "http_x_forwarded_for")
 TIME_VARS = {"time_local": rb"(.{26})", "time_iso8601": rb"(.{25})", "msec": rb"(\d++\.\d++)"}
 BLOCK_LINES = 64
+# A longer line is not something nginx wrote (its request and header buffers are far
+# smaller): readers count it once as malformed and skip to its newline, so a file
+# without newlines cannot make them hold it whole.
+MAX_LINE = 4 << 20
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # bytes.translate table: b"5" -> 1, every other byte -> 0 (a mask for itertools.compress).
 MASK_5XX = bytes(1 if i == ord("5") else 0 for i in range(256))
@@ -114,8 +118,10 @@ def _variable_pattern(name: str, stop: bytes | None, strict: bool, capture: bool
     else:
         loop = b"[^" + re.escape(stop) + (rb"\n" if strict else b"") + b"]"
         pattern = b"(" + loop + b"++)" if name in CLIENT_VARS and capture else loop + b"*+"
-    if not capture:
-        pattern = pattern.replace(b"(", b"(?:")
+    if not capture and pattern.startswith(b"("):
+        # Only the group that opens the pattern: a `(` further on is the escaped stop
+        # byte inside a class (`[^\(]`), which must stay a `(`.
+        pattern = b"(?:" + pattern[1:]
     return pattern
 
 

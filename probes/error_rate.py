@@ -79,6 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from probes.accesslog import (
     CLASSES,
     MASK_5XX,
+    MAX_LINE,
     LogFormat,
     LogFormatError,
     TimeCache,
@@ -338,9 +339,9 @@ class _Reader:
             if chunk:
                 self.add(chunk, counted=counted)
                 consumed += len(chunk)  # its leading newline stands for the last one
-            if len(pending) > READ_CHUNK:
-                # A "line" longer than a whole read is not something nginx wrote: count
-                # it once as malformed and drop the rest of it, up to its newline.
+            if len(pending) > MAX_LINE:
+                # A "line" over MAX_LINE is not something nginx wrote: count it once as
+                # malformed and drop the rest of it, up to its newline.
                 if counted:
                     self.tail.lines_total += 1
                     self.tail.malformed_lines += 1

@@ -15,9 +15,11 @@ from typing import IO, Any
 
 from probes.accesslog import (
     CLASSES,
+    MAX_LINE,
     LogFormat,
     PyTally,
     TimeCache,
+    Totals,
     compile_format,
     iso,
     new_tally,
@@ -52,13 +54,20 @@ class Summary:
 
     def __init__(self, fmt: LogFormat, since: int | None, until: int | None) -> None:
         self.tally = new_tally(fmt, TimeCache(fmt.time_var), since, until)
+        self.long_lines = 0  # lines over MAX_LINE: malformed, never given to the tally
 
     def add(self, buf: bytes, start: int = 0, end: int | None = None) -> None:
         """Count the lines of buf[start:end], as `parse_chunk` reads them."""
         self.tally.scan(buf, start, len(buf) if end is None else end)
 
-    def to_json(self) -> dict[str, Any]:
+    def totals(self) -> Totals:
+        """The tally's totals with the over-long lines counted in (as malformed)."""
         t = self.tally.totals()
+        t["lines"] += self.long_lines
+        return t
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.totals()
         classes = {name: t["digits"][int(name[0])] for name in CLASSES}
         requests = sum(classes.values())
         clients = t["clients"]
@@ -110,7 +119,7 @@ def scan(
 
 
 def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
-    before = summary.tally.totals()
+    before = summary.totals()
     compressed = False
     with open(path, "rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
@@ -120,6 +129,7 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
         )
         try:
             pending = b""  # the start of a line cut by the previous read
+            dropping = False  # inside an over-long line, already counted, up to its end
             while True:
                 try:
                     data = source.read(CHUNK)
@@ -129,11 +139,20 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
                     break
                 first = data.find(b"\n")
                 if first < 0:
-                    pending += data
+                    if not dropping:
+                        pending += data
+                        if len(pending) > MAX_LINE:
+                            summary.long_lines += 1
+                            pending, dropping = b"", True
                     continue
                 # The line cut by the previous read, completed; then the lines of this
                 # read, counted in place (from its first newline to its last).
-                summary.add(b"\n" + pending + data[:first])
+                if dropping:
+                    dropping = False
+                elif len(pending) + first > MAX_LINE:
+                    summary.long_lines += 1
+                else:
+                    summary.add(b"\n" + pending + data[:first])
                 last = data.rfind(b"\n")
                 if last > first:
                     summary.add(data, first, last)
@@ -143,7 +162,7 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
         finally:
             if source is not raw:
                 source.close()
-    after = summary.tally.totals()
+    after = summary.totals()
     lines = after["lines"] - before["lines"]
     return {
         "path": path,

@@ -238,6 +238,22 @@ def test_custom_format_status_first_and_iso_time() -> None:
     assert times(parsed.full_times()[0]) == 1795433405  # 2026-11-23T11:30:05Z
 
 
+def test_a_skipped_value_may_stop_at_a_parenthesis() -> None:
+    """A `(` after a variable the reader skips is the stop of that value, and only that:
+    `?` and `:` inside the value are ordinary bytes (they once ended it, so the line was
+    malformed; found by fuzzing the compiled counter against this reader)."""
+    fmt = compile_format("$remote_addr [$time_local] $request($status) $host")
+    lines = [
+        b"10.0.0.1 [23/Nov/2026:14:30:05 +0300] GET /?a=b:c HTTP/1.1(503) example.org",
+        b"10.0.0.2 [23/Nov/2026:14:30:05 +0300] GET /:x?(200) example.org",
+        b"10.0.0.3 [23/Nov/2026:14:30:05 +0300] no status here example.org",
+    ]
+    parsed = parse_chunk(fmt, build(lines * 40))  # past one 64-line block
+    assert parsed.clients == [b"10.0.0.1", b"10.0.0.2"] * 40
+    assert parsed.digits == b"52" * 40
+    assert parsed.malformed == 40
+
+
 def test_custom_format_forwarded_client_and_msec() -> None:
     fmt = compile_format("$http_x_forwarded_for|$msec|$status|$body_bytes_sent")
     parsed = parse_chunk(fmt, build([b"203.0.113.9|1795433405.123|404|12"]))

@@ -11,6 +11,7 @@ module directly, so they fail (not skip) when setup could not build it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -38,6 +39,8 @@ FORMATS = [
     "[$time_local] $remote_addr $status $remote_addr $time_local",
     # nothing literal after a time of no fixed width
     "$remote_addr $status $msec",
+    # regular-expression syntax as literals and as the stop of a skipped value
+    "$remote_addr ($time_local) $request($status) $host?",
 ]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 POOL = ["10.0.0.1", "10.0.0.2", "192.168.100.200", "2001:db8::1", "2001:db8:ffff::abcd:1"]
@@ -133,7 +136,7 @@ def log_lines(draw: st.DrawFn, fmt_text: str) -> list[bytes]:
             pos = draw(st.integers(0, len(line)))
             line = (
                 line[:pos]
-                + draw(st.sampled_from([b" ", b'"', b"[", b"]", b"|", b"\r", b"\x00"]))
+                + draw(st.sampled_from([b" ", b'"', b"[", b"]", b"|", b"(", b")", b"\r", b"\x00"]))
                 + line[pos:]
             )
         pool.append(line)
@@ -460,3 +463,40 @@ def test_init_reentered_from_its_arguments_keeps_the_first_and_leaks_nothing() -
     assert sys.getrefcount(outer) == refs
     t.scan(LINE, 0, len(LINE))
     assert t.totals()["matched"] == 1
+
+
+def test_totals_under_memory_errors_leaks_nothing() -> None:
+    """Each allocation of totals() failing in turn: a MemoryError, never a leaked object
+    (the status-class tuple once leaked when a key before it failed)."""
+    testcapi = pytest.importorskip("_testcapi")
+    fmt = compile_format(None)
+    t = new_tally(fmt, TimeCache(fmt.time_var))
+    t.scan(LINE, 0, len(LINE))
+    want = t.totals()
+
+    def fail_allocation(n: int, times: int) -> int:
+        failed = 0
+        for _ in range(times):
+            testcapi.set_nomemory(n, n + 1)
+            try:
+                got = t.totals()
+            except MemoryError:
+                failed += 1
+            else:
+                assert got == want
+            finally:
+                testcapi.remove_mem_hooks()
+        return failed
+
+    for n in range(40):  # once each first: the interpreter's own caches fill
+        fail_allocation(n, 1)
+    failed = 0
+    for n in range(40):
+        gc.collect()
+        before = sys.getallocatedblocks()
+        failed += fail_allocation(n, 20)
+        gc.collect()
+        # 20 failing calls: a leak would be 20 blocks or more. A block or two is the
+        # interpreter's own free list of MemoryError objects filling.
+        assert sys.getallocatedblocks() - before <= 2, f"allocation {n} failing leaks"
+    assert failed > 0  # some allocations really failed

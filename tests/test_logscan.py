@@ -9,6 +9,7 @@ import random
 import shlex
 import subprocess
 import sys
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
+from probes.accesslog import MAX_LINE
 from recorder import logscan
 from recorder.cli import main
 from recorder.logscan import format_text, parse_time, scan
@@ -242,3 +244,36 @@ def test_commands_that_read_no_config_import_no_config_or_lab(
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "loaded: []" in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_an_over_long_line_counts_once_and_memory_stays_small(
+    tmp_path: Path, compress: bool
+) -> None:
+    """A 'line' of 40 MiB without a newline (not something nginx writes) is one malformed
+    line: it is not held whole, and the lines around it count as usual."""
+    good = b'10.0.0.1 - - [23/Nov/2026:14:30:05 +0300] "GET / HTTP/1.1" 503 1 "-" "-"\n'
+    body = good * 3 + b"x" * (40 << 20) + b"\n" + good * 2 + b"y" * (MAX_LINE + 1)
+    path = tmp_path / ("huge.log.gz" if compress else "huge.log")
+    path.write_bytes(gzip.compress(body, 1) if compress else body)
+    tracemalloc.start()
+    try:
+        result = logscan.scan([str(path)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["requests"] == 5 and result["status_classes"]["5xx"] == 5
+    assert result["lines"] == 7 and result["malformed_lines"] == 2
+    assert result["files"][0]["lines"] == 7 and result["files"][0]["malformed_lines"] == 2
+    assert peak < 4 * MAX_LINE, peak  # a line over MAX_LINE is never held whole
+
+
+def test_a_line_just_under_the_limit_is_read(tmp_path: Path) -> None:
+    head = b'10.0.0.1 - - [23/Nov/2026:14:30:05 +0300] "GET /'
+    tail = b' HTTP/1.1" 200 1 "-" "-"'
+    line = head + b"a" * (MAX_LINE - len(head) - len(tail)) + tail
+    assert len(line) == MAX_LINE
+    path = tmp_path / "edge.log"
+    path.write_bytes(line + b"\n" + line + b"\n")
+    result = logscan.scan([str(path)])
+    assert result["requests"] == 2 and result["malformed_lines"] == 0

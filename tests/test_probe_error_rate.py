@@ -293,6 +293,7 @@ def test_copytruncate_reads_the_lines_left_in_the_copy(root: Path) -> None:
 
 def test_an_over_long_line_counts_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(error_rate, "READ_CHUNK", 4096)
+    monkeypatch.setattr(error_rate, "MAX_LINE", 4096)
     append(root, line("10.0.0.1", 200))
     assert run(root).details["lines_total"] == 1
     append(root, "z" * 20000)  # still being written when we look
