@@ -102,7 +102,7 @@ from probes.base import (
 from probes.durations import Duration
 
 NAME = "error_rate"
-READ_CHUNK = 4 << 20  # bytes per read_range
+READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
 FIRST_SIGHT = 8 << 20  # how far back a log seen for the first time is read
 HEAD_BYTES = 64  # the file identity hashes this many first bytes
 BASELINE_WEIGHT = 0.2
@@ -290,9 +290,11 @@ def _restore(data: dict[str, Any]) -> Tail:
     ):
         tail.history_requests, tail.history_errors = float(history[0]), float(history[1])
         tail.history_second = history[2]
-        span = data.get("history_span")  # absent in a state saved before it was kept
-        if isinstance(span, int | float) and math.isfinite(span) and span >= 0:
-            tail.history_span = float(span)
+        # Absent in a state saved before it was kept: the counts are then of an unknown
+        # span, so no rate is taken from them (the saved baseline_rate still serves).
+        span = data.get("history_span")
+        known = isinstance(span, int | float) and math.isfinite(span) and span >= 0
+        tail.history_span = float(span) if known and isinstance(span, int | float) else -1.0
     return tail
 
 
@@ -335,6 +337,16 @@ class _Reader:
                 if cut < 0:
                     continue
                 data, skip = data[cut + 1 :], False
+            if pending:
+                cut = data.find(b"\n")
+                if cut >= 0 and len(pending) + cut > MAX_LINE:
+                    # The line begun in earlier reads ends here, past MAX_LINE: once as
+                    # malformed, as below. (A line within one read is at most READ_CHUNK.)
+                    if counted:
+                        self.tail.lines_total += 1
+                        self.tail.malformed_lines += 1
+                    consumed += len(pending) + cut + 1
+                    pending, data = b"", data[cut + 1 :]
             chunk, pending = split_complete(pending, data)
             if chunk:
                 self.add(chunk, counted=counted)
@@ -405,15 +417,13 @@ class _Reader:
         """Lines older than the window go to the history instead of being dropped: on
         first sight (or after a long pause) the log's earlier minutes are what a sudden
         rise and the rate are compared with. The window's own buckets that this chunk
-        pushed out are folded with them, in order of time. Seconds the history already
-        holds (a restart rebuilding its window from bytes read before) are not added
-        again."""
+        pushed out are folded with them, in order of time (`fold_into_history` passes
+        over the seconds the history already holds)."""
         tail = self.tail
-        done = tail.history_second
         older: dict[int, Second] = {}
         for (raw, digit), n in Counter(zip(times, digits, strict=True)).items():
             sec = seconds[raw]
-            if sec is None or sec >= oldest_kept or (done is not None and sec <= done):
+            if sec is None or sec >= oldest_kept:
                 continue
             bucket = older.get(sec)
             if bucket is None:
@@ -583,30 +593,41 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
 
 
 def fold_into_history(tail: Tail, second: int, bucket: Second) -> None:
-    """Add a second that leaves the window to the fading history. The span grows by the
-    seconds since the previous one folded, quiet seconds included (they had no bucket but
-    belong to the rate), except this one when it is left out with its requests."""
-    elapsed = 1
-    if tail.history_second is not None and second > tail.history_second:
-        elapsed = second - tail.history_second
-        fade = 0.5 ** (elapsed / HISTORY_HALF_LIFE)
-        tail.history_requests *= fade
-        tail.history_errors *= fade
-        tail.history_span *= fade
-    elif tail.history_second is not None:
-        elapsed = 0  # not newer than the history (a late line): no new seconds
-    if not bucket.failing:
+    """Add a second that leaves the window to the fading history.
+
+    A second not newer than the history's newest is already in it: a restarted recorder
+    rebuilds its window from bytes it had read before, and those seconds leave the
+    window again (or a late line's second, which the history had passed). The span grows
+    by the seconds since the previous one folded, quiet ones included (they had no bucket
+    but belong to the rate), each weighted by its own fade as the counts are; this
+    second is left out of it when it is left out with its requests (`failing`)."""
+    if tail.history_second is not None and second <= tail.history_second:
+        return
+    elapsed = 1 if tail.history_second is None else second - tail.history_second
+    fade = 0.5 ** (elapsed / HISTORY_HALF_LIFE)
+    tail.history_requests *= fade
+    tail.history_errors *= fade
+    gap = faded_seconds(elapsed)
+    if bucket.failing:
+        gap -= 1
+    else:
         tail.history_requests += sum(bucket.counts)
         tail.history_errors += bucket.counts[4]
-        tail.history_span += elapsed
-    else:
-        tail.history_span += max(0, elapsed - 1)
-    tail.history_second = max(second, tail.history_second or second)
+    if tail.history_span >= 0:  # negative: unknown (a state saved before it was kept)
+        tail.history_span = tail.history_span * fade + gap
+    tail.history_second = second
+
+
+def faded_seconds(n: float) -> float:
+    """The weight in the history of `n` consecutive seconds up to the newest: 1 for the
+    newest, fading with the half-life before it."""
+    return (1 - math.pow(0.5, n / HISTORY_HALF_LIFE)) / (1 - math.pow(0.5, 1 / HISTORY_HALF_LIFE))
 
 
 def history_rate(tail: Tail, window: float) -> float | None:
-    """Requests per second over the history, once it spans at least a window."""
-    if tail.history_span < max(1.0, window):
+    """Requests per second over the history, once it spans at least a window's worth of
+    seconds (as faded as the counts are)."""
+    if tail.history_span < faded_seconds(max(1.0, window)) * (1 - 1e-9):
         return None
     return tail.history_requests / tail.history_span
 

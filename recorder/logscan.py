@@ -25,7 +25,9 @@ from probes.accesslog import (
     new_tally,
 )
 
-CHUNK = 1 << 20  # bytes per read: large enough to amortize, small enough to stay in cache
+# Bytes per read: large enough to amortize, small enough to stay in cache; at most
+# MAX_LINE, which the long-line check below relies on (a line within one read is short).
+CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 

@@ -269,6 +269,7 @@ def test_an_over_long_line_counts_once_and_memory_stays_small(
 
 
 def test_a_line_just_under_the_limit_is_read(tmp_path: Path) -> None:
+    assert logscan.CHUNK <= MAX_LINE  # what the long-line check relies on
     head = b'10.0.0.1 - - [23/Nov/2026:14:30:05 +0300] "GET /'
     tail = b' HTTP/1.1" 200 1 "-" "-"'
     line = head + b"a" * (MAX_LINE - len(head) - len(tail)) + tail

@@ -304,6 +304,27 @@ def test_an_over_long_line_counts_once(root: Path, monkeypatch: pytest.MonkeyPat
     assert obs.details["requests"] == 2
 
 
+def test_a_line_past_the_limit_is_malformed_wherever_its_newline_falls(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Well formed but 6 KB with a 4 KB limit, its newline arriving in the read that takes
+    it past the limit (it was read as a request) or in a later one: malformed, once."""
+    monkeypatch.setattr(error_rate, "READ_CHUNK", 4096)
+    monkeypatch.setattr(error_rate, "MAX_LINE", 4096)
+    assert error_rate.READ_CHUNK <= error_rate.MAX_LINE
+    long_agent = line("10.0.0.9", 500, agent="a" * 6000)
+    append(root, line("10.0.0.1", 200) + long_agent + line("10.0.0.2", 200))
+    obs = run(root)
+    assert (obs.details["lines_total"], obs.details["malformed_lines"]) == (3, 1)
+    assert obs.details["requests"] == 2 and obs.details["status_classes"]["5xx"] == 0
+    append(root, long_agent + long_agent[:4000])  # a second one, still being written
+    run(root)
+    append(root, long_agent[4000:] + line("10.0.0.3", 200))
+    obs = run(root)
+    assert (obs.details["lines_total"], obs.details["malformed_lines"]) == (6, 3)
+    assert obs.details["requests"] == 3
+
+
 # ---- sudden rise: the last seconds judged on their own ---------------------------------------
 
 
@@ -438,7 +459,7 @@ def test_the_history_rate_counts_quiet_seconds() -> None:
     assert error_rate.history_rate(tail, 60) == pytest.approx(0.1, rel=0.01)
     assert error_rate.history_rate(error_rate.Tail(), 60) is None  # no history, no rate
     short = error_rate.Tail()
-    for second in range(31):  # the span fades too: 31 s of history span 30.98 s
+    for second in range(30):
         bucket = error_rate.Second()
         bucket.counts[1] = 5
         error_rate.fold_into_history(short, second, bucket)
@@ -446,8 +467,29 @@ def test_the_history_rate_counts_quiet_seconds() -> None:
     assert error_rate.history_rate(short, 30) == pytest.approx(5.0)
     failing = error_rate.Second(failing=True)
     failing.counts[4] = 500
-    error_rate.fold_into_history(short, 31, failing)
+    error_rate.fold_into_history(short, 30, failing)
+    error_rate.fold_into_history(short, 31, bucket)
+    assert error_rate.history_rate(short, 30) == pytest.approx(5.0)  # 500 and its second out
+    late = error_rate.Second()
+    late.counts[1] = 1000
+    error_rate.fold_into_history(short, 12, late)  # a second the history has passed
     assert error_rate.history_rate(short, 30) == pytest.approx(5.0)
+
+
+def test_a_quiet_hour_in_the_history_fades_like_the_counts() -> None:
+    """10 req/s for ten minutes, an hour without a line, ten minutes more: the quiet
+    seconds weigh as much as seconds of that age with traffic would (5.1 req/s). Counted
+    unfaded they made it 1.9 req/s, and ordinary 5xx at the usual 10 req/s capacity."""
+    tail = error_rate.Tail()
+    for second in [*range(0, 600), *range(4200, 4800)]:
+        bucket = error_rate.Second()
+        bucket.counts[1] = 10
+        error_rate.fold_into_history(tail, second, bucket)
+    quiet_hour = sum(0.5 ** ((4799 - s) / error_rate.HISTORY_HALF_LIFE) for s in range(600, 4200))
+    span = sum(0.5 ** ((4799 - s) / error_rate.HISTORY_HALF_LIFE) for s in range(4800))
+    assert tail.history_span == pytest.approx(span, rel=1e-9)
+    assert error_rate.history_rate(tail, 30) == pytest.approx(10 * (span - quiet_hour) / span)
+    assert error_rate.history_rate(tail, 30) == pytest.approx(5.06, abs=0.01)
 
 
 def test_the_history_span_survives_a_restart_and_old_states_load(root: Path) -> None:
@@ -462,23 +504,55 @@ def test_the_history_span_survives_a_restart_and_old_states_load(root: Path) -> 
     assert saved["history"][0] / saved["history_span"] == pytest.approx(2.0)
     assert error_rate._restore(saved).history_span == saved["history_span"]
     del saved["history_span"]  # a state written before the span was kept
-    assert error_rate._restore(saved).history_span == 0.0
+    old = error_rate._restore(saved)
+    assert old.history_requests > 0 and error_rate.history_rate(old, 30) is None
     for bad in (-1, "x", float("nan"), None):
-        assert error_rate._restore({**saved, "history_span": bad}).history_span == 0.0
+        assert error_rate._restore({**saved, "history_span": bad}).history_span == -1.0
+    # An unknown span stays unknown (its counts are of no known length) and is saved so.
+    bucket = error_rate.Second()
+    bucket.counts[1] = 2
+    for second in range(300, 400):
+        error_rate.fold_into_history(old, second, bucket)
+    assert error_rate.history_rate(old, 30) is None
+    assert error_rate._restore(old.persisted()).history_span == -1.0
 
 
-def test_a_restart_does_not_add_the_history_twice(root: Path) -> None:
-    """After a restart the window is rebuilt from the bytes before the saved offset; the
-    seconds among them that the saved history already holds are not folded in again."""
+def history_after(
+    root: Path, monkeypatch: pytest.MonkeyPatch, restart: bool, quiet: bool
+) -> tuple[float, float, float]:
+    """Five minutes of 2 req/s, probed; optionally twenty quiet seconds probed too; a
+    restart (or not); one more second of traffic, probed. The saved history."""
     rnd = random.Random(24)
     append(root, traffic(rnd, range(0, 300), 2, 0.0))
+    monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 300)
+    run(root, window="30s")
+    if quiet:
+        monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 320)
+        run(root, window="30s")
+    if restart:
+        error_rate.reset_state()  # the daemon restarts; the saved state remains
+    append(root, traffic(rnd, range(321, 322), 2, 0.0))
+    monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 322)
     run(root, window="30s")
     path = error_rate.state_path(str(root.parent / "st"), "web-01", LOG)
-    before = json.loads(Path(path).read_text())
-    error_rate.reset_state()  # the daemon restarts
-    append(root, traffic(rnd, range(300, 301), 2, 0.0))
-    run(root, window="30s")
-    after = json.loads(Path(path).read_text())
-    # One more second (299 -> 270 + 1 left the window): the rate stays 2 req/s.
-    assert after["history"][0] / after["history_span"] == pytest.approx(2.0)
-    assert after["history"][0] == pytest.approx(before["history"][0] + 2, rel=0.01)
+    saved = json.loads(Path(path).read_text())
+    return saved["history"][0], saved["history"][1], saved["history_span"]
+
+
+@pytest.mark.parametrize("read_chunk", [4 << 20, 4096], ids=["one-read", "many-reads"])
+@pytest.mark.parametrize("quiet", [False, True], ids=["busy", "quiet-before"])
+def test_a_restart_does_not_add_the_history_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_chunk: int, quiet: bool
+) -> None:
+    """After a restart the window is rebuilt from the bytes before the saved offset (in
+    many reads when it is big, and after a quiet spell some of those seconds have left
+    the window already); the seconds the saved history holds are not added again, so the
+    history is what it would have been without the restart."""
+    monkeypatch.setattr(error_rate, "READ_CHUNK", read_chunk)
+    histories = []
+    for restart in (False, True):
+        error_rate.reset_state()
+        root = tmp_path / f"restart-{restart}" / "root"
+        (root / "var/log/nginx").mkdir(parents=True)
+        histories.append(history_after(root, monkeypatch, restart, quiet))
+    assert histories[1] == pytest.approx(histories[0], rel=1e-9)
