@@ -342,9 +342,7 @@ class _Reader:
                 if cut >= 0 and len(pending) + cut > MAX_LINE:
                     # The line begun in earlier reads ends here, past MAX_LINE: once as
                     # malformed, as below. (A line within one read is at most READ_CHUNK.)
-                    if counted:
-                        self.tail.lines_total += 1
-                        self.tail.malformed_lines += 1
+                    self.count_long_line(counted)
                     consumed += len(pending) + cut + 1
                     pending, data = b"", data[cut + 1 :]
             chunk, pending = split_complete(pending, data)
@@ -354,9 +352,7 @@ class _Reader:
             if len(pending) > MAX_LINE:
                 # A "line" over MAX_LINE is not something nginx wrote: count it once as
                 # malformed and drop the rest of it, up to its newline.
-                if counted:
-                    self.tail.lines_total += 1
-                    self.tail.malformed_lines += 1
+                self.count_long_line(counted)
                 consumed += len(pending)
                 pending, skip = b"", True
         if final and pending:
@@ -365,6 +361,11 @@ class _Reader:
         if counted and not final:
             self.tail.in_long_line = skip
         return consumed
+
+    def count_long_line(self, counted: bool) -> None:
+        if counted:
+            self.tail.lines_total += 1
+            self.tail.malformed_lines += 1
 
     def add(self, chunk: bytes, *, counted: bool) -> None:
         lines = parse_chunk(self.fmt, chunk)
