@@ -11,7 +11,7 @@
 #
 # Everything it starts is stopped on exit, by pid, even on failure or Ctrl-C.
 # Knobs: DEMO_FAULT (any `recorder lab break --help` fault), DEMO_RATE, DEMO_WAIT
-# (seconds to wait for each step, default 90), DEMO_LAB_DIR.
+# (seconds to wait for each step, default 90), DEMO_LAB_DIR, DEMO_SETUP=0 (skip setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +23,9 @@ WAIT=${DEMO_WAIT:-90}
 
 say() { printf '\n== %s\n' "$*"; }
 
-# A fresh machine gets nginx, the virtual environment and the package first.
-bash scripts/setup.sh
+# A fresh machine gets nginx, the virtual environment and the package first
+# (DEMO_SETUP=0 skips it on a machine already set up, as the demo's own test does).
+[ "${DEMO_SETUP:-1}" = 0 ] || bash scripts/setup.sh
 
 LAB=${DEMO_LAB_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/recorder-demo.XXXXXX")}
 CONFIG="$LAB/recorder.yml"
@@ -81,7 +82,9 @@ lab_started=1
 "$REC" lab up --dir "$LAB"
 
 say "recorder run --config $CONFIG (background, log in $LAB/recorder.log)"
-rec run >"$LAB/recorder.log" 2>&1 &
+# The daemon is started directly (not through the `rec` function, which would make $! a
+# subshell's pid and leave the daemon running when that subshell is stopped).
+"$REC" --config "$CONFIG" run >"$LAB/recorder.log" 2>&1 &
 daemon_pid=$!
 
 say "recorder lab traffic: 50 clients, 20 requests/s (background)"
