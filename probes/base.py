@@ -29,6 +29,7 @@ class Fault(StrEnum):
     SLOW_RESPONSES = "slow-responses"
     CAPACITY = "capacity"
     BAD_DEPLOY = "bad-deploy"
+    UNEXPECTED_STATUS = "unexpected-status"
 
 
 class Status(StrEnum):

@@ -5,10 +5,10 @@ What each failure means, as an operator reads it:
   `port-closed`, with the reason;
 - the server answers 5xx: `http-5xx`;
 - it answers another unexpected status (a 404 because the site is not served, a 301
-  where 200 was expected) or a body that does not match: the site does not answer as
-  expected. No fault kind names that exactly; it is reported as `port-closed` with
-  details.reason "unexpected-status" / "body-mismatch", and the engine ranks the root
-  cause from all the evidence (a missing symlink shows in the sites probe);
+  where 200 was expected) or a body that does not match: `unexpected-status`, with
+  details.reason "unexpected-status" / "body-mismatch". The port is open, so this is
+  never `port-closed`; the engine ranks the root cause from all the evidence (a missing
+  symlink with a default server left answering shows in the sites probe);
 - the answer (or its absence: a read timeout) takes longer than `slow`: `slow-responses`,
   said as soon as `slow` has passed without headers, not after the read timeout.
 
@@ -186,7 +186,7 @@ def _check(host: Host, config: Config) -> Observation:
         )
     if code not in config.expect:
         return fail(
-            Fault.PORT_CLOSED,
+            Fault.UNEXPECTED_STATUS,
             f"{host.name} answered {code} on {url}" + _expected(config),
             "unexpected-status",
         )
@@ -195,7 +195,7 @@ def _check(host: Host, config: Config) -> Observation:
         if not re.search(config.body, text):
             details["body_excerpt"] = text[:200]
             return fail(
-                Fault.PORT_CLOSED,
+                Fault.UNEXPECTED_STATUS,
                 f"{host.name} answered {code} on {url} but the body does not match {config.body!r}",
                 "body-mismatch",
             )

@@ -501,6 +501,15 @@ class IncidentBook:
                     f"{host} is the only way in for {service} and answers nothing ({what}): "
                     "every client was turned away",
                 )
+            if http and http.status is Status.FAIL and http.fault is Fault.UNEXPECTED_STATUS:
+                # The entry point answers, but not with the site (a default server's 404
+                # once the site's link is gone): the checked page fails for everyone.
+                return Affected(
+                    1.0,
+                    "entrypoint-unexpected-status",
+                    f"{host} is the only way in for {service} and does not serve the site"
+                    f" ({http.summary}): every client got that answer instead",
+                )
         best: Affected | None = None
         for host in entrypoints:
             er = self.latest.get((host, "error_rate"))

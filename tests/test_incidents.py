@@ -334,3 +334,28 @@ def test_dead_backend_weight_when_no_log_is_measured(tmp_path: Path) -> None:
     )
     inc = h.only_incident()
     assert inc.affected.ratio == 0.5 and inc.affected.method == "dead-backend-weight"
+
+
+def test_a_default_server_answering_404_is_unexpected_status_not_a_closed_port(
+    tmp_path: Path,
+) -> None:
+    # The site's link is gone and a default server answers 404 in its place: the port is
+    # open, everyone gets the 404, and the missing link is still the best explanation.
+    h = Harness(tmp_path)
+    h.sweep({})
+    fallen_back = {
+        ("lb-01", "sites"): MISSING_SYMLINK[("lb-01", "sites")],
+        ("lb-01", "http"): (
+            Fault.UNEXPECTED_STATUS,
+            "lb-01 answered 404 on http://127.0.0.1:18080/ (expected 200, 301)",
+            {"reason": "unexpected-status", "status_code": 404},
+        ),
+    }
+    for _ in range(3):
+        h.sweep(fallen_back)
+    inc = h.only_incident()
+    assert inc.root_causes[0].fault == "missing-symlink"
+    assert "port-closed" not in [c.fault for c in inc.root_causes]
+    assert inc.affected.ratio == 1.0
+    assert inc.affected.method == "entrypoint-unexpected-status"
+    assert "answered 404" in inc.affected.evidence

@@ -133,14 +133,15 @@ def test_connect_timeout_is_port_closed() -> None:
 def test_body_must_match(server: int) -> None:
     assert probe(f"http://{{address}}:{server}/", body="all good").status == Status.OK
     obs = probe(f"http://{{address}}:{server}/", body="^maintenance")
-    assert obs.fault == Fault.PORT_CLOSED
+    assert obs.fault == Fault.UNEXPECTED_STATUS
     assert obs.details["reason"] == "body-mismatch"
     assert "status: all good" in obs.details["body_excerpt"]
 
 
 def test_expected_statuses(server: int) -> None:
     obs = probe(f"http://{{address}}:{server}/", expect=[301])
-    assert obs.fault == Fault.PORT_CLOSED
+    # The port answered: a wrong status is never called a closed port.
+    assert obs.fault == Fault.UNEXPECTED_STATUS
     assert obs.details["reason"] == "unexpected-status"
     assert "(expected 301)" in obs.summary
 

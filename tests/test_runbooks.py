@@ -151,7 +151,7 @@ INVALID = [
         "nginx-crash",
         "fault: Input should be 'port-closed', 'nginx-down', 'missing-symlink', "
         "'dangling-symlink', 'config-syntax', 'upstream-down', 'http-5xx', 'slow-responses', "
-        "'capacity' or 'bad-deploy'",
+        "'capacity', 'bad-deploy' or 'unexpected-status'",
     ),
     (
         "users_experience",
