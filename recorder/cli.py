@@ -333,6 +333,15 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
     from recorder.logscan import parse_time
 
     incident = get_incident(ctx, incident_id)
+    if incident.status == "closed":
+        # The final postmortem is written and never rewritten: a note now would reach
+        # nothing but the store, so say so rather than accept it.
+        where = incident.postmortem.get("path") or "its file"
+        fail(
+            f"{incident.ref} is closed; a note would not reach its final postmortem. "
+            f"Add it to {where} by hand.",
+            1,
+        )
     if not text.strip():
         fail("the note is empty")
     try:
@@ -473,10 +482,30 @@ def close_cmd(
         fail(str(exc), exc.exit_code)
     if not result.ok:
         click.echo(f"{incident.ref}: not closed; the postmortem still lacks:", err=True)
-        for gap in result.gaps:
-            click.echo(f"  {gap}", err=True)
+        for gap, fill in zip(result.gaps, result.fills, strict=True):
+            click.echo(f"  {gap}  (fill with {fill})", err=True)
+        given = [
+            name
+            for name, value in (
+                ("--root-cause", root_cause),
+                ("--resolution", resolution),
+                ("--misleading", misleading),
+                ("--escalated-to", escalated_to),
+                ("--task", tasks),
+                ("--affected", affected),
+            )
+            if value
+        ]
+        if given and not edit:
+            click.echo(
+                f"kept for the next attempt: {', '.join(given)} (give only what is missing)",
+                err=True,
+            )
         sys.exit(1)
-    click.echo(f"{incident.ref}: closed; postmortem written to {result.path}")
+    if result.unchanged:
+        click.echo(f"{incident.ref}: already closed; its postmortem {result.path} is unchanged")
+    else:
+        click.echo(f"{incident.ref}: closed; postmortem written to {result.path}")
 
 
 @main.command("lint")

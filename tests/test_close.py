@@ -92,6 +92,22 @@ def test_refuses_a_draft_with_placeholders_listing_gaps_by_section(
         result.gaps
     )
     assert any(g.startswith("Root cause and resolution: placeholder left") for g in result.gaps)
+    # Beside each gap, the flag that fills it; a time goes with its line's flag.
+    fills = dict(zip(result.gaps, result.fills, strict=True))
+    assert fills["Issue summary: placeholder left: [[FILL IN: confirm the root cause]]"] == (
+        "--root-cause"
+    )
+    assert fills["Timeline: placeholder left: [[FILL IN: who was paged and when]]"] == (
+        "--escalated-to"
+    )
+    assert "--escalated-to" in fills["Timeline: placeholder left: [[FILL IN: time]]"]
+    assert (
+        fills[
+            "Root cause and resolution: placeholder left: [[FILL IN: how it was fixed, in "
+            "detail: what was changed, where and by whom]]"
+        ]
+        == "--resolution"
+    )
     # Nothing changed: still resolved, no final file.
     again = store.get(incident.id)
     assert again is not None and again.status == "resolved" and again.closed_at is None
@@ -260,7 +276,17 @@ def test_cli_draft_and_close_end_to_end(tmp_path: Path, config: Config, store: S
 
     refused = runner.invoke(main, [*base, "close", str(incident.id)])
     assert refused.exit_code == 1, refused.output
-    assert "Timeline: placeholder left: [[FILL IN: who was paged and when]]" in refused.output
+    assert (
+        "Timeline: placeholder left: [[FILL IN: who was paged and when]]  (fill with "
+        "--escalated-to)" in refused.output
+    )
+    assert "kept for the next attempt" not in refused.output
+    partly = runner.invoke(
+        main, [*base, "close", str(incident.id), "--root-cause", CLOSE_FLAGS["root_cause"]]
+    )
+    assert partly.exit_code == 1, partly.output
+    assert "kept for the next attempt: --root-cause" in partly.output
+    assert "confirm the root cause]]" not in partly.output
 
     args = [*base, "close", f"INC-{incident.id}"]
     args += ["--root-cause", CLOSE_FLAGS["root_cause"], "--resolution", CLOSE_FLAGS["resolution"]]
@@ -272,3 +298,17 @@ def test_cli_draft_and_close_end_to_end(tmp_path: Path, config: Config, store: S
     assert str(path) in closed.output
     assert lint_file(path) == []
     assert os.stat(path).st_mode & 0o077 == 0
+    assert "postmortem written to" in closed.output
+
+    # Closing again writes nothing, and says so; a note can no longer reach the document.
+    before = path.read_text()
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert "already closed" in again.output and "unchanged" in again.output
+    assert "written" not in again.output
+    note = runner.invoke(main, [*base, "note", str(incident.id), "one more thing"])
+    assert note.exit_code == 1, note.output
+    assert "is closed" in note.output and str(path) in note.output
+    assert path.read_text() == before
+    stored = store.get(incident.id)
+    assert stored is not None and all(e.text != "one more thing" for e in stored.timeline)

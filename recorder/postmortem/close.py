@@ -43,6 +43,9 @@ class CloseResult:
     ok: bool
     gaps: list[str] = field(default_factory=list)  # "Section: what is missing", by section
     path: Path | None = None
+    # Beside each gap, what fills it ("--resolution", "--edit", ...): same order as gaps.
+    fills: list[str] = field(default_factory=list)
+    unchanged: bool = False  # already closed with this very text: nothing was written
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -182,6 +185,56 @@ def document_tasks(text: str) -> list[str]:
     return tasks
 
 
+# Which `close` flag fills each placeholder the drafter writes (draft.py's fill_in texts).
+# Anything else (an end time, a broad improvement, a section rewritten by hand) is
+# filled in the editor.
+_FILLED_BY = {
+    "confirm the root cause": "--root-cause",
+    "the root cause in a sentence or two": "--root-cause",
+    "confirm the root cause, explained in detail": "--root-cause",
+    "what fixed it": "--resolution",
+    "how the incident was resolved": "--resolution",
+    "how it was fixed, in detail: what was changed, where and by whom": "--resolution",
+    "who was paged and when": "--escalated-to",
+    'misleading paths taken, or "none"': "--misleading",
+    "the share of users affected, as a percentage": "--affected",
+    "specific corrective tasks, one per line": "--task",
+    "what people investigated or changed, and what they assumed the cause was": (
+        "--misleading, or `recorder note ID --kind action TEXT`"
+    ),
+}
+_PLACEHOLDER_GAP = re.compile(r"placeholder left: \[\[FILL IN: (?P<what>.*?)\]\]")
+_PLACEHOLDER = re.compile(r"\[\[FILL IN: (?P<what>.*?)\]\]")
+_EDIT = "--edit"
+
+
+def fill_hint(gap: str, text: str, section_tasks: Sequence[str] = ()) -> str:
+    """The flag that fills `gap` (a line of `_gaps`) in the document `text`.
+
+    A `time` placeholder belongs to its timeline line: it is filled by the flag of the
+    other placeholder on that line (`--escalated-to` gives the escalation and its time).
+    A runbook task still missing a value is replaced by giving tasks of your own."""
+    match = _PLACEHOLDER_GAP.search(gap)
+    if match is None:
+        return _EDIT
+    what = match.group("what")
+    if what in _FILLED_BY:
+        return _FILLED_BY[what]
+    if what == "time":
+        flags: list[str] = []
+        for line in text.splitlines():
+            if "[[FILL IN: time]]" not in line:
+                continue
+            for other in _PLACEHOLDER.finditer(line):
+                flag = _FILLED_BY.get(other.group("what"))
+                if flag and flag not in flags:
+                    flags.append(flag)
+        return " or ".join(flags) if flags else _EDIT
+    if gap.startswith("Corrective") or any(f"[[FILL IN: {what}]]" in t for t in section_tasks):
+        return "--task"
+    return _EDIT
+
+
 def _gaps(text: str, name: str) -> list[str]:
     """Every gap `lint` finds, one line each, in the document's section order."""
     lines: list[str] = []
@@ -249,7 +302,7 @@ def close_incident(
         # Only a retry that would write exactly what is there succeeds: a closed
         # postmortem is amended by editing its file, never by a second close.
         if _same_text(path, text):
-            return CloseResult(ok=True, gaps=[], path=path)
+            return CloseResult(ok=True, gaps=[], path=path, unchanged=True)
         raise CloseError(
             f"{ref} is already closed; its postmortem is not rewritten "
             f"(edit {incident.postmortem.get('path') or path} by hand instead)"
@@ -260,7 +313,12 @@ def close_incident(
             store.save_postmortem(incident.id, merged)  # the next attempt keeps these flags
         except (sqlite3.Error, StoreError):
             pass  # nothing is lost: the person still has the command line they typed
-        return CloseResult(ok=False, gaps=gaps, path=None)
+        tasks_now = document_tasks(text)
+        fills = [
+            fill_hint(gap, text, tasks_now).replace("note ID", f"note {incident.id}")
+            for gap in gaps
+        ]
+        return CloseResult(ok=False, gaps=gaps, path=None, fills=fills)
 
     try:
         if output is None:
