@@ -484,7 +484,7 @@ def close_cmd(
         click.echo(f"{incident.ref}: not closed; the postmortem still lacks:", err=True)
         for gap, fill in zip(result.gaps, result.fills, strict=True):
             click.echo(f"  {gap}  (fill with {fill})", err=True)
-        given = [
+        kept = [
             name
             for name, value in (
                 ("--root-cause", root_cause),
@@ -496,9 +496,9 @@ def close_cmd(
             )
             if value
         ]
-        if given and not edit:
+        if kept and not edit:
             click.echo(
-                f"kept for the next attempt: {', '.join(given)} (give only what is missing)",
+                f"kept for the next attempt: {', '.join(kept)} (give only what is missing)",
                 err=True,
             )
         sys.exit(1)
