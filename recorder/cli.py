@@ -441,7 +441,8 @@ def close_cmd(
     force: bool,
     output: str | None,
 ) -> None:
-    """Finalize the postmortem. Refuses, listing every gap, until it meets POSTMORTEM.md."""
+    """Finalize the postmortem. Refuses, listing every gap and the flag that fills it,
+    until it meets the postmortem standard (`recorder lint --standard` prints it)."""
     from recorder.postmortem.close import (
         CloseError,
         close_incident,
@@ -509,11 +510,23 @@ def close_cmd(
 
 
 @main.command("lint")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def lint_cmd(files: tuple[str, ...], as_json: bool) -> None:
-    """Check postmortems against POSTMORTEM.md; exit 1 with the list of gaps."""
+@click.option("--standard", is_flag=True, help="Print the postmortem standard and exit.")
+def lint_cmd(files: tuple[str, ...], as_json: bool, standard: bool) -> None:
+    """Check postmortems against the postmortem standard; exit 1 with the list of gaps.
+
+    The standard is docs/postmortem-standard.md in the repository; `recorder lint
+    --standard` prints the copy installed with the package."""
     from recorder.postmortem.lint import lint_file
+
+    if standard:
+        from recorder.resources import standard_path
+
+        click.echo(standard_path().read_text(encoding="utf-8"), nl=False)
+        return
+    if not files:
+        fail("give at least one FILE to check (or --standard to read the standard)")
 
     report: dict[str, list[Any]] = {}
     for name in files:

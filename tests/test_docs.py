@@ -92,3 +92,32 @@ def test_every_config_field_is_in_configuration_md() -> None:
 def test_every_fault_kind_is_in_the_readme() -> None:
     missing = [str(f) for f in Fault if f"`{f}`" not in README]
     assert not missing
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    import re
+
+    linked = re.findall(r"\]\(([^)#:]+)\)", README)
+    assert "docs/postmortem-standard.md" in linked
+    assert "docker/prometheus/rules/recorder.yml" in linked
+    assert "docker/grafana/dashboards/recorder.json" in linked
+    missing = [link for link in linked if not (ROOT / link).exists()]
+    assert not missing, missing
+
+
+def test_lint_and_close_point_at_the_standard_they_enforce() -> None:
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    for command in ("lint", "close"):
+        shown = runner.invoke(main, [command, "--help"])
+        assert shown.exit_code == 0, shown.output
+        assert "recorder lint --standard" in " ".join(shown.output.split()), command
+    printed = runner.invoke(main, ["lint", "--standard"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output == (ROOT / "docs" / "postmortem-standard.md").read_text()
+    # Each of the standard's four parts is one that lint checks.
+    for part in ("Issue summary", "Timeline", "Root cause and resolution", "Corrective"):
+        assert part in printed.output
+    nothing = runner.invoke(main, ["lint"])
+    assert nothing.exit_code == 2 and "--standard" in nothing.output

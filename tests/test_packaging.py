@@ -43,6 +43,7 @@ def test_wheel_carries_packages_and_data(wheel: Path) -> None:
     assert "recorder/py.typed" in names and "probes/py.typed" in names
     assert any(n.startswith("recorder/runbooks/") and n.endswith(".yml") for n in names)
     assert any(n.startswith("recorder/templates/") for n in names)
+    assert "recorder/postmortem-standard.md" in names
     assert not any(n.startswith("tests/") for n in names)
     # the compiled access-log counter (setup installs a compiler), without its source
     assert any(n.startswith("probes/_accesslog.") and n.endswith(".so") for n in names)
@@ -97,6 +98,11 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
     )
     runbooks, templates = map(int, found.stdout.split())
     assert runbooks >= 10 and templates >= 1
+    standard = subprocess.run(
+        [str(recorder), "lint", "--standard"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert standard.returncode == 0, standard.stderr
+    assert standard.stdout == (ROOT / "docs" / "postmortem-standard.md").read_text()
     reader = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "from probes.accesslog import READER; print(READER)"],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Postmortems: holding a document to ../shared/POSTMORTEM.md (`lint`), and the marker for
+"""Postmortems: holding a document to docs/postmortem-standard.md (`lint`), and the marker for
 what only a person can fill in, which `draft` writes and `close` and `lint` refuse."""
 
 from __future__ import annotations

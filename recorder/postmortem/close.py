@@ -1,8 +1,9 @@
 """Finalizing a postmortem (`recorder close`), and the draft file the daemon keeps current.
 
 Closing renders the final document from the incident and what people said (flags), or
-takes the text they wrote in their editor, and holds it to POSTMORTEM.md with `lint`. While
-a gap or a FILL IN marker remains it refuses and lists every gap by section. Once closed,
+takes the text they wrote in their editor, and holds it to the postmortem standard
+(docs/postmortem-standard.md) with `lint`. While a gap or a FILL IN marker remains it
+refuses and lists every gap by section. Once closed,
 the final Markdown is written beside the store (0600, atomically) and is never replaced:
 a second close that would write something different is refused.
 """

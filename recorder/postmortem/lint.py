@@ -1,4 +1,5 @@
-"""`recorder lint`: hold a postmortem to POSTMORTEM.md and say precisely what is missing.
+"""`recorder lint`: hold a postmortem to docs/postmortem-standard.md and say precisely
+what is missing.
 
 Real postmortems come as Markdown, HTML or plain text with `o` bullets, with headings
 worded in many ways, so the document is read by meaning:
@@ -9,7 +10,7 @@ worded in many ways, so the document is read by meaning:
    ("Issue Summary:", "TIME LINE", "Root Cause and Resolution"). A heading is mapped to
    a section by its words (`_classify`); plain "Root cause:" lines inside the summary are
    the summary's own labels when the document has a root-cause section further down.
-3. Each section is checked for the facts POSTMORTEM.md asks for. The rules, so a writer
+3. Each section is checked for the facts the standard asks for. The rules, so a writer
    can predict the verdict:
 
    Issue summary: at least two times (start and end), each with a time zone written
@@ -972,7 +973,7 @@ def _lint(text: str, name: str, truncated: bool) -> list[Gap]:
 
 
 def lint_text(text: str, name: str = "<text>") -> list[Gap]:
-    """Every gap between `text` and POSTMORTEM.md, in section order; [] when complete."""
+    """Every gap between `text` and the postmortem standard, in section order; [] when complete."""
     truncated = len(text) > MAX_BYTES
     return _lint(text[:MAX_BYTES] if truncated else text, name, truncated)
 
