@@ -13,6 +13,10 @@ from where the backends were probed.
 Servers marked `down` are skipped (the operator took them out). `backup` servers are
 probed and reported, but carry no share of the weight: a dead backup alone does not fail
 the probe. unix: sockets are listed and not probed (they live on the LB's filesystem).
+
+When `nginx -T` refuses the configuration there are no upstreams to read, but the host
+answered: that is the configuration error itself (`config-syntax`, with nginx's message),
+evidence for the incident the broken config opens, not a host the recorder cannot reach.
 """
 
 from __future__ import annotations
@@ -94,6 +98,15 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+class ConfigRefused(Exception):
+    """`nginx -T` ran and refused the configuration; `errors` are its parsed messages."""
+
+    def __init__(self, why: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(why)
+        self.why = why
+        self.errors = errors
+
+
 def read_upstreams(host: Host, config: Config) -> list[nginxconf.Upstream]:
     """The upstream blocks of the configuration nginx would load on the host."""
     argv = nginx_argv(host, config.nginx, config.conf, config.prefix, "-T")
@@ -103,8 +116,9 @@ def read_upstreams(host: Host, config: Config) -> list[nginxconf.Upstream]:
         # Without a configuration nginx accepts there are no upstreams to read; the
         # config probe reports the syntax error itself.
         errors = [e for e in parse_errors(result.stderr, root) if e["level"] in FAILING]
-        why = describe(errors[0]) if errors else f"exit {result.exit_code}"
-        raise HostUnreachable(f"nginx -T failed: {why}")
+        if errors:
+            raise ConfigRefused(describe(errors[0]), errors)
+        raise HostUnreachable(f"nginx -T failed: exit {result.exit_code}")
     dump = nginxconf.parse_dump(result.stdout, host.real_path(config.conf))
     tree = nginxconf.rename_files(dump.tree(), lambda p: to_host_path(root, p))
     return nginxconf.upstreams(tree)
@@ -113,6 +127,15 @@ def read_upstreams(host: Host, config: Config) -> list[nginxconf.Upstream]:
 def _check(host: Host, config: Config) -> Observation:
     try:
         blocks = read_upstreams(host, config)
+    except ConfigRefused as exc:
+        return Observation(
+            host=host.name,
+            probe=NAME,
+            status=Status.FAIL,
+            fault=Fault.CONFIG_SYNTAX,
+            summary=f"cannot read the upstreams: nginx -T refuses the configuration: {exc.why}",
+            details={"reason": "config-refused", "errors": exc.errors},
+        )
     except nginxconf.ConfigParseError as exc:
         return error_observation(host, NAME, ValueError(f"cannot parse nginx -T output: {exc}"))
     except (HostUnreachable, OSError) as exc:

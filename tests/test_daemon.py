@@ -228,6 +228,10 @@ def test_fault_opens_the_right_incident_and_resolves(
         assert incident.affected.ratio == 1.0
     done = resolved(daemon, incident.id)
     assert done.resolved_at is not None and done.resolved_at >= done.started_at
+    # One fault, one incident: a probe that cannot look because of the very fault under
+    # investigation (nginx -T refusing a broken config) is evidence, not a second outage.
+    others = [i.title for i in daemon.incidents() if i.id not in known | {incident.id}]
+    assert others == [], others
     assert "resolution" in [e.kind for e in done.timeline]
     draft = daemon.state_dir / "drafts" / f"INC-{incident.id}.md"
     assert wait_until(draft.exists, 5, "the draft file"), draft

@@ -164,8 +164,12 @@ def test_upstreams_none_configured(nginx: NginxHost) -> None:  # noqa: F811
     assert obs.summary == "no upstream blocks in the configuration"
 
 
-def test_upstreams_broken_config_is_an_error(nginx: NginxHost) -> None:  # noqa: F811
+def test_upstreams_broken_config_is_the_config_error(nginx: NginxHost) -> None:  # noqa: F811
+    # The host answered and nginx refused its config: that is the config error (evidence
+    # for the incident it opens), not a host the recorder cannot reach.
     nginx.write("/etc/nginx/sites-available/default", "server {\n")
     obs = upstreams.probe(nginx.host(), upstreams.Config())
-    assert obs.status == Status.ERROR
-    assert "nginx -T failed" in obs.summary
+    assert obs.status == Status.FAIL and obs.fault == Fault.CONFIG_SYNTAX
+    assert "nginx -T refuses the configuration" in obs.summary
+    assert "unexpected end of file" in obs.summary
+    assert obs.details["errors"][0]["file"] == "/etc/nginx/sites-enabled/default"
