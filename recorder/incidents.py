@@ -41,6 +41,9 @@ from recorder.store import Store, StoreError, deploy_entry
 log = logging.getLogger("recorder.incidents")
 
 DEPLOY_LOOKBACK = timedelta(minutes=15)  # a deploy this long before harm is a suspect
+# Log times have whole seconds, so harm can appear to start up to a second before the
+# deploy that caused it.
+DEPLOY_SLACK = timedelta(seconds=1)
 
 
 @dataclass
@@ -421,12 +424,27 @@ class IncidentBook:
                         f"{sig['host']}: {sig['summary']}"
                     )
         start = since or (item.incident.started_at if item else self.clock())
-        for deploy in self._deploys(service, start - DEPLOY_LOOKBACK, self.clock()):
+        for deploy in self._suspect_deploys(service, start):
             terms.setdefault("deploy:recent", []).append(
                 f"deploy of {service} {deploy['version']} at "
                 f"{local_time(deploy['at'], self.config.zone)}"
             )
         return terms
+
+    def _suspect_deploys(self, service: str, start: datetime) -> list[dict[str, Any]]:
+        """The deploys that may have caused harm starting at `start`: made before it (within
+        DEPLOY_LOOKBACK), with no recovery of the service in between. A deploy made during
+        the harm is a response to it, and one the service already recovered after (an
+        earlier incident resolved since) did not cause this later harm."""
+        suspects = []
+        for deploy in self._deploys(service, start - DEPLOY_LOOKBACK, start + DEPLOY_SLACK):
+            try:
+                recovered = self.store.resolved_between(service, deploy["at"], start)
+            except (sqlite3.Error, OSError, StoreError):
+                recovered = 0  # cannot tell: keep it a suspect, as before
+            if not recovered:
+                suspects.append(deploy)
+        return suspects
 
     def _refresh(self, item: _Open) -> None:
         incident = item.incident

@@ -500,6 +500,20 @@ class Store:
             for r in rows
         ]
 
+    def resolved_between(self, service: str, since: datetime, until: datetime) -> int:
+        """How many of the service's incidents resolved in [since, until]: the service was
+        healthy again after `since`."""
+        row = (
+            self._read()
+            .execute(
+                """SELECT count(*) FROM incidents
+               WHERE service=? AND resolved_at >= ? AND resolved_at <= ?""",
+                (service, iso(since), iso(until)),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
     # ---- alerts (Alertmanager fingerprints) --------------------------------------------
 
     def alert(self, fingerprint: str) -> dict[str, Any] | None:

@@ -359,3 +359,46 @@ def test_a_default_server_answering_404_is_unexpected_status_not_a_closed_port(
     assert inc.affected.ratio == 1.0
     assert inc.affected.method == "entrypoint-unexpected-status"
     assert "answered 404" in inc.affected.evidence
+
+
+def test_a_deploy_the_service_recovered_after_is_not_blamed_for_later_harm(
+    tmp_path: Path,
+) -> None:
+    # A deploy lands during an incident that then resolves; five minutes later a plain
+    # backend 5xx starts. The service was healthy after the deploy: not a suspect.
+    h = Harness(tmp_path)
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    record_deploy(h.config.state_path, "web", "2.0.1", source="ci", at=h.now)
+    for _ in range(8):
+        h.sweep({})
+    (first,) = h.store.list()
+    assert h.store.get(first.id).status == "resolved"  # type: ignore[union-attr]
+    h.now += timedelta(minutes=5)
+    failing = {
+        ("lb-01", "error_rate"): (Fault.HTTP_5XX, "5xx", {"clients": 10, "clients_with_5xx": 3})
+    }
+    h.sweep(failing)
+    later = [i for i in h.store.list() if i.id != first.id]
+    assert len(later) == 1
+    inc = h.store.get(later[0].id)
+    assert inc is not None
+    assert inc.root_causes[0].fault == "http-5xx", inc.root_causes
+    assert "bad-deploy" not in [c.fault for c in inc.root_causes]
+
+
+def test_a_deploy_made_after_harm_began_is_not_its_cause(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sweep({})
+    failing = {
+        ("lb-01", "error_rate"): (Fault.HTTP_5XX, "5xx", {"clients": 10, "clients_with_5xx": 3})
+    }
+    h.sweep(failing)
+    # Someone ships a fix attempt while the errors go on.
+    later = h.now + timedelta(seconds=30)
+    record_deploy(h.config.state_path, "web", "2.0.2", source="ci", at=later)
+    h.now += timedelta(seconds=31)
+    h.sweep(failing)
+    inc = h.only_incident()
+    assert "bad-deploy" not in [c.fault for c in inc.root_causes], inc.root_causes
