@@ -16,6 +16,7 @@ import click
 from recorder import __version__
 from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
 from recorder.store import Store, StoreError
+from recorder.terminal import printable
 
 if TYPE_CHECKING:
     # Imported when a command first needs the config: pydantic and every probe module
@@ -271,7 +272,7 @@ def incidents_list(ctx: Context, status: str | None, as_json: bool) -> None:
             i.status,
             local_time(i.started_at, zone),
             f"{i.affected.ratio:.0%}" if i.affected.ratio is not None else "-",
-            i.title,
+            printable(i.title),
         )
         for i in incidents
     ]
@@ -288,32 +289,9 @@ def incidents_show(ctx: Context, incident_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(incident.to_json())
         return
-    zone = ctx.config.zone
-    out = [
-        f"{incident.ref}  {incident.status}  {incident.title}",
-        f"service:   {incident.service}   hosts: {', '.join(incident.hosts)}",
-        f"started:   {local_time(incident.started_at, zone)}",
-        f"detected:  {local_time(incident.detected_at, zone)}",
-        f"resolved:  {local_time(incident.resolved_at, zone) if incident.resolved_at else '-'}",
-        f"closed:    {local_time(incident.closed_at, zone) if incident.closed_at else '-'}",
-        "affected:  "
-        + (
-            f"{incident.affected.ratio:.1%} ({incident.affected.method}): "
-            f"{incident.affected.evidence}"
-            if incident.affected.ratio is not None
-            else incident.affected.evidence
-        ),
-        "root causes:",
-        *(
-            f"  {c.fault} ({c.confidence:.0%}): " + "; ".join(c.evidence)
-            for c in incident.root_causes
-        ),
-        "timeline:",
-        *(
-            f"  {local_time(e.at, zone)} - [{e.kind}] {e.text} ({e.source})"
-            for e in incident.timeline
-        ),
-    ]
+    from recorder.show import incident_lines
+
+    out = incident_lines(incident, ctx.config)
     click.echo("\n".join(out))
 
 

@@ -1,0 +1,136 @@
+"""`recorder incidents show`: one incident as an operator reads it at 3 a.m.
+
+What is failing comes first; the checks that passed (one timeline entry per probe and
+host, a dozen or more on a small stack) are folded into one line per host, so they
+do not bury the signal. When the leading cause only restates the symptom (`http-5xx`:
+"there are errors"), the page says where the errors come from and what to read next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from recorder.config import Config
+from recorder.model import Incident, local_time
+from recorder.terminal import printable
+
+# The diagnostic entry the engine writes for a check that passed (incidents.py).
+_RULED_OUT = re.compile(r"^Checked (?P<probe>\S+) on (?P<host>\S+): .* \(ruled out\)$")
+
+# Causes that name the symptom rather than a mechanism: the operator needs a place to look.
+_SYMPTOMS = frozenset({"http-5xx", "slow-responses"})
+
+
+def incident_lines(incident: Incident, config: Config) -> list[str]:
+    """The page, one line per item, control characters escaped."""
+    return [printable(line) for line in _lines(incident, config)]
+
+
+def _lines(incident: Incident, config: Config) -> list[str]:
+    zone = config.zone
+    if incident.affected.ratio is not None:
+        affected = (
+            f"{incident.affected.ratio:.1%} ({incident.affected.method}): "
+            f"{incident.affected.evidence}"
+        )
+    else:
+        affected = incident.affected.evidence
+    out = [
+        f"{incident.ref}  {incident.status}  {incident.title}",
+        f"service:   {incident.service}   hosts: {', '.join(incident.hosts)}",
+        f"started:   {local_time(incident.started_at, zone)}",
+        f"detected:  {local_time(incident.detected_at, zone)}",
+        f"resolved:  {local_time(incident.resolved_at, zone) if incident.resolved_at else '-'}",
+        f"closed:    {local_time(incident.closed_at, zone) if incident.closed_at else '-'}",
+        f"affected:  {affected}",
+    ]
+    signals = _signals(incident)
+    if signals:
+        out.append("signals (failing first):")
+        out += [f"  {line}" for line in signals]
+    out.append("root causes:")
+    out += [
+        f"  {c.fault} ({c.confidence:.0%}): " + "; ".join(c.evidence) for c in incident.root_causes
+    ]
+    where = _where(incident, config)
+    if where:
+        out.append(f"look next: {where}")
+    out.append("timeline:")
+    out += [f"  {line}" for line in _timeline(incident, zone)]
+    return out
+
+
+def _signals(incident: Incident) -> list[str]:
+    stored: dict[str, dict[str, Any]] = incident.data.get("signals") or {}
+    rows = sorted(
+        stored.values(),
+        key=lambda s: (s.get("state") != "firing", str(s.get("host")), str(s.get("probe"))),
+    )
+    lines = []
+    for sig in rows:
+        state = "failing" if sig.get("state") == "firing" else str(sig.get("state") or "-")
+        fault = f" {sig['fault']}" if sig.get("fault") else ""
+        where = f"{sig.get('host')} {sig.get('probe')}{fault}"
+        lines.append(f"{state:<9} {where}: {sig.get('summary')}")
+    return lines
+
+
+def _where(incident: Incident, config: Config) -> str:
+    """For a cause that only restates the symptom: the hosts whose own probes saw it."""
+    if not incident.root_causes or incident.root_causes[0].fault not in _SYMPTOMS:
+        return ""
+    stored: dict[str, dict[str, Any]] = incident.data.get("signals") or {}
+    fault = incident.root_causes[0].fault
+    hosts = sorted(
+        {
+            str(s.get("host"))
+            for s in stored.values()
+            if s.get("fault") == fault and s.get("host") in config.hosts
+        }
+    )
+    backends = [h for h in hosts if config.hosts[h].role != "lb"]
+    start = local_time(incident.started_at, config.zone)
+    what = "5xx responses" if fault == "http-5xx" else "slow responses"
+    if backends:
+        healthy = [
+            h
+            for h in config.hosts_of(incident.service)
+            if h not in backends and config.hosts[h].role != "lb"
+        ]
+        compare = f", and compare with {', '.join(healthy)}" if healthy else ""
+        return (
+            f"the {what} come from {', '.join(backends)} (its own checks and access log show "
+            f"them): read the application's logs and nginx's error log there from {start}"
+            f"{compare}"
+        )
+    if hosts:
+        return (
+            f"only {', '.join(hosts)} sees the {what}: its nginx error log names the backend "
+            f"behind each failed request (upstream: ...) from {start}"
+        )
+    return ""
+
+
+def _timeline(incident: Incident, zone: Any) -> Iterable[str]:
+    """The timeline, with the passed checks folded into one line per host (at the time of
+    that host's first one)."""
+    passed: dict[str, list[str]] = {}
+    for entry in incident.timeline:
+        match = _RULED_OUT.match(entry.text)
+        if match:
+            passed.setdefault(match["host"], []).append(match["probe"])
+    shown: set[str] = set()
+    for entry in incident.timeline:
+        match = _RULED_OUT.match(entry.text)
+        when = local_time(entry.at, zone)
+        if match is None:
+            yield f"{when} - [{entry.kind}] {entry.text} ({entry.source})"
+            continue
+        host = match["host"]
+        if host in shown:
+            continue
+        shown.add(host)
+        probes = ", ".join(dict.fromkeys(passed[host]))
+        yield f"{when} - [{entry.kind}] Ruled out on {host}: {probes} (all ok)"
