@@ -7,9 +7,9 @@ import importlib
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     # Imported when a command first needs the config: pydantic and every probe module
     # are most of the start-up time of the commands that never read it (logscan, lint).
     from recorder.config import Config
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -36,7 +38,7 @@ def echo_json(data: Any) -> None:
 class Context:
     """What the group passes to commands: the config path, loaded on first use."""
 
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None = None) -> None:
         self.config_path = config_path
         self._config: Config | None = None
 
@@ -58,6 +60,26 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+CONFIG_HELP = "The config file (or RECORDER_CONFIG); before or after the command."
+
+
+def config_option(f: F) -> F:
+    """`--config FILE` on a command that reads the config, so `recorder run --config FILE`
+    works as well as `recorder --config FILE run`. Given after the command, it wins over
+    the one before it, which wins over RECORDER_CONFIG (the group reads the variable)."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Context).config_path = value
+
+    return click.option(
+        "--config",
+        metavar="FILE",
+        expose_value=False,
+        callback=remember,
+        help=CONFIG_HELP,
+    )(f)
 
 
 class Commands(click.Group):
@@ -84,7 +106,7 @@ class Commands(click.Group):
     "config_path",
     envvar="RECORDER_CONFIG",
     metavar="FILE",
-    help="The config file (or RECORDER_CONFIG).",
+    help=CONFIG_HELP,
 )
 @click.version_option(__version__, prog_name="recorder")
 @click.pass_context
@@ -100,11 +122,17 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-@click.argument("file", type=click.Path(dir_okay=False))
-def config_check(file: str) -> None:
-    """Validate FILE: print `ok`, or every error with its field path and exit 2."""
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@config_option
+@pass_ctx
+def config_check(ctx: Context, file: str | None) -> None:
+    """Validate FILE (default: --config or RECORDER_CONFIG): print `ok`, or every error
+    with its field path and exit 2."""
     from recorder.config import ConfigError, load_config
 
+    file = file or ctx.config_path
+    if not file:
+        fail("no config: give FILE, --config FILE or set RECORDER_CONFIG")
     try:
         load_config(file)
     except ConfigError as exc:
@@ -147,13 +175,14 @@ def get_incident(ctx: Context, value: str) -> Incident:
 @click.option(
     "--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
 )
+@config_option
 @pass_ctx
 def run_cmd(ctx: Context, log_level: str) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
     from recorder.daemon import configure_logging, run_daemon
 
-    configure_logging(log_level)
     _ = ctx.config  # validate before anything starts; exits 2 with the errors
+    configure_logging(log_level)
     assert ctx.config_path is not None
     sys.exit(run_daemon(ctx.config_path))
 
@@ -161,6 +190,7 @@ def run_cmd(ctx: Context, log_level: str) -> None:
 @main.command("probe")
 @click.option("--host", "only_host", metavar="H", help="Only this host.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of observations.")
+@config_option
 @pass_ctx
 def probe_cmd(ctx: Context, only_host: str | None, as_json: bool) -> None:
     """One sweep of every configured probe. Exit 0 all ok, 1 some failing, 2 bad config."""
@@ -255,6 +285,7 @@ def incidents_group() -> None:
     "--status", type=click.Choice(["open", "resolved", "closed"]), help="Only this status."
 )
 @click.option("--json", "as_json", is_flag=True)
+@config_option
 @pass_ctx
 def incidents_list(ctx: Context, status: str | None, as_json: bool) -> None:
     """List incidents, oldest first."""
@@ -282,6 +313,7 @@ def incidents_list(ctx: Context, status: str | None, as_json: bool) -> None:
 @incidents_group.command("show")
 @click.argument("incident_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True)
+@config_option
 @pass_ctx
 def incidents_show(ctx: Context, incident_id: str, as_json: bool) -> None:
     """Show one incident with its timeline."""
@@ -305,6 +337,7 @@ def incidents_show(ctx: Context, incident_id: str, as_json: bool) -> None:
     metavar="TIME",
     help="When it happened (ISO 8601 or 'YYYY-MM-DD HH:MM' in the configured zone); default now.",
 )
+@config_option
 @pass_ctx
 def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str | None) -> None:
     """Add an entry to an incident's timeline."""
@@ -340,6 +373,7 @@ def event_group() -> None:
 @event_group.command("deploy")
 @click.option("--service", required=True, help="The service deployed.")
 @click.option("--version", "version", required=True, help="The version deployed.")
+@config_option
 @pass_ctx
 def event_deploy(ctx: Context, service: str, version: str) -> None:
     """Record a deploy; it appears in timelines and in root-cause ranking."""
@@ -364,6 +398,7 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
     "-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout."
 )
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@config_option
 @pass_ctx
 def draft_cmd(ctx: Context, incident_id: str, output: str | None, fmt: str) -> None:
     """Render the postmortem draft of an incident."""
@@ -405,6 +440,7 @@ def write_private(path: str, text: str) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Where to write the final postmortem."
 )
+@config_option
 @pass_ctx
 def close_cmd(
     ctx: Context,

@@ -34,6 +34,7 @@ from recorder.metrics import Metrics
 from recorder.model import Incident
 from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
+from recorder.statelock import StateDirBusy, StateLock
 from recorder.store import Store, StoreError
 from recorder.systemd import Notifier
 
@@ -105,6 +106,15 @@ class Daemon:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def run(self) -> int:
+        try:
+            lock = StateLock.acquire(self.config.state_path)  # one daemon per state dir
+        except StateDirBusy as exc:
+            log.error("%s", exc)
+            return 1
+        with lock:
+            return self._run()
+
+    def _run(self) -> int:
         self._install_signals()
         if not self.store.ready:
             try:

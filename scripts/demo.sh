@@ -87,7 +87,7 @@ say "recorder run --config $CONFIG (background, log in $LAB/recorder.log)"
 "$REC" --config "$CONFIG" run >"$LAB/recorder.log" 2>&1 &
 daemon_pid=$!
 
-say "recorder lab traffic: 50 clients, 20 requests/s (background)"
+say "recorder lab traffic --dir $LAB --clients 50 --rps 20 (background)"
 "$REC" lab traffic --dir "$LAB" --clients 50 --rps 20 --seconds $((WAIT * 3 + 60)) \
     >"$LAB/traffic.log" 2>&1 &
 traffic_pid=$!
@@ -115,10 +115,10 @@ if [ -z "$id" ]; then
     tail -n 30 "$LAB/recorder.log" >&2 || true
     exit 1
 fi
-say "recorder incidents show $id"
+say "recorder incidents show $id --config $CONFIG"
 rec incidents show "$id"
 
-say "recorder lab fix"
+say "recorder lab fix --dir $LAB"
 "$REC" lab fix --dir "$LAB"
 
 say "waiting up to ${WAIT}s for the incident to resolve"
@@ -139,5 +139,5 @@ if [ -z "$resolved" ]; then
 fi
 rec incidents show "$id"
 
-say "recorder draft $id"
+say "recorder draft $id --config $CONFIG"
 rec draft "$id"

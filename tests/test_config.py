@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -126,3 +127,78 @@ def test_a_huge_value_gives_a_short_error(tmp_path: Path) -> None:
     assert line.endswith("characters in all)")
     result = CliRunner().invoke(main, ["config", "check", str(config)])
     assert result.exit_code == 2 and len(result.output) < 1000
+
+
+# ---- --config before or after the command -----------------------------------------------
+
+# Every command that reads the config, with the arguments it needs.
+READS_CONFIG = {
+    "run": ["run"],
+    "probe": ["probe"],
+    "config check": ["config", "check"],
+    "incidents list": ["incidents", "list"],
+    "incidents show": ["incidents", "show", "1"],
+    "note": ["note", "1", "text"],
+    "event deploy": ["event", "deploy", "--service", "web", "--version", "1"],
+    "draft": ["draft", "1"],
+    "close": ["close", "1"],
+}
+
+
+def leaf_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    found: dict[str, click.Command] = {}
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            found.update(leaf_commands(command, f"{prefix}{name} "))
+        else:
+            found[f"{prefix}{name}"] = command
+    return found
+
+
+def test_every_command_that_reads_the_config_takes_config_after_it() -> None:
+    commands = {n: c for n, c in leaf_commands(main).items() if not n.startswith("lab ")}
+    taking = {n for n, c in commands.items() if any("--config" in p.opts for p in c.params)}
+    assert taking == set(READS_CONFIG)
+    assert set(commands) - taking == {"logscan", "lint"}  # they read files, not the config
+
+
+@pytest.fixture
+def bad_config(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yml"
+    path.write_text("hosts: {local: {local: {}}}\nbogus: 1\n")
+    return path
+
+
+@pytest.mark.parametrize("args", READS_CONFIG.values(), ids=list(READS_CONFIG))
+def test_config_after_the_command_is_the_one_read(args: list[str], bad_config: Path) -> None:
+    # A bad config given after the command: every command reads it (and refuses it)
+    # before doing anything, `run` before it starts.
+    result = CliRunner().invoke(
+        main, [*args, "--config", str(bad_config)], env={"RECORDER_CONFIG": None}
+    )
+    assert result.exit_code == 2, result.output
+    assert str(bad_config) in result.output
+    assert "bogus: Extra inputs are not permitted" in result.output
+
+
+def test_config_after_the_command_wins_over_before_and_environment(
+    tmp_path: Path, bad_config: Path
+) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text(f"state_dir: {tmp_path / 'state'}\nhosts:\n  local: {{local: {{}}}}\n")
+    runner = CliRunner()
+    for args, env in [
+        (["--config", str(bad_config), "incidents", "list", "--config", str(good)], None),
+        (["incidents", "list", "--config", str(good)], str(bad_config)),
+        (["--config", str(good), "incidents", "list"], str(bad_config)),
+    ]:
+        result = runner.invoke(main, args, env={"RECORDER_CONFIG": env})
+        assert result.exit_code == 0, (args, result.output)
+        assert "no incidents" in result.output
+    result = runner.invoke(main, ["config", "check"], env={"RECORDER_CONFIG": str(good)})
+    assert result.exit_code == 0 and result.output.strip() == "ok", result.output
+    result = runner.invoke(main, ["config", "check"], env={"RECORDER_CONFIG": None})
+    assert result.exit_code == 2 and "no config" in result.output

@@ -7,6 +7,7 @@ fault or host, a lab that is not up).
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable
@@ -80,9 +81,10 @@ def up_cmd(directory: str, backend: str) -> None:
         where = host["url"] or host["container"]
         click.echo(f"  {name:7} {host['role']:3}  {where}")
     click.echo(f"recorder config: {status['config']}")
+    # Hints a person copies: whole commands, paths quoted for the shell.
     if status["backend"] == "local":
-        click.echo(f"watch it:        recorder run --config {status['config']}")
-    click.echo(f"break it:        recorder lab break FAULT --dir {status['dir']}")
+        click.echo(f"watch it:        recorder run --config {shlex.quote(status['config'])}")
+    click.echo(f"break it:        recorder lab break FAULT --dir {shlex.quote(status['dir'])}")
 
 
 @lab.command("status")
