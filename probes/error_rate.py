@@ -70,7 +70,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import Any
 
@@ -100,6 +100,7 @@ from probes.base import (
     measured,
 )
 from probes.durations import Duration
+from probes.facts import Facts, LogCounters
 
 NAME = "error_rate"
 READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
@@ -109,6 +110,7 @@ BASELINE_WEIGHT = 0.2
 SUDDEN_SECONDS = 5  # the longest recent stretch judged on its own
 SUDDEN_EVIDENCE = 13.8  # -ln(p-value) a stretch needs: e^-13.8 is about 1e-6
 HISTORY_HALF_LIFE = 600.0  # seconds of log time: how fast the longer history fades
+STATUS_DIGITS = (b"1", b"2", b"3", b"4", b"5")  # the first digit of each of CLASSES
 LOCK_WAIT = 30.0  # seconds to wait for a previous call on the same log
 clock = time.time  # the wall clock (tests replace it)
 
@@ -167,6 +169,8 @@ class Tail:
     malformed_lines: int = 0
     untimed_lines: int = 0
     skipped_bytes: int = 0
+    # Every counted line with a status, by class (1xx..5xx): what nginx answered.
+    responses: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
     baseline_rate: float | None = None
     # Seconds that left the window, summed with a fading weight (see "Sudden rise").
     history_requests: float = 0.0
@@ -194,6 +198,7 @@ class Tail:
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
             "skipped_bytes": self.skipped_bytes,
+            "responses": list(self.responses),
             "baseline_rate": self.baseline_rate,
             "history": [self.history_requests, self.history_errors, self.history_second],
             "history_span": self.history_span,
@@ -275,6 +280,13 @@ def _restore(data: dict[str, Any]) -> Tail:
         value = data.get(name)
         if isinstance(value, int) and value >= 0:
             setattr(tail, name, value)
+    responses = data.get("responses")
+    if (
+        isinstance(responses, list)
+        and len(responses) == len(CLASSES)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in responses)
+    ):
+        tail.responses = list(responses)
     tail.head = str(data.get("head") or "")
     tail.in_long_line = data.get("in_long_line") is True
     tail.log_format = str(data.get("log_format") or "")
@@ -373,6 +385,9 @@ class _Reader:
         if counted:
             self.tail.lines_total += lines.lines
             self.tail.malformed_lines += lines.malformed
+            responses = self.tail.responses
+            for i, first in enumerate(STATUS_DIGITS):
+                responses[i] += lines.digits.count(first)
         untimed = drop_untimed(lines, seconds)
         if counted:
             self.tail.untimed_lines += untimed
@@ -753,7 +768,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
             host, NAME, FileNotFoundError(2, f"access log {config.log} missing", config.log)
         )
         obs.details.update(_counters(tail))
-        return obs
+        return replace(obs, facts=Facts(counters=_log_counters(tail)))
     except (HostUnreachable, OSError) as exc:
         return error_observation(host, NAME, exc)
     now = clock()
@@ -808,9 +823,15 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
                 else ")"
             )
         )
+    facts = Facts(counters=_log_counters(tail))
     if not failing:
         return Observation(
-            host=host.name, probe=NAME, status=Status.OK, summary=summary, details=details
+            host=host.name,
+            probe=NAME,
+            status=Status.OK,
+            summary=summary,
+            details=details,
+            facts=facts,
         )
     if capacity:
         assert baseline is not None
@@ -826,6 +847,14 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         fault=Fault.CAPACITY if capacity else Fault.HTTP_5XX,
         summary=summary,
         details=details,
+        facts=facts,
+    )
+
+
+def _log_counters(tail: Tail) -> LogCounters:
+    r = tail.responses
+    return LogCounters(
+        lines=tail.lines_total, rotations=tail.rotations, responses=(r[0], r[1], r[2], r[3], r[4])
     )
 
 
