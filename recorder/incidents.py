@@ -127,7 +127,12 @@ class IncidentBook:
     def observe(self, obs: Observation) -> None:
         """Every observation passes here: it is evidence for open incidents."""
         self.latest[(obs.host, obs.probe)] = obs
+        key = f"{obs.probe}@{obs.host}"
         for item in self._open.values():
+            sig = item.signals.get(key)
+            if sig and sig.get("state") == "firing" and obs.status is Status.FAIL:
+                # What it names now (a second backend down): the drafter's task values.
+                sig["subjects"] = obs.facts.subjects.to_json()
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
@@ -241,6 +246,7 @@ class IncidentBook:
             "since": was.get("since") or iso(since),
             "flaps": was.get("flaps", 0),
             "summary": obs.summary,
+            "subjects": obs.facts.subjects.to_json(),
         }
         if obs.host not in item.incident.hosts:
             item.incident.hosts.append(obs.host)
