@@ -71,6 +71,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import compress
 from typing import Any
 
@@ -100,7 +101,7 @@ from probes.base import (
     measured,
 )
 from probes.durations import Duration
-from probes.facts import Facts, LogCounters
+from probes.facts import ABOVE_BASELINE, ClientHarm, Facts, LogCounters
 
 NAME = "error_rate"
 READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
@@ -577,6 +578,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
     first_5xx = last_5xx = None
     span = int(window)
     end = window_end(tail, now)
+    first: int | None = None
     if end is not None:
         start = end - span + 1
         for sec in sorted(s for s in tail.buckets if s < start):
@@ -591,6 +593,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
                 last_5xx = sec
         if tail.first_second is not None:
             span = max(1, min(span, end - tail.first_second + 1))
+        first = end - span + 1
     requests = sum(counts)
     return {
         "requests": requests,
@@ -603,6 +606,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
         "last_5xx": iso(last_5xx),
         "rate": round(requests / span, 3),
         "window_seconds": span,
+        "window_start": iso(first),
         "window_end": iso(end),
         "newest_line": iso(tail.latest),
     }
@@ -823,7 +827,21 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
                 else ")"
             )
         )
-    facts = Facts(counters=_log_counters(tail))
+    terms: dict[str, str] = {}
+    if capacity:
+        assert baseline is not None
+        # The ranking's `rate:above-baseline`, decided here with this probe's own factor.
+        terms[ABOVE_BASELINE] = f"{rate:.1f} requests/s against a baseline of {baseline:.1f}/s"
+    facts = Facts(
+        counters=_log_counters(tail),
+        clients=ClientHarm(
+            clients=stats["clients"],
+            hurt=stats["clients_with_5xx"],
+            window_start=_moment(stats["window_start"]),
+            window_end=_moment(stats["window_end"]),
+        ),
+        terms=terms,
+    )
     if not failing:
         return Observation(
             host=host.name,
@@ -849,6 +867,10 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         details=details,
         facts=facts,
     )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _log_counters(tail: Tail) -> LogCounters:
