@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from probes.facts import Facts
+
 
 class Fault(StrEnum):
     """The one vocabulary shared by probes, detector, runbooks, the lab and postmortems."""
@@ -50,6 +52,7 @@ class Observation:
     details: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration: float = 0.0
+    facts: Facts = field(default_factory=Facts)  # what the engine reads (probes/facts.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class Observation:
             "details": self.details,
             "at": self.at.isoformat(),
             "duration": round(self.duration, 6),
+            "facts": self.facts.to_json(),
         }
 
     @classmethod

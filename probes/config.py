@@ -27,6 +27,7 @@ from probes.base import (
     measured,
 )
 from probes.durations import Duration
+from probes.facts import Facts, Subjects
 
 NAME = "config"
 
@@ -39,6 +40,7 @@ _PREFIX = re.compile(
     r"(?:\d+#\d+: )?(?:\*\d+ )?"
 )
 _WHERE = re.compile(r"(\S+):(\d+)")
+_OPENED = re.compile(r'open\(\) "(/[^"]+)" failed')
 FAILING = ("emerg", "alert", "crit", "error")
 
 
@@ -102,6 +104,17 @@ def parse_errors(stderr: str, root: str = "") -> list[dict[str, Any]]:
     return found
 
 
+def subjects_of(error: dict[str, Any]) -> Subjects:
+    """The file to fix for one of nginx's complaints: the file it failed to open (a
+    dangling include), else the file and line it complains about."""
+    opened = _OPENED.search(error["message"])
+    if opened:
+        return Subjects(file=(opened.group(1),))
+    if error["file"]:
+        return Subjects(file=(error["file"],), line=error["line"])
+    return Subjects()
+
+
 def describe(error: dict[str, Any]) -> str:
     where = f" in {error['file']}:{error['line']}" if error["file"] else ""
     return f"{error['message']}{where}"
@@ -137,6 +150,7 @@ def _check(host: Host, config: Config) -> Observation:
             host=host.name, probe=NAME, status=Status.OK, summary=summary, details=details
         )
     failing = details["errors"]
+    subjects = subjects_of(failing[0]) if failing else Subjects()
     if failing:
         summary = f"nginx -t failed: {describe(failing[0])}"
         if len(failing) > 1:
@@ -153,6 +167,7 @@ def _check(host: Host, config: Config) -> Observation:
         fault=Fault.CONFIG_SYNTAX,
         summary=summary,
         details=details,
+        facts=Facts(subjects=subjects),
     )
 
 

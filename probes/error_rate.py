@@ -70,7 +70,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import compress
 from typing import Any
 
@@ -100,6 +101,7 @@ from probes.base import (
     measured,
 )
 from probes.durations import Duration
+from probes.facts import ABOVE_BASELINE, ClientHarm, Facts, LogCounters
 
 NAME = "error_rate"
 READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
@@ -109,6 +111,7 @@ BASELINE_WEIGHT = 0.2
 SUDDEN_SECONDS = 5  # the longest recent stretch judged on its own
 SUDDEN_EVIDENCE = 13.8  # -ln(p-value) a stretch needs: e^-13.8 is about 1e-6
 HISTORY_HALF_LIFE = 600.0  # seconds of log time: how fast the longer history fades
+STATUS_DIGITS = (b"1", b"2", b"3", b"4", b"5")  # the first digit of each of CLASSES
 LOCK_WAIT = 30.0  # seconds to wait for a previous call on the same log
 clock = time.time  # the wall clock (tests replace it)
 
@@ -167,6 +170,8 @@ class Tail:
     malformed_lines: int = 0
     untimed_lines: int = 0
     skipped_bytes: int = 0
+    # Every counted line with a status, by class (1xx..5xx): what nginx answered.
+    responses: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
     baseline_rate: float | None = None
     # Seconds that left the window, summed with a fading weight (see "Sudden rise").
     history_requests: float = 0.0
@@ -194,6 +199,7 @@ class Tail:
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
             "skipped_bytes": self.skipped_bytes,
+            "responses": list(self.responses),
             "baseline_rate": self.baseline_rate,
             "history": [self.history_requests, self.history_errors, self.history_second],
             "history_span": self.history_span,
@@ -275,6 +281,13 @@ def _restore(data: dict[str, Any]) -> Tail:
         value = data.get(name)
         if isinstance(value, int) and value >= 0:
             setattr(tail, name, value)
+    responses = data.get("responses")
+    if (
+        isinstance(responses, list)
+        and len(responses) == len(CLASSES)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in responses)
+    ):
+        tail.responses = list(responses)
     tail.head = str(data.get("head") or "")
     tail.in_long_line = data.get("in_long_line") is True
     tail.log_format = str(data.get("log_format") or "")
@@ -373,6 +386,9 @@ class _Reader:
         if counted:
             self.tail.lines_total += lines.lines
             self.tail.malformed_lines += lines.malformed
+            responses = self.tail.responses
+            for i, first in enumerate(STATUS_DIGITS):
+                responses[i] += lines.digits.count(first)
         untimed = drop_untimed(lines, seconds)
         if counted:
             self.tail.untimed_lines += untimed
@@ -562,6 +578,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
     first_5xx = last_5xx = None
     span = int(window)
     end = window_end(tail, now)
+    first: int | None = None
     if end is not None:
         start = end - span + 1
         for sec in sorted(s for s in tail.buckets if s < start):
@@ -576,6 +593,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
                 last_5xx = sec
         if tail.first_second is not None:
             span = max(1, min(span, end - tail.first_second + 1))
+        first = end - span + 1
     requests = sum(counts)
     return {
         "requests": requests,
@@ -588,6 +606,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
         "last_5xx": iso(last_5xx),
         "rate": round(requests / span, 3),
         "window_seconds": span,
+        "window_start": iso(first),
         "window_end": iso(end),
         "newest_line": iso(tail.latest),
     }
@@ -753,7 +772,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
             host, NAME, FileNotFoundError(2, f"access log {config.log} missing", config.log)
         )
         obs.details.update(_counters(tail))
-        return obs
+        return replace(obs, facts=Facts(counters=_log_counters(tail)))
     except (HostUnreachable, OSError) as exc:
         return error_observation(host, NAME, exc)
     now = clock()
@@ -808,9 +827,29 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
                 else ")"
             )
         )
+    terms: dict[str, str] = {}
+    if capacity:
+        assert baseline is not None
+        # The ranking's `rate:above-baseline`, decided here with this probe's own factor.
+        terms[ABOVE_BASELINE] = f"{rate:.1f} requests/s against a baseline of {baseline:.1f}/s"
+    facts = Facts(
+        counters=_log_counters(tail),
+        clients=ClientHarm(
+            clients=stats["clients"],
+            hurt=stats["clients_with_5xx"],
+            window_start=_moment(stats["window_start"]),
+            window_end=_moment(stats["window_end"]),
+        ),
+        terms=terms,
+    )
     if not failing:
         return Observation(
-            host=host.name, probe=NAME, status=Status.OK, summary=summary, details=details
+            host=host.name,
+            probe=NAME,
+            status=Status.OK,
+            summary=summary,
+            details=details,
+            facts=facts,
         )
     if capacity:
         assert baseline is not None
@@ -826,6 +865,18 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         fault=Fault.CAPACITY if capacity else Fault.HTTP_5XX,
         summary=summary,
         details=details,
+        facts=facts,
+    )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _log_counters(tail: Tail) -> LogCounters:
+    r = tail.responses
+    return LogCounters(
+        lines=tail.lines_total, rotations=tail.rotations, responses=(r[0], r[1], r[2], r[3], r[4])
     )
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from probes.base import Fault, Host, Observation, Status, measured
 from probes.durations import Duration
+from probes.facts import Facts, Subjects
 
 NAME = "http"
 _BODY_LIMIT = 1 << 20  # bytes of the body read for `body` matching; the rest is not fetched
@@ -104,6 +105,7 @@ def _check(host: Host, config: Config) -> Observation:
             fault=fault,
             summary=summary,
             details=details,
+            facts=Facts(subjects=Subjects(url=url)),
         )
 
     session = requests.Session()

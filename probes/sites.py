@@ -23,6 +23,7 @@ from probes.base import (
     error_observation,
     measured,
 )
+from probes.facts import Facts, Subjects
 
 NAME = "sites"
 
@@ -103,6 +104,12 @@ def _check(host: Host, config: Config) -> Observation:
         ],
     }
     if missing or dangling:
+        # What to fix: the missing links first (the fault reported), then the dangling.
+        to_fix = [*missing, *(d.split(" -> ", 1)[0] for d in dangling)]
+        subjects = Subjects(
+            site=tuple(dict.fromkeys(to_fix)),
+            file=tuple(dict.fromkeys(posixpath.join(config.enabled_dir, n) for n in to_fix)),
+        )
         problems = []
         if missing:
             avail = posixpath.basename(config.available_dir.rstrip("/"))
@@ -127,6 +134,7 @@ def _check(host: Host, config: Config) -> Observation:
             fault=Fault.MISSING_SYMLINK if missing else Fault.DANGLING_SYMLINK,
             summary="; ".join(problems),
             details=details,
+            facts=Facts(subjects=subjects),
         )
     n = len(links) + len(plain)
     summary = f"{n} site{'s' if n != 1 else ''} enabled, no dangling links"

@@ -40,6 +40,7 @@ from probes.base import (
 )
 from probes.config import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
 from probes.durations import Duration
+from probes.facts import Facts, Subjects
 
 NAME = "upstreams"
 _MAX_PARALLEL = 16
@@ -175,10 +176,12 @@ def _check(host: Host, config: Config) -> Observation:
     dead_backups: list[str] = []
     worst_share = 0.0
     worst: tuple[str, list[str], float] | None = None
+    worst_subjects = Subjects()
     for u in blocks:
         servers: list[dict[str, Any]] = []
         live_weight = total_weight = dead_weight = 0
         dead_names: list[str] = []
+        dead_addresses: list[str] = []
         for s in u.servers:
             entry: dict[str, Any] = {
                 "address": s.address,
@@ -206,6 +209,7 @@ def _check(host: Host, config: Config) -> Observation:
                     else:
                         dead_weight += s.weight
                         dead_names.append(named)
+                        dead_addresses.append(s.address)
                         dead.append({"upstream": u.name, "address": s.address, "error": reason})
                 elif reason is not None:
                     dead_backups.append(named)
@@ -221,6 +225,9 @@ def _check(host: Host, config: Config) -> Observation:
         )
         if dead_names and (worst is None or share > worst_share):
             worst_share, worst = share, (u.name, dead_names, share)
+            worst_subjects = Subjects(
+                file=(u.file,) if u.file else (), line=u.line, backend=tuple(dead_addresses)
+            )
 
     details: dict[str, Any] = {
         "upstreams": upstream_details,
@@ -245,6 +252,7 @@ def _check(host: Host, config: Config) -> Observation:
             fault=Fault.UPSTREAM_DOWN,
             summary=summary,
             details=details,
+            facts=Facts(subjects=worst_subjects),
         )
     summary = f"all {probed} probed backend(s) of {len(blocks)} upstream(s) answer"
     if dead_backups:

@@ -74,7 +74,6 @@ class Daemon:
         self._stop = threading.Event()
         self._store_ok: tuple[bool, str] = (True, "ok")
         self._restored = False  # open incidents taken over from a store opened for writing
-        self._log_seen: dict[str, tuple[int, int]] = {}
         self._drafts_dirty: set[int] = set()
 
     # ---- EngineAPI (used by the HTTP server's threads) ------------------------------------
@@ -244,30 +243,13 @@ class Daemon:
             self._reload()
 
     def _on_observation(self, obs: Observation, job: Job) -> None:
-        self.metrics.observe(obs)
-        if obs.probe == "error_rate":
-            self._count_log(obs)
+        self.metrics.observe(obs)  # log counters included (obs.facts.counters)
         before = {i.id for i in self.book.open_incidents()}
         self.book.observe(obs)
         for sig in self.detector.observe(obs, job.for_, job.recover_after):
             log.info("%s %s on %s: %s", sig.kind, sig.probe, sig.host, obs.summary)
             self.book.on_signal(sig)
         self._drafts_dirty |= before | {i.id for i in self.book.open_incidents()}
-
-    def _count_log(self, obs: Observation) -> None:
-        """Metrics counters from the error_rate probe's cumulative totals."""
-        lines, rotations = obs.details.get("lines_total"), obs.details.get("rotations")
-        if not isinstance(lines, int) or not isinstance(rotations, int):
-            return
-        prev_lines, prev_rot = self._log_seen.get(obs.host, (lines, rotations))
-        self._log_seen[obs.host] = (lines, rotations)
-        if lines >= prev_lines:
-            self.metrics.count_log_lines(obs.host, lines - prev_lines)
-        if rotations > prev_rot:
-            self.metrics.count_rotations(obs.host, rotations - prev_rot)
-        new = obs.details.get("new_status_classes")
-        if isinstance(new, dict):
-            self.metrics.count_responses(obs.host, {str(k): int(v) for k, v in new.items()})
 
     def _on_alerts(self, batch: _Alerts) -> None:
         results: list[int | None] = []

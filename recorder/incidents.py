@@ -130,7 +130,12 @@ class IncidentBook:
     def observe(self, obs: Observation) -> None:
         """Every observation passes here: it is evidence for open incidents."""
         self.latest[(obs.host, obs.probe)] = obs
+        key = f"{obs.probe}@{obs.host}"
         for item in self._open.values():
+            sig = item.signals.get(key)
+            if sig and sig.get("state") == "firing" and obs.status is Status.FAIL:
+                # What it names now (a second backend down): the drafter's task values.
+                sig["subjects"] = obs.facts.subjects.to_json()
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
@@ -244,6 +249,7 @@ class IncidentBook:
             "since": was.get("since") or iso(since),
             "flaps": was.get("flaps", 0),
             "summary": obs.summary,
+            "subjects": obs.facts.subjects.to_json(),
         }
         if obs.host not in item.incident.hosts:
             item.incident.hosts.append(obs.host)
@@ -388,17 +394,9 @@ class IncidentBook:
                 health.setdefault(probe, []).append(obs.status is Status.OK)
                 if obs.status is Status.FAIL and obs.fault:
                     terms.setdefault(f"{probe}:{obs.fault}", []).append(_on_host(host, obs.summary))
-                rate, baseline = obs.details.get("rate"), obs.details.get("baseline_rate")
-                if (
-                    probe == "error_rate"
-                    and rate
-                    and baseline
-                    and rate > 3 * baseline
-                    and obs.status is Status.FAIL
-                ):
-                    terms.setdefault("rate:above-baseline", []).append(
-                        f"{host}: {rate:.1f} requests/s against a baseline of {baseline:.1f}/s"
-                    )
+                # Terms the probe decided itself (error_rate's rate:above-baseline).
+                for term, said in obs.facts.terms.items():
+                    terms.setdefault(term, []).append(f"{host}: {said}")
         item = self._open.get(service)
         if item:
             # What failed earlier in this incident still counts: a signal that recovered
@@ -531,19 +529,19 @@ class IncidentBook:
         best: Affected | None = None
         for host in entrypoints:
             er = self.latest.get((host, "error_rate"))
-            if er is None or er.status is Status.ERROR or not er.details.get("clients"):
+            harm = er.facts.clients if er and er.status is not Status.ERROR else None
+            if harm is None or not harm.clients:
                 continue
-            d = er.details
-            ratio = d.get("clients_with_5xx", 0) / d["clients"]
             window = ""
-            if d.get("window_start") and d.get("window_end"):
-                ws, we = parse_iso(d["window_start"]), parse_iso(d["window_end"])
-                if ws and we:
-                    window = f", {local_time(ws, zone)} to {local_time(we, zone)}"
+            if harm.window_start and harm.window_end:
+                window = (
+                    f", {local_time(harm.window_start, zone)} to"
+                    f" {local_time(harm.window_end, zone)}"
+                )
             best = Affected(
-                round(ratio, 4),
+                round(harm.hurt / harm.clients, 4),
                 "clients-with-5xx",
-                f"{d.get('clients_with_5xx', 0):,} of {d['clients']:,} clients got at least one 5xx"
+                f"{harm.hurt:,} of {harm.clients:,} clients got at least one 5xx"
                 f"{window}, {host} access log",
             )
         for host in entrypoints:

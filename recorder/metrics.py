@@ -30,12 +30,12 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from probes.base import Fault, Observation, Status
+from probes.facts import STATUS_CLASSES, LogCounters
 from recorder import __version__
 from recorder.store import Store
 
 log = logging.getLogger("recorder.metrics")
 
-STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 UNKNOWN_FAULT = "unknown"  # an incident whose cause is not (yet) one of our fault kinds
 FAULT_LABELS = (*(str(f) for f in Fault), UNKNOWN_FAULT)
 
@@ -130,6 +130,8 @@ class Metrics:
         registry.register(self.incidents)
         # (host, probe) pairs seen, so series of hosts dropped by a reload can be removed.
         self._seen: set[tuple[str, str]] = set()
+        # The last log counters of each host (probes/facts.py), to count what is new.
+        self._counted: dict[str, LogCounters] = {}
         self._lock = threading.Lock()
 
     # ---- the engine's inputs --------------------------------------------------------------
@@ -145,6 +147,36 @@ class Metrics:
             errors.inc()
         if obs.probe == "error_rate" and obs.status is not Status.ERROR:
             self._ratios(obs)
+        if obs.facts.counters is not None:
+            self._count_log(obs.host, obs.facts.counters)
+
+    def _count_log(self, host: str, now: LogCounters) -> None:
+        """Counters from a log's cumulative totals (the engine thread only).
+
+        Responses count from zero: the first totals seen are responses nginx logged, and
+        the counter then equals the log's own count by class (after a restart too, as the
+        probe's totals survive it). A total that fell (the probe's saved state lost) is a
+        new count from zero. Lines and rotations count what is new since the first totals
+        this process saw."""
+        with self._lock:
+            before = self._counted.get(host)
+            self._counted[host] = now
+        previous = before.responses if before else (0, 0, 0, 0, 0)
+        fell = any(n < p for n, p in zip(now.responses, previous, strict=True))
+        self.count_responses(
+            host,
+            {
+                cls: n - (0 if fell else p)
+                for cls, n, p in zip(STATUS_CLASSES, now.responses, previous, strict=True)
+            },
+        )
+        if before is None:
+            self.count_log_lines(host, 0)  # exported as 0 from the first totals
+            return
+        if now.lines >= before.lines:
+            self.count_log_lines(host, now.lines - before.lines)
+        if now.rotations > before.rotations:
+            self.count_rotations(host, now.rotations - before.rotations)
 
     def _ratios(self, obs: Observation) -> None:
         d = obs.details
@@ -180,6 +212,8 @@ class Metrics:
         with self._lock:
             gone = {(h, p) for h, p in self._seen if h not in keep}
             self._seen -= gone
+            for host in [h for h in self._counted if h not in keep]:
+                del self._counted[host]
         for host, probe in gone:
             for metric in (self.probe_success, self.probe_duration, self.probe_errors):
                 _remove(metric, host, probe)

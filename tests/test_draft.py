@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from probes.base import Fault
+from probes.facts import Subjects
 from recorder.config import Config, parse_config
 from recorder.model import Affected, Cause, Incident, TimelineEntry, iso, local_time
 from recorder.postmortem.draft import (
@@ -104,6 +105,8 @@ class Recorded:
     extra_terms: dict[str, list[str]] = field(default_factory=dict)
     deploy: str | None = None  # version deployed 3 minutes before harm began
     notes: list[tuple[timedelta, str, str]] = field(default_factory=list)  # (after T0, kind, text)
+    # What the failing probes named (their Observation.facts.subjects).
+    subjects: dict[tuple[str, str], Subjects] = field(default_factory=dict)
 
 
 def _human(delta: timedelta) -> str:
@@ -197,6 +200,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
             "since": iso(T0 if i == 0 else detected),
             "flaps": 0,
             "summary": summary,
+            "subjects": rec.subjects.get((host, probe), Subjects()).to_json(),
             "recovered_at": iso(back),
         }
     add(
@@ -246,6 +250,8 @@ TURNED_AWAY = Affected(
     1.0,
 )
 NO_5XX = _clients(0, 188)
+EXAMPLE = "/etc/nginx/sites-enabled/example"
+UPSTREAM_DOWN = "upstream app: 127.0.0.1:18082 does not answer (50% of weight)"
 
 LAB_FAULTS: dict[str, Recorded] = {
     "missing-symlink": Recorded(
@@ -259,35 +265,43 @@ LAB_FAULTS: dict[str, Recorded] = {
         },
         TURNED_AWAY,
         timedelta(minutes=22, seconds=5),
+        subjects={
+            ("lb-01", "sites"): Subjects(site=("example",), file=(EXAMPLE,)),
+            ("lb-01", "http"): Subjects(url="http://127.0.0.1:18080/"),
+        },
     ),
     "dangling-symlink": Recorded(
         "dangling-symlink",
         {
             ("lb-01", "sites"): (
                 Fault.DANGLING_SYMLINK,
-                "sites-enabled/example points at /etc/nginx/sites-available/example, which "
-                "does not exist",
+                "dangling link in sites-enabled: example -> /etc/nginx/sites-available/example",
             ),
             ("lb-01", "config"): (
                 Fault.CONFIG_SYNTAX,
-                'nginx -t failed: [emerg] open() "/etc/nginx/sites-enabled/example" failed '
+                f'nginx -t failed: open() "{EXAMPLE}" failed '
                 "(2: No such file or directory) in /etc/nginx/nginx.conf:60",
             ),
         },
         NO_5XX,
         timedelta(minutes=9, seconds=40),
+        subjects={
+            ("lb-01", "sites"): Subjects(site=("example",), file=(EXAMPLE,)),
+            ("lb-01", "config"): Subjects(file=(EXAMPLE,)),
+        },
     ),
     "config-syntax": Recorded(
         "config-syntax",
         {
             ("lb-01", "config"): (
                 Fault.CONFIG_SYNTAX,
-                'nginx -t failed: [emerg] invalid number of arguments in "proxy_pass" '
-                "directive in /etc/nginx/sites-enabled/example:14",
+                'nginx -t failed: invalid number of arguments in "proxy_pass" '
+                f"directive in {EXAMPLE}:14",
             ),
         },
         NO_5XX,
         timedelta(minutes=6, seconds=12),
+        subjects={("lb-01", "config"): Subjects(file=(EXAMPLE,), line=14)},
     ),
     "nginx-down": Recorded(
         "nginx-down",
@@ -304,10 +318,7 @@ LAB_FAULTS: dict[str, Recorded] = {
     "upstream-down": Recorded(
         "upstream-down",
         {
-            ("lb-01", "upstreams"): (
-                Fault.UPSTREAM_DOWN,
-                "1 of 2 backends down: 127.0.0.1:18082 (connection refused)",
-            ),
+            ("lb-01", "upstreams"): (Fault.UPSTREAM_DOWN, UPSTREAM_DOWN),
             ("web-02", "process"): (
                 Fault.NGINX_DOWN,
                 "nginx is not running on web-02 (no master process for /run/nginx.pid)",
@@ -320,11 +331,14 @@ LAB_FAULTS: dict[str, Recorded] = {
         Affected(
             0.5,
             "dead-backend-weight",
-            "dead backends carried 50% of lb-01's upstream weight (1 of 2 backends down: "
-            "127.0.0.1:18082 (connection refused))",
+            f"dead backends carried 50% of lb-01's upstream weight ({UPSTREAM_DOWN})",
             0.5,
         ),
         timedelta(minutes=12),
+        subjects={
+            ("lb-01", "upstreams"): Subjects(file=(EXAMPLE,), line=5, backend=("127.0.0.1:18082",)),
+            ("web-02", "http"): Subjects(url="http://127.0.0.1:18082/"),
+        },
     ),
     "http-5xx": Recorded(
         "http-5xx",
@@ -650,7 +664,7 @@ def test_unknown_format_is_a_clear_error(config: Config) -> None:
         ("missing-symlink", {"host": "lb-01", "site": "example", "url": "http://127.0.0.1:18080/"}),
         ("dangling-symlink", {"file": "/etc/nginx/sites-enabled/example"}),
         ("config-syntax", {"file": "/etc/nginx/sites-enabled/example", "line": "14"}),
-        ("upstream-down", {"backend": "127.0.0.1:18082", "host": "lb-01", "file": None}),
+        ("upstream-down", {"backend": "127.0.0.1:18082", "host": "lb-01", "file": EXAMPLE}),
         ("bad-deploy", {"version": "2.4.1", "service": "web"}),
     ],
 )
@@ -663,10 +677,29 @@ def test_task_context_from_evidence(
 
 
 def test_missing_values_stay_placeholders(config: Config) -> None:
-    incident = build_incident(LAB_FAULTS["upstream-down"], config)
+    incident = build_incident(LAB_FAULTS["http-5xx"], config)
     context = draft_context(incident, config)
-    # Nothing observed names the file of the upstream block: a person must.
+    # Nothing observed names the file that holds the log_format: a person must.
     assert any("[[FILL IN: file]]" in task for task in context["tasks"])
+
+
+def test_task_values_come_from_the_subjects_not_the_prose(config: Config) -> None:
+    """A summary that reads like a backend or a file names nothing: the values are the
+    probes' typed subjects, the top fault's first."""
+    rec = LAB_FAULTS["upstream-down"]
+    incident = build_incident(rec, config)
+    for sig in incident.data["signals"].values():
+        sig["summary"] = "1 of 2 backends down: 10.9.9.9:80 in /etc/other.conf:3"
+    context = task_context(incident, config, incident.root_causes[0])
+    assert (context["backend"], context["file"], context["line"]) == (
+        "127.0.0.1:18082",
+        EXAMPLE,
+        "5",
+    )
+    for sig in incident.data["signals"].values():
+        sig.pop("subjects")  # stored before subjects were kept: a person fills them in
+    context = task_context(incident, config, incident.root_causes[0])
+    assert "backend" not in context and "file" not in context
 
 
 def test_leading_time_in_people_text() -> None:

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from probes import error_rate
 from probes.base import Fault, Observation, Status
+from probes.facts import ClientHarm, Facts
 from recorder.config import Config, parse_config
 from recorder.detector import Detector
 from recorder.events import record_deploy
+from recorder.hosts.local import LocalHost
 from recorder.incidents import IncidentBook
 from recorder.store import Store
 
@@ -84,6 +87,9 @@ class Harness:
         summary: str = "",
         **details: Any,
     ) -> None:
+        facts = Facts()
+        if "clients" in details:  # what error_rate states as its facts
+            facts = Facts(clients=ClientHarm(details["clients"], details["clients_with_5xx"]))
         obs = Observation(
             host=host,
             probe=probe,
@@ -92,6 +98,7 @@ class Harness:
             summary=summary or f"{probe} {status}",
             details=details,
             at=self.now,
+            facts=facts,
         )
         self.book.observe(obs)
         for sig in self.detector.observe(obs, 0.0, 5.0):
@@ -402,3 +409,67 @@ def test_a_deploy_made_after_harm_began_is_not_its_cause(tmp_path: Path) -> None
     h.sweep(failing)
     inc = h.only_incident()
     assert "bad-deploy" not in [c.fault for c in inc.root_causes], inc.root_causes
+
+
+# ---- what the error_rate probe decides, read as it decided it -----------------------------
+
+
+def _log_line(client: str, status: int, second: int) -> str:
+    when = (T0 + timedelta(seconds=second)).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    return f'{client} - - [{when}] "GET / HTTP/1.1" {status} 5 "-" "curl"\n'
+
+
+def _real_error_rate(root: Path, factor: float, monkeypatch: pytest.MonkeyPatch) -> Observation:
+    """The real probe over a log of 2 req/s for 10 s, then 8 req/s (4x) half of them 503:
+    the first call learns the baseline, the second sees the rise."""
+    now = [T0 + timedelta(seconds=10)]  # the log's newest second, as nginx writes it
+    monkeypatch.setattr(error_rate, "clock", lambda: now[0].timestamp())
+    error_rate.reset_state()
+    log = root / "var/log/nginx/access.log"
+    log.parent.mkdir(parents=True)
+    host = LocalHost("lb-01", prefix=str(root))
+    config = error_rate.Config(window=10.0, capacity_factor=factor)
+    log.write_text("".join(_log_line(f"10.0.0.{i % 20}", 200, i // 2) for i in range(20)))
+    assert error_rate.probe(host, config).status is Status.OK
+    with log.open("a") as f:
+        f.write(
+            "".join(
+                _log_line(f"10.0.1.{i % 40}", 503 if i % 2 else 200, 10 + i // 8) for i in range(80)
+            )
+        )
+    now[0] = T0 + timedelta(seconds=20)
+    try:
+        return error_rate.probe(host, config)
+    finally:
+        error_rate.reset_state()
+
+
+@pytest.mark.parametrize(("factor", "above"), [(3.0, True), (5.0, False)])
+def test_above_baseline_is_the_probes_own_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factor: float, above: bool
+) -> None:
+    """4x the baseline is "above baseline" with capacity_factor 3 and not with 5: the
+    evidence says what the probe decided (it said capacity at 5x while the engine said
+    "above baseline" at 3x)."""
+    obs = _real_error_rate(tmp_path / "root", factor, monkeypatch)
+    assert obs.status is Status.FAIL
+    assert obs.fault is (Fault.CAPACITY if above else Fault.HTTP_5XX), obs.summary
+    h = Harness(tmp_path / "state")
+    h.book.observe(obs)
+    terms = h.book.evidence("web")
+    assert ("rate:above-baseline" in terms) is above, terms
+    if above:
+        assert terms["rate:above-baseline"] == ["lb-01: 8.0 requests/s against a baseline of 2.0/s"]
+
+
+def test_affected_share_states_its_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    obs = _real_error_rate(tmp_path / "root", 3.0, monkeypatch)
+    h = Harness(tmp_path / "state")
+    h.book.observe(obs)
+    affected = h.book.affected_share("web")
+    assert affected is not None and affected.method == "clients-with-5xx"
+    # The 10 s window of the log, 15:00:10 to 15:00:19 in Nairobi (T0 is 12:00 UTC).
+    assert affected.evidence == (
+        "20 of 40 clients got at least one 5xx, 2026-11-23 15:00:10 EAT to"
+        " 2026-11-23 15:00:19 EAT, lb-01 access log"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Fault, Observation, Status
+from probes.facts import Facts, LogCounters
 from recorder import __version__
 from recorder.metrics import FAULT_LABELS, METRIC_NAMES, Metrics
 from recorder.model import Incident
@@ -137,6 +139,35 @@ def test_counters_stay_bounded_and_never_fall(
     assert registry.get_sample_value("recorder_log_lines_total", {"host": "lb-01"}) == 100
     assert registry.get_sample_value("recorder_log_lines_total", {"host": "web-01"}) == 0
     assert registry.get_sample_value("recorder_log_rotations_total", {"host": "lb-01"}) == 1
+
+
+def test_log_counters_of_observations(metrics: Metrics, registry: CollectorRegistry) -> None:
+    """Responses count from zero (the log's own count by class); lines and rotations
+    count what is new since the first totals; totals that fell start a new count."""
+
+    def seen(lines: int, rotations: int, responses: tuple[int, int, int, int, int]) -> None:
+        counters = LogCounters(lines=lines, rotations=rotations, responses=responses)
+        metrics.observe(
+            replace(obs("lb-01", "error_rate", Status.OK), facts=Facts(counters=counters))
+        )
+
+    def responses(cls: str) -> float | None:
+        return registry.get_sample_value(
+            "recorder_http_responses_total", {"host": "lb-01", "class": cls}
+        )
+
+    seen(100, 2, (0, 90, 0, 0, 10))
+    assert (responses("2xx"), responses("5xx"), responses("1xx")) == (90, 10, 0)
+    assert registry.get_sample_value("recorder_log_lines_total", {"host": "lb-01"}) == 0
+    seen(130, 3, (0, 115, 0, 0, 15))
+    assert (responses("2xx"), responses("5xx")) == (115, 15)
+    assert registry.get_sample_value("recorder_log_lines_total", {"host": "lb-01"}) == 30
+    assert registry.get_sample_value("recorder_log_rotations_total", {"host": "lb-01"}) == 1
+    seen(4, 0, (0, 4, 0, 0, 0))  # the probe's saved state was lost: counted anew
+    assert (responses("2xx"), responses("5xx")) == (119, 15)
+    metrics.retain_hosts([])
+    seen(10, 0, (0, 10, 0, 0, 0))  # back after a reload dropped it: from zero again
+    assert responses("2xx") == 10
 
 
 def test_build_info(registry: CollectorRegistry, metrics: Metrics) -> None:

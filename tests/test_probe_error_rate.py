@@ -156,6 +156,25 @@ def test_restart_continues_from_the_saved_offset(root: Path) -> None:
     assert after.details["clients_with_5xx"] == 4
 
 
+def test_responses_by_class_are_cumulative_facts(root: Path) -> None:
+    """Every line with a status counts in its class: untimed ones and ones older than the
+    window too; a malformed line counts in none. The totals survive a restart."""
+    append(root, "".join(line(f"10.0.0.{i}", s) for i, s in enumerate([200, 201, 304, 404, 502])))
+    append(root, line("10.0.0.9", 503, -3600))  # an hour before the window
+    append(root, line("10.0.0.9", 200).replace("23/Nov", "99/Nov"))  # no usable time
+    append(root, "garbage\n")
+    first = run(root)
+    assert first.facts.counters is not None
+    assert first.facts.counters.by_class() == {"1xx": 0, "2xx": 3, "3xx": 1, "4xx": 1, "5xx": 2}
+    assert first.facts.counters.lines == 8
+    assert first.to_json()["facts"]["counters"]["responses"]["5xx"] == 2
+    error_rate.reset_state()  # a restarted recorder continues the totals
+    append(root, line("10.0.0.1", 500, 1))
+    again = run(root)
+    assert again.facts.counters is not None
+    assert again.facts.counters.responses == (0, 3, 1, 1, 3)
+
+
 def test_first_sight_reads_recent_history_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(error_rate, "FIRST_SIGHT", 1000)
     text = "".join(line(f"10.0.{i // 250}.{i % 250}", 200) for i in range(100))

@@ -28,6 +28,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from probes.base import Fault
+from probes.facts import Subjects
 from recorder.config import Config
 from recorder.model import (
     Cause,
@@ -183,11 +184,6 @@ def leading_time(
 
 # ---- what the evidence names -----------------------------------------------------------------
 
-_SITE = re.compile(r"\bsites-(?:available|enabled)/(?P<site>[A-Za-z0-9_][A-Za-z0-9_.-]*)")
-_DANGLING = re.compile(r"\bsites-enabled/(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*) points at\b")
-_OPEN_FAILED = re.compile(r'open\(\) "(?P<file>/[^"]+)" failed')
-_FILE_LINE = re.compile(r"\bin (?P<file>/[^\s:\"']+):(?P<line>\d+)\b")
-_BACKEND = re.compile(r"\bbackends? down: (?P<backend>[^\s,()]+)")
 _DEPLOY_EVIDENCE = re.compile(r"^deploy of \S+ (?P<version>\S+) at ")
 
 
@@ -262,42 +258,20 @@ def task_context(incident: Incident, config: Config, top: Cause | None) -> dict[
     url = service_url(config, incident, hosts)
     if url:
         context["url"] = url
-    lines = [
-        *(top.evidence if top else []),
-        *(str(s.get("summary", "")) for s in _signals(incident)),
-    ]
-    for line in lines:
-        if "site" not in context and (site := _SITE.search(line)):
-            context["site"] = site["site"]
-        if "backend" not in context and (backend := _BACKEND.search(line)):
-            context["backend"] = backend["backend"]
-        if "file" not in context:
-            _file_from(line, config, hosts, context)
+    # What the probes named (probes/facts.py), the signals of the top fault first.
+    signals = _signals(incident)
+    if top is not None:
+        signals.sort(key=lambda s: s.get("fault") != top.fault)
+    for sig in signals:
+        values = Subjects.from_json(sig.get("subjects")).placeholders()
+        if "file" in context:
+            values.pop("line", None)  # a line belongs to its own file
+        for name, value in values.items():
+            context.setdefault(name, value)
     version = _deployed_version(incident, top)
     if version:
         context["version"] = version
     return context
-
-
-def _file_from(line: str, config: Config, hosts: Sequence[str], context: dict[str, str]) -> None:
-    """The configuration file a line of evidence names, with its line number when given.
-    The file nginx failed to open, or the dangling link, is the one to fix; the file that
-    includes it (`in /etc/nginx/nginx.conf:60`) only when nothing more precise is named."""
-    dangling = _DANGLING.search(line)
-    if dangling:
-        host, _, _ = line.partition(":")
-        where = host if host in config.hosts else (hosts[0] if hosts else "")
-        enabled = _probe_setting(config, where, "sites", "enabled_dir") if where else None
-        directory = (enabled or "/etc/nginx/sites-enabled").rstrip("/")
-        context["file"] = f"{directory}/{dangling['name']}"
-        return
-    opened = _OPEN_FAILED.search(line)
-    if opened:
-        context["file"] = opened["file"]
-        return
-    at_line = _FILE_LINE.search(line)
-    if at_line:
-        context["file"], context["line"] = at_line["file"], at_line["line"]
 
 
 # ---- the context --------------------------------------------------------------------------------
