@@ -323,6 +323,14 @@ def parse_chunk(fmt: LogFormat, buf: bytes, start: int = 0, end: int | None = No
     return parsed
 
 
+def well_formed(fmt: LogFormat, line: bytes) -> bool:
+    """Whether one line (without its newline) is read as a request (slow: for one line)."""
+    if b"\n" in line:
+        return False
+    found = fmt.strict.match(b"\n" + line)
+    return found is not None and bool(found.group(fmt.index[2] + 1))
+
+
 # ---- times ------------------------------------------------------------------------------
 
 

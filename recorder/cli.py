@@ -249,7 +249,7 @@ def logscan_cmd(
     """Summarize access logs (plain or .gz): requests, 5xx share, clients, affected share."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from recorder.logscan import format_text, parse_time, scan
+    from recorder.logscan import format_text, parse_time, problems, scan
 
     try:
         zone = ZoneInfo(tz_name)
@@ -270,6 +270,11 @@ def logscan_cmd(
         echo_json(summary)
     else:
         click.echo(format_text(summary, zone))
+    warnings, error = problems(summary)
+    for warning in warnings:
+        click.echo(f"recorder: warning: {warning}", err=True)
+    if error:
+        fail(error, 1)
 
 
 # ---- incidents ----------------------------------------------------------------------

@@ -23,12 +23,17 @@ from probes.accesslog import (
     compile_format,
     iso,
     new_tally,
+    well_formed,
 )
 
 # Bytes per read: large enough to amortize, small enough to stay in cache; at most
 # MAX_LINE, which the long-line check below relies on (a line within one read is short).
 CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+# A larger share of malformed lines is a warning: a log nginx wrote with the format given
+# has none (a line cut by a crash, an over-long line), so many mean another format.
+MALFORMED_WARN = 0.01
+SAMPLE_CHARS = 200  # of the malformed line shown with the warning
 
 
 def parse_time(text: str, tz: tzinfo) -> datetime:
@@ -57,10 +62,28 @@ class Summary:
     def __init__(self, fmt: LogFormat, since: int | None, until: int | None) -> None:
         self.tally = new_tally(fmt, TimeCache(fmt.time_var), since, until)
         self.long_lines = 0  # lines over MAX_LINE: malformed, never given to the tally
+        self.fmt = fmt
+        self.sample: bytes | None = None  # the first malformed line, for the warning
 
     def add(self, buf: bytes, start: int = 0, end: int | None = None) -> None:
         """Count the lines of buf[start:end], as `parse_chunk` reads them."""
-        self.tally.scan(buf, start, len(buf) if end is None else end)
+        end = len(buf) if end is None else end
+        if self.sample is not None:
+            self.tally.scan(buf, start, end)
+            return
+        before = self.tally.totals()
+        self.tally.scan(buf, start, end)
+        after = self.tally.totals()
+        if after["lines"] - after["matched"] > before["lines"] - before["matched"]:
+            # The first region with a malformed line: find it (once, in Python).
+            lines = buf[start + 1 : end].split(b"\n")
+            self.sample = next((x for x in lines if not well_formed(self.fmt, x)), None)
+
+    def add_long_line(self, head: bytes) -> None:
+        """Count a line over MAX_LINE (malformed); `head` is its start."""
+        self.long_lines += 1
+        if self.sample is None:
+            self.sample = head
 
     def totals(self) -> Totals:
         """The tally's totals with the over-long lines counted in (as malformed)."""
@@ -87,6 +110,7 @@ class Summary:
             "malformed_lines": t["lines"] - t["matched"],
             "out_of_range_lines": t["out_of_range"],
             "untimed_lines": t["untimed"],
+            "malformed_sample": printable(self.sample) if self.sample is not None else None,
             "reader": "python" if isinstance(self.tally, PyTally) else "compiled",
         }
 
@@ -104,6 +128,11 @@ def scan(
     for bound in (since, until):
         if bound is not None and bound.tzinfo is None:
             raise ValueError("since/until need a time zone")
+    if since is not None and until is not None and since >= until:
+        raise ValueError(
+            f"--since ({since.isoformat()}) is not before --until ({until.isoformat()}):"
+            " no request can be in that range (--since is inclusive, --until exclusive)"
+        )
     summary = Summary(
         fmt,
         int(since.timestamp()) if since else None,
@@ -144,7 +173,7 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
                     if not dropping:
                         pending += data
                         if len(pending) > MAX_LINE:
-                            summary.long_lines += 1
+                            summary.add_long_line(pending[:SAMPLE_CHARS])
                             pending, dropping = b"", True
                     continue
                 # The line cut by the previous read, completed; then the lines of this
@@ -152,7 +181,7 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
                 if dropping:
                     dropping = False
                 elif len(pending) + first > MAX_LINE:
-                    summary.long_lines += 1
+                    summary.add_long_line(pending[:SAMPLE_CHARS] + data[: min(first, SAMPLE_CHARS)])
                 else:
                     summary.add(b"\n" + pending + data[:first])
                 last = data.rfind(b"\n")
@@ -173,6 +202,39 @@ def _scan_file(path: str, fmt: LogFormat, summary: Summary) -> dict[str, Any]:
         "requests": after["kept"] - before["kept"],
         "malformed_lines": lines - (after["matched"] - before["matched"]),
     }
+
+
+def printable(raw: bytes) -> str:
+    """A log line as it can be shown on a terminal: decoded (bad bytes replaced), control
+    and other unprintable characters (an escape sequence's ESC) dropped, cut short."""
+    text = raw[: SAMPLE_CHARS * 4].decode("utf-8", "replace")
+    text = "".join(c for c in text if c.isprintable())
+    return text[:SAMPLE_CHARS] + ("..." if len(text) > SAMPLE_CHARS else "")
+
+
+def problems(summary: dict[str, Any]) -> tuple[list[str], str | None]:
+    """(warnings, error) about how well the files were read. An error when lines were read
+    and none parsed (a binary file, another format): the counts then mean nothing. A
+    warning when more than MALFORMED_WARN of the lines did not parse."""
+    lines, malformed = summary["lines"], summary["malformed_lines"]
+    if not lines or not malformed:
+        return [], None
+    fmt = summary["log_format"]
+    sample = summary.get("malformed_sample")
+    cause = (
+        f"likely cause: the log was not written with the log format {fmt}"
+        " (give the nginx log_format it was written with: --format '...')"
+    )
+    shown = f"first malformed line: {sample!r}" if sample is not None else ""
+    if malformed == lines:
+        what = "file" if len(summary.get("files") or []) == 1 else "files"
+        return [], f"no line of the {what} parsed ({_n(lines)} lines); {cause}; {shown}"
+    if malformed > MALFORMED_WARN * lines:
+        return [
+            f"{_n(malformed)} of {_n(lines)} lines ({malformed / lines:.1%}) did not parse"
+            f" and are not counted; {cause}; {shown}"
+        ], None
+    return [], None
 
 
 def _n(value: int) -> str:

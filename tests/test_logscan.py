@@ -189,7 +189,7 @@ def test_cli_json(logs: tuple[list[str], list[str]]) -> None:
     paths, lines = logs
     result = CliRunner().invoke(main, ["logscan", *paths, "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # stderr warns: 3% of these lines are malformed
     for key in (
         "requests",
         "status_classes",
@@ -278,3 +278,95 @@ def test_a_line_just_under_the_limit_is_read(tmp_path: Path) -> None:
     path.write_bytes(line + b"\n" + line + b"\n")
     result = logscan.scan([str(path)])
     assert result["requests"] == 2 and result["malformed_lines"] == 0
+
+
+# ---- reading the wrong thing ---------------------------------------------------------------
+
+GOOD = '10.0.0.{n} - - [23/Nov/2026:14:30:05 +0300] "GET / HTTP/1.1" {status} 1 "-" "curl/8"'
+# The same request in another log_format (`$remote_addr [$time_iso8601] "$request" $status`).
+OTHER = '10.0.0.{n} [2026-11-23T14:30:05+03:00] "GET /\x1b[31mred HTTP/1.1" {status}'
+
+
+def run_logscan(*argv: str) -> Any:
+    return CliRunner().invoke(main, ["logscan", *argv])
+
+
+def test_a_binary_file_is_an_error_not_an_empty_log(tmp_path: Path) -> None:
+    """A real binary (the Python interpreter) read as a log: no line parses, so the
+    counts mean nothing; exit 1, saying why, with a sample line fit for a terminal."""
+    path = tmp_path / "python.bin"
+    path.write_bytes(Path(sys.executable).read_bytes()[:300_000])
+    result = run_logscan(str(path))
+    assert result.exit_code == 1, result.output
+    assert "no line of the file parsed" in result.stderr
+    assert "--format" in result.stderr and "likely cause" in result.stderr
+    sample = result.stderr.split("first malformed line: ", 1)[1]
+    assert sample[0] in "'\"" and not any(
+        ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in sample.strip()
+    )
+    assert "requests:   0" in result.stdout  # the summary is still printed
+
+
+def test_a_log_in_another_format_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(OTHER.format(n=i, status=200) for i in range(30)) + "\n")
+    result = run_logscan(str(path), "--json")
+    assert result.exit_code == 1
+    assert "no line of the file parsed (30 lines)" in result.stderr
+    assert json.loads(result.stdout)["malformed_lines"] == 30
+    # Read with the format it was written with, it is fine.
+    fmt = '$remote_addr [$time_iso8601] "$request" $status'
+    result = run_logscan(str(path), "--format", fmt)
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_a_mixed_file_warns_with_a_sample_and_the_likely_cause(tmp_path: Path) -> None:
+    """A third of the lines in another format: counted as before, exit 0, a warning on
+    stderr naming the share, the first such line (its escape byte dropped), the cause."""
+    lines = []
+    for i in range(90):
+        template = OTHER if i % 3 == 2 else GOOD
+        lines.append(template.format(n=i, status=500 if i % 2 else 200))
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_logscan(str(path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["requests"] == 60 and data["malformed_lines"] == 30
+    assert data["malformed_sample"] == OTHER.format(n=2, status=200).replace("\x1b", "")
+    warning = result.stderr
+    assert warning.startswith("recorder: warning: 30 of 90 lines (33.3%) did not parse")
+    assert "likely cause: the log was not written with the log format combined" in warning
+    assert "GET /[31mred" in warning and "\x1b" not in warning
+    assert warning.count("\n") == 1
+
+
+def test_a_few_malformed_lines_are_no_warning(tmp_path: Path) -> None:
+    lines = [GOOD.format(n=i % 50, status=200) for i in range(200)] + ["half a line [23/Nov"]
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_logscan(str(path))
+    assert result.exit_code == 0 and result.stderr == ""  # 1 of 201: under 1%
+    path.write_text("\n".join(lines[:50]) + "\nhalf a line [23/Nov\n")
+    result = run_logscan(str(path))
+    assert result.exit_code == 0 and "1 of 51 lines (2.0%) did not parse" in result.stderr
+
+
+def test_an_empty_file_is_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_bytes(b"")
+    result = run_logscan(str(path))
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [("2026-11-23 15:00", "2026-11-23 14:00"), ("2026-11-23 14:00", "2026-11-23T14:00:00Z")],
+)
+def test_since_not_before_until_is_a_clear_error(tmp_path: Path, since: str, until: str) -> None:
+    path = tmp_path / "access.log"
+    path.write_text(GOOD.format(n=1, status=200) + "\n")
+    result = run_logscan(str(path), "--since", since, "--until", until)
+    assert result.exit_code == 2
+    assert "is not before --until" in result.stderr and "no request can be" in result.stderr
+    assert result.stdout == ""
