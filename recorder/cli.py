@@ -235,7 +235,10 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     help="An nginx log_format string (default: combined).",
 )
 @click.option(
-    "--timezone", "tz_name", default="UTC", show_default=True, help="Zone of TIMEs without one."
+    "--timezone",
+    "tz_name",
+    metavar="ZONE",
+    help="IANA zone of TIMEs without one, and of the times shown (default: this machine's).",
 )
 @click.option("--json", "as_json", is_flag=True)
 def logscan_cmd(
@@ -243,14 +246,16 @@ def logscan_cmd(
     since: str | None,
     until: str | None,
     log_format: str | None,
-    tz_name: str,
+    tz_name: str | None,
     as_json: bool,
 ) -> None:
     """Summarize access logs (plain or .gz): requests, 5xx share, clients, affected share."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from recorder.logscan import format_text, parse_time, problems, scan
+    from recorder.zones import machine_zone
 
+    tz_name = tz_name or machine_zone()
     try:
         zone = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -25,6 +25,7 @@ from pydantic import (
 
 from probes.durations import Duration
 from probes.registry import CONFIGS
+from recorder.zones import machine_zone
 
 
 class Strict(BaseModel):
@@ -176,7 +177,8 @@ class AlertmanagerConfig(Strict):
 
 
 class Config(Strict):
-    timezone: str = "UTC"
+    # Times are shown in this zone (stored in UTC); by default the machine's own.
+    timezone: str = Field(default_factory=machine_zone)
     state_dir: str = "/var/lib/recorder"
     listen: str = "127.0.0.1:9468"
     defaults: Defaults = Field(default_factory=Defaults)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -357,12 +358,23 @@ class Daemon:
         self.notifier.ready(self._status_line())
 
 
+class _ZonedFormatter(logging.Formatter):
+    """Times as ISO 8601 with the offset (`2026-12-05T08:41:22.120+03:00`): a log line
+    read on another machine, or after a zone change, still says when it happened."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        at = datetime.fromtimestamp(record.created).astimezone()
+        return at.isoformat(timespec="milliseconds")
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One line per event on stderr; journald adds the time and unit."""
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ZonedFormatter(fmt))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("paramiko").setLevel(logging.ERROR)
     logging.getLogger("waitress").setLevel(logging.WARNING)
 

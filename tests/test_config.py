@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import click
@@ -202,3 +204,58 @@ def test_config_after_the_command_wins_over_before_and_environment(
     assert result.exit_code == 0 and result.output.strip() == "ok", result.output
     result = runner.invoke(main, ["config", "check"], env={"RECORDER_CONFIG": None})
     assert result.exit_code == 2 and "no config" in result.output
+
+
+def test_the_default_zone_is_the_machines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recorder.config import parse_config
+    from recorder.zones import machine_zone
+
+    hosts = {"hosts": {"web-01": {"local": {}}}}
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert machine_zone() == "Asia/Tokyo"
+    assert parse_config(hosts).timezone == "Asia/Tokyo"
+    monkeypatch.setenv("TZ", ":/usr/share/zoneinfo/America/La_Paz")
+    assert machine_zone() == "America/La_Paz"
+    # A TZ that names no zone falls through to the system's files, and always to a zone.
+    monkeypatch.setenv("TZ", "Nowhere/Fake")
+    from zoneinfo import ZoneInfo
+
+    ZoneInfo(machine_zone())
+    assert parse_config({**hosts, "timezone": "Africa/Nairobi"}).timezone == "Africa/Nairobi"
+
+
+def test_daemon_log_lines_carry_their_zone() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from recorder.daemon import configure_logging; configure_logging();"
+        "logging.getLogger('recorder.test').warning('hello')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "TZ": "Asia/Kolkata"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+05:30 WARNING recorder.test: hello\n", done.stderr
+    ), done.stderr
+
+
+def test_the_labs_config_shows_times_in_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recorder.lab.templates import recorder_config
+
+    text, data = recorder_config(
+        state_dir="/tmp/x",
+        listen="127.0.0.1:9468",
+        hosts={"lb-01": {"local": {}}, "web-01": {"local": {}}, "web-02": {"local": {}}},
+        urls={h: "http://127.0.0.1:1/" for h in ("lb-01", "web-01", "web-02")},
+        header="lab",
+    )
+    assert "timezone" not in data and "timezone:" not in text
+    monkeypatch.setenv("TZ", "Europe/Lisbon")
+    assert parse_config(data).timezone == "Europe/Lisbon"

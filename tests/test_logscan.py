@@ -370,3 +370,20 @@ def test_since_not_before_until_is_a_clear_error(tmp_path: Path, since: str, unt
     assert result.exit_code == 2
     assert "is not before --until" in result.stderr and "no request can be" in result.stderr
     assert result.stdout == ""
+
+
+def test_times_without_a_zone_are_the_machines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 14:30:05 +03:00 is 11:30:05 UTC. On a machine in Nairobi (+03:00) `--since 14:30`
+    # keeps the line; read as UTC (the old default) it would drop it.
+    path = tmp_path / "access.log"
+    path.write_text(GOOD.format(n=1, status=200) + "\n")
+    monkeypatch.setenv("TZ", "Africa/Nairobi")
+    result = run_logscan(str(path), "--since", "2026-11-23 14:30", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["requests"] == 1
+    assert summary["since"] == "2026-11-23T11:30:00+00:00"
+    shown = run_logscan(str(path), "--since", "2026-11-23 14:30")
+    assert "2026-11-23 14:30:00 EAT" in shown.output

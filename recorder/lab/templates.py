@@ -25,7 +25,6 @@ HOSTS = (LB, *WEB_HOSTS)
 ROLES = {LB: "lb", "web-01": "web", "web-02": "web"}
 SERVICE = "web"
 ESCALATION = "platform-team"
-TIMEZONE = "Africa/Nairobi"
 
 # Paths as each host itself sees them (a local host maps them under its prefix).
 NGINX_CONF = "/etc/nginx/nginx.conf"
@@ -211,7 +210,6 @@ def recorder_config(
             probes["upstreams"] = {}
         checks.append({"hosts": [name], "probes": probes})
     data: dict[str, Any] = {
-        "timezone": TIMEZONE,
         "state_dir": state_dir,
         "listen": listen,
         "defaults": {"interval": interval, "for": "0s", "recover_after": recover_after},
