@@ -302,6 +302,7 @@ _BROAD_LABEL = re.compile(
     r"improv|broad|general|prevent|lesson|what (?:can|could|should)|long[- ]term|strateg",
 )
 _PLACEHOLDER = re.compile(re.escape(PLACEHOLDER_MARK) + r"[^\]\n]{0,120}(?:\]\])?", re.IGNORECASE)
+_TASK_LABEL = re.compile(r"\btasks?\b|\baction items?\b|\bto-?dos?\b|\bfollow[- ]ups?\b")
 
 
 # ---- headings --------------------------------------------------------------------------
@@ -503,7 +504,12 @@ class _HTMLToLines(HTMLParser):
         blockquote hr br body html figure figcaption nav aside pre""".split()
     )
     _HEADINGS = {f"h{n}": n for n in range(1, 7)}
+    # Where text flows as one paragraph (its line breaks are only wrapping).
+    _FLOW = frozenset({"p", "li", "td", "th", "dt", "dd", "blockquote", "figcaption"}) | set(
+        _HEADINGS
+    )
     _SPACE = re.compile(r"\s+")
+    _LINE_SPACE = re.compile(r"[^\S\n]+")
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -512,6 +518,7 @@ class _HTMLToLines(HTMLParser):
         self.skip = 0
         self.depth = 0  # nested lists
         self.pre = 0
+        self.flow = 0  # open tags of _FLOW
         self.header_row = False
 
     def emit(self, text: str) -> None:
@@ -519,6 +526,8 @@ class _HTMLToLines(HTMLParser):
         self.newlines += text.count("\n")
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._FLOW:
+            self.flow += 1
         if tag in self._SKIP:
             self.skip += 1
         elif tag in self._HEADINGS:
@@ -543,6 +552,8 @@ class _HTMLToLines(HTMLParser):
             self.emit("\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag in self._FLOW:
+            self.flow = max(0, self.flow - 1)
         if tag in self._SKIP:
             self.skip = max(0, self.skip - 1)
         elif tag in self._HEADINGS:
@@ -564,8 +575,17 @@ class _HTMLToLines(HTMLParser):
             self.emit("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.emit(data if self.pre else self._SPACE.sub(" ", data))
+        if self.skip:
+            return
+        if self.pre:
+            self.emit(data)
+        elif self.flow:
+            self.emit(self._SPACE.sub(" ", data))
+        else:
+            # Text loose in the body or a div, outside any paragraph: hand-written HTML
+            # postmortems put plain-line headings ("Root Cause and Resolution:") and
+            # timeline or task lines there, one per line. Keep its lines.
+            self.emit(self._LINE_SPACE.sub(" ", data))
 
 
 def _html_to_text(text: str) -> str:
@@ -888,15 +908,27 @@ def is_specific_task(text: str) -> bool:
 def _check_measures(section: _Section) -> list[str]:
     items: list[tuple[str, bool]] = []  # (text, under a "broad improvements" label)
     prose = 0
-    broad_label = False
+    broad_label = task_label = False
+    joinable = False  # the last task line ended mid-sentence: a lower-case line continues it
     for line, _ in section.lines:
         text = _without_placeholders(line.text).strip()
         if line.kind == "heading" or (
             line.kind == "text" and text.endswith(":") and _words(text) <= 6
         ):
             broad_label = bool(_BROAD_LABEL.search(text.lower()))
+            task_label = bool(_TASK_LABEL.search(text.lower()))
+            joinable = False
         elif line.kind in ("bullet", "row") and text:
             items.append((text, broad_label))
+            joinable = False
+        elif line.kind == "text" and task_label and text:
+            # Under a "Tasks:" label each unmarked line is a task, as each unmarked line
+            # led by a time is a timeline entry; a wrapped one continues its task.
+            if joinable and items and text[:1].islower():
+                items[-1] = (f"{items[-1][0]} {text}", items[-1][1])
+            else:
+                items.append((text, False))
+            joinable = not text.endswith((".", "!", "?", ";"))
         elif line.kind == "text":
             prose += _words(text)
     verdicts = [(t, is_specific_task(t)) for t, _ in items]
