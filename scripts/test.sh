@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/test-setup.sh
 .venv/bin/ruff check recorder probes tests bench hatch_build.py
 .venv/bin/ruff format --check recorder probes tests bench hatch_build.py
 .venv/bin/mypy

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What only the tests need, on top of scripts/setup.sh (which the demo also runs and which
+# stays quick): Debian packages for the end-to-end tests. Safe to run again; installs only
+# what is missing. Called by scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+# One line per package: `have COMMAND-OR-PATH || need+=(PACKAGE)`, with why.
+have() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ]; }
+
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test-setup: missing ${need[*]}; run as root (or install them) first" >&2
+        exit 1
+    fi
+    echo "test-setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps apt from starting the packages' own services (Prometheus, Docker,
+    # PostgreSQL): the tests start their own on loopback and stop them by pid.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
