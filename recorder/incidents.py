@@ -41,6 +41,13 @@ from recorder.store import Store, StoreError, deploy_entry
 log = logging.getLogger("recorder.incidents")
 
 DEPLOY_LOOKBACK = timedelta(minutes=15)  # a deploy this long before harm is a suspect
+# Alertmanager sends a firing alert without an end (its webhook zeroes endsAt) and repeats
+# it every repeat_interval (4h by default). An alert heard of neither firing again nor
+# resolved for three of those has ended without word: its signal ends, so the incident can.
+ALERT_SILENCE = timedelta(hours=12)
+# An alert that does carry an end (a lease, from a client that sets endsAt) ends this long
+# after it unless renewed.
+ALERT_LEASE_GRACE = timedelta(minutes=5)
 # Log times have whole seconds, so harm can appear to start up to a second before the
 # deploy that caused it.
 DEPLOY_SLACK = timedelta(seconds=1)
@@ -130,6 +137,10 @@ class IncidentBook:
     def observe(self, obs: Observation) -> None:
         """Every observation passes here: it is evidence for open incidents."""
         self.latest[(obs.host, obs.probe)] = obs
+        if obs.status is not Status.ERROR:
+            # We could look: a monitoring gap on this check is over, whatever the detector
+            # remembers (after a restart it has no record of the gap and never says so).
+            self._on_recovered(obs.host, obs.probe, obs.at, obs.summary, monitoring=True)
         key = f"{obs.probe}@{obs.host}"
         for item in self._open.values():
             sig = item.signals.get(key)
@@ -185,6 +196,9 @@ class IncidentBook:
                 at=starts_at,
             )
             item = self._join_or_open(service, obs, starts_at, key, source="alertmanager")
+            item.signals[key]["heard"] = iso(self.clock())
+            if ends_at is not None and ends_at > starts_at:
+                item.signals[key]["ends_at"] = iso(ends_at)
             self.flush()
             return item.incident.id
         for item in self._open.values():
@@ -196,8 +210,43 @@ class IncidentBook:
         return None
 
     def tick(self) -> None:
-        """Periodic work: retry writes that failed (disk full, read-only store)."""
+        """Periodic work: end signals that can no longer end by themselves, and retry
+        writes that failed (disk full, read-only store)."""
+        self._end_orphans()
         self.flush()
+
+    def _end_orphans(self) -> None:
+        """Every open incident must be able to end. A signal whose check left the config
+        (host or probe removed) never reports again, and an alert whose resolution was
+        lost never arrives: end those, saying why, so the incident resolves and a later
+        outage opens its own."""
+        now = self.clock()
+        for item in list(self._open.values()):
+            for key, sig in list(item.signals.items()):
+                if sig.get("state") != "firing":
+                    continue
+                why = self._orphaned(sig, now)
+                if why:
+                    self._recover_signal(item, key, now, why)
+
+    def _orphaned(self, sig: dict[str, Any], now: datetime) -> str:
+        host, probe = str(sig.get("host")), str(sig.get("probe"))
+        if probe == "alertmanager":
+            ends = parse_iso(sig.get("ends_at"))
+            if ends is not None and now > ends + ALERT_LEASE_GRACE:
+                return "the alert's end time passed without a renewal (assumed ended)"
+            heard = parse_iso(sig.get("heard")) or parse_iso(sig.get("since"))
+            if ends is None and heard is not None and now - heard > ALERT_SILENCE:
+                return (
+                    f"no word from Alertmanager on this alert for {duration_words(now - heard)}"
+                    " (its resolution was lost; assumed ended)"
+                )
+            return ""
+        if host not in self.config.hosts:
+            return f"{host} was removed from the configuration; no longer watched"
+        if probe not in {name for _, name, _ in self.config.checks_for(host)}:
+            return f"the {probe} check of {host} was removed from the configuration"
+        return ""
 
     # ---- opening and joining ----------------------------------------------------------
 

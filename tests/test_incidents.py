@@ -473,3 +473,65 @@ def test_affected_share_states_its_window(tmp_path: Path, monkeypatch: pytest.Mo
         "20 of 40 clients got at least one 5xx, 2026-11-23 15:00:10 EAT to"
         " 2026-11-23 15:00:19 EAT, lb-01 access log"
     )
+
+
+# ---- every open incident can end ------------------------------------------------------------
+
+
+def test_a_host_removed_from_the_config_ends_its_signals(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    down = {("web-02", "process"): (Fault.NGINX_DOWN, "nginx is not running on web-02", {})}
+    for _ in range(3):
+        h.sweep(down)
+    first = h.only_incident()
+    assert first.status == "open"
+    # The operator retires web-02: no check of it will ever report again.
+    data = h.config.model_dump(by_alias=True)
+    data["hosts"].pop("web-02")
+    data["services"]["web"]["hosts"] = ["web-01"]
+    data["checks"][0]["hosts"] = ["lb-01", "web-01"]
+    h.book.config = parse_config(data)
+    h.book.tick()
+    ended = h.only_incident()
+    assert ended.status == "resolved", [e.text for e in ended.timeline]
+    assert any("web-02 was removed from the configuration" in e.text for e in ended.timeline)
+    # A later, separate outage is its own incident.
+    h.now += timedelta(minutes=10)
+    h.sweep(MISSING_SYMLINK)
+    assert len(h.store.list()) == 2
+
+
+def test_an_alert_whose_resolution_never_comes_ends(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    incident_id = h.book.on_alert(
+        fingerprint="abc",
+        firing=True,
+        name="SiteDown",
+        service="web",
+        host="lb-01",
+        fault=Fault.PORT_CLOSED,
+        summary="site down",
+        starts_at=h.now,
+        ends_at=None,
+    )
+    assert incident_id is not None
+    h.now += timedelta(hours=6)
+    h.book.tick()
+    assert h.only_incident().status == "open"  # within Alertmanager's repeat window
+    h.now += timedelta(hours=7)
+    h.book.tick()
+    ended = h.only_incident()
+    assert ended.status == "resolved"
+    assert any("no word from Alertmanager" in e.text for e in ended.timeline)
+
+
+def test_a_monitoring_gap_open_across_a_restart_ends(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    for _ in range(4):
+        h.feed("web-01", "error_rate", Status.ERROR, summary="cannot read the log")
+        h.now += timedelta(seconds=1)
+    assert h.only_incident().severity == "monitoring"
+    h.restart()
+    h.feed("web-01", "error_rate", Status.OK, summary="error_rate fine on web-01")
+    h.book.tick()
+    assert h.only_incident().status == "resolved"
