@@ -10,7 +10,9 @@ Routes:
     GET  /                          the list of routes (text)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
     GET  /healthz                   200 "ok", or 503 with the reason
-    GET  /api/v1/incidents          like `recorder incidents list --json`; ?status=, ?service=
+    GET  /api/v1/incidents          like `recorder incidents list --json`; ?status=, ?service=,
+                                    a page: ?limit= (100, at most 1000) and ?after=ID, with
+                                    a `Link: <...>; rel="next"` header while more follow
     GET  /api/v1/incidents/{id}     like `recorder incidents show ID --json`; 3 or INC-3
     POST /api/v1/alertmanager       the Alertmanager webhook (bearer token)
 
@@ -30,7 +32,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import waitress.channel
@@ -50,6 +52,8 @@ log = logging.getLogger("recorder.api")
 
 WEBHOOK_PATH = "/api/v1/alertmanager"
 INCIDENTS_PATH = "/api/v1/incidents"
+PAGE_DEFAULT = 100  # incidents per page of the list: one answer stays small however many
+PAGE_MAX = 1000
 _INCIDENT_ID = re.compile(r"(?:INC-)?([0-9]{1,12})", re.IGNORECASE)
 _STATUSES = tuple(str(s) for s in IncidentStatus)
 
@@ -209,10 +213,28 @@ class ApiApp:
                 f"invalid status {status[:40]!r}: expected one of {', '.join(_STATUSES)}",
             )
         try:
-            found = self.engine.store.list(status=status or None, service=service or None)
+            limit = int(_single(query, "limit") or PAGE_DEFAULT)
+            after = int(_single(query, "after") or 0)
+        except ValueError:
+            return error("400 Bad Request", "limit and after must be whole numbers")
+        if not 1 <= limit <= PAGE_MAX or after < 0:
+            return error("400 Bad Request", f"limit must be 1 to {PAGE_MAX} and after at least 0")
+        try:
+            found = self.engine.store.list(
+                status=status or None, service=service or None, after=after, limit=limit + 1
+            )
         except (sqlite3.Error, StoreError) as exc:
             return _store_unavailable(exc)
-        return json_response([i.to_json() for i in found])
+        response = json_response([i.to_json() for i in found[:limit]])
+        if len(found) > limit:
+            # RFC 8288: the next page starts after the last id of this one.
+            params = {"limit": str(limit), "after": str(found[limit - 1].id)}
+            if status:
+                params["status"] = status
+            if service:
+                params["service"] = service
+            response.headers.append(("Link", f'<{INCIDENTS_PATH}?{urlencode(params)}>; rel="next"'))
+        return response
 
     def incident(self, raw_id: str) -> Response:
         match = _INCIDENT_ID.fullmatch(raw_id)

@@ -379,10 +379,17 @@ class Store:
         return self._incident(db, row)
 
     def list(
-        self, status: str | None = None, service: str | None = None
+        self,
+        status: str | None = None,
+        service: str | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
     ) -> builtins.list[Incident]:
+        """Incidents by id, oldest first; `after` and `limit` read one page of them."""
         db = self._read()
-        sql, args = "SELECT * FROM incidents", []
+        sql = "SELECT * FROM incidents"
+        args: builtins.list[str | int] = []
         where = []
         if status:
             where.append("status=?")
@@ -390,10 +397,31 @@ class Store:
         if service:
             where.append("service=?")
             args.append(service)
+        if after is not None:
+            where.append("id > ?")
+            args.append(after)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = db.execute(sql + " ORDER BY id", args).fetchall()
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = db.execute(sql, args).fetchall()
         return [self._incident(db, r, with_timeline=False) for r in rows]
+
+    def detection_delays(self) -> tuple[int, float]:
+        """(count, sum of seconds) of detected_at - started_at over every outage, by one
+        aggregate query: /metrics reads no incident rows into Python."""
+        row = (
+            self._read()
+            .execute(
+                """SELECT COUNT(*), COALESCE(SUM(MAX(0.0, ROUND(
+                   (julianday(detected_at) - julianday(started_at)) * 86400.0, 3))), 0.0)
+                   FROM incidents WHERE severity='outage'"""
+            )
+            .fetchone()
+        )
+        return int(row[0]), float(row[1])
 
     def open_incidents(self) -> builtins.list[Incident]:
         db = self._read()

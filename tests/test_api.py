@@ -720,3 +720,61 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
             server.close()
     finally:
         engine.stop()
+
+
+def _many_incidents(store: Store, n: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from recorder.model import Incident, IncidentStatus
+
+    t0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for i in range(n):
+        started = t0 + timedelta(minutes=i)
+        store.create_incident(
+            Incident(
+                id=0,
+                status=IncidentStatus.RESOLVED,
+                severity="outage",
+                title=f"outage {i}",
+                service="web",
+                fault="http-5xx",
+                started_at=started,
+                detected_at=started + timedelta(seconds=1.5),
+                resolved_at=started + timedelta(seconds=30),
+                hosts=["lb-01"],
+            )
+        )
+
+
+def test_the_incident_list_comes_in_pages(api: Api) -> None:
+    _many_incidents(api.engine.store, 250)
+    first = api.get("/api/v1/incidents")
+    assert [i["id"] for i in first.json()] == list(range(1, 101))
+    ids: list[int] = []
+    url: str | None = "/api/v1/incidents?limit=120&status=resolved"
+    pages = 0
+    while url:
+        page = api.get(url)
+        assert page.status_code == 200
+        ids += [i["id"] for i in page.json()]
+        url = page.links.get("next", {}).get("url")
+        pages += 1
+    assert ids == list(range(1, 251)) and pages == 3
+    for bad in ("limit=0", "limit=1001", "limit=abc", "after=-1"):
+        assert api.get(f"/api/v1/incidents?{bad}").status_code == 400, bad
+
+
+def test_a_scrape_reads_no_incident_rows(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counts and the detection-delay summary come from aggregate queries: a scrape with
+    # 250 incidents must not load them (it loaded every incident ever recorded).
+    _many_incidents(api.engine.store, 250)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a scrape read incident rows")
+
+    monkeypatch.setattr(Store, "_incident", refuse)
+    body = api.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    delay = {s.name: s.value for s in families["recorder_detection_delay_seconds"].samples}
+    assert delay["recorder_detection_delay_seconds_count"] == 250
+    assert delay["recorder_detection_delay_seconds_sum"] == pytest.approx(375.0)
