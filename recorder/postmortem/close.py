@@ -100,7 +100,9 @@ def write_draft(config: Config, incident: Incident) -> Path:
     this whenever an open incident changes and when it resolves)."""
     path = draft_path(config, incident.id)
     ensure_private_dir(path.parent)
-    atomic_write(path, render_draft(incident, config, "md"))
+    text = render_draft(incident, config, "md")
+    if not _same_text(path, text):  # most ticks change nothing: no write, no fsync
+        atomic_write(path, text)
     return path
 
 
