@@ -7,6 +7,7 @@ SSH, docker) implement `Host`; a probe cannot tell them apart.
 
 from __future__ import annotations
 
+import errno
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -153,6 +154,34 @@ def measured(check: Callable[[Host, C], Observation]) -> Callable[[Host, C], Obs
         return replace(obs, duration=time.perf_counter() - start)
 
     return probe
+
+
+# Errors of the recorder's own machine (out of file descriptors, memory or buffers, a full
+# disk): they say nothing about the site. A probe that meets one could not look; calling
+# it harm opened a false 100% outage when the daemon ran out of descriptors.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.ENOSPC})
+
+
+class LocalResourceError(Exception):
+    """The recorder's machine ran out of something while probing (see LOCAL_ERRNOS)."""
+
+
+def local_resource_error(exc: BaseException) -> LocalResourceError | None:
+    """The local resource error behind `exc` (requests and urllib3 wrap the OSError a few
+    levels deep: args, `reason`, __cause__), or None."""
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in LOCAL_ERRNOS:
+            what = current.strerror or errno.errorcode.get(current.errno or 0, "error")
+            return LocalResourceError(f"the recorder's own machine: {what} (not the site)")
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        todo += list(current.args)
+    return None
 
 
 def error_observation(

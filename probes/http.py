@@ -12,7 +12,9 @@ What each failure means, as an operator reads it:
 - the answer (or its absence: a read timeout) takes longer than `slow`: `slow-responses`,
   said as soon as `slow` has passed without headers, not after the read timeout.
 
-Requests go straight to the target: proxies from the environment are ignored.
+Requests go straight to the target: proxies from the environment are ignored. When the
+recorder's own machine runs out of descriptors or memory the probe could not look (an
+`error`), whatever the exception says about the connection.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ import requests
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from probes.base import Fault, Host, Observation, Status, measured
+from probes.base import (
+    Fault,
+    Host,
+    Observation,
+    Status,
+    error_observation,
+    local_resource_error,
+    measured,
+)
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
 
@@ -163,6 +173,9 @@ def _check(host: Host, config: Config) -> Observation:
         details["error"] = _short(exc)
         return fail(Fault.PORT_CLOSED, f"{host.name}: TLS failed on {url}: {_short(exc)}", "tls")
     except requests.exceptions.ConnectionError as exc:
+        local = local_resource_error(exc)
+        if local is not None:
+            return error_observation(host, NAME, local)
         details["elapsed"] = round(time.perf_counter() - start, 6)
         details["error"] = _short(exc)
         refused = "refused" in str(exc).lower()
@@ -173,6 +186,9 @@ def _check(host: Host, config: Config) -> Observation:
             "connection-refused" if refused else "connection-error",
         )
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        local = local_resource_error(exc)
+        if local is not None:
+            return error_observation(host, NAME, local)
         details["error"] = _short(exc)
         return fail(Fault.PORT_CLOSED, f"{host.name}: {url}: {_short(exc)}", "request-error")
     finally:

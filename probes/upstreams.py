@@ -33,9 +33,11 @@ from probes.base import (
     Fault,
     Host,
     HostUnreachable,
+    LocalResourceError,
     Observation,
     Status,
     error_observation,
+    local_resource_error,
     measured,
 )
 from probes.config import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
@@ -68,6 +70,9 @@ def check_backend(host: str, port: int, check: str, path: str, timeout: float) -
             with socket.create_connection((host, port), timeout=timeout):
                 return None
         except OSError as exc:
+            local = local_resource_error(exc)
+            if local is not None:
+                raise local from exc
             return _os_reason(exc)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     session = requests.Session()
@@ -82,6 +87,9 @@ def check_backend(host: str, port: int, check: str, path: str, timeout: float) -
     except requests.exceptions.ReadTimeout:
         return None
     except requests.exceptions.ConnectionError as exc:
+        local = local_resource_error(exc)
+        if local is not None:
+            raise local from exc
         return "connection refused" if "refused" in str(exc).lower() else "connection failed"
     except requests.exceptions.RequestException as exc:
         return type(exc).__name__
@@ -140,7 +148,7 @@ def _check(host: Host, config: Config) -> Observation:
     except nginxconf.ConfigParseError as exc:
         return error_observation(host, NAME, ValueError(f"cannot parse nginx -T output: {exc}"))
     except (HostUnreachable, OSError) as exc:
-        return error_observation(host, NAME, exc)
+        return error_observation(host, NAME, local_resource_error(exc) or exc)
     if not blocks:
         return Observation(
             host=host.name,
@@ -158,18 +166,21 @@ def _check(host: Host, config: Config) -> Observation:
             if not s.down and not s.unix and s.host
         }
     )
-    with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, max(1, len(targets)))) as pool:
-        check: Literal["tcp", "http"] = config.check
-        reasons = dict(
-            zip(
-                targets,
-                pool.map(
-                    lambda t: check_backend(t[0], t[1], check, config.path, config.timeout),
+    try:
+        with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, max(1, len(targets)))) as pool:
+            check: Literal["tcp", "http"] = config.check
+            reasons = dict(
+                zip(
                     targets,
-                ),
-                strict=True,
+                    pool.map(
+                        lambda t: check_backend(t[0], t[1], check, config.path, config.timeout),
+                        targets,
+                    ),
+                    strict=True,
+                )
             )
-        )
+    except LocalResourceError as exc:
+        return error_observation(host, NAME, exc)
 
     upstream_details: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import resource
 import signal
 import threading
 import time
@@ -379,7 +380,23 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("waitress").setLevel(logging.WARNING)
 
 
+def raise_fd_limit(ceiling: int = 65536) -> int:
+    """Raise the soft limit on open descriptors to the hard one (at most `ceiling`): the
+    HTTP endpoint and the probes share them, and the usual soft limit of 1024 ran out
+    under a connection flood. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else ceiling, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+    return soft
+
+
 def run_daemon(config_path: str, on_ready: Callable[[Daemon], Any] | None = None) -> int:
+    raise_fd_limit()
     try:
         daemon = Daemon(config_path)
     except StoreError as exc:

@@ -5,6 +5,7 @@ its parser fuzzed. Every variant gives a verdict with the file and line to fix, 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from recorder.hosts.local import LocalHost
 
 needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 
+ROOT = Path(__file__).resolve().parent.parent
 GOOD = "events {}\nhttp {\n  server { listen 127.0.0.1:1; location / { return 200; } }\n}\n"
 
 # name -> (nginx.conf text, expected status, a piece of the summary, the line it names)
@@ -171,3 +173,68 @@ def test_any_nginx_stderr_is_parsed(parts: list[str]) -> None:
     for error in found:
         assert error["level"] in ("emerg", "alert", "crit", "error", "warn", "notice", "info")
         assert error["line"] is None or isinstance(error["line"], int)
+
+
+@pytest.mark.parametrize("probe", ["http", "upstreams"])
+def test_out_of_descriptors_is_could_not_look_not_harm(tmp_path: Path, probe: str) -> None:
+    """The recorder's own machine out of file descriptors (EMFILE) said `port-closed`, and
+    opened a false 100% outage with every site healthy. Run for real in a child process
+    whose descriptor limit is used up, against a live server."""
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import json, resource, socket, threading, http.server, os
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+        port = srv.server_address[1]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        from probes import http, upstreams
+        from recorder.hosts.local import LocalHost
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        held = []
+        try:
+            while True:
+                held.append(open(os.devnull))
+        except OSError:
+            pass
+        if {probe!r} == "http":
+            obs = http.probe(LocalHost("web-01"), http.Config(url=f"http://127.0.0.1:{{port}}/"))
+        else:
+            obs = None
+            reason = None
+            try:
+                upstreams.check_backend("127.0.0.1", port, "tcp", "/", 1.0)
+            except Exception as exc:
+                reason = type(exc).__name__ + ": " + str(exc)
+            print(json.dumps({{"raised": reason}}))
+            raise SystemExit(0)
+        print(json.dumps({{"status": str(obs.status), "fault": obs.fault, "summary": obs.summary}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if probe == "http":
+        assert result["status"] == "error", result
+        assert result["fault"] is None
+        assert "Too many open files" in result["summary"], result
+    else:
+        assert result["raised"].startswith("LocalResourceError"), result
+
+
+def test_the_daemon_raises_its_descriptor_limit() -> None:
+    code = (
+        "import resource; from recorder.daemon import raise_fd_limit;"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1];"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard));"
+        "print(raise_fd_limit(4096), min(hard, 4096))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    now, expected = map(int, done.stdout.split())
+    assert now == expected and now > 256
