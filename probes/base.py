@@ -68,19 +68,6 @@ class Observation:
             "facts": self.facts.to_json(),
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Observation:
-        return cls(
-            host=data["host"],
-            probe=data["probe"],
-            status=Status(data["status"]),
-            fault=Fault(data["fault"]) if data.get("fault") else None,
-            summary=data["summary"],
-            details=dict(data.get("details") or {}),
-            at=datetime.fromisoformat(data["at"]),
-            duration=float(data.get("duration") or 0.0),
-        )
-
 
 class HostUnreachable(Exception):
     """The host could not be reached or could not do what was asked (connect refused,

@@ -351,6 +351,10 @@ class Daemon:
             )
         if self.scheduler:
             self.scheduler.stop()
+        for host in set(self.config.hosts) - set(new.hosts):
+            # No longer watched: its tracks must not fire or recover on old samples if
+            # a later reload brings a host of that name back.
+            self.detector.forget_host(host)
         self.config = new
         self.book.config = new  # open incidents carry over; the book reads config live
         self.metrics.retain_hosts(list(new.hosts))

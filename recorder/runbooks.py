@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from probes.base import Fault
 from probes.registry import PROBES
-from recorder.postmortem.lint import fill_in
+from recorder.fillin import fill_in
 from recorder.resources import data_path
 
 # What the engine knows about an incident and can put into a task template. Anything else

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from probes.base import Fault, Observation, Status
+from recorder.daemon import Daemon
 from recorder.detector import Detector, SignalKind, State
+from tests.conftest import free_port
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -112,3 +115,29 @@ def test_assume_firing_lets_a_restarted_daemon_recover() -> None:
     for t in (10, 16):
         sigs += det.observe(obs(t, Status.OK), 0.0, 5.0)
     assert [s.kind for s in sigs] == [SignalKind.RECOVERED]
+
+
+def test_a_reload_that_drops_a_host_forgets_its_tracks(tmp_path: Path) -> None:
+    """A host a reload removes must not keep a firing track: brought back by a later
+    reload, it would recover (or not) on samples from before it left."""
+    config = tmp_path / "recorder.yml"
+
+    def write(hosts: list[str]) -> None:
+        listed = "".join(f"  {h}: {{local: {{}}}}\n" for h in hosts)
+        config.write_text(
+            f"timezone: UTC\nstate_dir: {tmp_path / 'state'}\nlisten: 127.0.0.1:{free_port()}\n"
+            f"hosts:\n{listed}"
+        )
+
+    write(["lb-01", "web-01"])
+    daemon = Daemon(str(config))
+    try:
+        for host in ("lb-01", "web-01"):
+            daemon.detector.assume_firing(host, "http", T0, Fault.PORT_CLOSED)
+        write(["lb-01"])
+        daemon._reload()
+        assert set(daemon.detector.states()) == {("lb-01", "http")}
+    finally:
+        if daemon.scheduler:
+            daemon.scheduler.stop()
+        daemon.store.close()

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from recorder.config import Config
+from recorder.fillin import PLACEHOLDER_MARK
 from recorder.model import Incident, IncidentStatus, Task, utcnow
 from recorder.postmortem.draft import one_line, render_draft
-from recorder.postmortem.lint import DOCUMENT, PLACEHOLDER_MARK, lint_text
+from recorder.postmortem.lint import DOCUMENT, lint_text
 from recorder.store import Store, StoreError, ensure_private_dir
 
 

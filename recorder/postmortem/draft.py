@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 from probes.base import Fault
 from probes.facts import Subjects
 from recorder.config import Config
+from recorder.fillin import PLACEHOLDER_MARK, fill_in
 from recorder.model import (
     Cause,
     EntryKind,
@@ -38,7 +39,6 @@ from recorder.model import (
     duration_words,
     local_time,
 )
-from recorder.postmortem.lint import PLACEHOLDER_MARK, fill_in
 from recorder.resources import data_path
 from recorder.runbooks import Runbook, RunbookError, load_runbooks
 

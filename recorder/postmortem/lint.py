@@ -55,7 +55,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-PLACEHOLDER_MARK = "[[FILL IN"
+# Re-exported: `recorder.postmortem` has always offered them.
+from recorder.fillin import PLACEHOLDER_MARK as PLACEHOLDER_MARK
+from recorder.fillin import fill_in as fill_in
+
 # More is not a postmortem (1 MB is some 200 pages): read no further, and say so. The
 # bound also keeps a hostile file from costing more than a few seconds of regex work.
 MAX_BYTES = 1024 * 1024
@@ -75,11 +78,6 @@ _HEADING_HINT = {
     ROOT: '"Root cause and resolution", or "Root cause" and "Resolution"',
     MEASURES: '"Corrective and preventative measures" or "Action items"',
 }
-
-
-def fill_in(what: str) -> str:
-    """The marker for something only a person can supply; `lint` and `close` refuse it."""
-    return f"{PLACEHOLDER_MARK}: {what}]]"
 
 
 @dataclass(frozen=True)
