@@ -123,18 +123,25 @@ def config_group() -> None:
 
 @config_group.command("check")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--no-file-checks",
+    is_flag=True,
+    help="Skip checking the files it names (SSH keys, known_hosts, token file): for a "
+    "config meant for another machine.",
+)
 @config_option
 @pass_ctx
-def config_check(ctx: Context, file: str | None) -> None:
-    """Validate FILE (default: --config or RECORDER_CONFIG): print `ok`, or every error
-    with its field path and exit 2."""
-    from recorder.config import ConfigError, load_config
+def config_check(ctx: Context, file: str | None, no_file_checks: bool) -> None:
+    """Validate FILE (default: --config or RECORDER_CONFIG) and the files it names on this
+    machine (missing, unreadable, a secret open to group or others): print `ok`, or every
+    error with its field path and exit 2."""
+    from recorder.config import ConfigError, check_config
 
     file = file or ctx.config_path
     if not file:
         fail("no config: give FILE, --config FILE or set RECORDER_CONFIG")
     try:
-        load_config(file)
+        check_config(file, files=not no_file_checks)
     except ConfigError as exc:
         click.echo(f"{exc.path}: invalid")
         for line in exc.errors:

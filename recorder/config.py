@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -206,16 +207,13 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        problems: list[str] = []
-        for i, check in enumerate(self.checks):
-            for h in check.hosts:
-                if h not in self.hosts:
-                    problems.append(f"checks.{i}.hosts: unknown host {h!r}")
-        for name, svc in self.services.items():
-            for field_name in ("entrypoints", "hosts"):
-                for h in getattr(svc, field_name):
-                    if h not in self.hosts:
-                        problems.append(f"services.{name}.{field_name}: unknown host {h!r}")
+        problems = reference_errors(
+            {
+                "hosts": self.hosts,
+                "checks": [{"hosts": c.hosts} for c in self.checks],
+                "services": {n: svc.model_dump() for n, svc in self.services.items()},
+            }
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -273,6 +271,30 @@ class Config(Strict):
         return Path(self.state_dir).expanduser()
 
 
+def reference_errors(data: dict[str, Any]) -> list[str]:
+    """Hosts named by checks and services that `hosts` does not define. Works on the raw
+    data as well as on a validated config, so a config with schema errors gets these too
+    in the same report (pydantic runs `_references` only once every field is valid)."""
+    hosts = data.get("hosts")
+    if not isinstance(hosts, dict):
+        return []  # `hosts` itself is wrong, and its error says so
+    problems: list[str] = []
+    checks = data.get("checks")
+    for i, check in enumerate(checks if isinstance(checks, list) else []):
+        named = check.get("hosts") if isinstance(check, dict) else None
+        for h in named if isinstance(named, list) else []:
+            if isinstance(h, str) and h not in hosts:
+                problems.append(f"checks.{i}.hosts: unknown host {h!r}")
+    services = data.get("services")
+    for name, svc in (services if isinstance(services, dict) else {}).items():
+        for field_name in ("entrypoints", "hosts"):
+            named = svc.get(field_name) if isinstance(svc, dict) else None
+            for h in named if isinstance(named, list) else []:
+                if isinstance(h, str) and h not in hosts:
+                    problems.append(f"services.{name}.{field_name}: unknown host {h!r}")
+    return problems
+
+
 def _as_model(cfg: Any) -> BaseModel:
     assert isinstance(cfg, BaseModel)
     return cfg
@@ -318,12 +340,15 @@ def _format_errors(exc: ValidationError) -> list[str]:
 
 
 def parse_config(data: Any, path: str = "<config>") -> Config:
+    """Validate data; ConfigError lists every schema and cross-reference error at once."""
     if not isinstance(data, dict):
         raise ConfigError(path, ["the file must hold a YAML mapping at the top level"])
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, _format_errors(exc)) from None
+        errors = [*_format_errors(exc), *reference_errors(data)]
+        # Once each, in order: with every field valid, pydantic already reported them.
+        raise ConfigError(path, list(dict.fromkeys(errors))) from None
     except RecursionError:
         raise ConfigError(path, ["not a usable config: nested too deeply"]) from None
 
@@ -331,6 +356,10 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file; raises ConfigError with every problem found."""
     p = Path(path)
+    return parse_config(_read_yaml(p), str(p))
+
+
+def _read_yaml(p: Path) -> Any:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
@@ -348,4 +377,83 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(str(p), [f"not valid YAML{where}: {problem}"]) from None
-    return parse_config(data, str(p))
+    return data
+
+
+# ---- the files a config names (`recorder config check`) --------------------------------------
+
+SECRET_MODE_MASK = 0o077  # what OpenSSH refuses on a private key: any access by group or others
+
+
+def check_config(path: str | os.PathLike[str], *, files: bool = True) -> Config:
+    """What `recorder config check` does: `load_config`, and with `files` the files the
+    config names, on this machine: every problem in one ConfigError. `recorder run`
+    loads without the file checks (a missing token file only disables the webhook)."""
+    p = Path(path)
+    data = _read_yaml(p)
+    errors: list[str] = []
+    config: Config | None = None
+    try:
+        config = parse_config(data, str(p))
+    except ConfigError as exc:
+        errors = exc.errors
+    if files and isinstance(data, dict):
+        errors += file_problems(data)
+    if errors or config is None:
+        raise ConfigError(str(p), errors)
+    return config
+
+
+def referenced_files(data: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
+    """(field path, file, is a secret, may be missing) for each file the raw config data
+    names on this machine; defaults from the models, so an unset known_hosts counts."""
+    found: list[tuple[str, str, bool, bool]] = []
+    hosts = data.get("hosts")
+    for name, host in (hosts if isinstance(hosts, dict) else {}).items():
+        ssh = host.get("ssh") if isinstance(host, dict) else None
+        if not isinstance(ssh, dict):
+            continue
+        key = ssh.get("key")
+        if isinstance(key, str):
+            found.append((f"hosts.{name}.ssh.key", key, True, False))
+        known = ssh.get("known_hosts", SSHHostConfig.model_fields["known_hosts"].default)
+        if isinstance(known, str):
+            # Trusting on first use, the recorder writes it: missing is fine then.
+            first_use = ssh.get("trust_on_first_use") is True
+            found.append((f"hosts.{name}.ssh.known_hosts", known, False, first_use))
+    alertmanager = data.get("alertmanager")
+    token = alertmanager.get("token_file") if isinstance(alertmanager, dict) else None
+    if isinstance(token, str):
+        found.append(("alertmanager.token_file", token, True, False))
+    return found
+
+
+def file_problems(data: dict[str, Any]) -> list[str]:
+    """Named files that are missing, unreadable, empty where a secret should be, or open
+    to group or others when they hold a secret, each with its field path."""
+    problems: list[str] = []
+    for field_path, name, secret, may_be_missing in referenced_files(data):
+        path = Path(name).expanduser()
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a directory, or a FIFO that would block
+                problems.append(f"{field_path}: {name}: not a regular file")
+                continue
+            with open(path, "rb") as f:
+                empty = not f.read(1)
+        except FileNotFoundError:
+            if not may_be_missing:
+                problems.append(f"{field_path}: {name}: no such file")
+            continue
+        except OSError as exc:
+            problems.append(f"{field_path}: {name}: cannot read: {exc.strerror or exc}")
+            continue
+        if secret and empty:
+            problems.append(f"{field_path}: {name}: the file is empty")
+        mode = stat.S_IMODE(info.st_mode)
+        if secret and mode & SECRET_MODE_MASK:
+            problems.append(
+                f"{field_path}: {name}: holds a secret but is open to group or others "
+                f"(mode {mode:04o}; chmod 600 {name})"
+            )
+    return problems

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from probes.durations import parse_duration
@@ -44,9 +45,21 @@ def test_config_check_exits_2_and_prints_field_paths(case: Path) -> None:
 def test_valid_configs_load_and_check_ok(case: Path) -> None:
     config = load_config(case)
     assert config.hosts
-    result = CliRunner().invoke(main, ["config", "check", str(case)])
+    # Meant for other machines: the files they name are not here.
+    result = CliRunner().invoke(main, ["config", "check", "--no-file-checks", str(case)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "ok"
+
+
+def test_schema_and_reference_errors_come_in_one_report() -> None:
+    case = CASES / "invalid-schema-and-references.yml"
+    result = CliRunner().invoke(main, ["config", "check", "--no-file-checks", str(case)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[1:] == [
+        "  hosts.web-01.ssh.port: Input should be less than or equal to 65535",
+        "  checks.0.hosts: unknown host 'web-09'",
+        "  services.web.entrypoints: unknown host 'lb-01'",
+    ]
 
 
 def test_design_example_derived_views() -> None:
@@ -259,3 +272,107 @@ def test_the_labs_config_shows_times_in_the_machines_zone(monkeypatch: pytest.Mo
     assert "timezone" not in data and "timezone:" not in text
     monkeypatch.setenv("TZ", "Europe/Lisbon")
     assert parse_config(data).timezone == "Europe/Lisbon"
+
+
+# ---- the files a config names ----------------------------------------------------------------
+
+
+def files_config(tmp_path: Path, **ssh: object) -> Path:
+    """Two SSH hosts and the webhook, naming files under tmp_path."""
+    key, known, token = tmp_path / "id_ed25519", tmp_path / "known_hosts", tmp_path / "token"
+    fields = {"address": "10.0.0.11", "user": "ops", "key": str(key), "known_hosts": str(known)}
+    data = {
+        "hosts": {
+            "web-01": {"ssh": {**fields, **ssh}},
+            "web-02": {"ssh": {"address": "10.0.0.12", "user": "ops"}},  # agent, default
+        },
+        "alertmanager": {"token_file": str(token)},
+    }
+    path = tmp_path / "recorder.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def check(config: Path, *flags: str) -> tuple[int, list[str]]:
+    home = config.parent / "home"  # web-02's default ~/.ssh/known_hosts lives here
+    result = CliRunner().invoke(
+        main, ["config", "check", *flags, str(config)], env={"HOME": str(home)}
+    )
+    return result.exit_code, result.output.splitlines()
+
+
+def test_config_check_reports_missing_files_with_their_fields(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    code, lines = check(config)
+    assert code == 2
+    assert lines == [
+        f"{config}: invalid",
+        f"  hosts.web-01.ssh.key: {tmp_path}/id_ed25519: no such file",
+        f"  hosts.web-01.ssh.known_hosts: {tmp_path}/known_hosts: no such file",
+        "  hosts.web-02.ssh.known_hosts: ~/.ssh/known_hosts: no such file",
+        f"  alertmanager.token_file: {tmp_path}/token: no such file",
+    ]
+    # For a config meant for another machine: the files are not looked at.
+    assert check(config, "--no-file-checks") == (0, ["ok"])
+    # `recorder run` loads it all the same: a missing token file only disables the webhook.
+    assert load_config(config).alertmanager.token_file == str(tmp_path / "token")
+
+
+def test_config_check_reports_secrets_open_to_others_and_unusable_files(
+    tmp_path: Path,
+) -> None:
+    config = files_config(tmp_path)
+    write_private(tmp_path / "id_ed25519", "KEY\n", 0o644)
+    (tmp_path / "known_hosts").mkdir()
+    write_private(tmp_path / "token", "", 0o640)
+    (tmp_path / "home/.ssh").mkdir(parents=True)
+    write_private(tmp_path / "home/.ssh/known_hosts", "x ssh-ed25519 AAAA\n", 0o644)
+    code, lines = check(config)
+    assert code == 2
+    assert lines[1:] == [
+        f"  hosts.web-01.ssh.key: {tmp_path}/id_ed25519: holds a secret but is open to group "
+        f"or others (mode 0644; chmod 600 {tmp_path}/id_ed25519)",
+        f"  hosts.web-01.ssh.known_hosts: {tmp_path}/known_hosts: not a regular file",
+        f"  alertmanager.token_file: {tmp_path}/token: the file is empty",
+        f"  alertmanager.token_file: {tmp_path}/token: holds a secret but is open to group "
+        f"or others (mode 0640; chmod 600 {tmp_path}/token)",
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_config_check_reports_an_unreadable_file(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    write_private(tmp_path / "id_ed25519", "KEY\n", 0o000)
+    code, lines = check(config)
+    assert code == 2
+    assert f"  hosts.web-01.ssh.key: {tmp_path}/id_ed25519: cannot read: Permission denied" in lines
+
+
+def test_config_check_passes_private_files_and_a_known_hosts_to_be_written(
+    tmp_path: Path,
+) -> None:
+    # Trusting on first use, the recorder writes known_hosts itself: missing is fine.
+    config = files_config(tmp_path, trust_on_first_use=True)
+    write_private(tmp_path / "id_ed25519", "KEY\n")
+    write_private(tmp_path / "token", "secret\n")
+    (tmp_path / "home/.ssh").mkdir(parents=True)
+    write_private(tmp_path / "home/.ssh/known_hosts", "x ssh-ed25519 AAAA\n", 0o644)
+    assert check(config) == (0, ["ok"])
+
+
+def test_config_check_reports_files_beside_schema_errors(tmp_path: Path) -> None:
+    config = files_config(tmp_path, port=0)
+    write_private(tmp_path / "id_ed25519", "KEY\n")
+    write_private(tmp_path / "known_hosts", "x ssh-ed25519 AAAA\n")
+    code, lines = check(config)
+    assert code == 2
+    assert lines[1:] == [
+        "  hosts.web-01.ssh.port: Input should be greater than or equal to 1",
+        "  hosts.web-02.ssh.known_hosts: ~/.ssh/known_hosts: no such file",
+        f"  alertmanager.token_file: {tmp_path}/token: no such file",
+    ]
