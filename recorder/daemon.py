@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -43,18 +43,25 @@ from recorder.systemd import Notifier
 log = logging.getLogger("recorder.daemon")
 
 ALERT_WAIT = 10.0  # seconds a webhook request waits for the engine before a 503
+# Once the engine has begun applying a batch, the request waits for the end (up to this)
+# so that its answer is the truth: a 503 for alerts that were applied made Alertmanager
+# send them again.
+ALERT_APPLY_WAIT = 120.0
+ENGINE_BEHIND = 30.0  # /healthz fails when the engine's oldest queued input is older
 
 
 @dataclass
 class _Obs:
     obs: Observation
     job: Job
+    queued: float = field(default_factory=time.monotonic)
 
 
 @dataclass
 class _Alerts:
     alerts: list[Alert]
     reply: Future[list[int | None]]
+    queued: float = field(default_factory=time.monotonic)
 
 
 class Daemon:
@@ -83,6 +90,9 @@ class Daemon:
     def health(self) -> tuple[bool, str]:
         if self.scheduler is None or not self.scheduler.alive:
             return False, "scheduler not running"
+        behind = self.engine_behind()
+        if behind > ENGINE_BEHIND:
+            return False, f"engine behind: its oldest queued input waited {behind:.0f}s"
         if self.book.store_error:
             return False, self.book.store_error
         ok, reason = self._store_ok
@@ -99,10 +109,27 @@ class Daemon:
             return None
         return token or None
 
+    def engine_behind(self) -> float:
+        """Seconds the oldest input still queued for the engine has waited (0 when none):
+        a busy engine is a stale engine, whatever else is healthy."""
+        with self.queue.mutex:
+            oldest = min(
+                (i.queued for i in self.queue.queue if not isinstance(i, str)), default=None
+            )
+        return time.monotonic() - oldest if oldest is not None else 0.0
+
     def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
+        """Hand alerts to the engine and wait for what it did. Raises TimeoutError only
+        when they were not applied: a batch the engine had not begun is withdrawn; one it
+        had begun is waited for, so the answer says what happened."""
         reply: Future[list[int | None]] = Future()
         self.queue.put(_Alerts(alerts, reply))
-        return reply.result(timeout=ALERT_WAIT)
+        try:
+            return reply.result(timeout=ALERT_WAIT)
+        except TimeoutError:
+            if reply.cancel():
+                raise  # withdrawn before the engine took it: nothing was applied
+        return reply.result(timeout=ALERT_APPLY_WAIT)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -254,6 +281,8 @@ class Daemon:
         self._drafts_dirty |= before | {i.id for i in self.book.open_incidents()}
 
     def _on_alerts(self, batch: _Alerts) -> None:
+        if not batch.reply.set_running_or_notify_cancel():
+            return  # the request gave up waiting and said so: apply nothing
         results: list[int | None] = []
         try:
             for alert in batch.alerts:

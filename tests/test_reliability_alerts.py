@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -408,3 +409,69 @@ def test_any_delivery_order_ends_in_the_true_state(
         assert len(open_now) == 1, [(i.ref, i.status) for i in mine]
     else:
         assert open_now == [], (deliveries, [(i.ref, i.status) for i in mine])
+
+
+def test_the_webhook_answer_is_the_truth_when_the_engine_is_slow(
+    fresh: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the engine was still applying when the wait ran out was answered 503 "did
+    not take the alerts", although it was applied (and Alertmanager sent it again). A
+    batch it had begun is waited for; one it had not begun is withdrawn, then 503."""
+    import recorder.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "ALERT_WAIT", 0.3)
+    daemon = fresh.daemon
+    now = datetime.now(UTC)
+
+    # 1. Slow to apply: the answer waits and says what happened.
+    real_on_alert = daemon.book.on_alert
+
+    def slow_on_alert(**kwargs: Any) -> int | None:
+        threading.Event().wait(1.0)
+        return real_on_alert(**kwargs)
+
+    monkeypatch.setattr(daemon.book, "on_alert", slow_on_alert)
+    status, body = fresh.webhook(_notification(_alert("slow", "firing", now, None)))
+    assert status == 200, body
+    assert json.loads(body)["incidents"] != [None]
+    assert len(Store(fresh.state).list()) == 1
+    monkeypatch.setattr(daemon.book, "on_alert", real_on_alert)
+
+    # 2. Never taken in time: withdrawn, so the 503 is true and nothing is applied later.
+    release = threading.Event()
+    real_handle = daemon._handle
+
+    def blocked(item: Any) -> None:
+        if item is not None:
+            release.wait(10)
+        real_handle(item)
+
+    monkeypatch.setattr(daemon, "_handle", blocked)
+    daemon.queue.put("wake")  # the engine now sits in `blocked` until released
+    threading.Event().wait(0.2)
+    assert daemon.engine_behind() == 0.0  # strings (wake-ups) are not inputs
+    status, body = fresh.webhook(
+        _notification(
+            _alert("never", "firing", now, None)
+            | {
+                "labels": {
+                    "alertname": "Other",
+                    "instance": "web-01",
+                    "fault": "nginx-down",
+                    "service": "api",
+                }
+            }
+        )
+    )
+    assert status == 503 and "did not take" in body, body
+    # An input that has waited long: /healthz says the engine is behind.
+    from concurrent.futures import Future
+
+    aged = daemon_module._Alerts([], Future(), queued=time.monotonic() - 60)
+    daemon.queue.put(aged)
+    assert daemon.engine_behind() >= 59
+    healthy, reason = daemon.health()
+    assert not healthy and "engine behind" in reason
+    release.set()
+    threading.Event().wait(1.0)
+    assert len(Store(fresh.state).list()) == 1
