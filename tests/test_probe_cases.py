@@ -143,7 +143,7 @@ CASES = [
     Case("http", "answers 200", _http("/"), None, "answered 200"),
     Case("http", "nothing listens", _http_down, Fault.PORT_CLOSED, "connection refused"),
     Case("http", "answers 502", _http("/broken"), Fault.HTTP_5XX, "answered 502"),
-    Case("http", "answers 404", _http("/missing"), Fault.PORT_CLOSED, "answered 404"),
+    Case("http", "answers 404", _http("/missing"), Fault.UNEXPECTED_STATUS, "answered 404"),
     Case("sites", "default linked", _sites, None, "default linked"),
     Case(
         "sites",
