@@ -27,11 +27,11 @@ from prometheus_client import CollectorRegistry
 
 from probes.base import Observation
 from recorder import __version__
-from recorder.alertmanager import Alert, is_stale
+from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import ConfigError, load_config
 from recorder.detector import Detector
-from recorder.incidents import IncidentBook
+from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import Metrics
 from recorder.model import Incident
 from recorder.postmortem.close import write_draft
@@ -283,36 +283,8 @@ class Daemon:
     def _on_alerts(self, batch: _Alerts) -> None:
         if not batch.reply.set_running_or_notify_cancel():
             return  # the request gave up waiting and said so: apply nothing
-        results: list[int | None] = []
         try:
-            for alert in batch.alerts:
-                seen = self.store.alert(alert.fingerprint)
-                if is_stale(alert, seen):
-                    # A late or repeated delivery must not reopen or re-resolve anything.
-                    results.append(seen["incident_id"] if seen else None)
-                    continue
-                service, host = alert.service, alert.host
-                results.append(
-                    self.book.on_alert(
-                        fingerprint=alert.fingerprint,
-                        firing=alert.firing,
-                        name=alert.name,
-                        service=service,
-                        host=host,
-                        fault=alert.fault,
-                        summary=alert.summary,
-                        starts_at=alert.starts_at,
-                        ends_at=alert.ends_at,
-                    )
-                )
-                self.store.put_alert(
-                    alert.fingerprint,
-                    results[-1],
-                    "firing" if alert.firing else "resolved",
-                    alert.name,
-                    alert.starts_at,
-                    alert.ends_at,
-                )
+            results = apply_alerts(self.book, self.store, batch.alerts)
         except Exception as exc:
             batch.reply.set_exception(exc)
             raise

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from probes.base import Fault, Observation, Status
+from recorder.alertmanager import Alert, is_stale
 from recorder.config import Config
 from recorder.detector import Signal, SignalKind
 from recorder.model import (
@@ -705,3 +706,38 @@ def _on_host(host: str, summary: str) -> str:
 
 def _causes_line(causes: list[Cause]) -> str:
     return ", ".join(f"{c.fault} ({c.confidence:.0%})" for c in causes[:3])
+
+
+def apply_alerts(book: IncidentBook, store: Store, alerts: Iterable[Alert]) -> list[int | None]:
+    """Apply a webhook's alerts in order: each opens, joins or resolves through the book
+    and is remembered by fingerprint, so a late or repeated delivery (Alertmanager
+    retries, an HA pair sends everything twice) changes nothing. Returns, per alert, the
+    incident it landed in. The daemon's engine thread calls this; so do the tests."""
+    results: list[int | None] = []
+    for alert in alerts:
+        seen = store.alert(alert.fingerprint)
+        if is_stale(alert, seen):
+            results.append(seen["incident_id"] if seen else None)
+            continue
+        results.append(
+            book.on_alert(
+                fingerprint=alert.fingerprint,
+                firing=alert.firing,
+                name=alert.name,
+                service=alert.service,
+                host=alert.host,
+                fault=alert.fault,
+                summary=alert.summary,
+                starts_at=alert.starts_at,
+                ends_at=alert.ends_at,
+            )
+        )
+        store.put_alert(
+            alert.fingerprint,
+            results[-1],
+            "firing" if alert.firing else "resolved",
+            alert.name,
+            alert.starts_at,
+            alert.ends_at,
+        )
+    return results

@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Fault, Observation, Status
-from recorder.alertmanager import Alert, is_stale
+from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config, parse_config
-from recorder.incidents import IncidentBook
+from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import METRIC_NAMES, Metrics
 from recorder.store import Store
 
@@ -35,7 +35,8 @@ PROBES = ("http", "sites", "config", "process", "error_rate")
 
 class Engine:
     """An EngineAPI like the daemon's: one engine thread owns the incident book, and the
-    HTTP threads hand alerts to it through a queue and wait."""
+    HTTP threads hand alerts to it through a queue and wait. It applies them with the
+    daemon's own `apply_alerts`; only the queue is the test's (so it can be held)."""
 
     def __init__(self, config: Config, token_file: Path) -> None:
         self.config = config
@@ -80,33 +81,7 @@ class Engine:
             alerts, reply = item
             self.submitted.append(alerts)
             try:
-                results: list[int | None] = []
-                for a in alerts:
-                    seen = self.store.alert(a.fingerprint)
-                    if is_stale(a, seen):
-                        results.append(seen["incident_id"] if seen else None)
-                        continue
-                    results.append(
-                        self.book.on_alert(
-                            fingerprint=a.fingerprint,
-                            firing=a.firing,
-                            name=a.name,
-                            service=a.service,
-                            host=a.host,
-                            fault=a.fault,
-                            summary=a.summary,
-                            starts_at=a.starts_at,
-                            ends_at=a.ends_at,
-                        )
-                    )
-                    self.store.put_alert(
-                        a.fingerprint,
-                        results[-1],
-                        "firing" if a.firing else "resolved",
-                        a.name,
-                        a.starts_at,
-                        a.ends_at,
-                    )
+                results = apply_alerts(self.book, self.store, alerts)
                 reply.set_result(results)
             except Exception as exc:  # pragma: no cover - surfaced to the HTTP thread
                 reply.set_exception(exc)
