@@ -166,6 +166,9 @@ class Tail:
     lines_total: int = 0
     malformed_lines: int = 0
     untimed_lines: int = 0
+    # The recorder's own requests (probes/http.py's User-Agent): read, never counted in
+    # the window's requests or clients (accesslog.OWN_AGENT).
+    self_requests: int = 0
     skipped_bytes: int = 0
     baseline_rate: float | None = None
     # Seconds that left the window, summed with a fading weight (see "Sudden rise").
@@ -193,6 +196,7 @@ class Tail:
             "lines_total": self.lines_total,
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
+            "self_requests": self.self_requests,
             "skipped_bytes": self.skipped_bytes,
             "baseline_rate": self.baseline_rate,
             "history": [self.history_requests, self.history_errors, self.history_second],
@@ -270,6 +274,7 @@ def _restore(data: dict[str, Any]) -> Tail:
         "lines_total",
         "malformed_lines",
         "untimed_lines",
+        "self_requests",
         "skipped_bytes",
     ):
         value = data.get(name)
@@ -373,6 +378,7 @@ class _Reader:
         if counted:
             self.tail.lines_total += lines.lines
             self.tail.malformed_lines += lines.malformed
+            self.tail.self_requests += lines.own
         untimed = drop_untimed(lines, seconds)
         if counted:
             self.tail.untimed_lines += untimed
@@ -834,6 +840,7 @@ def _counters(tail: Tail) -> dict[str, Any]:
         "lines_total": tail.lines_total,
         "malformed_lines": tail.malformed_lines,
         "untimed_lines": tail.untimed_lines,
+        "self_requests": tail.self_requests,
         "rotations": tail.rotations,
         "skipped_bytes": tail.skipped_bytes,
     }

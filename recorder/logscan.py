@@ -110,6 +110,7 @@ class Summary:
             "malformed_lines": t["lines"] - t["matched"],
             "out_of_range_lines": t["out_of_range"],
             "untimed_lines": t["untimed"],
+            "self_requests": t["self_requests"],
             "malformed_sample": printable(self.sample) if self.sample is not None else None,
             "reader": "python" if isinstance(self.tally, PyTally) else "compiled",
         }
@@ -263,8 +264,10 @@ def format_text(summary: dict[str, Any], tz: tzinfo | None = None) -> str:
             f" to {when(summary.get('until')) if summary.get('until') else 'end'}"
             f" ({_n(summary.get('out_of_range_lines', 0))} lines outside)"
         )
+    own = summary.get("self_requests", 0)
     out += [
-        f"requests:   {_n(summary['requests'])}",
+        f"requests:   {_n(summary['requests'])}"
+        + (f" (and {_n(own)} of the recorder's own, left out)" if own else ""),
         "classes:    " + ", ".join(f"{k} {_n(v)}" for k, v in classes.items()),
         f"5xx share:  {summary['error_ratio']:.2%} ({_n(classes.get('5xx', 0))} responses)",
         f"clients:    {_n(summary['clients'])}, of which {_n(summary['clients_with_5xx'])}"

@@ -41,7 +41,13 @@ FORMATS = [
     "$remote_addr $status $msec",
     # regular-expression syntax as literals and as the stop of a skipped value
     "$remote_addr ($time_local) $request($status) $host?",
+    # the user agent (the recorder's own requests) before the fields the reader needs
+    '"$http_user_agent" $remote_addr [$time_local] $status',
+    # ... and after them, right after a time of no fixed width, after a repeated status
+    "$remote_addr $status $msec$http_user_agent",
+    '$remote_addr [$time_local] $status $status "$http_user_agent" $http_user_agent',
 ]
+AGENTS = [b"recorder/0.1.0", b"recorder/", b"recorder", b"Recorder/1", b"curl/8.5", b"-"]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 POOL = ["10.0.0.1", "10.0.0.2", "192.168.100.200", "2001:db8::1", "2001:db8:ffff::abcd:1"]
 
@@ -105,6 +111,8 @@ def value(draw: st.DrawFn, var: str) -> bytes:
         )
     if var == "status":
         return draw(st.one_of(st.integers(0, 999).map(lambda n: f"{n:03d}".encode()), no_newline))
+    if var == "http_user_agent":
+        return draw(st.one_of(st.sampled_from(AGENTS), no_newline))
     if var in ("remote_addr", "http_x_real_ip"):
         return draw(
             st.one_of(
@@ -216,7 +224,8 @@ def seeded_log(n: int, seed: int) -> list[bytes]:
             "%d/%b/%Y:%H:%M:%S +0000"
         )
         status = rnd.choice([200, 200, 304, 404, 500, 503])
-        line = f'{client} - - [{when}] "GET /{i} HTTP/1.1" {status} 12 "-" "agent {i}"'.encode()
+        agent = "recorder/0.1.0" if i % 7 == 0 else f"agent {i}"  # the recorder's own
+        line = f'{client} - - [{when}] "GET /{i} HTTP/1.1" {status} 12 "-" "{agent}"'.encode()
         if rnd.random() < 0.02:
             line = line[: rnd.randrange(len(line))]
         out.append(line)
@@ -231,6 +240,7 @@ def test_a_big_log_in_uneven_regions() -> None:
         got, want = scan_both(COMBINED, lines, cuts, since, until)
         assert got == want
         assert got["clients"] > 5_000 and 0 < got["clients_with_5xx"] < got["clients"]
+        assert got["self_requests"] > 500
 
 
 # ---- the C type's own edges --------------------------------------------------------------
@@ -367,6 +377,7 @@ def hostile_log(fmt_text: str, rnd: random.Random, n: int) -> bytes:
                     "time_iso8601": b"2026-11-23T14:30:05+03:00",
                     "msec": b"1795433405.%03d" % (i % 1000),
                     "status": rnd.choice([b"200", b"503", b"404"]),
+                    "http_user_agent": rnd.choice(AGENTS),
                 }
                 values[name] = good.get(name, rnd.choice(POOL).encode() * rnd.randrange(1, 30))
             else:

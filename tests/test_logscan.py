@@ -370,3 +370,19 @@ def test_since_not_before_until_is_a_clear_error(tmp_path: Path, since: str, unt
     assert result.exit_code == 2
     assert "is not before --until" in result.stderr and "no request can be" in result.stderr
     assert result.stdout == ""
+
+
+def test_the_recorders_own_requests_are_counted_apart(tmp_path: Path) -> None:
+    """As the error_rate probe counts them: not requests, not clients, `self_requests`
+    (inside the range only)."""
+    own = GOOD.format(n=250, status=503).replace('"curl/8"', '"recorder/0.1.0"')
+    lines = [GOOD.format(n=i, status=200) for i in range(10)] + [own] * 4
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(lines) + "\n")
+    summary = scan([str(path)])
+    assert summary["requests"] == 10 and summary["clients"] == 10
+    assert summary["status_classes"]["5xx"] == 0 and summary["self_requests"] == 4
+    assert summary["malformed_lines"] == 0
+    assert "requests:   10 (and 4 of the recorder's own, left out)" in format_text(summary)
+    outside = scan([str(path)], since=T0 + timedelta(days=1), until=T0 + timedelta(days=2))
+    assert outside["self_requests"] == 0 and outside["out_of_range_lines"] == 14
