@@ -29,7 +29,8 @@
 /* Step kinds; the numbers are part of the contract with accesslog.py (`_LIT` ...). */
 enum {
     K_LIT = 0,    /* literal text: must be there, byte for byte */
-    K_SKIP = 1,   /* a value up to (not including) the stop byte, possibly empty */
+    K_SKIP = 1,   /* a value up to (not including) the stop byte, possibly empty; with
+                   * width 1 a backslash takes the byte after it (`\"` is no stop) */
     K_CLIENT = 2, /* the client: a value up to the stop byte, at least one byte */
     K_FIXED = 3,  /* a time of a fixed width (any bytes but the newline) */
     K_MSEC = 4,   /* $msec: digits, a dot, digits */
@@ -42,7 +43,8 @@ enum {
 typedef struct {
     int kind;
     int capture;
-    Py_ssize_t width;   /* K_FIXED: bytes; K_LIT: length of lit */
+    Py_ssize_t width;   /* K_FIXED: bytes; K_LIT, K_AGENT: length of lit; K_SKIP,
+                         * K_CLIENT: 1 when a backslash escapes the byte after it */
     const char *lit;    /* K_LIT: the text (borrowed from the layout tuple the tally holds) */
     unsigned char stop; /* K_SKIP, K_CLIENT: the byte the value stops at */
 } Step;
@@ -58,6 +60,27 @@ static int
 is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
+}
+
+/* The first `stop` in [p, end) that no backslash escapes, or NULL: what the reader's
+ * `(?:[^"\\\n]++|\\[^\n])*+` stops at. A stop byte ends the value when the run of
+ * backslashes just before it (within the value) is of even length. */
+static const char *
+find_unescaped(const char *p, const char *end, unsigned char stop)
+{
+    const char *from = p;
+    while (from < end) {
+        const char *q = memchr(from, stop, (size_t)(end - from));
+        if (q == NULL)
+            return NULL;
+        const char *b = q;
+        while (b > p && b[-1] == '\\')
+            b--;
+        if (((q - b) & 1) == 0)
+            return q;
+        from = q + 1;
+    }
+    return NULL;
 }
 
 /* Match one line [p, end) against the layout. The layout is a prefix match: what
@@ -80,7 +103,9 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         case K_CLIENT: {
             /* The step after a value always starts with its stop byte (the layout is
              * built so), so a line without that byte cannot match. */
-            const char *q = left > 0 ? memchr(p, s->stop, (size_t)left) : NULL;
+            const char *q = s->width ? find_unescaped(p, end, s->stop)
+                            : left > 0 ? memchr(p, s->stop, (size_t)left)
+                                       : NULL;
             if (q == NULL)
                 return optional;
             if (s->kind == K_CLIENT) {
@@ -179,9 +204,10 @@ load_layout(PyObject *layout, Py_ssize_t *count)
             break;
         case K_SKIP:
         case K_CLIENT:
-            if (text_len != 1 || text[0] == '\n')
+            if (text_len != 1 || text[0] == '\n' || (width != 0 && width != 1))
                 goto bad;
             s->stop = (unsigned char)text[0];
+            s->width = width;
             if (kind == K_CLIENT) {
                 s->capture = 1;
                 clients++;

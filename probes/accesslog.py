@@ -42,9 +42,13 @@ format without $http_user_agent cannot tell them apart: the recorder's requests 
 count as a client's (the `combined` format has it, as does any format that logs it). Anyone
 can send that User-Agent: it hides requests from these counts, not from nginx.
 
-What is assumed of the log: nginx's default escaping (a `"` inside a value is written as
-`\\x22`), so a quoted value holds no raw quote. Lines are bytes; clients stay bytes until
-they are reported.
+Escapes. nginx's default escaping writes a `"` inside a value as `\\x22`; escape=json and
+Apache-style logs write `\\"`. With escape `default` or `json` (`ESCAPES`) a backslash in
+a value that ends at a quote takes the byte after it, so `\\"` does not end the value;
+with `none` a quote always does. Only a chunk that holds a `\\"` is read with the escape-
+aware patterns (`LogFormat.escaped`): without one both read alike, and the plain ones are
+faster. The compiled counter only looks back for backslashes at a quote it stops at.
+Lines are bytes; clients stay bytes until they are reported.
 """
 
 from __future__ import annotations
@@ -72,6 +76,11 @@ BLOCK_LINES = 64
 # without newlines cannot make them hold it whole.
 MAX_LINE = 4 << 20
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# nginx's `escape=` of log_format. `default` and `json` are read alike: a backslash in a
+# quoted value takes the byte after it, so `\"` does not end the value (nginx's default
+# writes `"` as `\x22` and `\` as `\x5C`, so its logs hold no `\"`; json and Apache-style
+# logs write `\"`). `none`: values are written raw, a backslash is only a backslash.
+ESCAPES = ("default", "json", "none")
 # bytes.translate table: b"5" -> 1, every other byte -> 0 (a mask for itertools.compress).
 MASK_5XX = bytes(1 if i == ord("5") else 0 for i in range(256))
 _MONTHS = {
@@ -116,15 +125,27 @@ class LogFormat:
     # The position among them of the mark of the recorder's own requests (`OWN_AGENT`);
     # None for a format without $http_user_agent.
     own: int | None = None
+    escape: str = "default"  # how the log was written (nginx's `escape=`): ESCAPES
+    # `strict` where a backslash takes the byte after it, for the lines that hold `\"`
+    # (None with escape `none`, or when no value stops at a quote).
+    escaped: re.Pattern[bytes] | None = None
 
     @property
     def name(self) -> str:
         return "combined" if self.text == COMBINED else self.text
 
 
-def _variable_pattern(name: str, stop: bytes | None, strict: bool, capture: bool) -> bytes:
+def _variable_pattern(
+    name: str, stop: bytes | None, strict: bool, capture: bool, escaped: bool = False
+) -> bytes:
     """The expression for one variable: fixed shapes for time and status, otherwise a
-    loop up to the first character of the literal text that follows it."""
+    loop up to the first character of the literal text that follows it. `escaped`: a
+    value that stops at `"` may hold `\\"` (a backslash takes the byte after it)."""
+    if escaped and stop == b'"' and name not in TIME_VARS and name != "status":
+        unit = rb'(?:[^"\\' + (rb"\n" if strict else b"") + rb"]++|\\[^\n])"
+        if name in CLIENT_VARS and capture:
+            return b"(" + unit + b"++)"
+        return unit + b"*+"
     if name in TIME_VARS:
         pattern = TIME_VARS[name]
     elif name == "status":
@@ -143,13 +164,16 @@ def _variable_pattern(name: str, stop: bytes | None, strict: bool, capture: bool
     return pattern
 
 
-def compile_format(text: str | None = None) -> LogFormat:
-    """Compile an nginx log_format string (None: combined) into the reader's patterns."""
-    return _compile(COMBINED if text is None else text)
+def compile_format(text: str | None = None, escape: str = "default") -> LogFormat:
+    """Compile an nginx log_format string (None: combined), written with nginx's
+    `escape=` (`ESCAPES`), into the reader's patterns."""
+    if escape not in ESCAPES:
+        raise LogFormatError(f"unknown log escape {escape!r}: use {', '.join(ESCAPES)}")
+    return _compile(COMBINED if text is None else text, escape)
 
 
 @lru_cache(maxsize=32)
-def _compile(text: str) -> LogFormat:
+def _compile(text: str, escape: str = "default") -> LogFormat:
     pieces: list[tuple[str, str]] = []  # ("lit", text) / ("var", name)
     pos = 0
     for m in _VAR.finditer(text):
@@ -174,7 +198,7 @@ def _compile(text: str) -> LogFormat:
     last = max(i for i, p in enumerate(pieces) if p[0] == "var" and p[1] in wanted)
     plan = _plan(pieces, client, time_var, last)
 
-    def build(strict: bool, time_capture: str) -> bytes:
+    def build(strict: bool, time_capture: str, escaped: bool = False) -> bytes:
         out: list[bytes] = []
         for kind, value, stop, field_name in plan:
             if kind == "lit":
@@ -187,9 +211,9 @@ def _compile(text: str) -> LogFormat:
                 ahead = b"(?=(" + re.escape(OWN_AGENT[:1]) + b")" + re.escape(OWN_AGENT[1:]) + b")"
                 out.append(b"(?:" + ahead + b"|)")
                 if stop is not None:
-                    out.append(_variable_pattern(value, stop, strict, False))
+                    out.append(_variable_pattern(value, stop, strict, False, escaped))
             else:
-                pattern = _variable_pattern(value, stop, strict, field_name is not None)
+                pattern = _variable_pattern(value, stop, strict, field_name is not None, escaped)
                 if field_name == "time":
                     inner = pattern[1:-1]
                     if time_capture == "first":
@@ -206,11 +230,14 @@ def _compile(text: str) -> LogFormat:
             out.append(b")?")
         return b"".join(out)
 
-    def slot(strict: bool, time_capture: str) -> bytes:
+    def slot(strict: bool, time_capture: str, escaped: bool = False) -> bytes:
         # A malformed line takes the second branch: its slot is filled, with empty groups.
-        return b"(?>" + build(strict, time_capture) + rb"[^\n]*+|[^\n]*+)"
+        return b"(?>" + build(strict, time_capture, escaped) + rb"[^\n]*+|[^\n]*+)"
 
     order = [name for kind, _, _, name in plan if kind == "var" and name is not None]
+    # Escapes matter only to a value that stops at a quote, and only where `\"` occurs.
+    quoted = any(kind == "var" and stop == b'"' for kind, _, stop, _ in plan)
+    escaped = escape != "none" and quoted
     block = rb"\n" + slot(False, "first") + (rb"\n" + slot(False, "same")) * (BLOCK_LINES - 1)
     try:
         return LogFormat(
@@ -220,9 +247,11 @@ def _compile(text: str) -> LogFormat:
             block=re.compile(block),
             one=re.compile(rb"\n" + slot(False, "first")),
             strict=re.compile(rb"\n" + slot(True, "first")),
-            layout=_layout(plan),
+            layout=_layout(plan, escaped),
             groups=len(order),
             own=order.index("own") if "own" in order else None,
+            escape=escape,
+            escaped=re.compile(rb"\n" + slot(True, "first", True)) if escaped else None,
         )
     except re.error as exc:  # pragma: no cover - every piece above is escaped or fixed
         raise LogFormatError(f"cannot compile log_format: {exc}") from None
@@ -291,7 +320,7 @@ def _plan(pieces: list[tuple[str, str]], client: str, time_var: str, last: int) 
     return plan + tail
 
 
-def _layout(plan: list[PlanStep]) -> tuple[Step, ...] | None:
+def _layout(plan: list[PlanStep], escaped: bool = False) -> tuple[Step, ...] | None:
     """The plan as steps for the compiled counter, which reads it as `build(strict=True)`
     of `_compile` does. None when a literal holds a newline: the counter reads one line
     at a time, while the pattern would look across lines."""
@@ -306,7 +335,7 @@ def _layout(plan: list[PlanStep]) -> tuple[Step, ...] | None:
         elif field_name == "own":
             steps.append((_AGENT, 0, 0, OWN_AGENT))
             if stop is not None:
-                steps.append((_SKIP, 0, 0, stop))
+                steps.append((_SKIP, 0, int(escaped and stop == b'"'), stop))
         elif value in _FIXED_WIDTH:
             steps.append((_FIXED, int(field_name is not None), _FIXED_WIDTH[value], b""))
         elif value == "msec":
@@ -315,7 +344,9 @@ def _layout(plan: list[PlanStep]) -> tuple[Step, ...] | None:
             steps.append((_STATUS, int(field_name is not None), 0, b""))
         else:  # `build` refused a variable without a literal after it
             assert stop is not None
-            steps.append((_CLIENT if field_name == "client" else _SKIP, 0, 0, stop))
+            kind_of = _CLIENT if field_name == "client" else _SKIP
+            # width 1: a backslash takes the byte after it (the value may hold `\"`)
+            steps.append((kind_of, 0, int(escaped and stop == b'"'), stop))
     return tuple(steps)
 
 
@@ -394,6 +425,8 @@ def parse_chunk(fmt: LogFormat, buf: bytes, start: int = 0, end: int | None = No
         # A loop ran past a malformed line's end: read the chunk with the strict pattern.
         rows, rest = [], fmt.strict.findall(buf, start, end)
     flat = list(chain.from_iterable(chain(rows, rest)))
+    if fmt.escaped is not None:
+        _reread_escaped(fmt.escaped, fmt.groups, buf, start, end, flat)
     ci, ti, si = fmt.index
     n = fmt.groups
     parsed = Lines(
@@ -417,11 +450,44 @@ def parse_chunk(fmt: LogFormat, buf: bytes, start: int = 0, end: int | None = No
     return parsed
 
 
+def _reread_escaped(
+    escaped: re.Pattern[bytes], groups: int, buf: bytes, start: int, end: int, flat: list[bytes]
+) -> None:
+    """Read again, each alone with the escape-aware pattern, the lines of buf[start:end]
+    that hold a `\\"` (few), and put their groups in `flat` in place of what the plain
+    patterns read. A line without one reads alike with both, and the plain patterns are
+    the faster. A line's time is then its own (never its block's first line's)."""
+    pos = _escaped_quote(buf, start, end)
+    newlines = 0  # in buf[start:counted]
+    counted = start
+    while pos >= 0:
+        newlines += buf.count(b"\n", counted, pos)
+        counted = pos
+        line_start = buf.rfind(b"\n", start, pos)
+        line_end = buf.find(b"\n", pos, end)
+        if line_end < 0:
+            line_end = end
+        found = escaped.match(buf, line_start, line_end)
+        i = (newlines - 1) * groups  # the line is the newlines-th of the region
+        flat[i : i + groups] = [g or b"" for g in found.groups()] if found else [b""] * groups
+        pos = _escaped_quote(buf, line_end, end)
+
+
+def _escaped_quote(buf: bytes, start: int, end: int) -> int:
+    """Where the next `\\"` in buf[start:end] starts, or -1. By its backslash: a search for
+    one byte runs at memory speed, while one for the pair stops at every quote."""
+    pos = buf.find(b"\\", start, end)
+    while pos >= 0 and buf[pos + 1 : pos + 2] != b'"':
+        pos = buf.find(b"\\", pos + 1, end)
+    return pos if pos >= 0 and pos + 1 < end else -1
+
+
 def well_formed(fmt: LogFormat, line: bytes) -> bool:
     """Whether one line (without its newline) is read as a request (slow: for one line)."""
     if b"\n" in line:
         return False
-    found = fmt.strict.match(b"\n" + line)
+    strict = fmt.escaped if fmt.escaped is not None and b'\\"' in line else fmt.strict
+    found = strict.match(b"\n" + line)
     return found is not None and bool(found.group(fmt.index[2] + 1))
 
 

@@ -72,7 +72,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -121,6 +121,8 @@ class Config(BaseModel):
     threshold: float = Field(0.05, ge=0.0, le=1.0)  # 5xx share above this fails
     min_requests: int = Field(10, ge=1)  # fewer requests in the window never fail
     log_format: str | None = None  # an nginx log_format string; None is "combined"
+    # its escape= (accesslog.ESCAPES): default and json read `\"` inside a quoted value
+    log_escape: Literal["default", "json", "none"] = "default"
     capacity_factor: float = Field(3.0, gt=1.0)  # rate above factor x baseline is capacity
     state_dir: str | None = None  # set by the engine: where offsets survive restarts
     max_catchup: int = Field(32 << 20, ge=1 << 20)  # bytes read per call at most
@@ -725,7 +727,7 @@ def judge(
 
 def _check(host: Host, config: Config) -> Observation:
     try:
-        fmt = compile_format(config.log_format)
+        fmt = compile_format(config.log_format, config.log_escape)
     except LogFormatError as exc:
         return error_observation(host, NAME, exc)
     key = (host.name, config.log)

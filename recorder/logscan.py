@@ -121,11 +121,13 @@ def scan(
     since: datetime | None = None,
     until: datetime | None = None,
     log_format: str | None = None,
+    log_escape: str = "default",
 ) -> dict[str, Any]:
     """Summarize access logs (plain or gzip): requests, status classes, 5xx share,
     distinct clients, clients that got a 5xx, affected share, first and last 5xx (UTC),
-    malformed lines. `since` is inclusive, `until` exclusive; both need a zone."""
-    fmt = compile_format(log_format)
+    malformed lines. `since` is inclusive, `until` exclusive; both need a zone.
+    `log_escape`: the log_format's escape= (probes.accesslog.ESCAPES)."""
+    fmt = compile_format(log_format, log_escape)
     for bound in (since, until):
         if bound is not None and bound.tzinfo is None:
             raise ValueError("since/until need a time zone")
@@ -147,6 +149,7 @@ def scan(
     result["since"] = since.astimezone(UTC).isoformat() if since else None
     result["until"] = until.astimezone(UTC).isoformat() if until else None
     result["log_format"] = fmt.name
+    result["log_escape"] = fmt.escape
     return result
 
 

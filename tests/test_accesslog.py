@@ -395,3 +395,35 @@ def test_only_a_format_with_the_user_agent_tells_the_recorder_apart(
     assert parsed.matched == 1
     assert parsed.own == (1 if "$http_user_agent" in fmt_text else 0)
     assert (fmt.own is not None) == ("$http_user_agent" in fmt_text)
+
+
+# ---- escaped quotes (nginx's escape=json, Apache-style logs) -------------------------------
+
+ESCAPED = [
+    # a request and a referer that hold `\"`, an agent that ends in an escaped backslash
+    b'192.0.2.1 - - [23/Nov/2026:14:00:00 +0300] "GET /a\\"b HTTP/1.1" 503 5 "x\\"y" "curl\\\\"',
+    b'10.0.0.2 - - [23/Nov/2026:14:00:00 +0300] "GET /\\\\" 200 5 "-" "recorder/0.1.0"',
+    b'10.0.0.3 - - [23/Nov/2026:14:00:00 +0300] "\\"" 404 5 "\\"\\"" "recorder/0.1.0 \\"x\\""',
+]
+
+
+@pytest.mark.parametrize("escape", ["default", "json"])
+def test_backslash_escaped_quotes_are_read(escape: str) -> None:
+    fmt = compile_format(None, escape)
+    alone = parse_chunk(fmt, build(ESCAPED))
+    assert alone.malformed == 0 and alone.clients == [b"192.0.2.1"] and alone.digits == b"5"
+    assert alone.own == 2  # after a request ending in an escaped backslash; after `"\"\""`
+    rnd = random.Random(5)
+    lines = [valid_line(rnd, 0) for _ in range(70)]
+    lines[3:3], lines[64:64] = ESCAPED, ESCAPED  # inside a 64-line block and across two
+    parsed = parse_chunk(fmt, build(lines))
+    assert parsed.malformed == 0 and parsed.clients.count(b"192.0.2.1") == 2
+
+
+def test_with_escape_none_a_backslash_is_only_a_backslash() -> None:
+    """`"GET /a\"` ends at that quote (`b HTTP/1.1"` is no status), and so does `"\"`;
+    `"GET /\\"` is a request that ends in two backslashes."""
+    parsed = parse_chunk(compile_format(None, "none"), build(ESCAPED))
+    assert parsed.malformed == 2 and parsed.clients == [] and parsed.own == 1
+    with pytest.raises(LogFormatError, match="unknown log escape"):
+        compile_format(None, "xml")

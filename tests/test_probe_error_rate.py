@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -586,3 +587,18 @@ def test_a_format_without_the_user_agent_counts_the_recorder_as_a_client(root: P
     append(root, '127.0.0.1 [2026-11-23T14:00:00+00:00] "GET / HTTP/1.1" 200\n')
     d = run(root, log_format=fmt).details
     assert d["clients"] == 1 and d["self_requests"] == 0
+
+
+def test_log_escape_reads_backslash_escaped_quotes(root: Path) -> None:
+    """`log_escape` beside `log_format` (nginx's escape=): default and json read a `\\"`
+    inside a quoted value; none takes the quote as the value's end."""
+    quoted = line("10.0.0.1", 500).replace("GET / ", 'GET /\\"x ')  # "GET /\"x HTTP/1.1"
+    append(root, quoted + line("10.0.0.2", 200))
+    assert run(root, min_requests=1).details["requests"] == 2
+    for escape, requests in (("json", 2), ("none", 1)):
+        error_rate.reset_state()
+        shutil.rmtree(root.parent / "st", ignore_errors=True)  # read it all again
+        d = run(root, min_requests=1, log_escape=escape).details
+        assert d["requests"] == requests and d["malformed_lines"] == 2 - requests
+    with pytest.raises(ValueError, match="log_escape"):
+        cfg(root, log_escape="xml")
