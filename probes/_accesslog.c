@@ -29,17 +29,22 @@
 /* Step kinds; the numbers are part of the contract with accesslog.py (`_LIT` ...). */
 enum {
     K_LIT = 0,    /* literal text: must be there, byte for byte */
-    K_SKIP = 1,   /* a value up to (not including) the stop byte, possibly empty */
+    K_SKIP = 1,   /* a value up to (not including) the stop byte, possibly empty; with
+                   * width 1 a backslash takes the byte after it (`\"` is no stop) */
     K_CLIENT = 2, /* the client: a value up to the stop byte, at least one byte */
     K_FIXED = 3,  /* a time of a fixed width (any bytes but the newline) */
     K_MSEC = 4,   /* $msec: digits, a dot, digits */
-    K_STATUS = 5  /* three ASCII digits; the first is the status class */
+    K_STATUS = 5, /* three ASCII digits; the first is the status class */
+    K_OPTIONAL = 6, /* the steps after it may fail: the line still matches, not as own */
+    K_AGENT = 7   /* a look ahead: the line is the recorder's own request when the text
+                   * follows here (the user agent starts with it); never fails */
 };
 
 typedef struct {
     int kind;
     int capture;
-    Py_ssize_t width;   /* K_FIXED: bytes; K_LIT: length of lit */
+    Py_ssize_t width;   /* K_FIXED: bytes; K_LIT, K_AGENT: length of lit; K_SKIP,
+                         * K_CLIENT: 1 when a backslash escapes the byte after it */
     const char *lit;    /* K_LIT: the text (borrowed from the layout tuple the tally holds) */
     unsigned char stop; /* K_SKIP, K_CLIENT: the byte the value stops at */
 } Step;
@@ -48,6 +53,7 @@ typedef struct {
     const char *client, *time;
     Py_ssize_t client_len, time_len;
     char digit;
+    int own; /* the recorder's own request (K_AGENT matched) */
 } Fields;
 
 static int
@@ -56,30 +62,55 @@ is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+/* The first `stop` in [p, end) that no backslash escapes, or NULL: what the reader's
+ * `(?:[^"\\\n]++|\\[^\n])*+` stops at. A stop byte ends the value when the run of
+ * backslashes just before it (within the value) is of even length. */
+static const char *
+find_unescaped(const char *p, const char *end, unsigned char stop)
+{
+    const char *from = p;
+    while (from < end) {
+        const char *q = memchr(from, stop, (size_t)(end - from));
+        if (q == NULL)
+            return NULL;
+        const char *b = q;
+        while (b > p && b[-1] == '\\')
+            b--;
+        if (((q - b) & 1) == 0)
+            return q;
+        from = q + 1;
+    }
+    return NULL;
+}
+
 /* Match one line [p, end) against the layout. The layout is a prefix match: what
- * follows its last step is not looked at. Returns 1 and fills `f` on a match. */
+ * follows its last step is not looked at. Returns 1 and fills `f` on a match; a step
+ * after K_OPTIONAL that fails ends the match there, as a match. */
 static int
 match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end, Fields *f)
 {
+    int optional = 0; /* what a failing step returns */
     for (Py_ssize_t i = 0; i < nsteps; i++) {
         const Step *s = &steps[i];
         Py_ssize_t left = end - p;
         switch (s->kind) {
         case K_LIT:
             if (left < s->width || memcmp(p, s->lit, (size_t)s->width) != 0)
-                return 0;
+                return optional;
             p += s->width;
             break;
         case K_SKIP:
         case K_CLIENT: {
             /* The step after a value always starts with its stop byte (the layout is
              * built so), so a line without that byte cannot match. */
-            const char *q = left > 0 ? memchr(p, s->stop, (size_t)left) : NULL;
+            const char *q = s->width ? find_unescaped(p, end, s->stop)
+                            : left > 0 ? memchr(p, s->stop, (size_t)left)
+                                       : NULL;
             if (q == NULL)
-                return 0;
+                return optional;
             if (s->kind == K_CLIENT) {
                 if (q == p)
-                    return 0;
+                    return optional;
                 f->client = p;
                 f->client_len = q - p;
             }
@@ -88,7 +119,7 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         }
         case K_FIXED:
             if (left < s->width)
-                return 0;
+                return optional;
             if (s->capture) {
                 f->time = p;
                 f->time_len = s->width;
@@ -100,13 +131,13 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
             while (p < end && is_digit((unsigned char)*p))
                 p++;
             if (p == from || p >= end || *p != '.')
-                return 0;
+                return optional;
             p++;
             const char *fraction = p;
             while (p < end && is_digit((unsigned char)*p))
                 p++;
             if (p == fraction)
-                return 0;
+                return optional;
             if (s->capture) {
                 f->time = from;
                 f->time_len = p - from;
@@ -116,10 +147,17 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         case K_STATUS:
             if (left < 3 || !is_digit((unsigned char)p[0]) || !is_digit((unsigned char)p[1]) ||
                 !is_digit((unsigned char)p[2]))
-                return 0;
+                return optional;
             if (s->capture)
                 f->digit = p[0];
             p += 3;
+            break;
+        case K_OPTIONAL:
+            optional = 1;
+            break;
+        case K_AGENT:
+            if (left >= s->width && memcmp(p, s->lit, (size_t)s->width) == 0)
+                f->own = 1;
             break;
         default:
             return 0;
@@ -142,7 +180,7 @@ load_layout(PyObject *layout, Py_ssize_t *count)
         PyErr_NoMemory();
         return NULL;
     }
-    int clients = 0, times = 0, statuses = 0;
+    int clients = 0, times = 0, statuses = 0, optionals = 0, agents = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(layout, i);
         int kind, capture;
@@ -166,9 +204,10 @@ load_layout(PyObject *layout, Py_ssize_t *count)
             break;
         case K_SKIP:
         case K_CLIENT:
-            if (text_len != 1 || text[0] == '\n')
+            if (text_len != 1 || text[0] == '\n' || (width != 0 && width != 1))
                 goto bad;
             s->stop = (unsigned char)text[0];
+            s->width = width;
             if (kind == K_CLIENT) {
                 s->capture = 1;
                 clients++;
@@ -186,12 +225,26 @@ load_layout(PyObject *layout, Py_ssize_t *count)
         case K_STATUS:
             statuses += s->capture;
             break;
+        case K_OPTIONAL:
+            optionals++;
+            break;
+        case K_AGENT:
+            if (text_len < 1 || memchr(text, '\n', (size_t)text_len) != NULL)
+                goto bad;
+            s->lit = text;
+            s->width = text_len;
+            agents++;
+            break;
         default:
             goto bad;
         }
     }
     if (clients != 1 || times != 1 || statuses != 1) {
         PyErr_SetString(PyExc_ValueError, "layout must capture one client, time and status");
+        goto fail;
+    }
+    if (optionals > 1 || agents > 1) {
+        PyErr_SetString(PyExc_ValueError, "layout has more than one optional part or agent");
         goto fail;
     }
     *count = n;
@@ -232,6 +285,7 @@ typedef struct {
     int has_since, has_until;
     long long since, until; /* [since, until) */
     Py_ssize_t lines, matched, kept, untimed, out_of_range;
+    Py_ssize_t self_requests; /* the recorder's own, in range: not in kept or the clients */
     Py_ssize_t classes[10]; /* kept lines by the first digit of their status */
     int has_5xx;
     long long first_5xx, last_5xx;
@@ -603,7 +657,7 @@ Tally_scan(Tally *self, PyObject *args)
         const char *line = nl + 1;
         const char *next = line < limit ? memchr(line, '\n', (size_t)(limit - line)) : NULL;
         const char *line_end = next != NULL ? next : limit;
-        Fields f = {NULL, NULL, 0, 0, 0};
+        Fields f = {NULL, NULL, 0, 0, 0, 0};
         nl = next;
         self->lines++;
         if (!match_line(self->steps, self->nsteps, line, line_end, &f))
@@ -621,6 +675,10 @@ Tally_scan(Tally *self, PyObject *args)
         if (ranged && (!last_ok || (self->has_since && last_epoch < self->since) ||
                        (self->has_until && last_epoch >= self->until))) {
             self->out_of_range++;
+            continue;
+        }
+        if (f.own) {
+            self->self_requests++;
             continue;
         }
         self->kept++;
@@ -695,6 +753,7 @@ Tally_totals(Tally *self, PyObject *Py_UNUSED(ignored))
         set_item(dict, "kept", PyLong_FromSsize_t(self->kept)) < 0 ||
         set_item(dict, "untimed", PyLong_FromSsize_t(self->untimed)) < 0 ||
         set_item(dict, "out_of_range", PyLong_FromSsize_t(self->out_of_range)) < 0 ||
+        set_item(dict, "self_requests", PyLong_FromSsize_t(self->self_requests)) < 0 ||
         set_item(dict, "clients", PyLong_FromSsize_t(self->used)) < 0 ||
         set_item(dict, "clients_with_5xx", PyLong_FromSsize_t(self->failed)) < 0 ||
         set_item(dict, "first_5xx", epoch_or_none(self->has_5xx, self->first_5xx)) < 0 ||

@@ -73,7 +73,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -124,6 +124,8 @@ class Config(BaseModel):
     threshold: float = Field(0.05, ge=0.0, le=1.0)  # 5xx share above this fails
     min_requests: int = Field(10, ge=1)  # fewer requests in the window never fail
     log_format: str | None = None  # an nginx log_format string; None is "combined"
+    # its escape= (accesslog.ESCAPES): default and json read `\"` inside a quoted value
+    log_escape: Literal["default", "json", "none"] = "default"
     capacity_factor: float = Field(3.0, gt=1.0)  # rate above factor x baseline is capacity
     state_dir: str | None = None  # set by the engine: where offsets survive restarts
     max_catchup: int = Field(32 << 20, ge=1 << 20)  # bytes read per call at most
@@ -169,6 +171,9 @@ class Tail:
     lines_total: int = 0
     malformed_lines: int = 0
     untimed_lines: int = 0
+    # The recorder's own requests (probes/http.py's User-Agent): read, never counted in
+    # the window's requests or clients (accesslog.OWN_AGENT).
+    self_requests: int = 0
     skipped_bytes: int = 0
     # Every counted line with a status, by class (1xx..5xx): what nginx answered.
     responses: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
@@ -198,6 +203,7 @@ class Tail:
             "lines_total": self.lines_total,
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
+            "self_requests": self.self_requests,
             "skipped_bytes": self.skipped_bytes,
             "responses": list(self.responses),
             "baseline_rate": self.baseline_rate,
@@ -276,6 +282,7 @@ def _restore(data: dict[str, Any]) -> Tail:
         "lines_total",
         "malformed_lines",
         "untimed_lines",
+        "self_requests",
         "skipped_bytes",
     ):
         value = data.get(name)
@@ -388,7 +395,9 @@ class _Reader:
             self.tail.malformed_lines += lines.malformed
             responses = self.tail.responses
             for i, first in enumerate(STATUS_DIGITS):
-                responses[i] += lines.digits.count(first)
+                # Every response nginx logged, the recorder's own included: nginx's count.
+                responses[i] += lines.digits.count(first) + lines.own_digits.count(first)
+            self.tail.self_requests += lines.own
         untimed = drop_untimed(lines, seconds)
         if counted:
             self.tail.untimed_lines += untimed
@@ -738,7 +747,7 @@ def judge(
 
 def _check(host: Host, config: Config) -> Observation:
     try:
-        fmt = compile_format(config.log_format)
+        fmt = compile_format(config.log_format, config.log_escape)
     except LogFormatError as exc:
         return error_observation(host, NAME, exc)
     key = (host.name, config.log)
@@ -885,6 +894,7 @@ def _counters(tail: Tail) -> dict[str, Any]:
         "lines_total": tail.lines_total,
         "malformed_lines": tail.malformed_lines,
         "untimed_lines": tail.untimed_lines,
+        "self_requests": tail.self_requests,
         "rotations": tail.rotations,
         "skipped_bytes": tail.skipped_bytes,
     }

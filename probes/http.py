@@ -12,7 +12,11 @@ What each failure means, as an operator reads it:
 - the answer (or its absence: a read timeout) takes longer than `slow`: `slow-responses`,
   said as soon as `slow` has passed without headers, not after the read timeout.
 
-Requests go straight to the target: proxies from the environment are ignored. When the
+Requests go straight to the target: proxies from the environment are ignored. They say
+`User-Agent: recorder/VERSION` (`USER_AGENT`), so the error_rate probe and `recorder
+logscan` can leave the recorder's own requests out of the site's clients and error share
+(probes/accesslog.py, `OWN_AGENT`). A `User-Agent` in `headers` replaces it; those
+requests then count as a client's. When the
 recorder's own machine runs out of descriptors or memory the probe could not look (an
 `error`), whatever the exception says about the connection.
 """
@@ -22,12 +26,14 @@ from __future__ import annotations
 import re
 import string
 import time
+from importlib import metadata
 from typing import Any
 
 import requests
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from probes.accesslog import OWN_AGENT
 from probes.base import (
     Fault,
     Host,
@@ -39,6 +45,17 @@ from probes.base import (
 )
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
+
+
+def _version() -> str:
+    try:
+        return metadata.version("nginx-recorder")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+# What the recorder's own requests say they are (the reader knows them by OWN_AGENT).
+USER_AGENT = OWN_AGENT.decode() + _version()
 
 NAME = "http"
 _BODY_LIMIT = 1 << 20  # bytes of the body read for `body` matching; the rest is not fetched
@@ -120,6 +137,7 @@ def _check(host: Host, config: Config) -> Observation:
 
     session = requests.Session()
     session.trust_env = False  # no proxies or netrc from the environment: probe the target
+    session.headers["User-Agent"] = USER_AGENT  # config.headers may replace it
     # No answer by `slow` is already slow: say so then, rather than wait out the read
     # timeout (a response delayed 3s is reported after 2s, not after 3s).
     header_wait = min(config.read_timeout, config.slow)

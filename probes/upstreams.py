@@ -43,6 +43,7 @@ from probes.base import (
 from probes.config import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
+from probes.http import USER_AGENT
 
 NAME = "upstreams"
 _MAX_PARALLEL = 16
@@ -77,6 +78,7 @@ def check_backend(host: str, port: int, check: str, path: str, timeout: float) -
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     session = requests.Session()
     session.trust_env = False
+    session.headers["User-Agent"] = USER_AGENT  # not a client in the backend's own log
     try:
         with session.get(
             f"http://{netloc}{path}", timeout=(timeout, timeout), allow_redirects=False, stream=True

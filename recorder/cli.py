@@ -242,6 +242,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     help="An nginx log_format string (default: combined).",
 )
 @click.option(
+    "--escape",
+    "log_escape",
+    type=click.Choice(["default", "json", "none"]),
+    default="default",
+    show_default=True,
+    help="The log_format's escape= (default and json read \\\" inside quoted values).",
+)
+@click.option(
     "--timezone",
     "tz_name",
     metavar="ZONE",
@@ -253,6 +261,7 @@ def logscan_cmd(
     since: str | None,
     until: str | None,
     log_format: str | None,
+    log_escape: str,
     tz_name: str | None,
     as_json: bool,
 ) -> None:
@@ -273,7 +282,7 @@ def logscan_cmd(
     except ValueError as exc:
         fail(str(exc))
     try:
-        summary = scan(list(files), start, end, log_format=log_format)
+        summary = scan(list(files), start, end, log_format=log_format, log_escape=log_escape)
     except FileNotFoundError as exc:
         fail(f"no such file: {exc.filename}")
     except (OSError, ValueError) as exc:

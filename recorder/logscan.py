@@ -110,6 +110,7 @@ class Summary:
             "malformed_lines": t["lines"] - t["matched"],
             "out_of_range_lines": t["out_of_range"],
             "untimed_lines": t["untimed"],
+            "self_requests": t["self_requests"],
             "malformed_sample": printable(self.sample) if self.sample is not None else None,
             "reader": "python" if isinstance(self.tally, PyTally) else "compiled",
         }
@@ -120,11 +121,13 @@ def scan(
     since: datetime | None = None,
     until: datetime | None = None,
     log_format: str | None = None,
+    log_escape: str = "default",
 ) -> dict[str, Any]:
     """Summarize access logs (plain or gzip): requests, status classes, 5xx share,
     distinct clients, clients that got a 5xx, affected share, first and last 5xx (UTC),
-    malformed lines. `since` is inclusive, `until` exclusive; both need a zone."""
-    fmt = compile_format(log_format)
+    malformed lines. `since` is inclusive, `until` exclusive; both need a zone.
+    `log_escape`: the log_format's escape= (probes.accesslog.ESCAPES)."""
+    fmt = compile_format(log_format, log_escape)
     for bound in (since, until):
         if bound is not None and bound.tzinfo is None:
             raise ValueError("since/until need a time zone")
@@ -146,6 +149,7 @@ def scan(
     result["since"] = since.astimezone(UTC).isoformat() if since else None
     result["until"] = until.astimezone(UTC).isoformat() if until else None
     result["log_format"] = fmt.name
+    result["log_escape"] = fmt.escape
     return result
 
 
@@ -263,8 +267,10 @@ def format_text(summary: dict[str, Any], tz: tzinfo | None = None) -> str:
             f" to {when(summary.get('until')) if summary.get('until') else 'end'}"
             f" ({_n(summary.get('out_of_range_lines', 0))} lines outside)"
         )
+    own = summary.get("self_requests", 0)
     out += [
-        f"requests:   {_n(summary['requests'])}",
+        f"requests:   {_n(summary['requests'])}"
+        + (f" (and {_n(own)} of the recorder's own, left out)" if own else ""),
         "classes:    " + ", ".join(f"{k} {_n(v)}" for k, v in classes.items()),
         f"5xx share:  {summary['error_ratio']:.2%} ({_n(classes.get('5xx', 0))} responses)",
         f"clients:    {_n(summary['clients'])}, of which {_n(summary['clients_with_5xx'])}"

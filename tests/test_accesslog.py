@@ -32,12 +32,14 @@ AGENTS = [
     'Mozilla/5.0 (compatible; \\"quoted\\" bot; +http://example.com/bot)',
     'weird \\"agent\\" with \\"many\\" quotes and spaces',
     "-",
+    "recorder/0.1.0",  # the recorder's own probes (left out of the counts)
+    "recorder-lab-traffic/1",  # not the recorder's own: the lab's users
 ]
 
 
-def reference(line: bytes) -> tuple[bytes, bytes, bytes] | None:
-    """(client, time, status class) of a combined line, or None: a different technique
-    from the reader (partition, not a regular expression)."""
+def reference(line: bytes) -> tuple[bytes, bytes, bytes, bool] | None:
+    """(client, time, status class, the recorder's own request) of a combined line, or
+    None: a different technique from the reader (partition, not a regular expression)."""
     client, sep, rest = line.partition(b" - ")
     if not sep or not client or b" " in client:
         return None
@@ -53,7 +55,17 @@ def reference(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     status = rest[:3]
     if len(status) != 3 or not status.isdigit() or rest[3:4] != b" ":
         return None
-    return client, when, status[:1]
+    return client, when, status[:1], own_agent(rest[4:])
+
+
+def own_agent(rest: bytes) -> bool:
+    """After the status: `$body_bytes_sent "$http_referer" "recorder/...`."""
+    size = rest.find(b" ")
+    if size < 0 or rest[size : size + 2] != b' "':
+        return False
+    referer = rest[size + 2 :]
+    end = referer.find(b'"')
+    return end >= 0 and referer[end:].startswith(b'" "recorder/')
 
 
 def valid_line(rnd: random.Random, second: int) -> bytes:
@@ -93,12 +105,14 @@ def build(lines: Sequence[bytes]) -> bytes:
 def check_against_reference(lines: Sequence[bytes]) -> accesslog.Lines:
     fmt = compile_format(None)
     parsed = parse_chunk(fmt, build(lines))
-    expected = [r for r in map(reference, lines) if r is not None]
+    well_formed = [r for r in map(reference, lines) if r is not None]
+    expected = [r for r in well_formed if not r[3]]
     assert parsed.lines == len(lines)
-    assert parsed.malformed == len(lines) - len(expected)
+    assert parsed.malformed == len(lines) - len(well_formed)
     assert parsed.clients == [e[0] for e in expected]
     assert parsed.full_times() == [e[1] for e in expected]
     assert parsed.digits == b"".join(e[2] for e in expected)
+    assert parsed.own_times == [r[1] for r in well_formed if r[3]]
     return parsed
 
 
@@ -154,7 +168,7 @@ def test_line_without_spaces_does_not_swallow_the_next() -> None:
     lines[10] = b"garbage"  # the fast pattern's client loop would run into line 11
     parsed = check_against_reference(lines)
     assert parsed.malformed == 1
-    assert len(parsed.clients) == 69
+    assert len(parsed.clients) + parsed.own == 69
 
 
 def test_truncated_request_does_not_merge_with_a_crafted_next_line() -> None:
@@ -197,7 +211,7 @@ def test_property_matches_reference(spec: list[tuple[bool, int, int]]) -> None:
 def test_counts_helpers() -> None:
     lines = mixed(300, seed=9, bad_share=0.1)
     parsed = check_against_reference(lines)
-    ref = [r for r in map(reference, lines) if r is not None]
+    ref = [r for r in map(reference, lines) if r is not None and not r[3]]
     counts = {f"{d}xx": parsed.digits.count(str(d).encode()) for d in range(1, 6)}
     assert counts == {f"{d}xx": sum(1 for r in ref if r[2] == str(d).encode()) for d in range(1, 6)}
     assert set(clients_with_5xx(parsed)) == {r[0] for r in ref if r[2] == b"5"}
@@ -343,3 +357,73 @@ def test_time_local_every_second_of_a_day() -> None:
         when = start + timedelta(seconds=i)
         raw = when.strftime("%d/%b/%Y:%H:%M:%S %z").encode()
         assert accesslog._time_local(raw) == int(when.timestamp()), raw
+
+
+def test_the_recorders_own_requests_are_read_apart() -> None:
+    """Lines whose user agent starts `recorder/` (what probes/http.py sends) are
+    well-formed but left out of clients, times and classes, wherever they fall in a
+    64-line block; a line cut after the status is still read, as not the recorder's."""
+    rnd = random.Random(11)
+    lines = [valid_line(rnd, i // 9) for i in range(300)]
+    own = (
+        b'127.0.0.1 - - [23/Nov/2026:14:00:%02d +0300] "GET / HTTP/1.1" 503 9 "-" "recorder/0.1.0"'
+    )
+    for i in (0, 1, 63, 64, 65, 200, 299):
+        lines[i] = own % (i // 9)
+    lines[100] = own.replace(b"recorder/", b"Recorder/") % 3
+    lines[101] = (own % 5).split(b' 9 "-"')[0] + b" "  # cut after the status: not own
+    parsed = check_against_reference(lines)
+    assert parsed.own >= 7 and parsed.matched == 300 and parsed.malformed == 0  # + random ones
+    assert parsed.clients.count(b"127.0.0.1") == 2
+
+
+@pytest.mark.parametrize(
+    ("fmt_text", "line"),
+    [
+        ('"$http_user_agent" $remote_addr [$time_local] $status', '"{a}" 10.0.0.1 [{t}] 200'),
+        ("$remote_addr [$time_local] $status", "10.0.0.1 [{t}] 200"),
+        ('$remote_addr [$time_local] $status "$http_referer"', '10.0.0.1 [{t}] 200 "{a}"'),
+        ("$remote_addr [$time_local] $status $http_user_agent", "10.0.0.1 [{t}] 200 {a}"),
+    ],
+)
+def test_only_a_format_with_the_user_agent_tells_the_recorder_apart(
+    fmt_text: str, line: str
+) -> None:
+    fmt = compile_format(fmt_text)
+    text = line.format(a="recorder/0.1.0", t="23/Nov/2026:14:00:00 +0300").encode()
+    parsed = parse_chunk(fmt, b"\n" + text)
+    assert parsed.matched == 1
+    assert parsed.own == (1 if "$http_user_agent" in fmt_text else 0)
+    assert (fmt.own is not None) == ("$http_user_agent" in fmt_text)
+
+
+# ---- escaped quotes (nginx's escape=json, Apache-style logs) -------------------------------
+
+ESCAPED = [
+    # a request and a referer that hold `\"`, an agent that ends in an escaped backslash
+    b'192.0.2.1 - - [23/Nov/2026:14:00:00 +0300] "GET /a\\"b HTTP/1.1" 503 5 "x\\"y" "curl\\\\"',
+    b'10.0.0.2 - - [23/Nov/2026:14:00:00 +0300] "GET /\\\\" 200 5 "-" "recorder/0.1.0"',
+    b'10.0.0.3 - - [23/Nov/2026:14:00:00 +0300] "\\"" 404 5 "\\"\\"" "recorder/0.1.0 \\"x\\""',
+]
+
+
+@pytest.mark.parametrize("escape", ["default", "json"])
+def test_backslash_escaped_quotes_are_read(escape: str) -> None:
+    fmt = compile_format(None, escape)
+    alone = parse_chunk(fmt, build(ESCAPED))
+    assert alone.malformed == 0 and alone.clients == [b"192.0.2.1"] and alone.digits == b"5"
+    assert alone.own == 2  # after a request ending in an escaped backslash; after `"\"\""`
+    rnd = random.Random(5)
+    lines = [valid_line(rnd, 0) for _ in range(70)]
+    lines[3:3], lines[64:64] = ESCAPED, ESCAPED  # inside a 64-line block and across two
+    parsed = parse_chunk(fmt, build(lines))
+    assert parsed.malformed == 0 and parsed.clients.count(b"192.0.2.1") == 2
+
+
+def test_with_escape_none_a_backslash_is_only_a_backslash() -> None:
+    """`"GET /a\"` ends at that quote (`b HTTP/1.1"` is no status), and so does `"\"`;
+    `"GET /\\"` is a request that ends in two backslashes."""
+    parsed = parse_chunk(compile_format(None, "none"), build(ESCAPED))
+    assert parsed.malformed == 2 and parsed.clients == [] and parsed.own == 1
+    with pytest.raises(LogFormatError, match="unknown log escape"):
+        compile_format(None, "xml")

@@ -41,7 +41,15 @@ FORMATS = [
     "$remote_addr $status $msec",
     # regular-expression syntax as literals and as the stop of a skipped value
     "$remote_addr ($time_local) $request($status) $host?",
+    # the user agent (the recorder's own requests) before the fields the reader needs
+    '"$http_user_agent" $remote_addr [$time_local] $status',
+    # ... and after them, right after a time of no fixed width, after a repeated status
+    "$remote_addr $status $msec$http_user_agent",
+    '$remote_addr [$time_local] $status $status "$http_user_agent" $http_user_agent',
+    # JSON (escape=json): every value quoted, the client too
+    '{"ip":"$remote_addr","t":"$time_iso8601","r":"$request","s":$status,"ua":"$http_user_agent"}',
 ]
+AGENTS = [b"recorder/0.1.0", b"recorder/", b"recorder", b"Recorder/1", b"curl/8.5", b"-"]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 POOL = ["10.0.0.1", "10.0.0.2", "192.168.100.200", "2001:db8::1", "2001:db8:ffff::abcd:1"]
 
@@ -105,6 +113,8 @@ def value(draw: st.DrawFn, var: str) -> bytes:
         )
     if var == "status":
         return draw(st.one_of(st.integers(0, 999).map(lambda n: f"{n:03d}".encode()), no_newline))
+    if var == "http_user_agent":
+        return draw(st.one_of(st.sampled_from(AGENTS), no_newline))
     if var in ("remote_addr", "http_x_real_ip"):
         return draw(
             st.one_of(
@@ -136,7 +146,11 @@ def log_lines(draw: st.DrawFn, fmt_text: str) -> list[bytes]:
             pos = draw(st.integers(0, len(line)))
             line = (
                 line[:pos]
-                + draw(st.sampled_from([b" ", b'"', b"[", b"]", b"|", b"(", b")", b"\r", b"\x00"]))
+                + draw(
+                    st.sampled_from(
+                        [b" ", b'"', b"[", b"]", b"|", b"(", b")", b"\r", b"\x00", b"\\", b'\\"']
+                    )
+                )
                 + line[pos:]
             )
         pool.append(line)
@@ -146,18 +160,25 @@ def log_lines(draw: st.DrawFn, fmt_text: str) -> list[bytes]:
     return [pool[i] for i in picks]
 
 
-def tallies(fmt_text: str, since: int | None, until: int | None) -> tuple[accesslog.Tally, PyTally]:
-    fmt = compile_format(fmt_text)
+def tallies(
+    fmt_text: str, since: int | None, until: int | None, escape: str = "default"
+) -> tuple[accesslog.Tally, PyTally]:
+    fmt = compile_format(fmt_text, escape)
     compiled = new_tally(fmt, TimeCache(fmt.time_var), since, until)
     assert isinstance(compiled, _accesslog.Tally)
     return compiled, PyTally(fmt, TimeCache(fmt.time_var), since, until)
 
 
 def scan_both(
-    fmt_text: str, lines: Sequence[bytes], cuts: Sequence[int], since: int | None, until: int | None
+    fmt_text: str,
+    lines: Sequence[bytes],
+    cuts: Sequence[int],
+    since: int | None,
+    until: int | None,
+    escape: str = "default",
 ) -> tuple[accesslog.Totals, accesslog.Totals]:
     """Both tallies over the same regions: the log cut before the given lines."""
-    compiled, python = tallies(fmt_text, since, until)
+    compiled, python = tallies(fmt_text, since, until, escape)
     bounds = sorted({0, len(lines), *(c % (len(lines) + 1) for c in cuts)})
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         region = b"\n" + b"\n".join(lines[lo:hi])
@@ -172,15 +193,16 @@ def scan_both(
 ranges = st.one_of(st.none(), st.integers(1795300000, 1795500000), st.integers(-(10**12), 10**12))
 
 
+@pytest.mark.parametrize("escape", ["default", "none"])
 @pytest.mark.parametrize("fmt_text", FORMATS)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), since=ranges, until=ranges)
 def test_compiled_counts_equal_python(
-    fmt_text: str, data: st.DataObject, since: int | None, until: int | None
+    fmt_text: str, escape: str, data: st.DataObject, since: int | None, until: int | None
 ) -> None:
     lines = data.draw(log_lines(fmt_text))
     cuts = data.draw(st.lists(st.integers(0, 100), max_size=4))
-    got, want = scan_both(fmt_text, lines, cuts, since, until)
+    got, want = scan_both(fmt_text, lines, cuts, since, until, escape)
     assert got == want
 
 
@@ -216,7 +238,8 @@ def seeded_log(n: int, seed: int) -> list[bytes]:
             "%d/%b/%Y:%H:%M:%S +0000"
         )
         status = rnd.choice([200, 200, 304, 404, 500, 503])
-        line = f'{client} - - [{when}] "GET /{i} HTTP/1.1" {status} 12 "-" "agent {i}"'.encode()
+        agent = "recorder/0.1.0" if i % 7 == 0 else f"agent {i}"  # the recorder's own
+        line = f'{client} - - [{when}] "GET /{i} HTTP/1.1" {status} 12 "-" "{agent}"'.encode()
         if rnd.random() < 0.02:
             line = line[: rnd.randrange(len(line))]
         out.append(line)
@@ -231,6 +254,7 @@ def test_a_big_log_in_uneven_regions() -> None:
         got, want = scan_both(COMBINED, lines, cuts, since, until)
         assert got == want
         assert got["clients"] > 5_000 and 0 < got["clients_with_5xx"] < got["clients"]
+        assert got["self_requests"] > 500
 
 
 # ---- the C type's own edges --------------------------------------------------------------
@@ -356,7 +380,7 @@ print("ok", len(cases))
 def hostile_log(fmt_text: str, rnd: random.Random, n: int) -> bytes:
     """Lines of a format with values drawn from bytes that break it, some cut short."""
     names = [m.group(2) for m in accesslog._VAR.finditer(fmt_text)]
-    alphabet = b' "[]|:/+-.0123456789x\r\x00\xff'
+    alphabet = b' "[]|:/+-.0123456789x\r\x00\xff\\'
     out = []
     for i in range(n):
         values = {}
@@ -367,6 +391,7 @@ def hostile_log(fmt_text: str, rnd: random.Random, n: int) -> bytes:
                     "time_iso8601": b"2026-11-23T14:30:05+03:00",
                     "msec": b"1795433405.%03d" % (i % 1000),
                     "status": rnd.choice([b"200", b"503", b"404"]),
+                    "http_user_agent": rnd.choice(AGENTS),
                 }
                 values[name] = good.get(name, rnd.choice(POOL).encode() * rnd.randrange(1, 30))
             else:

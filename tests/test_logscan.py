@@ -7,8 +7,10 @@ import gzip
 import json
 import random
 import shlex
+import socket
 import subprocess
 import sys
+import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -387,3 +389,70 @@ def test_times_without_a_zone_are_the_machines(
     assert summary["since"] == "2026-11-23T11:30:00+00:00"
     shown = run_logscan(str(path), "--since", "2026-11-23 14:30")
     assert "2026-11-23 14:30:00 EAT" in shown.output
+
+
+def test_the_recorders_own_requests_are_counted_apart(tmp_path: Path) -> None:
+    """As the error_rate probe counts them: not requests, not clients, `self_requests`
+    (inside the range only)."""
+    own = GOOD.format(n=250, status=503).replace('"curl/8"', '"recorder/0.1.0"')
+    lines = [GOOD.format(n=i, status=200) for i in range(10)] + [own] * 4
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(lines) + "\n")
+    summary = scan([str(path)])
+    assert summary["requests"] == 10 and summary["clients"] == 10
+    assert summary["status_classes"]["5xx"] == 0 and summary["self_requests"] == 4
+    assert summary["malformed_lines"] == 0
+    assert "requests:   10 (and 4 of the recorder's own, left out)" in format_text(summary)
+    outside = scan([str(path)], since=T0 + timedelta(days=1), until=T0 + timedelta(days=2))
+    assert outside["self_requests"] == 0 and outside["out_of_range_lines"] == 14
+
+
+# ---- escaped quotes: a real nginx writing escape=json ----------------------------------
+
+
+def test_a_real_nginx_log_written_with_escape_json(tmp_path: Path) -> None:
+    """nginx writes `"` in a value as `\\"` with escape=json (as `\\x22` by default): read
+    with --escape json (or default) every line counts; with --escape none the lines whose
+    request or agent held a quote are malformed, and logscan says so."""
+    from tests.nginx_fixture import NGINX, NginxHost
+
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed")
+    host = NginxHost(tmp_path / "root")
+    json_log = host.real("/var/log/nginx/json.log")
+    conf = host.main_conf().replace(
+        "http {\n",
+        "http {\n    log_format cj escape=json '$remote_addr - $remote_user [$time_local]"
+        ' "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"\';\n'
+        f"    access_log {json_log} cj;\n",
+    )
+    host.write("/etc/nginx/nginx.conf", conf)
+    host.start()
+    try:
+        for path, agent in [("/", "plain"), ('/q"uote', 'a "quoted" agent\\'), ("/broken", "x")]:
+            with socket.create_connection(("127.0.0.1", host.port), timeout=5) as conn:
+                conn.sendall(
+                    f"GET {path} HTTP/1.1\r\nHost: a\r\nUser-Agent: {agent}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                while conn.recv(4096):
+                    pass
+        time.sleep(0.2)  # nginx writes the line just after its response
+    finally:
+        host.stop()
+    written = Path(json_log).read_bytes()
+    assert b'\\"quoted\\" agent\\\\"' in written and b'/q\\"uote' in written
+    for escape in ("json", "default"):
+        result = CliRunner().invoke(main, ["logscan", json_log, "--escape", escape, "--json"])
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        data = json.loads(result.stdout)
+        assert data["requests"] == 3 and data["malformed_lines"] == 0
+        assert data["status_classes"]["5xx"] == 1 and data["log_escape"] == escape
+    result = CliRunner().invoke(main, ["logscan", json_log, "--escape", "none", "--json"])
+    assert json.loads(result.stdout)["malformed_lines"] == 1
+    assert "1 of 3 lines (33.3%) did not parse" in result.stderr
+    default_log = host.real("/var/log/nginx/access.log")  # escape=default: `\x22`
+    assert b"\\x22" in Path(default_log).read_bytes()
+    for escape in ("default", "none"):
+        data = scan([default_log], log_escape=escape)
+        assert data["requests"] == 3 and data["malformed_lines"] == 0

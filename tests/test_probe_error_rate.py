@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from probes import error_rate
+from probes import error_rate, http
 from probes.base import Fault, Observation, Status
 from probes.error_rate import Config
 from recorder.hosts.local import LocalHost
@@ -575,3 +576,48 @@ def test_a_restart_does_not_add_the_history_twice(
         (root / "var/log/nginx").mkdir(parents=True)
         histories.append(history_after(root, monkeypatch, restart, quiet))
     assert histories[1] == pytest.approx(histories[0], rel=1e-9)
+
+
+# ---- the recorder's own requests --------------------------------------------------------
+
+
+def test_the_recorders_own_requests_are_left_out_and_counted_apart(root: Path) -> None:
+    """Its http probes say `recorder/VERSION` (what probes/http.py sends, even when the
+    site fails them): not a client, not in the error share, counted as self_requests,
+    across a restart too."""
+    own = http.USER_AGENT
+    users = [line(f"10.0.0.{i}", 502 if i < 2 else 200, i % 30) for i in range(20)]
+    probes = [line("127.0.0.1", 503, s, agent=own) for s in range(10)]
+    append(root, "".join(users[:10] + probes + users[10:]))
+    d = run(root, threshold=0.5).details
+    assert d["requests"] == 20 and d["status_classes"]["5xx"] == 2
+    assert d["clients"] == 20 and d["clients_with_5xx"] == 2
+    assert d["error_ratio"] == 0.1 and d["affected_ratio"] == 0.1
+    assert d["self_requests"] == 10 and d["lines_total"] == 30 and d["malformed_lines"] == 0
+    error_rate.reset_state()  # a restart keeps the count
+    append(root, line("127.0.0.1", 200, 31, agent=own) + line("10.0.0.1", 200, 31))
+    d = run(root).details
+    assert d["self_requests"] == 11 and d["requests"] == 21
+
+
+def test_a_format_without_the_user_agent_counts_the_recorder_as_a_client(root: Path) -> None:
+    """What CONFIGURATION.md says of a log_format without $http_user_agent."""
+    fmt = '$remote_addr [$time_iso8601] "$request" $status'
+    append(root, '127.0.0.1 [2026-11-23T14:00:00+00:00] "GET / HTTP/1.1" 200\n')
+    d = run(root, log_format=fmt).details
+    assert d["clients"] == 1 and d["self_requests"] == 0
+
+
+def test_log_escape_reads_backslash_escaped_quotes(root: Path) -> None:
+    """`log_escape` beside `log_format` (nginx's escape=): default and json read a `\\"`
+    inside a quoted value; none takes the quote as the value's end."""
+    quoted = line("10.0.0.1", 500).replace("GET / ", 'GET /\\"x ')  # "GET /\"x HTTP/1.1"
+    append(root, quoted + line("10.0.0.2", 200))
+    assert run(root, min_requests=1).details["requests"] == 2
+    for escape, requests in (("json", 2), ("none", 1)):
+        error_rate.reset_state()
+        shutil.rmtree(root.parent / "st", ignore_errors=True)  # read it all again
+        d = run(root, min_requests=1, log_escape=escape).details
+        assert d["requests"] == requests and d["malformed_lines"] == 2 - requests
+    with pytest.raises(ValueError, match="log_escape"):
+        cfg(root, log_escape="xml")

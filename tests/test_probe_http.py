@@ -8,17 +8,22 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 
 import pytest
 from pydantic import ValidationError
 
-from probes import http
+from probes import http, upstreams
+from probes.accesslog import OWN_AGENT
 from probes.base import Fault, Observation, Status
 from recorder.hosts.local import LocalHost
+
+AGENTS: list[str] = []  # the User-Agent of every request the servers got
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        AGENTS.append(self.headers.get("User-Agent", ""))
         if self.path.startswith("/slow"):
             time.sleep(0.3)
         if self.path.startswith("/hang"):
@@ -165,3 +170,17 @@ def test_ipv6_address_gets_brackets() -> None:
 def test_config_errors(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("{", r"\{").replace("(", r"\(")):
         http.Config.model_validate(fields)
+
+
+def test_the_probes_say_they_are_the_recorder(server: int) -> None:
+    """The User-Agent the access-log reader leaves out of the clients (accesslog.OWN_AGENT),
+    with the installed version; from the http probe and the upstreams probe's backend
+    check alike. A User-Agent in the config's headers replaces it."""
+    AGENTS.clear()
+    assert probe(f"http://{{address}}:{server}/").status == Status.OK
+    assert upstreams.check_backend("127.0.0.1", server, "http", "/", 2.0) is None
+    version = metadata.version("nginx-recorder")
+    assert AGENTS == [f"recorder/{version}"] * 2
+    assert AGENTS[0].encode().startswith(OWN_AGENT)
+    probe(f"http://{{address}}:{server}/", headers={"user-agent": "probe-by-hand"})
+    assert AGENTS[-1] == "probe-by-hand"

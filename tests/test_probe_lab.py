@@ -186,3 +186,25 @@ def test_traffic_spike_is_capacity_on_first_sight(lab: Lab, tmp_path: Path) -> N
     assert lb.status == Status.FAIL and str(lb.fault) == "capacity", lb.summary
     assert lb.details["baseline_from"] == "history"
     assert "(the log's earlier rate)" in lb.summary
+
+
+def test_the_recorder_is_not_counted_as_a_client(lab: Lab, tmp_path: Path) -> None:
+    """Its own http probe goes through lb-01's access log (issue 16: 41 clients where the
+    truth was 40): it says `recorder/VERSION`, and error_rate counts it apart. The lab's
+    users are 127.100.0.1 and up, the recorder's probe comes from 127.0.0.1. A 3 s window,
+    begun after the lab's own requests (start-up and fix checks come from 127.0.0.1 too,
+    without a User-Agent). Runs last: its quiet first sweep lowers the rate baseline."""
+    config = yaml.safe_load(lab.config_path.read_text())
+    for check in config["checks"]:
+        if "error_rate" in check["probes"]:
+            check["probes"]["error_rate"]["window"] = "3s"
+    path = tmp_path / "recorder.yml"
+    path.write_text(yaml.safe_dump(config))
+    time.sleep(3.1)
+    sweep(load_config(str(path)))  # the http probes' requests are in the log now
+    truth = lab.traffic(clients=40, rps=40, seconds=1)
+    time.sleep(0.2)  # nginx writes a log line just after its response
+    observations = {(o.host, o.probe): o for o in sweep(load_config(str(path)))}
+    lb = observations[("lb-01", "error_rate")]
+    assert lb.details["clients"] == truth["clients"] == 40, lb.details
+    assert lb.details["self_requests"] >= 1, lb.details
