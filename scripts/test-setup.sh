@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 need=()
 # One line per package: `have COMMAND-OR-PATH || need+=(PACKAGE)`, with why.
 have() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ]; }
+# The real Prometheus family for tests/test_prometheus_files.py (promtool checks the rules and
+# runs their unit tests, amtool the Alertmanager config) and tests/test_prometheus_e2e.py
+# (Prometheus scrapes a running recorder, Alertmanager delivers to its webhook,
+# blackbox_exporter probes the lab) and bench/peers.py (detection side by side).
+have promtool || need+=(prometheus)
+have amtool || need+=(prometheus-alertmanager)
+have prometheus-blackbox-exporter || need+=(prometheus-blackbox-exporter)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -2,10 +2,10 @@
 panels ask only for metrics the recorder really exports, and alerts about the recorder
 itself are never routed back to its webhook.
 
-With promtool and amtool installed (Debian: prometheus, prometheus-alertmanager; or
-PROMTOOL / AMTOOL naming the binaries), the rules, their unit tests, the Prometheus config,
-the Alertmanager config and routing, and every dashboard query are checked by the real
-tools too.
+The rules, their unit tests, the Prometheus config, the Alertmanager config and routing,
+and every dashboard query are checked by the real promtool and amtool too (Debian:
+prometheus, prometheus-alertmanager, installed by scripts/test-setup.sh; or PROMTOOL /
+AMTOOL naming the binaries). A missing tool fails those tests: it never skips them.
 """
 
 from __future__ import annotations
@@ -45,14 +45,24 @@ def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-def tool(name: str, env: str) -> str | None:
-    return os.environ.get(env) or shutil.which(name)
+def tool(name: str, env: str, package: str) -> str:
+    """The binary's path; a missing tool fails the test that needs it (never a skip)."""
+    path = os.environ.get(env) or shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} not installed: run scripts/test-setup.sh (Debian package {package}) "
+            f"or set {env}",
+            pytrace=False,
+        )
+    return path
 
 
-PROMTOOL = tool("promtool", "PROMTOOL")
-AMTOOL = tool("amtool", "AMTOOL")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
-needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool not installed")
+def promtool() -> str:
+    return tool("promtool", "PROMTOOL", "prometheus")
+
+
+def amtool() -> str:
+    return tool("amtool", "AMTOOL", "prometheus-alertmanager")
 
 
 @pytest.fixture(scope="module")
@@ -161,15 +171,13 @@ def test_site_alerts_name_the_host_the_webhook_maps() -> None:
             assert rule["labels"]["instance"] == "{{ $labels.host }}", rule["alert"]
 
 
-@needs_promtool
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
-    assert PROMTOOL is not None
     check = subprocess.run(
-        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 0, check.stdout + check.stderr
     unit = subprocess.run(
-        [PROMTOOL, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, timeout=60
+        [promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, timeout=60
     )
     assert unit.returncode == 0, unit.stdout + unit.stderr
 
@@ -220,14 +228,12 @@ def test_alertmanager_routes_to_the_webhook_with_the_token_file() -> None:
     assert "credentials" not in auth  # never a token in the repository
 
 
-@needs_promtool
 def test_promtool_checks_the_prometheus_config(tmp_path: Path) -> None:
-    assert PROMTOOL is not None
     text = (PROM / "prometheus.yml").read_text().replace("/etc/prometheus/", f"{PROM}/")
     config = tmp_path / "prometheus.yml"
     config.write_text(text)
     result = subprocess.run(
-        [PROMTOOL, "check", "config", "--syntax-only", str(config)],
+        [promtool(), "check", "config", "--syntax-only", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -235,18 +241,16 @@ def test_promtool_checks_the_prometheus_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_amtool
 def test_amtool_checks_config_and_routing() -> None:
-    assert AMTOOL is not None
     config = str(PROM / "alertmanager.yml")
     check = subprocess.run(
-        [AMTOOL, "check-config", config], capture_output=True, text=True, timeout=60
+        [amtool(), "check-config", config], capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
     def route(*labels: str) -> str:
         result = subprocess.run(
-            [AMTOOL, "config", "routes", "test", f"--config.file={config}", *labels],
+            [amtool(), "config", "routes", "test", f"--config.file={config}", *labels],
             capture_output=True,
             text=True,
             timeout=60,
@@ -296,11 +300,9 @@ def test_dashboard_provisioning_points_at_the_dashboards() -> None:
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
-@needs_promtool
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses every panel query (as a recording rule; Grafana's $__rate_interval
     becomes a fixed range)."""
-    assert PROMTOOL is not None
     group = {
         "groups": [
             {
@@ -318,6 +320,6 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump(group))
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
