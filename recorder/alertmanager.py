@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from probes.base import Fault
 from recorder.config import Config
+from recorder.model import TimeRangeError, check_time
 
 # Bounds on one notification. The body size limit already caps the total; these keep a
 # single field from being absurd and give the sender a precise reason.
@@ -263,7 +264,13 @@ def _time(value: Any, path: str) -> datetime | None:
     if parsed.year == 1:
         return None
     # RFC 3339 always carries an offset; a time without one is read as UTC.
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not parsed.tzinfo:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        check_time(parsed, path)
+    except TimeRangeError as exc:
+        raise PayloadError(str(exc)) from None
+    return parsed.astimezone(UTC)
 
 
 def _kind(value: Any) -> str:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from recorder import __version__
-from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
+from recorder.model import (
+    NOTE_KINDS,
+    Incident,
+    TimelineEntry,
+    check_time,
+    local_time,
+    utcnow,
+)
 from recorder.store import Store, StoreError
 from recorder.terminal import printable
 
@@ -366,7 +373,7 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
     if not text.strip():
         fail("the note is empty")
     try:
-        at = parse_time(at_text, ctx.config.zone) if at_text else utcnow()
+        at = check_time(parse_time(at_text, ctx.config.zone), "--at") if at_text else utcnow()
     except ValueError as exc:
         fail(str(exc))
     open_store(ctx).add_entries(
