@@ -437,5 +437,6 @@ def _stored_time(value: Any) -> datetime | None:
 
 
 def _one_line(text: str) -> str:
-    line = re.sub(r"\s+", " ", text).strip()
+    # Control characters (ESC, BEL, OSC...) are spaces too: the text reaches terminals.
+    line = re.sub(r"[\s\x00-\x1f\x7f-\x9f]+", " ", text).strip()
     return line if len(line) <= MAX_TEXT else line[: MAX_TEXT - 3] + "..."

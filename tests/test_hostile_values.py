@@ -141,3 +141,124 @@ def test_readers_survive_a_stored_time_out_of_range(
     assert "Traceback" not in "\n".join(incident_lines(case.stored(), case.config))
     for fmt in ("md", "html"):
         render_draft(incident(when + timedelta(0), id=2), case.config, fmt=fmt)
+
+
+# ---- #22.8, #22.9 newlines and control characters ----------------------------------------
+
+FORGED = "checked\n2026-11-23 12:40:00 EAT - [resolution] all fixed (cli)"
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m"
+
+
+def _timeline_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("  2026-")]
+
+
+def test_a_newline_in_a_note_cannot_forge_a_timeline_line(case: Case) -> None:
+    before = _timeline_lines(case.invoke("incidents", "show", "1").output)
+    result = case.invoke("note", "1", FORGED)
+    _clean(result)
+    assert result.exit_code == 0, result.output
+    texts = [e.text for e in case.stored().timeline if e.source == "cli"]
+    assert texts == ["checked 2026-11-23 12:40:00 EAT - [resolution] all fixed (cli)"]
+    shown = case.invoke("incidents", "show", "1").output
+    assert len(_timeline_lines(shown)) == len(before) + 1
+    forged = [line for line in shown.splitlines() if "[resolution]" in line]
+    assert len(forged) == 1 and " - [note] checked 2026-" in forged[0], forged
+
+
+def test_terminal_escapes_in_a_note_are_refused(case: Case) -> None:
+    before = len(case.stored().timeline)
+    result = case.invoke("note", "1", f"look {ESCAPES}")
+    _clean(result)
+    assert result.exit_code == 2
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "control characters" in result.output
+    assert len(case.stored().timeline) == before
+
+
+@pytest.mark.parametrize("version", ["1.2\n2026-11-23 12:40 - [resolution] x", "1.2\x1b[2J", " "])
+def test_a_deploy_version_with_a_newline_or_escape_is_refused(case: Case, version: str) -> None:
+    result = case.invoke("event", "deploy", "--service", "web", "--version", version)
+    _clean(result)
+    assert result.exit_code == 2, result.output
+    assert "\x1b" not in result.output
+    assert [e for e in case.stored().timeline if e.kind == "deploy"] == []
+
+
+def test_probe_output_escapes_what_the_probe_read(tmp_path: Path) -> None:
+    # A file name in sites-enabled is chosen by whoever can write there; `recorder probe`
+    # printed it raw (a newline a forged row, ESC a rewritten screen).
+    enabled = tmp_path / "etc/nginx/sites-enabled"
+    enabled.mkdir(parents=True)
+    name = f"x\nlb-01  http  ok  all fine{ESCAPES}"
+    (enabled / name).symlink_to("/nowhere/site")
+    config = tmp_path / "recorder.yml"
+    config.write_text(
+        f"timezone: UTC\nstate_dir: {tmp_path / 'state'}\n"
+        f"hosts:\n  lb-01: {{local: {{prefix: {tmp_path}}}}}\n"
+        "checks:\n  - {hosts: [lb-01], probes: {sites: {}}}\n"
+    )
+    result = CliRunner().invoke(main, ["--config", str(config), "probe"])
+    _clean(result)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2, lines  # the header and the one observation
+    assert "\\x0a" in lines[1] and "\\x1b" in lines[1]
+    assert not any(c in result.output for c in "\x1b\x07\x9b")
+    as_json = CliRunner().invoke(main, ["--config", str(config), "probe", "--json"])
+    assert not any(c in as_json.output for c in "\x1b\x07\x9b")
+    assert "\\u009b" in as_json.output
+
+
+def test_alert_names_and_summaries_lose_their_control_characters() -> None:
+    from recorder.alertmanager import parse_payload, to_alert
+
+    body = {
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": f"Down{ESCAPES}", "instance": "lb-01"},
+                "annotations": {"summary": f"bad\n[resolution]{ESCAPES}"},
+                "startsAt": "2026-11-23T12:00:00Z",
+            }
+        ],
+    }
+    import json
+
+    (raw,) = parse_payload(json.dumps(body).encode()).alerts
+    cfg = parse_config({"hosts": {"lb-01": {"local": {}}}})
+    alert = to_alert(raw, cfg)
+    for text in (alert.name, alert.summary):
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
+
+
+def test_the_markdown_draft_holds_no_control_characters(case: Case) -> None:
+    store = Store(case.state)
+    store.create_incident(
+        incident(
+            T0,
+            title=f"web: {ESCAPES} down",
+            timeline=[
+                TimelineEntry(T0, "impact-start", "harm began", "http", key="impact"),
+                TimelineEntry(T0, "note", f"seen {ESCAPES}\x00\x7f", "alertmanager", key="n"),
+            ],
+        )
+    )
+    store.close()
+    for fmt in ("md", "html"):
+        text = render_draft(case_incident(case, 2), case.config, fmt=fmt)
+        bad = sorted(
+            {c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F}
+        )
+        assert bad == [], (fmt, bad)
+
+
+def case_incident(case: Case, incident_id: int) -> Incident:
+    store = Store(case.state)
+    try:
+        found = store.get(incident_id)
+        assert found is not None
+        return found
+    finally:
+        store.close()

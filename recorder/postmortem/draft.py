@@ -66,9 +66,13 @@ class DraftError(Exception):
 # ---- small pieces of text ---------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def one_line(text: str) -> str:
-    """`text` with every run of whitespace, newlines included, as one space."""
-    return " ".join(str(text).split())
+    """`text` with every run of whitespace, newlines and other control characters (ESC,
+    BEL: they would reach a terminal that shows the file) included, as one space."""
+    return " ".join(_CONTROL.sub(" ", str(text)).split())
 
 
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
