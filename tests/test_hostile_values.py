@@ -3,6 +3,7 @@ datetime's range, control characters and newlines, Markdown links (#22)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -262,3 +263,37 @@ def case_incident(case: Case, incident_id: int) -> Incident:
         return found
     finally:
         store.close()
+
+
+# ---- #22.10 links and images from untrusted text ------------------------------------------
+
+LINKS = (
+    "![x](http://outside.example/pixel.png) [click](javascript:alert(1)) "
+    r"[t\](javascript:alert(2)) [ref][r] [r]: http://outside.example/ <http://outside.example/>"
+)
+# A `]` that closes link text: not escaped (preceded by an even number of backslashes)
+# and followed by `(`, `[` or `:`; or an autolink's `<`.
+_LINK = re.compile(r"(?<!\\)(?:\\\\)*\](?=[(\[:])|<(?=https?:|javascript:)")
+
+
+def test_markdown_links_and_images_from_alerts_and_notes_render_as_text(case: Case) -> None:
+    def draft(text: str, title: str) -> str:
+        store = Store(case.state)
+        incident_id = store.create_incident(
+            incident(
+                T0,
+                title=title,
+                timeline=[
+                    TimelineEntry(T0, "impact-start", "harm began", "http", key="impact"),
+                    TimelineEntry(T0, "detection", text, "alertmanager", key="a"),
+                    TimelineEntry(T0, "note", text, "cli", key="n"),
+                ],
+            )
+        ).id
+        store.close()
+        return render_draft(case_incident(case, incident_id), case.config, fmt="md")
+
+    benign = draft("a plain note", "web: site down")
+    hostile = draft(LINKS, f"web: {LINKS}")
+    assert "outside.example" in hostile  # the text is kept, as text
+    assert len(_LINK.findall(hostile)) == len(_LINK.findall(benign)), _LINK.findall(hostile)

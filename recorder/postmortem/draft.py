@@ -78,10 +78,19 @@ def one_line(text: str) -> str:
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
 
 
+# The `]` that makes a link or an image: `[t](url)`, `![x](url)`, `[t][ref]`, `[ref]: url`.
+_LINK_CLOSE = re.compile(r"(\\*)\](?=[(\[:])")
+
+
 def markdown_safe(text: str) -> str:
     """One line with HTML tags neutralised: a log line cannot add a heading, a bullet or
-    markup to a Markdown document (renderers pass raw HTML through)."""
-    return _TAG_OPEN.sub("&lt;", one_line(text))
+    markup to a Markdown document (renderers pass raw HTML through). Links and images are
+    neutralised too (`\\]` before `(`, `[` or `:`; `<` before an autolink): an alert's
+    `![x](http://outside)` would fetch from that host when the document is shown (a read
+    receipt), and `[t](javascript:...)` would be a link to click."""
+    safe = _TAG_OPEN.sub("&lt;", one_line(text))
+    # Backslashes before it doubled, so `\\](` cannot turn the escape into a literal `\\`.
+    return _LINK_CLOSE.sub(lambda m: m.group(1) * 2 + "\\]", safe)
 
 
 def percent(ratio: float) -> str:
