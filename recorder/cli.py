@@ -14,9 +14,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from recorder import __version__
-from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
+from recorder.model import (
+    NOTE_KINDS,
+    Incident,
+    TimelineEntry,
+    check_time,
+    local_time,
+    utcnow,
+)
 from recorder.store import Store, StoreError
-from recorder.terminal import printable
+from recorder.terminal import fold_lines, has_control, json_safe, printable
 
 if TYPE_CHECKING:
     # Imported when a command first needs the config: pydantic and every probe module
@@ -32,7 +39,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    click.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 class Context:
@@ -210,8 +217,17 @@ def probe_cmd(ctx: Context, only_host: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([o.to_json() for o in observations])
     else:
+        # What a probe read (nginx -t output, file names) may hold escapes and newlines.
         rows = [
-            (o.host, o.probe, str(o.status) if o.status != "fail" else f"FAIL {o.fault}", o.summary)
+            tuple(
+                printable(str(cell))
+                for cell in (
+                    o.host,
+                    o.probe,
+                    str(o.status) if o.status != "fail" else f"FAIL {o.fault}",
+                    o.summary,
+                )
+            )
             for o in observations
         ]
         click.echo(format_table(("HOST", "PROBE", "STATUS", "SUMMARY"), rows))
@@ -379,10 +395,15 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
             f"Add it to {where} by hand.",
             1,
         )
-    if not text.strip():
+    # One entry, one line: a newline would print as a second entry (a forged
+    # `[resolution]`), so newlines fold to spaces and other control characters are refused.
+    text = fold_lines(text)
+    if not text:
         fail("the note is empty")
+    if has_control(text):
+        fail(f"the note holds control characters ({printable(text)[:80]}); write plain text")
     try:
-        at = parse_time(at_text, ctx.config.zone) if at_text else utcnow()
+        at = check_time(parse_time(at_text, ctx.config.zone), "--at") if at_text else utcnow()
     except ValueError as exc:
         fail(str(exc))
     open_store(ctx).add_entries(
@@ -412,6 +433,8 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
         record_deploy(ctx.config.state_path, service, version, source="cli")
     except StoreError as exc:
         fail(str(exc), 1)
+    except ValueError as exc:
+        fail(str(exc))
     click.echo(f"deploy of {service} {version} recorded")
 
 

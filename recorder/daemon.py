@@ -84,6 +84,8 @@ class Daemon:
         self._store_ok: tuple[bool, str] = (True, "ok")
         self._restored = False  # open incidents taken over from a store opened for writing
         self._drafts_dirty: set[int] = set()
+        # Why drafts cannot be written (a full or read-only disk): logged once per change.
+        self._draft_problem: str | None = None
 
     # ---- EngineAPI (used by the HTTP server's threads) ------------------------------------
 
@@ -324,10 +326,22 @@ class Daemon:
             try:
                 write_draft(self.config, incident)
             except OSError as exc:
-                log.error("cannot write the draft of %s: %s", incident.ref, exc)
+                # Every tick tries again; the log says it once per change of condition.
+                problem = exc.strerror or str(exc)
+                if problem != self._draft_problem:
+                    log.error(
+                        "cannot write the draft of %s: %s (retrying every tick; said again "
+                        "only when this changes)",
+                        incident.ref,
+                        exc,
+                    )
+                self._draft_problem = problem
                 return  # keep them dirty; try again next tick
             except Exception:  # a rendering bug must not stop the engine
                 log.exception("cannot render the draft of %s", incident.ref)
+        if self._draft_problem is not None and self._drafts_dirty:
+            log.warning("drafts written again")
+            self._draft_problem = None
         self._drafts_dirty.clear()
 
     def _status_line(self) -> str:

@@ -15,6 +15,7 @@ import builtins
 import json
 import os
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from probes.private import make_private_dirs
 from recorder.model import (
     Affected,
     Cause,
@@ -99,12 +101,44 @@ class StoreSchemaError(StoreError):
     """The store was written by a newer recorder: waiting will not help."""
 
 
+class UnsafeDirError(OSError):
+    """A state dir the recorder will not use: another user's, or a shared one (/tmp)."""
+
+
 def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """`path` (the state dir or a directory in it) as a directory only this user reads.
+
+    Missing directories are created 0700 whatever the umask, parents included. An
+    existing one is tightened to 0700 through a descriptor opened without following a
+    symlink: a state dir that is a symlink is used as it is and never changed through
+    (a read-only command once made the shared directory it pointed to 0700). Refused with
+    UnsafeDirError: a directory this user does not own, or a shared sticky one (`/tmp`)."""
+    make_private_dirs(path)
+    if os.path.islink(path):
+        _check_own(path, os.stat(path))  # used, never changed through; the target is ours
+        return
+    # O_NOFOLLOW: a symlink swapped in since is refused (ELOOP/ENOTDIR), not followed.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.chmod(path, 0o700)
-    except PermissionError:
-        pass  # not ours to change (e.g. a systemd StateDirectory); its mode is its owner's
+        info = os.fstat(fd)
+        _check_own(path, info)
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _check_own(path: Path, info: os.stat_result) -> None:
+    if info.st_uid != os.geteuid():
+        raise UnsafeDirError(
+            f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): "
+            "use a directory of its own"
+        )
+    if info.st_mode & stat.S_ISVTX:
+        raise UnsafeDirError(
+            f"{path} is a shared directory (sticky bit, like /tmp): use a directory of its "
+            "own under it"
+        )
 
 
 def _touch_private(path: Path) -> None:
