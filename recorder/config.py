@@ -324,6 +324,7 @@ class NotifyConfig(Strict):
     repeat_interval: Duration = 4 * 3600.0
     overdue_after: Duration = 3 * 86400.0  # resolved this long and not closed: `overdue`
     max_age: Duration = 86400.0  # a delivery still failing this long after its event: given up
+    retry_max: Duration = 300.0  # retries back off 1s, 2s, 4s, ... up to this
     affected_steps: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
 
     @field_validator("affected_steps")

@@ -33,6 +33,7 @@ from recorder.detector import Detector
 from recorder.incidents import IncidentBook
 from recorder.metrics import Metrics
 from recorder.model import Incident
+from recorder.notify import NotifyMetrics, Sender
 from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
 from recorder.statelock import StateDirBusy, StateLock
@@ -66,6 +67,10 @@ class Daemon:
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
         self.notifier = Notifier()
+        # Notifications go out from the outbox on their own threads, never the engine's.
+        self.sender = Sender(
+            self.config, self.store, NotifyMetrics(self.metrics_registry, self.store)
+        )
         self.detector = Detector()
         self.book = IncidentBook(self.config, self.store, request_diagnostics=self._diagnose)
         self.book.on_opened = self._on_opened
@@ -132,6 +137,7 @@ class Daemon:
             self.store.close()
             return 1
         self._start_scheduler()
+        self.sender.start()
         log.info(
             "recorder %s watching %d hosts (%d probes); listening on %s; state in %s",
             __version__,
@@ -146,6 +152,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             log.info("stopping")
+            self.sender.stop()
             if self.scheduler:
                 self.scheduler.stop()
             if self.api:
@@ -352,6 +359,7 @@ class Daemon:
             self.scheduler.stop()
         self.config = new
         self.book.config = new  # open incidents carry over; the book reads config live
+        self.sender.update(new)
         self.metrics.retain_hosts(list(new.hosts))
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))

@@ -27,6 +27,7 @@ from recorder.model import (
     EntryKind,
     Incident,
     IncidentStatus,
+    Notice,
     TimelineEntry,
     duration_words,
     iso,
@@ -52,6 +53,7 @@ class _Open:
 
     incident: Incident
     pending: list[TimelineEntry] = field(default_factory=list)  # not yet in the store
+    notices: list[Notice] = field(default_factory=list)  # written with `pending`
     diagnostics: set[tuple[str, str]] = field(default_factory=set)  # (host, probe) awaited
     causes_said: str = ""  # the ranking last written to the timeline
 
@@ -255,6 +257,9 @@ class IncidentBook:
             item.incident.hosts.append(obs.host)
         if item.incident.status != IncidentStatus.OPEN:
             item.incident.status, item.incident.resolved_at = IncidentStatus.OPEN, None
+            self._notify(
+                item, "reopened", f"reopened:{iso(since)}", f"Failing again: {obs.summary}"
+            )
         self._refresh(item)
         return item
 
@@ -305,6 +310,7 @@ class IncidentBook:
         if self.request_diagnostics and item.diagnostics:
             self.request_diagnostics(hosts)
         log.warning("opened incident for %s: %s", service, obs.summary)
+        self._notify(item, "opened", "opened", f"Harm began: {obs.summary}")
         return item
 
     def _on_unreachable(self, sig: Signal) -> None:
@@ -378,6 +384,12 @@ class IncidentBook:
                 " of harm",
                 "recorder",
                 f"resolved:{iso(resolved_at)}",
+            )
+            self._notify(
+                item,
+                "resolved",
+                f"resolved:{iso(resolved_at)}",
+                f"Every signal healthy again after {duration_words(harm)} of harm",
             )
             log.warning("resolved %s: %s", item.incident.ref, item.incident.title)
 
@@ -462,6 +474,7 @@ class IncidentBook:
             runbook = load_runbooks().get(top.fault)
             label = runbook.title if runbook else str(top.fault)
             incident.title = f"{incident.service}: {label} ({', '.join(incident.hosts)})"
+        self._cause_notice(item)
         line = _causes_line(incident.root_causes)
         if line and line != item.causes_said:
             item.causes_said = line
@@ -473,6 +486,52 @@ class IncidentBook:
                 f"causes:{line}",
             )
         self._update_affected(item)
+
+    def _cause_notice(self, item: _Open) -> None:
+        """`cause-changed` when the top root cause changes once the incident settled: the
+        ranking of the first seconds, before every probe of the service reported (the
+        diagnostics), is the baseline, not a change to page about."""
+        data, top = item.incident.data, item.incident.fault
+        if not item.incident.root_causes or top == data.get("notified_fault"):
+            return
+        previous = data.get("notified_fault")
+        data["notified_fault"] = top
+        if item.diagnostics or previous is None:
+            return
+        n = data["cause_changes"] = int(data.get("cause_changes", 0)) + 1
+        self._notify(
+            item,
+            "cause-changed",
+            f"cause-changed:{n}",
+            f"Top root cause now {top} (was {previous})",
+        )
+
+    def _step_notice(self, item: _Open) -> None:
+        """`affected-step` when the affected share rises across a configured step; the
+        share first measured is the baseline."""
+        data, ratio = item.incident.data, item.incident.affected.ratio
+        if ratio is None:
+            return
+        step = max((s for s in self.config.notify.affected_steps if ratio >= s), default=0.0)
+        if "notified_step" not in data:
+            data["notified_step"] = step
+        elif step > float(data["notified_step"]):
+            data["notified_step"] = step
+            self._notify(
+                item,
+                "affected-step",
+                f"affected-step:{step:g}",
+                f"Affected share rose past {step:.0%}: {item.incident.affected.evidence}",
+            )
+
+    def _notify(self, item: _Open, event: str, key: str, text: str) -> None:
+        """Queue `event` for the receivers routed it; written with the incident change."""
+        incident = item.incident
+        if incident.severity != "outage":
+            return  # a monitoring gap is for the recorder's operators, not the service's
+        receivers = self.config.notify.receivers_for(incident.service, event)
+        if receivers:
+            item.notices.append(Notice(event, key, self.clock(), receivers, text))
 
     def _update_affected(self, item: _Open) -> None:
         incident = item.incident
@@ -489,6 +548,7 @@ class IncidentBook:
             incident.affected = Affected(measured.ratio, measured.method, measured.evidence, peak)
         else:
             previous.peak = peak
+        self._step_notice(item)
 
     def affected_share(self, service: str) -> Affected | None:
         """The best measure available now of the share of the service's users hurt."""
@@ -579,18 +639,18 @@ class IncidentBook:
             try:
                 if item.incident.id == 0:
                     item.incident.timeline = item.pending
-                    self.store.create_incident(item.incident)
+                    self.store.create_incident(item.incident, item.notices)
                     item.incident.timeline = []
                     if self.on_opened:
                         self.on_opened(item.incident)
                     log.warning("opened %s: %s", item.incident.ref, item.incident.title)
-                elif not self.store.save_detection(item.incident, item.pending):
+                elif not self.store.save_detection(item.incident, item.pending, item.notices):
                     del self._open[book_key]  # people closed it: no longer ours to write
                     continue
             except (sqlite3.Error, OSError, StoreError) as exc:
                 self._store_failed(exc)
                 return
-            item.pending = []
+            item.pending, item.notices = [], []
             if item.incident.status != IncidentStatus.OPEN:
                 del self._open[book_key]
         if self.store_error:

@@ -116,6 +116,18 @@ class Incident:
         }
 
 
+@dataclass
+class Notice:
+    """A lifecycle event to tell receivers about; the store writes one outbox row per
+    receiver in the same transaction as the incident change that produced it."""
+
+    event: str  # one of config.NOTIFY_EVENTS
+    key: str  # unique within the incident: the same event twice is one delivery
+    at: datetime
+    receivers: list[str]
+    text: str = ""  # what happened, in words
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -1,0 +1,193 @@
+"""Notifications: the book queues notices in the outbox with the incident change; the
+sender delivers them to real loopback receivers, retries with backoff, gives up at
+max_age; reminders (repeat, overdue) are queued once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recorder.config import Config, NotifyConfig
+from recorder.model import Notice
+from recorder.notify import RateLimit, backoff, deliver_one, reminders, status
+from recorder.receivers import signature
+from recorder.store import Store, delivery_id
+from tests.notify_sink import Sink
+from tests.test_incidents import MISSING_SYMLINK, T0, Harness
+
+SECRET = "s3cret-hook-key"
+ALL_EVENTS = ["opened", "cause-changed", "affected-step", "resolved", "reopened", "closed"]
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink(secret=SECRET).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def with_notify(h: Harness, tmp_path: Path, url: str, **extra: Any) -> Config:
+    secret = tmp_path / "hook-secret"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    notify = NotifyConfig.model_validate(
+        {
+            "receivers": {"hook": {"webhook": {"url": url, "secret_file": str(secret)}}},
+            "routes": [{"services": ["web"], "events": ALL_EVENTS, "receivers": ["hook"]}],
+            **extra,
+        }
+    )
+    config = h.config.model_copy(update={"notify": notify})
+    h.config = h.book.config = config
+    return config
+
+
+def outbox(store: Store) -> list[dict[str, Any]]:
+    return store.deliveries(("pending", "sent", "failed", "skipped"))
+
+
+def test_the_book_queues_notices_with_the_incident_change(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    with_notify(h, tmp_path, "http://127.0.0.1:9/webhook")
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    inc = h.only_incident()
+    rows = outbox(h.store)
+    assert [r["event"] for r in rows] == ["opened"]
+    assert rows[0]["delivery_id"] == delivery_id(inc.id, inc.detected_at, "opened", "hook")
+    payload = json.loads(h.store._read().execute("SELECT payload FROM outbox").fetchone()[0])
+    assert payload["incident"]["id"] == inc.id and payload["incident"]["status"] == "open"
+    for _ in range(8):
+        h.sweep({})
+    rows = outbox(h.store)
+    assert [r["event"] for r in rows] == ["opened", "resolved"]
+    assert len({r["delivery_id"] for r in rows}) == 2
+    # A restart over the same store queues nothing twice.
+    h.restart()
+    h.book.config = h.config
+    h.sweep({})
+    assert len(outbox(h.store)) == 2
+
+
+def test_a_route_without_the_event_queues_nothing(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    config = with_notify(h, tmp_path, "http://127.0.0.1:9/webhook")
+    only_resolved = config.notify.model_copy(
+        update={"routes": [config.notify.routes[0].model_copy(update={"events": ["resolved"]})]}
+    )
+    h.config = h.book.config = config.model_copy(update={"notify": only_resolved})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    assert outbox(h.store) == []
+
+
+def test_webhook_is_signed_and_delivered_once(tmp_path: Path, sink: Sink) -> None:
+    h = Harness(tmp_path)
+    config = with_notify(h, tmp_path, sink.url + "/webhook")
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    inc = h.only_incident()
+    assert deliver_one(config, h.store, "hook", h.now) == "sent"
+    assert deliver_one(config, h.store, "hook", h.now) is None  # nothing else due
+    [got] = sink.received
+    assert got.problems == [], got.problems
+    assert got.body["event"] == "opened"
+    assert got.body["incident"]["ref"] == inc.ref
+    assert got.body["incident"]["link"].endswith(f"/api/v1/incidents/{inc.id}")
+    assert got.headers["x-recorder-event"] == "opened"
+    ts = got.headers["x-recorder-timestamp"]
+    # The signature covers the timestamp: the same body with another time does not verify.
+    raw = json.dumps(got.body, separators=(",", ":")).encode()
+    assert got.headers["x-recorder-signature-256"] == signature(SECRET, ts, raw)
+    assert signature(SECRET, str(int(ts) - 600), raw) != signature(SECRET, ts, raw)
+    assert status(h.store) == []
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_given_up(
+    tmp_path: Path, sink: Sink
+) -> None:
+    h = Harness(tmp_path)
+    config = with_notify(h, tmp_path, sink.url + "/webhook", max_age="1h")
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    sink.status = 500
+    assert deliver_one(config, h.store, "hook", h.now) == "failed"
+    [row] = status(h.store)
+    assert row["state"] == "pending" and row["attempts"] == 1 and "HTTP 500" in row["last_error"]
+    # Not due again before its backoff.
+    assert deliver_one(config, h.store, "hook", h.now) is None
+    later = h.now + timedelta(minutes=10)
+    assert deliver_one(config, h.store, "hook", later) == "failed"
+    assert status(h.store)[0]["attempts"] == 2
+    sink.status = 200
+    assert deliver_one(config, h.store, "hook", later + timedelta(minutes=10)) == "sent"
+    assert status(h.store) == []
+    ids = {r.body["delivery_id"] for r in sink.received}
+    assert len(ids) == 1, "every retry carries the same delivery id"
+    # Past max_age a failing delivery is given up and listed as failed.
+    for _ in range(8):
+        h.sweep({})
+    sink.status = 503
+    assert deliver_one(config, h.store, "hook", h.now + timedelta(hours=2)) == "expired"
+    [failed] = status(h.store)
+    assert failed["state"] == "failed" and failed["event"] == "resolved"
+
+
+def test_backoff_doubles_to_a_cap() -> None:
+    assert [backoff(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff(30) == 300.0
+
+
+def test_rate_limit_spaces_messages() -> None:
+    now = [0.0]
+    limit = RateLimit(2, clock=lambda: now[0])
+    assert limit.wait_time() == 0.0 and limit.wait_time() == 0.0
+    assert limit.wait_time() == pytest.approx(30.0)
+    now[0] = 30.0
+    assert limit.wait_time() == 0.0
+
+
+def test_reminders_repeat_and_overdue_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    config = with_notify(h, tmp_path, "http://127.0.0.1:9/webhook", repeat_interval="1h")
+    overdue = config.notify.routes[0].model_copy(update={"events": ["overdue"]})
+    config = config.model_copy(
+        update={
+            "notify": config.notify.model_copy(update={"routes": [*config.notify.routes, overdue]})
+        }
+    )
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    inc = h.only_incident()
+    assert reminders(config, h.store, inc.detected_at + timedelta(minutes=30)) == 0
+    assert reminders(config, h.store, inc.detected_at + timedelta(minutes=70)) == 1
+    assert reminders(config, h.store, inc.detected_at + timedelta(minutes=80)) == 0
+    for _ in range(8):
+        h.sweep({})
+    done = h.only_incident()
+    assert done.resolved_at is not None
+    assert reminders(config, h.store, done.resolved_at + timedelta(days=1)) == 0
+    assert reminders(config, h.store, done.resolved_at + timedelta(days=4)) == 1
+    assert reminders(config, h.store, done.resolved_at + timedelta(days=5)) == 0
+    assert [r["event"] for r in outbox(h.store)] == ["opened", "opened", "resolved", "overdue"]
+
+
+def test_notices_roll_back_with_a_failed_create(tmp_path: Path) -> None:
+    """Same transaction: an outbox row never exists without its incident change."""
+    h = Harness(tmp_path)
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    inc = h.only_incident()
+    bad = Notice("opened", "x", T0, ["hook"], "")
+    broken = Notice("opened", "y", "not a time", ["hook"], "")  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        h.store.save_detection(inc, [], [bad, broken])
+    assert outbox(h.store) == []
