@@ -265,7 +265,7 @@ class EmailReceiver(_Secrets):
     from_: str = Field(alias="from", min_length=3)
     to: list[str] = Field(min_length=1)
     starttls: bool = True
-    ca_file: str | None = None  # to verify a server certificate no public CA signed
+    ca_cert: str | None = None  # to verify a server certificate no public CA signed
     username: str | None = None
     password_file: str | None = None
 

@@ -308,8 +308,9 @@ def email_message(receiver: Receiver, delivery: Delivery) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = cfg.from_
     msg["To"] = ", ".join(cfg.to)
-    # One subject for the whole thread (mail clients thread by it too).
-    msg["Subject"] = f"[recorder] {i['ref']} {i['service']}: {i['title']}"
+    # One subject for the whole thread (some mail clients thread by it too); the title,
+    # which changes as the ranking does, is in the body.
+    msg["Subject"] = f"[recorder] {i['ref']}: {i['service']} incident"
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = f"<{delivery.delivery_id}@{domain}>"
     detected = parse_iso(i["detected_at"])
@@ -341,7 +342,7 @@ def send_email(receiver: Receiver, delivery: Delivery) -> None:
     try:
         with smtplib.SMTP(host, port, timeout=receiver.timeout) as smtp:
             if cfg.starttls:
-                context = ssl.create_default_context(cafile=cfg.ca_file)
+                context = ssl.create_default_context(cafile=cfg.ca_cert)
                 smtp.starttls(context=context)
             if cfg.username and cfg.password_file:
                 smtp.login(cfg.username, read_secret(cfg.password_file))

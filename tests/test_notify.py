@@ -191,3 +191,62 @@ def test_notices_roll_back_with_a_failed_create(tmp_path: Path) -> None:
     with pytest.raises(AttributeError):
         h.store.save_detection(inc, [], [bad, broken])
     assert outbox(h.store) == []
+
+
+def multi_config(h: Harness, tmp_path: Path, url: str) -> Config:
+    key = tmp_path / "pd-key"
+    key.write_text("R0UT1NGKEY0123456789012345678901\n")
+    key.chmod(0o600)
+    notify = NotifyConfig.model_validate(
+        {
+            "receivers": {
+                "chat": {"slack": {"url": url + "/slack"}},
+                "pager": {"pagerduty": {"url": url + "/pagerduty", "routing_key_file": str(key)}},
+            },
+            "routes": [{"events": ALL_EVENTS + ["overdue"], "receivers": ["chat", "pager"]}],
+        }
+    )
+    config = h.config.model_copy(update={"notify": notify})
+    h.config = h.book.config = config
+    return config
+
+
+def drain(config: Config, store: Store, name: str, now: Any) -> list[str | None]:
+    outcomes = []
+    while (outcome := deliver_one(config, store, name, now)) is not None:
+        outcomes.append(outcome)
+    return outcomes
+
+
+def test_slack_and_pagerduty_formats_reach_loopback_endpoints(tmp_path: Path, sink: Sink) -> None:
+    h = Harness(tmp_path)
+    config = multi_config(h, tmp_path, sink.url)
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    for _ in range(8):
+        h.sweep({})
+    inc = h.only_incident()
+    assert inc.resolved_at is not None
+    reminders(config, h.store, inc.resolved_at + timedelta(days=4))  # overdue
+    assert drain(config, h.store, "chat", h.now + timedelta(days=5)) == ["sent"] * 3
+    assert drain(config, h.store, "pager", h.now + timedelta(days=5)) == [
+        "sent",
+        "sent",
+        "skipped",  # PagerDuty has no action for a late postmortem
+    ]
+    assert all(r.problems == [] for r in sink.received), [r.problems for r in sink.received]
+    slack = [r.body for r in sink.accepted("/slack")]
+    assert [b["text"].split(":")[0] for b in slack] == [
+        "Incident opened",
+        "Resolved",
+        "Postmortem overdue",
+    ]
+    assert inc.ref in slack[0]["blocks"][0]["text"]["text"]
+    assert f"/api/v1/incidents/{inc.id}|" in slack[0]["blocks"][-1]["elements"][0]["text"]
+    pd = [r.body for r in sink.accepted("/pagerduty")]
+    assert [b["event_action"] for b in pd] == ["trigger", "resolve"]
+    assert {b["dedup_key"] for b in pd} == {inc.ref}  # resolve closes what trigger opened
+    assert pd[0]["routing_key"] == "R0UT1NGKEY0123456789012345678901"
+    assert pd[0]["payload"]["severity"] == "critical"
+    assert pd[0]["payload"]["source"] == "lb-01"
+    assert inc.ref in pd[0]["payload"]["summary"]
