@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from recorder import __version__
-from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
+from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, parse_iso, utcnow
 from recorder.store import Store, StoreError
 from recorder.terminal import printable
 
@@ -531,6 +531,67 @@ def close_cmd(
         click.echo(f"{incident.ref}: already closed; its postmortem {result.path} is unchanged")
     else:
         click.echo(f"{incident.ref}: closed; postmortem written to {result.path}")
+
+
+@main.group("notify")
+def notify_group() -> None:
+    """Notifications: try a receiver, list deliveries waiting."""
+
+
+@notify_group.command("test")
+@click.argument("receiver")
+@config_option
+@pass_ctx
+def notify_test(ctx: Context, receiver: str) -> None:
+    """Send a test message to RECEIVER now (not through the outbox); exit 1 if refused."""
+    from recorder.notify import send_test
+    from recorder.receivers import DeliveryError
+
+    config = ctx.config
+    if receiver not in config.notify.receivers:
+        known = ", ".join(sorted(config.notify.receivers)) or "none configured"
+        fail(f"no receiver {receiver!r} in the config (known: {known})")
+    kind = config.notify.receivers[receiver].kind
+    try:
+        sent = send_test(config, receiver)
+    except DeliveryError as exc:
+        fail(f"{receiver} ({kind}) refused the test message: {exc}", 1)
+    click.echo(f"sent a test message to {receiver} ({kind}), delivery id {sent}")
+
+
+@notify_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+@pass_ctx
+def notify_status(ctx: Context, as_json: bool) -> None:
+    """List deliveries pending (with their next try) and failed (given up), oldest first."""
+    from recorder.notify import status
+
+    rows = status(open_store(ctx))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("nothing pending or failed")
+        return
+    zone = ctx.config.zone
+    table = [
+        (
+            f"INC-{r['incident_id']}",
+            r["event"],
+            r["receiver"],
+            r["state"],
+            str(r["attempts"]),
+            local_time(parse_iso(r["next_attempt_at"]) or utcnow(), zone)
+            if r["state"] == "pending"
+            else "-",
+            printable((r["last_error"] or "")[:80]),
+            r["delivery_id"],
+        )
+        for r in rows
+    ]
+    header = ("INCIDENT", "EVENT", "RECEIVER", "STATE", "TRIES", "NEXT TRY", "LAST ERROR", "ID")
+    click.echo(format_table(header, table))
 
 
 @main.command("lint")

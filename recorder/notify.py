@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from recorder.config import Config
 from recorder.model import Incident, IncidentStatus, Notice, duration_words, parse_iso, utcnow
 from recorder.receivers import Delivery, DeliveryError, Skipped, incident_link, send
-from recorder.store import Store, StoreError
+from recorder.store import Store, StoreError, delivery_id, notice_snapshot
 
 log = logging.getLogger("recorder.notify")
 
@@ -254,16 +254,27 @@ def status(store: Store) -> list[dict[str, Any]]:
     return store.deliveries(("pending", "failed"))
 
 
-def incident_stub(incident_id: int) -> Incident:
-    """A made-up incident for `recorder notify test`."""
+def send_test(config: Config, name: str) -> str:
+    """Send a test message to one receiver now, not through the outbox; its delivery id,
+    or DeliveryError when the receiver refused it."""
     now = utcnow()
-    return Incident(
-        id=incident_id,
+    incident = Incident(
+        id=0,
         status=IncidentStatus.OPEN,
-        title="test message from the recorder (no incident)",
+        title="test message from the recorder: no incident",
         service="test",
         fault=None,
         started_at=now,
         detected_at=now,
         hosts=["test"],
     )
+    notice = Notice("test", f"test:{now.timestamp()}", now, [name], "A test: ignore me.")
+    delivery = Delivery(
+        delivery_id=delivery_id(0, now, notice.key, name),
+        receiver=name,
+        event="test",
+        snapshot=notice_snapshot(incident, notice),
+        link=incident_link(config, 0).rsplit("/", 1)[0],
+    )
+    send(name, config.notify.receivers[name], delivery)
+    return delivery.delivery_id

@@ -290,6 +290,9 @@ def send_pagerduty(receiver: Receiver, delivery: Delivery) -> None:
     assert cfg is not None
     body = pagerduty_body(read_secret(cfg.routing_key_file), cfg.severity, delivery)
     _post(cfg.url or PAGERDUTY_URL, json.dumps(body).encode(), _JSON, receiver.timeout)
+    if delivery.event == "test":  # leave nothing open for someone to resolve by hand
+        done = {k: body[k] for k in ("routing_key", "dedup_key")} | {"event_action": "resolve"}
+        _post(cfg.url or PAGERDUTY_URL, json.dumps(done).encode(), _JSON, receiver.timeout)
 
 
 _JSON = {"Content-Type": "application/json"}

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from recorder.cli import main
 from recorder.config import Config, NotifyConfig
 from recorder.model import Notice
 from recorder.notify import RateLimit, backoff, deliver_one, reminders, status
@@ -250,3 +253,71 @@ def test_slack_and_pagerduty_formats_reach_loopback_endpoints(tmp_path: Path, si
     assert pd[0]["payload"]["severity"] == "critical"
     assert pd[0]["payload"]["source"] == "lb-01"
     assert inc.ref in pd[0]["payload"]["summary"]
+
+
+def cli_config(tmp_path: Path, url: str) -> Path:
+    secret = tmp_path / "hook-secret"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    key = tmp_path / "pd-key"
+    key.write_text("R0UT1NGKEY")
+    key.chmod(0o600)
+    path = tmp_path / "recorder.yml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "hosts": {"local": {"local": {}}},
+                "notify": {
+                    "receivers": {
+                        "hook": {"webhook": {"url": url + "/webhook", "secret_file": str(secret)}},
+                        "pager": {
+                            "pagerduty": {"url": url + "/pagerduty", "routing_key_file": str(key)}
+                        },
+                    },
+                    "routes": [{"events": ["opened"], "receivers": ["hook"]}],
+                },
+            }
+        )
+    )
+    return path
+
+
+def test_notify_test_sends_now_and_says_when_refused(tmp_path: Path, sink: Sink) -> None:
+    config = cli_config(tmp_path, sink.url)
+    result = CliRunner().invoke(main, ["notify", "test", "hook", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    [got] = sink.received
+    assert got.problems == [] and got.body["event"] == "test"
+    assert got.body["delivery_id"] in result.output
+    result = CliRunner().invoke(main, ["notify", "test", "pager", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    actions = [r.body["event_action"] for r in sink.received if r.path == "/pagerduty"]
+    assert actions == ["trigger", "resolve"]  # nothing left open on the pager
+    sink.status = 500
+    result = CliRunner().invoke(main, ["notify", "test", "hook", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "hook (webhook) refused the test message: HTTP 500" in result.output
+    result = CliRunner().invoke(main, ["notify", "test", "nobody", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "no receiver 'nobody' in the config (known: hook, pager)" in result.output
+
+
+def test_notify_status_lists_pending_and_failed(tmp_path: Path, sink: Sink) -> None:
+    h = Harness(tmp_path)
+    config = with_notify(h, tmp_path, sink.url + "/webhook")
+    path = tmp_path / "recorder.yml"
+    path.write_text(yaml.safe_dump({"state_dir": str(tmp_path), "hosts": {"local": {"local": {}}}}))
+    result = CliRunner().invoke(main, ["notify", "status", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "nothing pending or failed"
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    sink.status = 502
+    deliver_one(config, h.store, "hook", h.now)
+    result = CliRunner().invoke(main, ["notify", "status", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "INC-1" in result.output and "opened" in result.output and "HTTP 502" in result.output
+    result = CliRunner().invoke(main, ["notify", "status", "--json", "--config", str(path)])
+    [row] = json.loads(result.output)
+    assert row["state"] == "pending" and row["attempts"] == 1 and row["receiver"] == "hook"
