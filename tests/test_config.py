@@ -144,6 +144,8 @@ READS_CONFIG = {
     "event deploy": ["event", "deploy", "--service", "web", "--version", "1"],
     "draft": ["draft", "1"],
     "close": ["close", "1"],
+    "notify test": ["notify", "test", "hook"],
+    "notify status": ["notify", "status"],
 }
 
 
