@@ -5,6 +5,7 @@ arrives, once per delivery id."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import yaml
 from recorder.lab.core import Lab
 from recorder.store import Store
 from tests.notify_sink import Sink, free_port
-from tests.test_daemon import Daemon, wait_until
+from tests.test_daemon import Daemon, new_incident, resolved, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +37,8 @@ def outbox(state_dir: Path) -> list[dict[str, object]]:
         store.close()
 
 
-def test_kill_9_with_the_receiver_down_loses_no_notification(lab: Lab, tmp_path: Path) -> None:
-    port = free_port()  # nothing listens yet: the receiver is down
+def daemon_config(lab: Lab, tmp_path: Path, port: int) -> Path:
+    """The lab's config, with its own state and a webhook receiver at `port`."""
     secret = tmp_path / "hook-secret"
     secret.write_text(SECRET)
     secret.chmod(0o600)
@@ -60,7 +61,12 @@ def test_kill_9_with_the_receiver_down_loses_no_notification(lab: Lab, tmp_path:
     }
     config = tmp_path / "recorder.yml"
     config.write_text(yaml.safe_dump(data))
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    return config
+
+
+def test_kill_9_with_the_receiver_down_loses_no_notification(lab: Lab, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens yet: the receiver is down
+    daemon = Daemon(daemon_config(lab, tmp_path, port), tmp_path / "daemon.log")
     sink = Sink(port=port, secret=SECRET)
     daemon.start()
     try:
@@ -100,6 +106,48 @@ def test_kill_9_with_the_receiver_down_loses_no_notification(lab: Lab, tmp_path:
         metrics = requests.get(daemon.base + "/metrics", timeout=5).text
         assert 'recorder_notifications_total{outcome="sent",receiver="hook"} 2.0' in metrics
         assert "recorder_notify_outbox_depth 0.0" in metrics
+    finally:
+        daemon.stop()
+        sink.stop()
+
+
+def detection_seconds(lab: Lab, daemon: Daemon) -> float:
+    """Break the lab, wait for the incident, fix it, wait for it to resolve; how long
+    after the break it was detected."""
+    known = {i.id for i in daemon.incidents()}
+    broke_at = datetime.now().astimezone()
+    lab.break_("missing-symlink")
+    try:
+        incident = new_incident(daemon, known)
+    finally:
+        lab.fix("missing-symlink")
+    resolved(daemon, incident.id)
+    return (incident.detected_at - broke_at).total_seconds()
+
+
+def test_a_hanging_receiver_does_not_slow_detection(lab: Lab, tmp_path: Path) -> None:
+    """The receiver takes every request and never answers in time (each attempt times
+    out after 1 s): probing and detection go on as with a healthy receiver."""
+    sink = Sink(secret=SECRET).start()
+    daemon = Daemon(daemon_config(lab, tmp_path, sink.port), tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        healthy = detection_seconds(lab, daemon)
+        sink.hang = 30.0
+        hanging = detection_seconds(lab, daemon)
+        hanging_again = detection_seconds(lab, daemon)
+        print(
+            f"detected {healthy:.2f}s after the break; receiver hanging {hanging:.2f}s, {hanging_again:.2f}s"
+        )
+        assert len(sink.received) >= 2, "the receiver was tried while it hung"
+        assert max(hanging, hanging_again) < max(2 * healthy, healthy + 1.5), (
+            healthy,
+            hanging,
+            hanging_again,
+        )
+        assert requests.get(daemon.base + "/healthz", timeout=5).status_code == 200
+        pending = [r for r in outbox(daemon.state_dir) if r["state"] == "pending"]
+        assert pending, "deliveries to the hanging receiver wait in the outbox"
     finally:
         daemon.stop()
         sink.stop()
