@@ -62,7 +62,8 @@ class Sink:
         self.secret = secret
         self.status = 200
         self.hang = 0.0
-        self.received: list[Received] = []
+        self.received: list[Received] = []  # answered requests
+        self.started = 0  # requests begun (a hanging one counts before it answers)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -75,6 +76,7 @@ class Sink:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
+                sink.started += 1
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 got = Received(self.path, headers, {})
