@@ -594,6 +594,89 @@ def notify_status(ctx: Context, as_json: bool) -> None:
     click.echo(format_table(header, table))
 
 
+@main.group("maintenance")
+def maintenance_group() -> None:
+    """Planned work: harm inside a window is recorded as planned and notifies nobody."""
+
+
+@maintenance_group.command("start")
+@click.option("--service", required=True, help="The service under maintenance.")
+@click.option("--host", help="Only this host of it (default: all of its hosts).")
+@click.option("--for", "for_", required=True, metavar="D", help="How long: 30m, 2h.")
+@click.option("--reason", required=True, help="What the work is (shown in incidents).")
+@config_option
+@pass_ctx
+def maintenance_start(ctx: Context, service: str, host: str | None, for_: str, reason: str) -> None:
+    """Start a maintenance window now."""
+    from datetime import timedelta
+
+    from probes.durations import parse_duration
+
+    config = ctx.config
+    if config.services and service not in config.services:
+        fail(f"unknown service {service!r} (known: {', '.join(sorted(config.services))})")
+    if host is not None and host not in config.hosts:
+        fail(f"unknown host {host!r} (known: {', '.join(sorted(config.hosts))})")
+    try:
+        seconds = parse_duration(for_)
+    except ValueError as exc:
+        fail(f"--for: {exc}")
+    if seconds <= 0:
+        fail("--for: must be greater than 0")
+    now = utcnow()
+    ends = now + timedelta(seconds=seconds)
+    window_id = open_store(ctx).add_window(service, host, now, ends, reason, "cli")
+    where = f"{service} on {host}" if host else f"{service} (every host)"
+    click.echo(
+        f"maintenance window {window_id}: {where} until {local_time(ends, config.zone)}: "
+        f"{printable(reason)}"
+    )
+
+
+@maintenance_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+@pass_ctx
+def maintenance_list(ctx: Context, as_json: bool) -> None:
+    """One-off windows on now or later, and the config's recurring windows."""
+    from recorder.maintenance import one_off, upcoming
+
+    config = ctx.config
+    now = utcnow()
+    windows = [one_off(r) for r in open_store(ctx).windows()] + upcoming(config, now)
+    if as_json:
+        echo_json([w.to_json() for w in windows])
+        return
+    if not windows:
+        click.echo("no maintenance windows")
+        return
+    zone = config.zone
+    rows = [
+        (
+            str(w.id) if w.id else "config",
+            w.service,
+            w.host or "*",
+            local_time(w.starts_at, zone, seconds=False),
+            local_time(w.ends_at, zone, seconds=False),
+            "on" if w.starts_at <= now < w.ends_at else "later",
+            printable(w.reason),
+        )
+        for w in windows
+    ]
+    click.echo(format_table(("ID", "SERVICE", "HOST", "FROM", "UNTIL", "NOW", "REASON"), rows))
+
+
+@maintenance_group.command("end")
+@click.argument("window_id", metavar="ID", type=int)
+@config_option
+@pass_ctx
+def maintenance_end(ctx: Context, window_id: int) -> None:
+    """End a one-off maintenance window now."""
+    if not open_store(ctx).end_window(window_id, utcnow()):
+        fail(f"no maintenance window {window_id} is on or ahead", 1)
+    click.echo(f"maintenance window {window_id} ended")
+
+
 @main.command("lint")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)

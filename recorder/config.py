@@ -343,6 +343,47 @@ class NotifyConfig(Strict):
         return chosen
 
 
+MAINTENANCE_START = re.compile(r"^(?:(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+)?([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class MaintenanceWindow(Strict):
+    """A recurring window: `start` is `"Sun 02:00"` (weekly) or `"02:00"` (daily)."""
+
+    services: list[str] = Field(min_length=1)
+    hosts: list[str] = Field(default_factory=list)  # empty: every host of the services
+    start: str
+    duration: Duration
+    timezone: str | None = None  # default: the config's
+    reason: str = "recurring maintenance window"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        if not MAINTENANCE_START.match(v.strip()):
+            raise ValueError(
+                f"invalid start {v!r}: expected HH:MM (daily) or a day and HH:MM such as"
+                " 'Sun 02:00' (weekly)"
+            )
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
 class Config(Strict):
     # Times are shown in this zone (stored in UTC); by default the machine's own.
     timezone: str = Field(default_factory=machine_zone)
@@ -354,6 +395,7 @@ class Config(Strict):
     checks: list[Check] = Field(default_factory=list)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -391,6 +433,13 @@ class Config(Strict):
             for wanted in route.services:
                 if self.services and wanted not in self.services:
                     problems.append(f"notify.routes.{i}.services: unknown service {wanted!r}")
+        for i, window in enumerate(self.maintenance):
+            for wanted in window.services:
+                if self.services and wanted not in self.services:
+                    problems.append(f"maintenance.{i}.services: unknown service {wanted!r}")
+            for h in window.hosts:
+                if h not in self.hosts:
+                    problems.append(f"maintenance.{i}.hosts: unknown host {h!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -21,6 +21,7 @@ from typing import Any
 from probes.base import Fault, Observation, Status
 from recorder.config import Config
 from recorder.detector import Signal, SignalKind
+from recorder.maintenance import Window, covering
 from recorder.model import (
     Affected,
     Cause,
@@ -176,6 +177,9 @@ class IncidentBook:
         """An Alertmanager alert: firing opens or joins, resolved recovers its signal.
         Returns the incident id it landed in (None for a resolved alert we never saw)."""
         key = f"alert:{fingerprint}"
+        if firing and service not in self._open and self._window(service, [host], starts_at):
+            log.info("alert %s for %s during maintenance: recorded, no incident", name, service)
+            return None
         if firing:
             obs = Observation(
                 host=host,
@@ -198,8 +202,41 @@ class IncidentBook:
         return None
 
     def tick(self) -> None:
-        """Periodic work: retry writes that failed (disk full, read-only store)."""
+        """Periodic work: end planned incidents whose window is over while the harm goes
+        on; retry writes that failed (disk full, read-only store)."""
+        self._windows_over()
         self.flush()
+
+    def _window(self, service: str, hosts: list[str], at: datetime) -> Window | None:
+        try:
+            return covering(self.config, self.store, service, hosts, at)
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            log.warning("cannot read maintenance windows (treated as none): %s", exc)
+            return None
+
+    def _windows_over(self) -> None:
+        now = self.clock()
+        for item in self._open.values():
+            incident = item.incident
+            if not incident.data.get("planned") or incident.status != IncidentStatus.OPEN:
+                continue
+            if self._window(incident.service, incident.hosts, now) is not None:
+                continue
+            # The harm outlasted the window: from now on a normal incident. started_at
+            # stays the first harm; the notifications start now.
+            incident.data["planned"] = False
+            item.add(
+                now,
+                EntryKind.MAINTENANCE,
+                "Maintenance window over with the harm still going on: a normal incident"
+                " from now on, notifications start",
+                "recorder",
+                "maintenance:over",
+            )
+            self._notify(
+                item, "opened", "opened", f"Still failing after maintenance: {incident.title}"
+            )
+            log.warning("%s outlasted its maintenance window", incident.ref)
 
     # ---- opening and joining ----------------------------------------------------------
 
@@ -309,6 +346,20 @@ class IncidentBook:
         item.diagnostics = {(h, p) for h in hosts for _, p, _ in self.config.checks_for(h)}
         if self.request_diagnostics and item.diagnostics:
             self.request_diagnostics(hosts)
+        window = self._window(service, [obs.host], started)
+        if window is not None:
+            # Planned work: recorded like any incident, announced to nobody while the
+            # window lasts (see tick()).
+            incident.data["planned"] = True
+            item.add(
+                now,
+                EntryKind.MAINTENANCE,
+                f"Harm began inside maintenance window {_window_ref(window)} "
+                f"({window.reason}; until {local_time(window.ends_at, zone)}): planned, "
+                "no notification",
+                "recorder",
+                "maintenance:planned",
+            )
         log.warning("opened incident for %s: %s", service, obs.summary)
         self._notify(item, "opened", "opened", f"Harm began: {obs.summary}")
         return item
@@ -529,6 +580,8 @@ class IncidentBook:
         incident = item.incident
         if incident.severity != "outage":
             return  # a monitoring gap is for the recorder's operators, not the service's
+        if incident.data.get("planned"):
+            return  # inside a maintenance window: nobody is paged for planned work
         receivers = self.config.notify.receivers_for(incident.service, event)
         if receivers:
             item.notices.append(Notice(event, key, self.clock(), receivers, text))
@@ -681,6 +734,10 @@ class IncidentBook:
         if severity == "monitoring":
             return f"monitoring:{next(iter(hosts), service)}"
         return service
+
+
+def _window_ref(window: Window) -> str:
+    return f"#{window.id}" if window.id else "(recurring, from the config)"
 
 
 def _on_host(host: str, summary: str) -> str:

@@ -24,6 +24,7 @@ class EntryKind(StrEnum):
     ESCALATION = "escalation"
     RESOLUTION = "resolution"
     DEPLOY = "deploy"
+    MAINTENANCE = "maintenance"
     NOTE = "note"
 
 
@@ -106,6 +107,7 @@ class Incident:
             "detected_at": iso(self.detected_at),
             "resolved_at": iso(self.resolved_at),
             "closed_at": iso(self.closed_at),
+            "planned": bool(self.data.get("planned", False)),
             "affected": asdict(self.affected),
             "root_causes": [asdict(c) for c in self.root_causes],
             "timeline": [e.to_json() for e in sorted(self.timeline, key=lambda e: e.at)],

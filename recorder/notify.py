@@ -165,6 +165,8 @@ def reminders(config: Config, store: Store, now: datetime) -> int:
     for incident in store.list(status=IncidentStatus.OPEN):
         if incident.severity != "outage" or not notify.repeat_interval:
             continue
+        if incident.data.get("planned"):
+            continue  # inside its maintenance window still
         n = int((now - incident.detected_at).total_seconds() // notify.repeat_interval)
         receivers = notify.receivers_for(incident.service, "opened")
         if n >= 1 and receivers:
@@ -175,6 +177,8 @@ def reminders(config: Config, store: Store, now: datetime) -> int:
     for incident in store.list(status=IncidentStatus.RESOLVED):
         if incident.resolved_at is None or incident.severity != "outage":
             continue
+        if incident.data.get("planned"):
+            continue  # planned work, over inside its window: nobody was told
         late = now - incident.resolved_at
         receivers = notify.receivers_for(incident.service, "overdue")
         if late.total_seconds() >= notify.overdue_after and receivers:

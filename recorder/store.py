@@ -36,7 +36,7 @@ from recorder.model import (
     utcnow,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each migration takes the schema from version i to i+1; never edit one that shipped.
 MIGRATIONS: list[str] = [
@@ -107,6 +107,20 @@ MIGRATIONS: list[str] = [
         sent_at TEXT
     );
     CREATE INDEX outbox_due ON outbox(state, receiver, next_attempt_at, id);
+    """,
+    # 3: one-off maintenance windows (#17); recurring ones live in the config.
+    """
+    CREATE TABLE maintenance (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        service TEXT NOT NULL,
+        host TEXT,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX maintenance_ends ON maintenance(ends_at);
     """,
 ]
 
@@ -675,6 +689,50 @@ class Store:
     def outbox_depth(self) -> int:
         row = self._read().execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()
         return int(row[0])
+
+    # ---- maintenance windows (one-off) ---------------------------------------------------
+
+    def add_window(
+        self,
+        service: str,
+        host: str | None,
+        starts_at: datetime,
+        ends_at: datetime,
+        reason: str,
+        source: str,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                """INSERT INTO maintenance (service, host, starts_at, ends_at, reason, source,
+                   created_at) VALUES (?,?,?,?,?,?,?)""",
+                (service, host, iso(starts_at), iso(ends_at), reason, source, iso(utcnow())),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def windows(self, at: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        """One-off windows on at `at`; with no time, those not yet over now."""
+        db = self._read()
+        if at is None:
+            rows = db.execute(
+                "SELECT * FROM maintenance WHERE ends_at > ? ORDER BY starts_at, id",
+                (iso(utcnow()),),
+            ).fetchall()
+        else:
+            rows = db.execute(
+                "SELECT * FROM maintenance WHERE starts_at <= ? AND ends_at > ? ORDER BY id",
+                (iso(at), iso(at)),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def end_window(self, window_id: int, at: datetime) -> bool:
+        """End a window now; False when there is no such window still on."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE maintenance SET ends_at=? WHERE id=? AND ends_at > ?",
+                (iso(at), window_id, iso(at)),
+            )
+            return cur.rowcount > 0
 
     # ---- alerts (Alertmanager fingerprints) --------------------------------------------
 

@@ -146,6 +146,18 @@ READS_CONFIG = {
     "close": ["close", "1"],
     "notify test": ["notify", "test", "hook"],
     "notify status": ["notify", "status"],
+    "maintenance start": [
+        "maintenance",
+        "start",
+        "--service",
+        "web",
+        "--for",
+        "1m",
+        "--reason",
+        "x",
+    ],
+    "maintenance list": ["maintenance", "list"],
+    "maintenance end": ["maintenance", "end", "1"],
 }
 
 

@@ -19,6 +19,7 @@ from recorder.config import (
     EmailReceiver,
     HostConfig,
     LocalHostConfig,
+    MaintenanceWindow,
     NotifyConfig,
     PagerDutyReceiver,
     Receiver,
@@ -78,6 +79,7 @@ def test_every_config_field_is_in_configuration_md() -> None:
         Check,
         AlertmanagerConfig,
         NotifyConfig,
+        MaintenanceWindow,
         Receiver,
         Route,
     ]

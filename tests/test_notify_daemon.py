@@ -4,6 +4,8 @@ arrives, once per delivery id."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -147,6 +149,61 @@ def test_a_hanging_receiver_does_not_slow_detection(lab: Lab, tmp_path: Path) ->
         assert requests.get(daemon.base + "/healthz", timeout=5).status_code == 200
         pending = [r for r in outbox(daemon.state_dir) if r["state"] == "pending"]
         assert pending, "deliveries to the hanging receiver wait in the outbox"
+    finally:
+        daemon.stop()
+        sink.stop()
+
+
+def test_lab_fault_inside_a_window_notifies_nobody_one_outlasting_it_once(
+    lab: Lab, tmp_path: Path
+) -> None:
+    sink = Sink(secret=SECRET).start()
+    config = daemon_config(lab, tmp_path, sink.port)
+    service = yaml.safe_load(config.read_text())["notify"]["routes"][0]["services"][0]
+    daemon = Daemon(config, tmp_path / "daemon.log")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "recorder", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
+    daemon.start()
+    try:
+        # Harm that starts and ends inside the window: a planned record, no message.
+        cli("maintenance", "start", "--service", service, "--for", "60s", "--reason", "restart")
+        known = {i.id for i in daemon.incidents()}
+        lab.break_("missing-symlink")
+        try:
+            planned = new_incident(daemon, known)
+        finally:
+            lab.fix("missing-symlink")
+        done = resolved(daemon, planned.id)
+        assert done.to_json()["planned"] is True
+        assert "maintenance" in [e.kind for e in done.timeline]
+        cli("maintenance", "end", "1")
+        # Harm that outlasts a window: one incident, its message when the window ends.
+        cli("maintenance", "start", "--service", service, "--for", "2s", "--reason", "reload")
+        known = {i.id for i in daemon.incidents()}
+        lab.break_("missing-symlink")
+        try:
+            incident = new_incident(daemon, known)
+            assert incident.to_json()["planned"] is True
+            wait_until(lambda: sink.accepted(), 10, "the message once the window ended", daemon)
+        finally:
+            lab.fix("missing-symlink")
+        done = resolved(daemon, incident.id)
+        wait_until(lambda: len(sink.accepted()) == 2, 10, "the resolved message", daemon)
+        assert [r.body["event"] for r in sink.accepted()] == ["opened", "resolved"]
+        assert {r.body["incident"]["id"] for r in sink.received} == {incident.id}
+        assert done.to_json()["planned"] is False
+        assert done.started_at == incident.started_at
+        keys = [e.key for e in done.timeline if e.kind == "maintenance"]
+        assert keys == ["maintenance:planned", "maintenance:over"]
+        assert [i.id for i in daemon.incidents() if i.id not in known] == [incident.id]
     finally:
         daemon.stop()
         sink.stop()
