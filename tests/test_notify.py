@@ -18,9 +18,12 @@ from recorder.cli import main
 from recorder.config import Config, NotifyConfig
 from recorder.model import Notice
 from recorder.notify import RateLimit, backoff, deliver_one, reminders, status
+from recorder.postmortem.close import close_incident
 from recorder.receivers import signature
 from recorder.store import Store, delivery_id
 from tests.notify_sink import Sink
+from tests.test_close import CLOSED_AT, flags, recorded
+from tests.test_draft import lab_config
 from tests.test_incidents import MISSING_SYMLINK, T0, Harness
 
 SECRET = "s3cret-hook-key"
@@ -321,3 +324,24 @@ def test_notify_status_lists_pending_and_failed(tmp_path: Path, sink: Sink) -> N
     result = CliRunner().invoke(main, ["notify", "status", "--json", "--config", str(path)])
     [row] = json.loads(result.output)
     assert row["state"] == "pending" and row["attempts"] == 1 and row["receiver"] == "hook"
+
+
+def test_close_queues_closed_with_the_close(tmp_path: Path) -> None:
+    base = lab_config(tmp_path)
+    notify = NotifyConfig.model_validate(
+        {
+            "receivers": {"hook": {"webhook": {"url": "http://127.0.0.1:9/webhook"}}},
+            "routes": [{"events": ["closed"], "receivers": ["hook"]}],
+        }
+    )
+    config = base.model_copy(update={"notify": notify})
+    store = Store(config.state_path)
+    incident = recorded(store, config)
+    assert outbox(store) == []
+    result = close_incident(store, config, incident.id, **flags(), now=CLOSED_AT)
+    assert result.ok, result.gaps
+    [row] = outbox(store)
+    assert row["event"] == "closed" and row["incident_id"] == incident.id
+    payload = json.loads(store._read().execute("SELECT payload FROM outbox").fetchone()[0])
+    assert payload["incident"]["status"] == "closed"
+    assert payload["text"] == f"Postmortem written: INC-{incident.id}.md"
