@@ -46,6 +46,7 @@ DEPLOY_LOOKBACK = timedelta(minutes=15)  # a deploy this long before harm is a s
 # Log times have whole seconds, so harm can appear to start up to a second before the
 # deploy that caused it.
 DEPLOY_SLACK = timedelta(seconds=1)
+CAUSE_SETTLE = 5.0  # seconds a new top root cause must hold before `cause-changed`
 
 
 @dataclass
@@ -205,6 +206,7 @@ class IncidentBook:
         """Periodic work: end planned incidents whose window is over while the harm goes
         on; retry writes that failed (disk full, read-only store)."""
         self._windows_over()
+        self._settled_causes()
         self.flush()
 
     def _window(self, service: str, hosts: list[str], at: datetime) -> Window | None:
@@ -539,23 +541,40 @@ class IncidentBook:
         self._update_affected(item)
 
     def _cause_notice(self, item: _Open) -> None:
-        """`cause-changed` when the top root cause changes once the incident settled: the
-        ranking of the first seconds, before every probe of the service reported (the
+        """Track the top root cause; `_settled_causes()` announces a change that held.
+        The ranking of the first seconds, before every probe of the service reported (the
         diagnostics), is the baseline, not a change to page about."""
         data, top = item.incident.data, item.incident.fault
-        if not item.incident.root_causes or top == data.get("notified_fault"):
+        if not item.incident.root_causes:
             return
-        previous = data.get("notified_fault")
-        data["notified_fault"] = top
-        if item.diagnostics or previous is None:
-            return
-        n = data["cause_changes"] = int(data.get("cause_changes", 0)) + 1
-        self._notify(
-            item,
-            "cause-changed",
-            f"cause-changed:{n}",
-            f"Top root cause now {top} (was {previous})",
-        )
+        if data.get("notified_fault") is None or item.diagnostics:
+            data["notified_fault"] = top
+        if top != data.get("top_fault"):
+            data["top_fault"], data["top_since"] = top, iso(self.clock())
+
+    def _settled_causes(self) -> None:
+        """`cause-changed` once a new top root cause has held for CAUSE_SETTLE and every
+        probe of the service reported: the ranking moves within a sweep as each probe
+        lands, and nobody should be paged for each step of that."""
+        now = self.clock()
+        settle = timedelta(seconds=max(CAUSE_SETTLE, 2 * self.config.defaults.interval))
+        for item in self._open.values():
+            data = item.incident.data
+            top, since = data.get("top_fault"), parse_iso(data.get("top_since"))
+            if item.incident.status != IncidentStatus.OPEN or item.diagnostics:
+                continue
+            if top is None or since is None or top == data.get("notified_fault"):
+                continue
+            if now - since < settle:
+                continue
+            previous, data["notified_fault"] = data.get("notified_fault"), top
+            n = data["cause_changes"] = int(data.get("cause_changes", 0)) + 1
+            self._notify(
+                item,
+                "cause-changed",
+                f"cause-changed:{n}",
+                f"Top root cause now {top} (was {previous})",
+            )
 
     def _step_notice(self, item: _Open) -> None:
         """`affected-step` when the affected share rises across a configured step; the

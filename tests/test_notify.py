@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from probes.base import Fault
 from recorder.cli import main
 from recorder.config import Config, NotifyConfig
 from recorder.model import Notice
@@ -345,3 +346,44 @@ def test_close_queues_closed_with_the_close(tmp_path: Path) -> None:
     payload = json.loads(store._read().execute("SELECT payload FROM outbox").fetchone()[0])
     assert payload["incident"]["status"] == "closed"
     assert payload["text"] == f"Postmortem written: INC-{incident.id}.md"
+
+
+def test_cause_changed_and_affected_step_once_settled(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    with_notify(h, tmp_path, "http://127.0.0.1:9/webhook")
+
+    def five_xx(hurt: int) -> dict[tuple[str, str], tuple[Fault, str, dict[str, Any]]]:
+        return {
+            ("lb-01", "error_rate"): (
+                Fault.HTTP_5XX,
+                f"{hurt}% 5xx",
+                {"clients": 100, "clients_with_5xx": hurt, "requests": 500},
+            )
+        }
+
+    for _ in range(3):
+        h.sweep(five_xx(20))
+    inc = h.only_incident()
+    assert inc.affected.ratio == 0.2
+    assert [r["event"] for r in outbox(h.store)] == ["opened"]  # the first share is the base
+    h.sweep(five_xx(30))
+    assert [r["event"] for r in outbox(h.store)] == ["opened"]  # no step crossed
+    h.sweep(five_xx(60))
+    events = [r["event"] for r in outbox(h.store)]
+    assert events == ["opened", "affected-step"]
+    nginx_down = {
+        ("lb-01", "process"): (Fault.NGINX_DOWN, "nginx master not running", {}),
+        ("lb-01", "http"): (Fault.PORT_CLOSED, "connection refused", {}),
+    }
+    # The ranking moves as each probe of the sweep lands (http first: port-closed; then
+    # process: nginx-down); only the cause that held is announced, once.
+    for _ in range(4):
+        h.sweep({**five_xx(60), **nginx_down})
+    assert h.only_incident().fault == "nginx-down"
+    assert [r["event"] for r in outbox(h.store)][2:] == ["affected-step"]  # not settled yet
+    for _ in range(4):
+        h.sweep({**five_xx(60), **nginx_down})
+    rows = outbox(h.store)
+    assert [r["event"] for r in rows][2:] == ["affected-step", "cause-changed"]
+    payload = json.loads(h.store._read().execute("SELECT payload FROM outbox").fetchall()[-1][0])
+    assert payload["text"] == "Top root cause now nginx-down (was http-5xx)"
