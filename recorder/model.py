@@ -24,6 +24,7 @@ class EntryKind(StrEnum):
     ESCALATION = "escalation"
     RESOLUTION = "resolution"
     DEPLOY = "deploy"
+    MAINTENANCE = "maintenance"
     NOTE = "note"
 
 
@@ -106,6 +107,7 @@ class Incident:
             "detected_at": iso(self.detected_at),
             "resolved_at": iso(self.resolved_at),
             "closed_at": iso(self.closed_at),
+            "planned": bool(self.data.get("planned", False)),
             "affected": asdict(self.affected),
             "root_causes": [asdict(c) for c in self.root_causes],
             "timeline": [e.to_json() for e in sorted(self.timeline, key=lambda e: e.at)],
@@ -141,6 +143,18 @@ def _plain(value: datetime) -> str:
     day = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
     clock = f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     return f"{day} {clock}" + (f" {value.tzname()}" if value.tzinfo else "")
+
+
+@dataclass
+class Notice:
+    """A lifecycle event to tell receivers about; the store writes one outbox row per
+    receiver in the same transaction as the incident change that produced it."""
+
+    event: str  # one of config.NOTIFY_EVENTS
+    key: str  # unique within the incident: the same event twice is one delivery
+    at: datetime
+    receivers: list[str]
+    text: str = ""  # what happened, in words
 
 
 def utcnow() -> datetime:
