@@ -7,15 +7,22 @@ answering. The standard library's servers give each connection a thread or block
 
 Routes:
 
-    GET  /                          the list of routes (text)
+    GET  /                          the incidents page (HTML; web/pages.py)
+    GET  /incidents/{id}            one incident's page
+    GET  /postmortems[/{id}]        closed incidents and their final documents
+    GET  /static/style.css          the pages' one stylesheet
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
     GET  /healthz                   200 "ok", or 503 with the reason
     GET  /api/v1/incidents          like `recorder incidents list --json`; ?status=, ?service=
     GET  /api/v1/incidents/{id}     like `recorder incidents show ID --json`; 3 or INC-3
     POST /api/v1/alertmanager       the Alertmanager webhook (bearer token)
 
-Errors are JSON `{"error": "<reason>"}` (plain text on /healthz). Nothing a client sends
-reaches the engine unchecked, and any failure in a handler is a 500 for that request only.
+Errors are JSON `{"error": "<reason>"}` (plain text on /healthz, HTML on pages). Nothing
+a client sends reaches the engine unchecked, and any failure in a handler is a 500 for
+that request only.
+
+Every response carries the security headers (a CSP that allows no script and nothing from
+elsewhere, nosniff, no framing).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
 from recorder.config import Config, split_listen
 from recorder.model import IncidentStatus
 from recorder.store import Store, StoreError
+from recorder.web import pages
 
 log = logging.getLogger("recorder.api")
 
@@ -63,6 +71,21 @@ THREADS = 4
 CONNECTION_LIMIT = 512
 CHANNEL_TIMEOUT = 30
 MAX_HEADER = 64 * 1024
+
+# On every response: nothing but this server's stylesheet and images loads, no script
+# runs, forms post only here, and no other site may frame a page.
+SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
+HTML = "text/html; charset=utf-8"
+_PAGE_ID = re.compile(r"^/(incidents|postmortems)/(?P<id>[^/]+)$")
 
 
 class EngineAPI(Protocol):
@@ -100,6 +123,10 @@ def json_response(data: Any, status: str = "200 OK") -> Response:
     return Response(status, body)
 
 
+def html_response(text: str, status: str = "200 OK") -> Response:
+    return Response(status, text.encode("utf-8"), HTML)
+
+
 def error(status: str, reason: str, headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(
         status,
@@ -119,7 +146,9 @@ class ApiApp:
         self._webhook_slots = threading.BoundedSemaphore(max(1, threads - 2))
         # path -> (allowed methods, handler); incident ids are matched separately.
         self.routes = {
-            "/": (("GET", "HEAD"), self.index),
+            "/": (("GET", "HEAD"), self.incidents_page),
+            "/postmortems": (("GET", "HEAD"), self.postmortems_page),
+            "/static/style.css": (("GET", "HEAD"), self.stylesheet),
             "/metrics": (("GET", "HEAD"), self.metrics),
             "/healthz": (("GET", "HEAD"), self.healthz),
             INCIDENTS_PATH: (("GET", "HEAD"), self.incidents),
@@ -139,7 +168,7 @@ class ApiApp:
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
             ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
+            *SECURITY_HEADERS,
             *response.headers,
         ]
         start_response(response.status, headers)
@@ -157,6 +186,11 @@ class ApiApp:
     def route(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
         if len(path) > 1:
             path = path.rstrip("/") or "/"
+        page = _PAGE_ID.match(path)
+        if page:
+            if method not in ("GET", "HEAD"):
+                return _not_allowed(("GET", "HEAD"))
+            return self.incident_or_postmortem(page.group(1), page.group("id"))
         if path.startswith(INCIDENTS_PATH + "/"):
             allowed: tuple[str, ...] = ("GET", "HEAD")
             if method not in allowed:
@@ -172,13 +206,59 @@ class ApiApp:
 
     # ---- handlers -----------------------------------------------------------------------
 
-    def index(self, environ: WSGIEnvironment) -> Response:
-        text = (
-            "recorder\n\n"
-            "GET  /metrics\nGET  /healthz\nGET  /api/v1/incidents[?status=open]\n"
-            "GET  /api/v1/incidents/{id}\nPOST /api/v1/alertmanager\n"
+    def incidents_page(self, environ: WSGIEnvironment) -> Response:
+        try:
+            query = parse_qs(
+                str(environ.get("QUERY_STRING", "")), keep_blank_values=True, max_num_fields=20
+            )
+        except ValueError as exc:
+            return self._page_error("400 Bad Request", f"invalid query string: {exc}")
+        try:
+            found = self.engine.store.list()
+        except (sqlite3.Error, StoreError) as exc:
+            return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+        return html_response(
+            pages.incidents_page(
+                found,
+                self.engine.config,
+                service=_single(query, "service") or "",
+                status=_single(query, "status") or "",
+                fault=_single(query, "fault") or "",
+            )
         )
-        return Response("200 OK", text.encode(), "text/plain; charset=utf-8")
+
+    def incident_or_postmortem(self, kind: str, raw_id: str) -> Response:
+        match = _INCIDENT_ID.fullmatch(raw_id)
+        if match is None:
+            return self._page_error("404 Not Found", f"no incident {raw_id[:40]}")
+        try:
+            found = self.engine.store.get(int(match.group(1)))
+        except (sqlite3.Error, StoreError) as exc:
+            return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+        if found is None:
+            return self._page_error("404 Not Found", f"no incident {raw_id[:40]}")
+        config = self.engine.config
+        if kind == "incidents":
+            return html_response(pages.incident_page(found, config))
+        try:
+            return html_response(pages.postmortem_page(found, config))
+        except pages.NotFound as exc:
+            return self._page_error("404 Not Found", str(exc))
+
+    def postmortems_page(self, environ: WSGIEnvironment) -> Response:
+        try:
+            found = self.engine.store.list(status=str(IncidentStatus.CLOSED))
+        except (sqlite3.Error, StoreError) as exc:
+            return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+        return html_response(pages.postmortems_page(found, self.engine.config))
+
+    def stylesheet(self, environ: WSGIEnvironment) -> Response:
+        response = Response("200 OK", pages.stylesheet(), "text/css; charset=utf-8")
+        return response
+
+    def _page_error(self, status: str, text: str) -> Response:
+        title = status.split(" ", 1)[1]
+        return html_response(pages.message_page(self.engine.config, title, text), status)
 
     def metrics(self, environ: WSGIEnvironment) -> Response:
         encoder, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT", "")))

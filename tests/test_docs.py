@@ -20,6 +20,7 @@ from recorder.config import (
     LocalHostConfig,
     Service,
     SSHHostConfig,
+    WebConfig,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ def test_every_config_field_is_in_configuration_md() -> None:
         HostConfig,
         Check,
         AlertmanagerConfig,
+        WebConfig,
     ]
     for model in models:
         missing += [f for f in fields(model) if f"`{f}`" not in CONFIGURATION]
