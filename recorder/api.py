@@ -11,6 +11,7 @@ Routes:
     GET  /incidents/{id}            one incident's page
     GET  /postmortems[/{id}]        closed incidents and their final documents
     GET  /static/style.css          the pages' one stylesheet
+    GET  /login, POST /login        the read token as a cookie (only with web.read_token_file)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
     GET  /healthz                   200 "ok", or 503 with the reason
     GET  /api/v1/incidents          like `recorder incidents list --json`; ?status=, ?service=
@@ -22,11 +23,14 @@ a client sends reaches the engine unchecked, and any failure in a handler is a 5
 that request only.
 
 Every response carries the security headers (a CSP that allows no script and nothing from
-elsewhere, nosniff, no framing).
+elsewhere, nosniff, no framing). With `web.read_token_file` set, everything but /healthz,
+the login form, the stylesheet and the webhook (which has its own token) needs the read
+token: `Authorization: Bearer TOKEN`, or the cookie the login form sets.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -37,7 +41,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import waitress.channel
@@ -84,7 +88,11 @@ SECURITY_HEADERS = [
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
 ]
+COOKIE = "recorder_read"
 HTML = "text/html; charset=utf-8"
+# Open whatever the read token: health for load balancers, what the login page needs, and
+# the webhook, which checks its own token.
+OPEN_PATHS = frozenset({"/healthz", "/login", "/static/style.css", WEBHOOK_PATH})
 _PAGE_ID = re.compile(r"^/(incidents|postmortems)/(?P<id>[^/]+)$")
 
 
@@ -107,6 +115,10 @@ class EngineAPI(Protocol):
     def token(self) -> str | None:
         """The webhook's bearer token (from alertmanager.token_file); None when there is
         none, which disables the webhook."""
+        ...
+
+    def read_token(self) -> str | None:
+        """The read token (web.read_token_file); None when reads are open (loopback)."""
         ...
 
 
@@ -149,6 +161,7 @@ class ApiApp:
             "/": (("GET", "HEAD"), self.incidents_page),
             "/postmortems": (("GET", "HEAD"), self.postmortems_page),
             "/static/style.css": (("GET", "HEAD"), self.stylesheet),
+            "/login": (("GET", "HEAD", "POST"), self.login),
             "/metrics": (("GET", "HEAD"), self.metrics),
             "/healthz": (("GET", "HEAD"), self.healthz),
             INCIDENTS_PATH: (("GET", "HEAD"), self.incidents),
@@ -160,7 +173,7 @@ class ApiApp:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         path = str(environ.get("PATH_INFO", "") or "/")
         try:
-            response = self.route(method, path, environ)
+            response = self.guard(method, path, environ) or self.route(method, path, environ)
         except Exception:
             log.exception("error handling %s %.200r", method, path)
             response = error("500 Internal Server Error", "internal error; see the recorder's log")
@@ -182,6 +195,21 @@ class ApiApp:
             (time.monotonic() - started) * 1000,
         )
         return [b"" if method == "HEAD" else response.body]
+
+    def guard(self, method: str, path: str, environ: WSGIEnvironment) -> Response | None:
+        """None when the request may go on; else the refusal (a login page for pages)."""
+        token = self.engine.read_token()
+        if not token or path in OPEN_PATHS or _has_read_token(environ, token):
+            return None
+        if path == "/metrics" or path.startswith("/api/"):
+            return error(
+                "401 Unauthorized",
+                "the read token is required (Authorization: Bearer ...)",
+                [("WWW-Authenticate", 'Bearer realm="recorder"')],
+            )
+        query = str(environ.get("QUERY_STRING", ""))
+        target = path + (f"?{query}" if query else "")
+        return Response("303 See Other", headers=[("Location", "/login?next=" + quote(target))])
 
     def route(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
         if len(path) > 1:
@@ -255,6 +283,31 @@ class ApiApp:
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
         response = Response("200 OK", pages.stylesheet(), "text/css; charset=utf-8")
         return response
+
+    def login(self, environ: WSGIEnvironment) -> Response:
+        token = self.engine.read_token()
+        config = self.engine.config
+        if not token:
+            return html_response(
+                pages.message_page(config, "No sign-in needed", "These pages are open here.")
+            )
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method != "POST":
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=5)
+            return html_response(pages.login_page(config, _safe_next(_single(query, "next"))))
+        try:
+            length = min(int(str(environ.get("CONTENT_LENGTH") or "0")), 8192)
+        except ValueError:
+            return self._page_error("400 Bad Request", "invalid Content-Length")
+        body = environ["wsgi.input"].read(length).decode("utf-8", "replace")
+        form = parse_qs(body, max_num_fields=5)
+        next_path = _safe_next(_single(form, "next"))
+        given = (_single(form, "token") or "").strip()
+        if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+            return html_response(pages.login_page(config, next_path, failed=True), "403 Forbidden")
+        secure = "; Secure" if config.base_url.startswith("https:") else ""
+        cookie = f"{COOKIE}={_cookie_value(token)}; Path=/; HttpOnly; SameSite=Strict{secure}"
+        return Response("303 See Other", headers=[("Location", next_path), ("Set-Cookie", cookie)])
 
     def _page_error(self, status: str, text: str) -> Response:
         title = status.split(" ", 1)[1]
@@ -383,6 +436,35 @@ class ApiApp:
         ):
             return error("401 Unauthorized", "wrong bearer token", challenge)
         return None
+
+
+def _cookie_value(token: str) -> str:
+    """What the cookie holds: derived from the token, so the cookie is not the token a
+    scraper or a script would send, and changing the token signs everyone out."""
+    return hmac.new(token.encode("utf-8"), b"recorder read cookie", hashlib.sha256).hexdigest()
+
+
+def _has_read_token(environ: WSGIEnvironment, token: str) -> bool:
+    scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return hmac.compare_digest(
+            credentials.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace")
+        )
+    expected = _cookie_value(token)
+    for part in str(environ.get("HTTP_COOKIE", "")).split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE and hmac.compare_digest(
+            value.encode("utf-8", "replace"), expected.encode()
+        ):
+            return True
+    return False
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this server only (never `//elsewhere`)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
 
 
 def _single(query: dict[str, list[str]], key: str) -> str | None:

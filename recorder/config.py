@@ -179,6 +179,8 @@ class AlertmanagerConfig(Strict):
 class WebConfig(Strict):
     # The one base for links to the pages (notifications, the demo); None: the listen address.
     base_url: str | None = None
+    # The token the pages, /api/v1 reads and /metrics need; required off loopback.
+    read_token_file: str | None = None
 
 
 class Config(Strict):

@@ -5,6 +5,8 @@ read token off loopback. The browser end to end is tests/test_web_browser.py."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,12 +14,14 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from prometheus_client import CollectorRegistry
 
 from probes.base import Fault
 from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config
+from recorder.daemon import read_access_refusal
 from recorder.model import TimelineEntry
 from recorder.postmortem.close import close_incident
 from recorder.store import Store
@@ -26,6 +30,7 @@ from tests.test_incidents import MISSING_SYMLINK, Harness
 
 HOSTILE_NOTE = "<script>alert('note')</script> restarted nginx"
 HOSTILE_HOST = '"><img src=x onerror=alert(1)>'
+READ_TOKEN = "read-0123456789abcdef"
 
 
 class Engine:
@@ -35,12 +40,16 @@ class Engine:
         self.config = config
         self.store = store
         self.metrics_registry = CollectorRegistry()
+        self.read_token_value: str | None = None
 
     def health(self) -> tuple[bool, str]:
         return True, "ok"
 
     def token(self) -> str | None:
         return None
+
+    def read_token(self) -> str | None:
+        return self.read_token_value
 
     def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
         raise AssertionError("the pages never submit alerts")
@@ -211,6 +220,72 @@ def test_postmortem_page_shows_the_final_document(site: Site) -> None:
     assert "A deploy script removed the sites-enabled link" in page.text
     assert "FILL IN" not in page.text
     assert "Postmortem (final)" in site.get(f"/incidents/{incident.id}").text
+
+
+def test_read_token_guards_everything_but_healthz(site: Site) -> None:
+    site.engine.read_token_value = READ_TOKEN
+    assert site.get("/healthz").status_code == 200
+    assert site.get("/metrics").status_code == 401
+    assert site.get("/api/v1/incidents").status_code == 401
+    page = site.get("/?status=open")
+    assert page.status_code == 303 and page.headers["Location"] == "/login?next=/%3Fstatus%3Dopen"
+    bearer = {"Authorization": f"Bearer {READ_TOKEN}"}
+    assert site.get("/metrics", headers=bearer).status_code == 200
+    assert site.get("/", headers=bearer).status_code == 200
+    assert site.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 303
+    # The login form: a wrong token is refused, the right one sets a cookie that works.
+    wrong = requests.post(
+        site.base + "/login", data={"token": "nope", "next": "/"}, allow_redirects=False, timeout=5
+    )
+    assert wrong.status_code == 403
+    ok = requests.post(
+        site.base + "/login",
+        data={"token": READ_TOKEN, "next": "//evil.example/"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert ok.status_code == 303 and ok.headers["Location"] == "/"
+    cookie = ok.cookies.get("recorder_read")
+    assert cookie and READ_TOKEN not in cookie
+    assert "HttpOnly" in ok.headers["Set-Cookie"] and "SameSite=Strict" in ok.headers["Set-Cookie"]
+    assert site.get("/", cookies={"recorder_read": cookie}).status_code == 200
+    assert site.get("/", cookies={"recorder_read": "forged"}).status_code == 303
+
+
+def test_off_loopback_needs_a_readable_read_token(tmp_path: Path) -> None:
+    assert read_access_refusal("127.0.0.1:9468", None) is None
+    assert read_access_refusal("[::1]:9468", None) is None
+    assert read_access_refusal("localhost:9468", None) is None
+    refusal = read_access_refusal("0.0.0.0:9468", None)
+    assert refusal and "web.read_token_file" in refusal
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert "empty" in (read_access_refusal("0.0.0.0:9468", str(empty)) or "")
+    token = tmp_path / "token"
+    token.write_text(READ_TOKEN + "\n")
+    assert read_access_refusal("0.0.0.0:9468", str(token)) is None
+
+
+def test_recorder_run_refuses_a_public_listen_without_read_token(tmp_path: Path) -> None:
+    config = tmp_path / "recorder.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "listen": "0.0.0.0:19468",
+                "hosts": {"local": {"local": {"prefix": str(tmp_path)}}},
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "recorder", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refusing to listen on 0.0.0.0:19468" in done.stderr
+    assert "web.read_token_file" in done.stderr
 
 
 def test_markdown_subset_is_escaped_and_marked() -> None:

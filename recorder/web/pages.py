@@ -252,5 +252,9 @@ def postmortem_page(incident: Incident, config: Config) -> str:
     )
 
 
+def login_page(config: Config, next_path: str, failed: bool = False) -> str:
+    return _page("login.html.j2", config, title="Sign in", next_path=next_path, failed=failed)
+
+
 def message_page(config: Config, title: str, text: str) -> str:
     return _page("message.html.j2", config, title=title, text=text)
