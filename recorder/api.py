@@ -92,7 +92,9 @@ COOKIE = "recorder_read"
 HTML = "text/html; charset=utf-8"
 # Open whatever the read token: health for load balancers, what the login page needs, and
 # the webhook, which checks its own token.
-OPEN_PATHS = frozenset({"/healthz", "/login", "/static/style.css", WEBHOOK_PATH})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/login", "/static/style.css", "/static/favicon.svg", "/favicon.ico", WEBHOOK_PATH}
+)
 _PAGE_ID = re.compile(r"^/(incidents|postmortems)/(?P<id>[^/]+)$")
 
 
@@ -161,6 +163,9 @@ class ApiApp:
             "/": (("GET", "HEAD"), self.incidents_page),
             "/postmortems": (("GET", "HEAD"), self.postmortems_page),
             "/static/style.css": (("GET", "HEAD"), self.stylesheet),
+            # Browsers ask for /favicon.ico whatever the page says; both get the icon.
+            "/static/favicon.svg": (("GET", "HEAD"), self.favicon),
+            "/favicon.ico": (("GET", "HEAD"), self.favicon),
             "/login": (("GET", "HEAD", "POST"), self.login),
             "/metrics": (("GET", "HEAD"), self.metrics),
             "/healthz": (("GET", "HEAD"), self.healthz),
@@ -281,8 +286,10 @@ class ApiApp:
         return html_response(pages.postmortems_page(found, self.engine.config))
 
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
-        response = Response("200 OK", pages.stylesheet(), "text/css; charset=utf-8")
-        return response
+        return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")
+
+    def favicon(self, environ: WSGIEnvironment) -> Response:
+        return Response("200 OK", pages.static("favicon.svg"), "image/svg+xml")
 
     def login(self, environ: WSGIEnvironment) -> Response:
         token = self.engine.read_token()

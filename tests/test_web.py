@@ -134,7 +134,11 @@ def test_incident_page_shows_summary_causes_timeline_axis_and_draft(site: Site) 
     assert re.search(r'class="entry kind-action human"', html)
     # The draft, its gaps marked, and the command that finishes it.
     assert '<mark class="fill-in">[[FILL IN:' in html
-    assert f"recorder close {incident.id} --root-cause" in html
+    # The flags `close` would ask for, for the gaps this draft has.
+    command = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
+    assert command, html
+    assert command.group(1).startswith(f"recorder close {incident.id} --root-cause ... ")
+    assert "--resolution ..." in command.group(1) and "--escalated-to ..." in command.group(1)
     assert f'href="/api/v1/incidents/{incident.id}"' in html
 
 
@@ -190,7 +194,8 @@ def test_security_headers_on_every_response(site: Site) -> None:
         assert got.headers["X-Content-Type-Options"] == "nosniff", path
     # The stylesheet the CSP allows is this server's own.
     links = [a for t, a in tags(site.get("/").text) if t == "link"]
-    assert [a["href"] for a in links] == ["/static/style.css"]
+    assert [a["href"] for a in links] == ["/static/style.css", "/static/favicon.svg"]
+    assert site.get("/favicon.ico").headers["Content-Type"] == "image/svg+xml"
 
 
 def test_postmortem_page_shows_the_final_document(site: Site) -> None:
@@ -293,6 +298,7 @@ def test_markdown_subset_is_escaped_and_marked() -> None:
         to_html(
             "# T <b>\n\n> quote\n\n- a `x<y>` **b**\n  - nested [[FILL IN: time]]\n"
             "- [ ] task\n\n1. one\n2. two\n\n```mermaid\n<gantt>\n```\n"
+            "Action: &lt;script&gt;x&lt;/script&gt; &amp;lt;\n"
         )
     )
     assert "<h2>T &lt;b&gt;</h2>" in html
@@ -302,6 +308,8 @@ def test_markdown_subset_is_escaped_and_marked() -> None:
     assert "&#9744;</span> task" in html and "<ol><li>one</li><li>two</li></ol>" in html
     assert '<pre class="lang-mermaid">&lt;gantt&gt;</pre>' in html
     assert html.count("<ul>") == html.count("</ul>") == 2
+    # An entity the drafter wrote reads as its character, and still as text.
+    assert "Action: &lt;script&gt;x&lt;/script&gt; &amp;lt;" in html
 
 
 @pytest.mark.parametrize("fault", [Fault.MISSING_SYMLINK])

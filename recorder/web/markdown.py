@@ -9,6 +9,7 @@ shows as its plain text: never as markup.
 
 from __future__ import annotations
 
+import html as html_entities
 import re
 
 from markupsafe import Markup, escape
@@ -24,8 +25,12 @@ _MARKER = re.compile(re.escape(str(escape(PLACEHOLDER_MARK))) + r"[^\]\n]*\]\]")
 
 
 def inline(text: str) -> Markup:
-    """One line of text: escaped, then `code`, **bold** and FILL IN markers marked up."""
-    html = str(escape(text))
+    """One line of text: escaped, then `code`, **bold** and FILL IN markers marked up.
+
+    Entities are read as Markdown reads them (the drafter writes `&lt;` for a `<` from a
+    log line or a note), then everything is escaped again: `&lt;script&gt;` shows as
+    `<script>`, as text."""
+    html = str(escape(html_entities.unescape(text)))
     html = _CODE.sub(r"<code>\1</code>", html)
     html = _BOLD.sub(r"<strong>\1</strong>", html)
     html = _MARKER.sub(lambda m: f'<mark class="fill-in">{m.group(0)}</mark>', html)

@@ -11,6 +11,7 @@ page reads completely without JavaScript, and the CSP (api.py) forbids it.
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,14 +23,14 @@ from markupsafe import Markup
 
 from recorder.config import Config
 from recorder.model import Incident, IncidentStatus, duration_words, local_time, utcnow
-from recorder.postmortem.close import final_path
+from recorder.postmortem.close import document_tasks, fill_hint, final_path
 from recorder.postmortem.draft import DraftError, percent, render_draft
+from recorder.postmortem.lint import lint_text
 from recorder.resources import data_path
 from recorder.show import TimelineRow, look_next, signal_lines, timeline_rows
 from recorder.web.markdown import to_html
 from recorder.web.timeaxis import is_human, time_axis
 
-STYLESHEET = "web/style.css"
 LIST_LIMIT = 500  # rows on one incidents page; the filters narrow it
 
 
@@ -48,8 +49,9 @@ def environment() -> jinja2.Environment:
     )
 
 
-def stylesheet() -> bytes:
-    return (data_path("templates") / STYLESHEET).read_bytes()
+def static(name: str) -> bytes:
+    """One of the pages' own files (templates/web/): the stylesheet, the icon."""
+    return (data_path("templates") / "web" / name).read_bytes()
 
 
 @dataclass(frozen=True)
@@ -169,12 +171,26 @@ def _entry(row: TimelineRow, config: Config) -> Entry:
     )
 
 
-def close_command(incident: Incident) -> str:
-    """The command that finishes the postmortem, with the flags for what people must say."""
-    return (
-        f"recorder close {incident.id} --root-cause {shlex.quote('...')} "
-        f"--resolution {shlex.quote('...')} --task {shlex.quote('...')}"
-    )
+_FLAG = re.compile(r"--[a-z][a-z-]*")
+
+
+def close_command(incident: Incident, draft_text: str) -> str:
+    """The command that finishes the postmortem: one flag for each gap the draft still has,
+    as `recorder close` itself would name it (close.fill_hint)."""
+    tasks = document_tasks(draft_text)
+    flags: list[str] = []
+    for gap in lint_text(draft_text, "draft"):
+        hint = fill_hint(f"{gap.section}: {gap.message}", draft_text, tasks)
+        first = _FLAG.search(hint)
+        if first and first.group() not in flags:
+            flags.append(first.group())
+    # What no flag fills (an end time while it is still open, a section rewritten by
+    # hand) is done in the editor: --edit last, after the flags it starts from.
+    words = [f"recorder close {incident.id}"]
+    words += [f"{flag} {shlex.quote('...')}" for flag in flags if flag != "--edit"]
+    if "--edit" in flags:
+        words.append("--edit")
+    return " ".join(words)
 
 
 def final_document(incident: Incident, config: Config) -> str | None:
@@ -193,12 +209,15 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
     zone = config.zone
     final = final_document(incident, config)
     draft: Markup | None = None
-    draft_error = ""
+    draft_error = command = ""
     if final is None and incident.status != IncidentStatus.CLOSED:
         try:
-            draft = to_html(render_draft(incident, config, "md"))
+            text = render_draft(incident, config, "md", overrides=incident.postmortem)
         except DraftError as exc:
             draft_error = str(exc)
+        else:
+            draft = to_html(text)
+            command = close_command(incident, text)
     return _page(
         "incident.html.j2",
         config,
@@ -218,7 +237,7 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
         draft=draft,
         draft_error=draft_error,
         final=to_html(final) if final is not None else None,
-        close_command=close_command(incident),
+        close_command=command,
         is_closed=incident.status == IncidentStatus.CLOSED,
     )
 
