@@ -262,6 +262,8 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     assert browser.driver.find_elements(By.CSS_SELECTOR, "#draft mark.fill-in")
     assert browser.one("#close-command").text.startswith(f"recorder close {incident.id} ")
     assert browser.one("a#json").get_attribute("href").endswith(f"/api/v1/incidents/{incident.id}")
+    browser.driver.execute_script("window.scrollTo(0, 0)")
+    browser.screenshot("incident-top", full=False)
     browser.screenshot("incident")
     for section in ("summary", "causes", "axis", "timeline", "draft"):
         browser.element_screenshot(f"incident-{section}", f"#{section}")
