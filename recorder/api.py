@@ -468,8 +468,15 @@ def _has_read_token(environ: WSGIEnvironment, token: str) -> bool:
 
 
 def _safe_next(value: str | None) -> str:
-    """Where to go after signing in: a path on this server only (never `//elsewhere`)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Where to go after signing in: a path on this server only. Never `//elsewhere`, nor
+    a backslash, space or control character (browsers drop tabs and newlines from a URL,
+    so `/<TAB>/elsewhere` is `//elsewhere`; CR/LF would also split the header)."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or any(c == "\\" or ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+    ):
         return "/"
     return value
 

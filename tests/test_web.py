@@ -250,6 +250,21 @@ def test_read_token_guards_everything_but_healthz(site: Site) -> None:
         timeout=5,
     )
     assert ok.status_code == 303 and ok.headers["Location"] == "/"
+    for elsewhere in ("/\t/evil.example/", "/\\evil.example", "https://evil.example/", "/\r\nX: y"):
+        moved = requests.post(
+            site.base + "/login",
+            data={"token": READ_TOKEN, "next": elsewhere},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert moved.status_code == 303 and moved.headers["Location"] == "/", elsewhere
+    back = requests.post(
+        site.base + "/login",
+        data={"token": READ_TOKEN, "next": "/incidents/1?x=1"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert back.headers["Location"] == "/incidents/1?x=1"
     cookie = ok.cookies.get("recorder_read")
     assert cookie and READ_TOKEN not in cookie
     assert "HttpOnly" in ok.headers["Set-Cookie"] and "SameSite=Strict" in ok.headers["Set-Cookie"]
