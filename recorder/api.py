@@ -7,7 +7,11 @@ answering. The standard library's servers give each connection a thread or block
 
 Routes:
 
-    GET  /                          the list of routes (text)
+    GET  /                          the incidents page (HTML; web/pages.py)
+    GET  /incidents/{id}            one incident's page
+    GET  /postmortems[/{id}]        closed incidents and their final documents
+    GET  /static/style.css          the pages' one stylesheet
+    GET  /login, POST /login        the read token as a cookie (only with web.read_token_file)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
     GET  /healthz                   200 "ok", or 503 with the reason
     GET  /api/v1/incidents          like `recorder incidents list --json`; ?status=, ?service=,
@@ -16,12 +20,19 @@ Routes:
     GET  /api/v1/incidents/{id}     like `recorder incidents show ID --json`; 3 or INC-3
     POST /api/v1/alertmanager       the Alertmanager webhook (bearer token)
 
-Errors are JSON `{"error": "<reason>"}` (plain text on /healthz). Nothing a client sends
-reaches the engine unchecked, and any failure in a handler is a 500 for that request only.
+Errors are JSON `{"error": "<reason>"}` (plain text on /healthz, HTML on pages). Nothing
+a client sends reaches the engine unchecked, and any failure in a handler is a 500 for
+that request only.
+
+Every response carries the security headers (a CSP that allows no script and nothing from
+elsewhere, nosniff, no framing). With `web.read_token_file` set, everything but /healthz,
+the login form, the stylesheet and the webhook (which has its own token) needs the read
+token: `Authorization: Bearer TOKEN`, or the cookie the login form sets.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -32,7 +43,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import waitress.channel
@@ -47,6 +58,7 @@ from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
 from recorder.config import Config, split_listen
 from recorder.model import IncidentStatus
 from recorder.store import Store, StoreError
+from recorder.web import pages
 
 log = logging.getLogger("recorder.api")
 
@@ -67,6 +79,27 @@ THREADS = 4
 CONNECTION_LIMIT = 512
 CHANNEL_TIMEOUT = 30
 MAX_HEADER = 64 * 1024
+
+# On every response: nothing but this server's stylesheet and images loads, no script
+# runs, forms post only here, and no other site may frame a page.
+SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
+COOKIE = "recorder_read"
+HTML = "text/html; charset=utf-8"
+# Open whatever the read token: health for load balancers, what the login page needs, and
+# the webhook, which checks its own token.
+OPEN_PATHS = frozenset(
+    {"/healthz", "/login", "/static/style.css", "/static/favicon.svg", "/favicon.ico", WEBHOOK_PATH}
+)
+_PAGE_ID = re.compile(r"^/(incidents|postmortems)/(?P<id>[^/]+)$")
 
 
 class EngineAPI(Protocol):
@@ -90,6 +123,10 @@ class EngineAPI(Protocol):
         none, which disables the webhook."""
         ...
 
+    def read_token(self) -> str | None:
+        """The read token (web.read_token_file); None when reads are open (loopback)."""
+        ...
+
 
 @dataclass
 class Response:
@@ -102,6 +139,10 @@ class Response:
 def json_response(data: Any, status: str = "200 OK") -> Response:
     body = json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8") + b"\n"
     return Response(status, body)
+
+
+def html_response(text: str, status: str = "200 OK") -> Response:
+    return Response(status, text.encode("utf-8"), HTML)
 
 
 def error(status: str, reason: str, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -123,7 +164,13 @@ class ApiApp:
         self._webhook_slots = threading.BoundedSemaphore(max(1, threads - 2))
         # path -> (allowed methods, handler); incident ids are matched separately.
         self.routes = {
-            "/": (("GET", "HEAD"), self.index),
+            "/": (("GET", "HEAD"), self.incidents_page),
+            "/postmortems": (("GET", "HEAD"), self.postmortems_page),
+            "/static/style.css": (("GET", "HEAD"), self.stylesheet),
+            # Browsers ask for /favicon.ico whatever the page says; both get the icon.
+            "/static/favicon.svg": (("GET", "HEAD"), self.favicon),
+            "/favicon.ico": (("GET", "HEAD"), self.favicon),
+            "/login": (("GET", "HEAD", "POST"), self.login),
             "/metrics": (("GET", "HEAD"), self.metrics),
             "/healthz": (("GET", "HEAD"), self.healthz),
             INCIDENTS_PATH: (("GET", "HEAD"), self.incidents),
@@ -135,7 +182,7 @@ class ApiApp:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         path = str(environ.get("PATH_INFO", "") or "/")
         try:
-            response = self.route(method, path, environ)
+            response = self.guard(method, path, environ) or self.route(method, path, environ)
         except Exception:
             log.exception("error handling %s %.200r", method, path)
             response = error("500 Internal Server Error", "internal error; see the recorder's log")
@@ -143,7 +190,7 @@ class ApiApp:
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
             ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
+            *SECURITY_HEADERS,
             *response.headers,
         ]
         start_response(response.status, headers)
@@ -158,9 +205,29 @@ class ApiApp:
         )
         return [b"" if method == "HEAD" else response.body]
 
+    def guard(self, method: str, path: str, environ: WSGIEnvironment) -> Response | None:
+        """None when the request may go on; else the refusal (a login page for pages)."""
+        token = self.engine.read_token()
+        if not token or path in OPEN_PATHS or _has_read_token(environ, token):
+            return None
+        if path == "/metrics" or path.startswith("/api/"):
+            return error(
+                "401 Unauthorized",
+                "the read token is required (Authorization: Bearer ...)",
+                [("WWW-Authenticate", 'Bearer realm="recorder"')],
+            )
+        query = str(environ.get("QUERY_STRING", ""))
+        target = path + (f"?{query}" if query else "")
+        return Response("303 See Other", headers=[("Location", "/login?next=" + quote(target))])
+
     def route(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
         if len(path) > 1:
             path = path.rstrip("/") or "/"
+        page = _PAGE_ID.match(path)
+        if page:
+            if method not in ("GET", "HEAD"):
+                return _not_allowed(("GET", "HEAD"))
+            return self.incident_or_postmortem(page.group(1), page.group("id"))
         if path.startswith(INCIDENTS_PATH + "/"):
             allowed: tuple[str, ...] = ("GET", "HEAD")
             if method not in allowed:
@@ -176,13 +243,86 @@ class ApiApp:
 
     # ---- handlers -----------------------------------------------------------------------
 
-    def index(self, environ: WSGIEnvironment) -> Response:
-        text = (
-            "recorder\n\n"
-            "GET  /metrics\nGET  /healthz\nGET  /api/v1/incidents[?status=open]\n"
-            "GET  /api/v1/incidents/{id}\nPOST /api/v1/alertmanager\n"
+    def incidents_page(self, environ: WSGIEnvironment) -> Response:
+        try:
+            query = parse_qs(
+                str(environ.get("QUERY_STRING", "")), keep_blank_values=True, max_num_fields=20
+            )
+        except ValueError as exc:
+            return self._page_error("400 Bad Request", f"invalid query string: {exc}")
+        try:
+            found = self.engine.store.list()
+        except (sqlite3.Error, StoreError) as exc:
+            return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+        return html_response(
+            pages.incidents_page(
+                found,
+                self.engine.config,
+                service=_single(query, "service") or "",
+                status=_single(query, "status") or "",
+                fault=_single(query, "fault") or "",
+            )
         )
-        return Response("200 OK", text.encode(), "text/plain; charset=utf-8")
+
+    def incident_or_postmortem(self, kind: str, raw_id: str) -> Response:
+        match = _INCIDENT_ID.fullmatch(raw_id)
+        if match is None:
+            return self._page_error("404 Not Found", f"no incident {raw_id[:40]}")
+        try:
+            found = self.engine.store.get(int(match.group(1)))
+        except (sqlite3.Error, StoreError) as exc:
+            return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+        if found is None:
+            return self._page_error("404 Not Found", f"no incident {raw_id[:40]}")
+        config = self.engine.config
+        if kind == "incidents":
+            return html_response(pages.incident_page(found, config))
+        try:
+            return html_response(pages.postmortem_page(found, config))
+        except pages.NotFound as exc:
+            return self._page_error("404 Not Found", str(exc))
+
+    def postmortems_page(self, environ: WSGIEnvironment) -> Response:
+        try:
+            found = self.engine.store.list(status=str(IncidentStatus.CLOSED))
+        except (sqlite3.Error, StoreError) as exc:
+            return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+        return html_response(pages.postmortems_page(found, self.engine.config))
+
+    def stylesheet(self, environ: WSGIEnvironment) -> Response:
+        return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")
+
+    def favicon(self, environ: WSGIEnvironment) -> Response:
+        return Response("200 OK", pages.static("favicon.svg"), "image/svg+xml")
+
+    def login(self, environ: WSGIEnvironment) -> Response:
+        token = self.engine.read_token()
+        config = self.engine.config
+        if not token:
+            return html_response(
+                pages.message_page(config, "No sign-in needed", "These pages are open here.")
+            )
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method != "POST":
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=5)
+            return html_response(pages.login_page(config, _safe_next(_single(query, "next"))))
+        try:
+            length = min(int(str(environ.get("CONTENT_LENGTH") or "0")), 8192)
+        except ValueError:
+            return self._page_error("400 Bad Request", "invalid Content-Length")
+        body = environ["wsgi.input"].read(length).decode("utf-8", "replace")
+        form = parse_qs(body, max_num_fields=5)
+        next_path = _safe_next(_single(form, "next"))
+        given = (_single(form, "token") or "").strip()
+        if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+            return html_response(pages.login_page(config, next_path, failed=True), "403 Forbidden")
+        secure = "; Secure" if config.base_url.startswith("https:") else ""
+        cookie = f"{COOKIE}={_cookie_value(token)}; Path=/; HttpOnly; SameSite=Strict{secure}"
+        return Response("303 See Other", headers=[("Location", next_path), ("Set-Cookie", cookie)])
+
+    def _page_error(self, status: str, text: str) -> Response:
+        title = status.split(" ", 1)[1]
+        return html_response(pages.message_page(self.engine.config, title, text), status)
 
     def metrics(self, environ: WSGIEnvironment) -> Response:
         encoder, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT", "")))
@@ -325,6 +465,42 @@ class ApiApp:
         ):
             return error("401 Unauthorized", "wrong bearer token", challenge)
         return None
+
+
+def _cookie_value(token: str) -> str:
+    """What the cookie holds: derived from the token, so the cookie is not the token a
+    scraper or a script would send, and changing the token signs everyone out."""
+    return hmac.new(token.encode("utf-8"), b"recorder read cookie", hashlib.sha256).hexdigest()
+
+
+def _has_read_token(environ: WSGIEnvironment, token: str) -> bool:
+    scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return hmac.compare_digest(
+            credentials.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace")
+        )
+    expected = _cookie_value(token)
+    for part in str(environ.get("HTTP_COOKIE", "")).split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE and hmac.compare_digest(
+            value.encode("utf-8", "replace"), expected.encode()
+        ):
+            return True
+    return False
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this server only. Never `//elsewhere`, nor
+    a backslash, space or control character (browsers drop tabs and newlines from a URL,
+    so `/<TAB>/elsewhere` is `//elsewhere`; CR/LF would also split the header)."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or any(c == "\\" or ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+    ):
+        return "/"
+    return value
 
 
 def _single(query: dict[str, list[str]], key: str) -> str | None:

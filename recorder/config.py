@@ -385,6 +385,13 @@ class MaintenanceWindow(Strict):
         return v
 
 
+class WebConfig(Strict):
+    # The one base for links to the pages (notifications, the demo); None: the listen address.
+    base_url: str | None = None
+    # The token the pages, /api/v1 reads and /metrics need; required off loopback.
+    read_token_file: str | None = None
+
+
 class Config(Strict):
     # Times are shown in this zone (stored in UTC); by default the machine's own.
     timezone: str = Field(default_factory=machine_zone)
@@ -397,6 +404,7 @@ class Config(Strict):
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -489,6 +497,16 @@ class Config(Strict):
 
     def timeout(self, check: Check) -> float:
         return check.timeout if check.timeout is not None else self.defaults.timeout
+
+    @property
+    def base_url(self) -> str:
+        """Where the pages are, ending in `/`: web.base_url, else the listen address."""
+        if self.web.base_url:
+            return self.web.base_url.rstrip("/") + "/"
+        host, port = split_listen(self.listen)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     @property
     def state_path(self) -> Path:

@@ -8,6 +8,7 @@ queue, so the book needs no locks and changes are applied in arrival order.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import queue
@@ -29,7 +30,7 @@ from probes.base import Observation
 from recorder import __version__
 from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
-from recorder.config import ConfigError, load_config
+from recorder.config import ConfigError, load_config, split_listen
 from recorder.detector import Detector
 from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import Metrics
@@ -106,15 +107,14 @@ class Daemon:
         return ok, reason
 
     def token(self) -> str | None:
-        path = self.config.alertmanager.token_file
+        return _read_secret(self.config.alertmanager.token_file, "alertmanager.token_file")
+
+    def read_token(self) -> str | None:
+        path = self.config.web.read_token_file
         if not path:
             return None
-        try:
-            token = Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            log.error("cannot read alertmanager token_file %s: %s", path, exc.strerror)
-            return None
-        return token or None
+        # Set but unreadable or empty: refuse every read rather than open the pages.
+        return _read_secret(path, "web.read_token_file") or _UNUSABLE
 
     def engine_behind(self) -> float:
         """Seconds the oldest input still queued for the engine has waited (0 when none):
@@ -141,6 +141,10 @@ class Daemon:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def run(self) -> int:
+        refusal = read_access_refusal(self.config.listen, self.config.web.read_token_file)
+        if refusal:
+            log.error("%s", refusal)
+            return 2
         try:
             lock = StateLock.acquire(self.config.state_path)  # one daemon per state dir
         except StateDirBusy as exc:
@@ -384,6 +388,53 @@ class Daemon:
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))
         self.notifier.ready(self._status_line())
+
+
+# Never equal to a token anyone sends (it is not ASCII): reads are refused, not opened.
+_UNUSABLE = "\u2400 unusable read token"
+
+
+def _read_secret(path: str | None, name: str) -> str | None:
+    if not path:
+        return None
+    try:
+        secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("cannot read %s %s: %s", name, path, getattr(exc, "strerror", None) or exc)
+        return None
+    return secret or None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def read_access_refusal(listen: str, read_token_file: str | None) -> str | None:
+    """Why the daemon must not start with this listen address, or None.
+
+    Off loopback, incidents (host names, log lines, people's notes) would be readable by
+    anyone who can reach the port: a read token is required, and it must be readable."""
+    host, _ = split_listen(listen)
+    if _is_loopback(host):
+        return None
+    if not read_token_file:
+        return (
+            f"refusing to listen on {listen}: it is not a loopback address, and anyone who "
+            "reaches it could read every incident. Set web.read_token_file to a file holding "
+            "a read token (the pages, /api/v1 reads and /metrics then need it), or listen "
+            "on 127.0.0.1"
+        )
+    if _read_secret(read_token_file, "web.read_token_file") is None:
+        return (
+            f"refusing to listen on {listen}: web.read_token_file {read_token_file} "
+            "is missing, unreadable or empty"
+        )
+    return None
 
 
 class _ZonedFormatter(logging.Formatter):

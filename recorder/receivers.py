@@ -108,10 +108,9 @@ class Delivery:
 
 
 def incident_link(config: Config, incident_id: int) -> str:
-    """Where a message points: `web.base_url` once the config has it, else the API."""
-    web = getattr(config, "web", None)
-    base = getattr(web, "base_url", None) or f"http://{config.listen}/"
-    return f"{base.rstrip('/')}/api/v1/incidents/{incident_id}"
+    """Where a message points: the incident's web page, under `web.base_url` (else the
+    listen address)."""
+    return f"{config.base_url}incidents/{incident_id}"
 
 
 def send(name: str, receiver: Receiver, delivery: Delivery) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from recorder.config import Config
@@ -46,7 +48,7 @@ def _lines(incident: Incident, config: Config) -> list[str]:
         f"closed:    {local_time(incident.closed_at, zone) if incident.closed_at else '-'}",
         f"affected:  {affected}",
     ]
-    signals = _signals(incident)
+    signals = signal_lines(incident)
     if signals:
         out.append("signals (failing first):")
         out += [f"  {line}" for line in signals]
@@ -54,7 +56,7 @@ def _lines(incident: Incident, config: Config) -> list[str]:
     out += [
         f"  {c.fault} ({c.confidence:.0%}): " + "; ".join(c.evidence) for c in incident.root_causes
     ]
-    where = _where(incident, config)
+    where = look_next(incident, config)
     if where:
         out.append(f"look next: {where}")
     out.append("timeline:")
@@ -62,7 +64,8 @@ def _lines(incident: Incident, config: Config) -> list[str]:
     return out
 
 
-def _signals(incident: Incident) -> list[str]:
+def signal_lines(incident: Incident) -> list[str]:
+    """One line per signal that joined the incident, failing ones first."""
     stored: dict[str, dict[str, Any]] = incident.data.get("signals") or {}
     rows = sorted(
         stored.values(),
@@ -77,7 +80,7 @@ def _signals(incident: Incident) -> list[str]:
     return lines
 
 
-def _where(incident: Incident, config: Config) -> str:
+def look_next(incident: Incident, config: Config) -> str:
     """For a cause that only restates the symptom: the hosts whose own probes saw it."""
     if not incident.root_causes or incident.root_causes[0].fault not in _SYMPTOMS:
         return ""
@@ -113,24 +116,46 @@ def _where(incident: Incident, config: Config) -> str:
     return ""
 
 
-def _timeline(incident: Incident, zone: Any) -> Iterable[str]:
-    """The timeline, with the passed checks folded into one line per host (at the time of
-    that host's first one)."""
+@dataclass(frozen=True)
+class TimelineRow:
+    """One line of the timeline as read: an entry, or the checks that passed on one host
+    folded together (`host` set, `probes` the checks, in the order they ran)."""
+
+    at: datetime
+    kind: str
+    text: str
+    source: str
+    host: str | None = None
+    probes: tuple[str, ...] = ()
+
+
+def timeline_rows(incident: Incident) -> list[TimelineRow]:
+    """The timeline, with the passed checks folded into one row per host (at the time of
+    that host's first one). The CLI and the web page both read it."""
     passed: dict[str, list[str]] = {}
     for entry in incident.timeline:
         match = _RULED_OUT.match(entry.text)
         if match:
             passed.setdefault(match["host"], []).append(match["probe"])
+    rows: list[TimelineRow] = []
     shown: set[str] = set()
     for entry in incident.timeline:
         match = _RULED_OUT.match(entry.text)
-        when = local_time(entry.at, zone)
         if match is None:
-            yield f"{when} - [{entry.kind}] {entry.text} ({entry.source})"
+            rows.append(TimelineRow(entry.at, entry.kind, entry.text, entry.source))
             continue
         host = match["host"]
         if host in shown:
             continue
         shown.add(host)
-        probes = ", ".join(dict.fromkeys(passed[host]))
-        yield f"{when} - [{entry.kind}] Ruled out on {host}: {probes} (all ok)"
+        probes = tuple(dict.fromkeys(passed[host]))
+        text = f"Ruled out on {host}: {', '.join(probes)} (all ok)"
+        rows.append(TimelineRow(entry.at, entry.kind, text, entry.source, host, probes))
+    return rows
+
+
+def _timeline(incident: Incident, zone: Any) -> Iterable[str]:
+    for row in timeline_rows(incident):
+        when = local_time(row.at, zone)
+        source = "" if row.host else f" ({row.source})"
+        yield f"{when} - [{row.kind}] {row.text}{source}"

@@ -117,6 +117,7 @@ if [ -z "$id" ]; then
 fi
 say "recorder incidents show $id --config $CONFIG"
 rec incidents show "$id"
+say "in a browser, while the demo runs: $("$BIN/python" -c 'import sys; from recorder.config import load_config; print(load_config(sys.argv[1]).base_url)' "$CONFIG")incidents/$id"
 
 say "recorder lab fix --dir $LAB"
 "$REC" lab fix --dir "$LAB"

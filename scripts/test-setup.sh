@@ -15,6 +15,10 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ]; }
 have promtool || need+=(prometheus)
 have amtool || need+=(prometheus-alertmanager)
 have prometheus-blackbox-exporter || need+=(prometheus-blackbox-exporter)
+# The web pages' browser tests (tests/test_web_browser.py) run headless Chromium under its
+# WebDriver, both from Debian: nothing is downloaded at test time.
+have chromium || need+=(chromium)
+have chromedriver || need+=(chromium-driver)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

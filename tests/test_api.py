@@ -49,6 +49,7 @@ class Engine:
         self.stuck = threading.Event()  # the engine takes nothing while set
         self.submitted: list[list[Alert]] = []
         self.wait = 5.0
+        self.read_token_value: str | None = None  # web.read_token_file's content
         self._queue: queue.Queue[tuple[list[Alert], Future[list[int | None]]] | None] = (
             queue.Queue()
         )
@@ -64,6 +65,9 @@ class Engine:
             return self.token_file.read_text().strip() or None
         except OSError:
             return None
+
+    def read_token(self) -> str | None:
+        return self.read_token_value
 
     def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
         reply: Future[list[int | None]] = Future()

@@ -6,6 +6,7 @@ in /proc after the script exits).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,8 @@ def test_demo_opens_an_incident_and_leaves_no_process(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "recorder draft" in result.stdout
+        page = r"in a browser, .*: http://127\.0\.0\.1:\d+/incidents/\d+\n"
+        assert re.search(page, result.stdout), result.stdout[-3000:]
         assert "# Postmortem" in result.stdout or "Postmortem" in result.stdout
         left = processes_mentioning(str(lab))
         assert left == {}, f"the demo left processes running: {left}"

@@ -55,7 +55,7 @@ def test_webhook_token_is_one_secret_shared_by_alertmanager_and_the_recorder(
     spec = compose()
     assert spec["secrets"]["webhook-token"]["file"] == "./secrets/webhook-token"
     for service in ("recorder", "alertmanager"):
-        assert spec["services"][service]["secrets"] == ["webhook-token"]
+        assert "webhook-token" in spec["services"][service]["secrets"]
     config = load_config(DOCKER_DIR / "recorder.yml")
     assert config.alertmanager.token_file == docker_lab.WEBHOOK_TOKEN_SECRET
     routes = yaml.safe_load((DOCKER_DIR / "prometheus" / "alertmanager.yml").read_text())
@@ -65,6 +65,22 @@ def test_webhook_token_is_one_secret_shared_by_alertmanager_and_the_recorder(
     token = docker_lab.ensure_webhook_token(tmp_path)
     assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
     assert docker_lab.ensure_webhook_token(tmp_path).read_text() == token.read_text()
+
+
+def test_read_token_is_one_secret_shared_by_the_recorder_and_prometheus(tmp_path: Path) -> None:
+    # The recorder listens on 0.0.0.0 in its container: without a read token it refuses
+    # to start, and Prometheus must send the token to scrape it.
+    spec = compose()
+    assert spec["secrets"]["read-token"]["file"] == "./secrets/read-token"
+    for service in ("recorder", "prometheus"):
+        assert "read-token" in spec["services"][service]["secrets"], service
+    config = load_config(DOCKER_DIR / "recorder.yml")
+    assert config.web.read_token_file == docker_lab.READ_TOKEN_SECRET
+    scrape = yaml.safe_load((DOCKER_DIR / "prometheus" / "prometheus.yml").read_text())
+    job = [j for j in scrape["scrape_configs"] if j["job_name"] == "recorder"][0]
+    assert job["authorization"]["credentials_file"] == docker_lab.READ_TOKEN_SECRET
+    token = docker_lab.ensure_read_token(tmp_path)
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
 
 
 def test_containers_are_named_as_the_docker_recorder_config_expects() -> None:

@@ -27,6 +27,7 @@ from recorder.config import (
     Service,
     SlackReceiver,
     SSHHostConfig,
+    WebConfig,
     WebhookReceiver,
 )
 
@@ -82,6 +83,7 @@ def test_every_config_field_is_in_configuration_md() -> None:
         MaintenanceWindow,
         Receiver,
         Route,
+        WebConfig,
     ]
     for model in models:
         missing += [f for f in fields(model) if f"`{f}`" not in CONFIGURATION]

@@ -108,7 +108,8 @@ def test_webhook_is_signed_and_delivered_once(tmp_path: Path, sink: Sink) -> Non
     assert got.problems == [], got.problems
     assert got.body["event"] == "opened"
     assert got.body["incident"]["ref"] == inc.ref
-    assert got.body["incident"]["link"].endswith(f"/api/v1/incidents/{inc.id}")
+    link = got.body["incident"]["link"]
+    assert link.endswith(f"/incidents/{inc.id}") and "/api/" not in link  # the web page
     assert got.headers["x-recorder-event"] == "opened"
     ts = got.headers["x-recorder-timestamp"]
     # The signature covers the timestamp: the same body with another time does not verify.
@@ -249,7 +250,7 @@ def test_slack_and_pagerduty_formats_reach_loopback_endpoints(tmp_path: Path, si
         "Postmortem overdue",
     ]
     assert inc.ref in slack[0]["blocks"][0]["text"]["text"]
-    assert f"/api/v1/incidents/{inc.id}|" in slack[0]["blocks"][-1]["elements"][0]["text"]
+    assert f"/incidents/{inc.id}|" in slack[0]["blocks"][-1]["elements"][0]["text"]
     pd = [r.body for r in sink.accepted("/pagerduty")]
     assert [b["event_action"] for b in pd] == ["trigger", "resolve"]
     assert {b["dedup_key"] for b in pd} == {inc.ref}  # resolve closes what trigger opened

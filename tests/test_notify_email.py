@@ -154,7 +154,7 @@ def test_mails_carry_both_parts_and_thread_per_incident(
         page = msg.get_body(("html",))
         assert text is not None and page is not None
         assert inc.ref in text.get_content() and "Affected: 100%" in text.get_content()
-        assert f'/api/v1/incidents/{inc.id}"' in page.get_content()
+        assert f'/incidents/{inc.id}"' in page.get_content()
     assert resolved.get_body(("plain",)).get_content().startswith("Resolved: ")  # type: ignore[union-attr]
 
 

@@ -61,6 +61,9 @@ def docker_layout(host: str) -> t.Layout:
 
 # Where compose mounts the webhook token (a compose secret) in the recorder and Alertmanager.
 WEBHOOK_TOKEN_SECRET = "/run/secrets/webhook-token"
+# ... and the read token (the recorder listens on 0.0.0.0 in its container, so its pages,
+# API reads and /metrics need it) in the recorder and Prometheus, which scrapes with it.
+READ_TOKEN_SECRET = "/run/secrets/read-token"
 
 
 def docker_recorder_config() -> str:
@@ -78,6 +81,7 @@ def docker_recorder_config() -> str:
         interval="5s",
         recover_after="30s",
         token_file=WEBHOOK_TOKEN_SECRET,
+        read_token_file=READ_TOKEN_SECRET,
     )
     return text
 
@@ -85,7 +89,16 @@ def docker_recorder_config() -> str:
 def ensure_webhook_token(docker_dir: Path) -> Path:
     """The lab's Alertmanager-to-recorder bearer token (compose secret), made once, 0600,
     never committed (docker/secrets/ is ignored by git)."""
-    path = docker_dir / "secrets" / "webhook-token"
+    return _ensure_secret(docker_dir / "secrets" / "webhook-token")
+
+
+def ensure_read_token(docker_dir: Path) -> Path:
+    """The lab's read token for the recorder's pages and /metrics (compose secret; Prometheus
+    scrapes with it), made once like the webhook's."""
+    return _ensure_secret(docker_dir / "secrets" / "read-token")
+
+
+def _ensure_secret(path: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -265,6 +278,7 @@ class DockerBackend:
                 f"plugin): {(version.stderr or version.stdout).strip()}"
             )
         ensure_webhook_token(self.compose_file.parent)
+        ensure_read_token(self.compose_file.parent)
         started = self._run(self._compose("up", "-d", "--build", "--wait"), COMPOSE_TIMEOUT, "up")
         if started.returncode != 0:
             raise LabError(f"docker compose up failed: {started.stderr.strip()[-2000:]}")

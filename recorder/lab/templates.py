@@ -188,6 +188,7 @@ def recorder_config(
     interval: str = "1s",
     recover_after: str = "5s",
     token_file: str | None = None,
+    read_token_file: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A recorder config watching the lab: YAML text and the data it holds.
 
@@ -221,5 +222,7 @@ def recorder_config(
     }
     if token_file:
         data["alertmanager"] = {"token_file": token_file}
+    if read_token_file:
+        data["web"] = {"read_token_file": read_token_file}
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     return "".join(f"# {line}\n" for line in header.splitlines()) + text, data

@@ -1,0 +1,1 @@
+"""The web pages the daemon serves (read-only, server-rendered, no script)."""

@@ -1,0 +1,279 @@
+"""The read-only web pages, rendered on the server from the store with the Jinja2 templates
+in `templates/web/` (autoescaped: notes, alert labels, log lines and host names arrive
+from outside and are shown as text).
+
+Pages: `/` incidents (open first; filters by service, status, fault), `/incidents/ID`
+(summary, causes, timeline, time axis, draft or final document), `/postmortems` and
+`/postmortems/ID` (the final documents `recorder close` wrote). No script anywhere: a
+page reads completely without JavaScript, and the CSP (api.py) forbids it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from recorder.config import Config
+from recorder.model import Incident, IncidentStatus, duration_words, local_time, utcnow
+from recorder.postmortem.close import document_tasks, fill_hint, final_path
+from recorder.postmortem.draft import DraftError, percent, render_draft
+from recorder.postmortem.lint import lint_text
+from recorder.resources import data_path
+from recorder.show import TimelineRow, look_next, signal_lines, timeline_rows
+from recorder.web.markdown import to_html
+from recorder.web.timeaxis import is_human, time_axis
+
+LIST_LIMIT = 500  # rows on one incidents page; the filters narrow it
+
+
+class NotFound(Exception):
+    """No such incident (or no final document for it)."""
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_path("templates") / "web")),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def static(name: str) -> bytes:
+    """One of the pages' own files (templates/web/): the stylesheet, the icon."""
+    return (data_path("templates") / "web" / name).read_bytes()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One incident in a list."""
+
+    id: int
+    ref: str
+    status: str
+    title: str
+    service: str
+    fault: str
+    started: str
+    duration: str
+    affected: str
+    affected_method: str
+    top_cause: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One timeline row on the incident page."""
+
+    time: str
+    kind: str
+    text: str
+    source: str
+    human: bool
+    ruled_out: bool
+
+
+def _duration(incident: Incident, now: datetime) -> str:
+    end = incident.resolved_at or now
+    words = duration_words(end - incident.started_at)
+    return words if incident.resolved_at else f"{words} so far"
+
+
+def _affected(incident: Incident) -> str:
+    ratio = incident.affected.ratio
+    return percent(ratio) if ratio is not None else "not measured"
+
+
+def _top_cause(incident: Incident) -> str:
+    if not incident.root_causes:
+        return "-"
+    top = incident.root_causes[0]
+    return f"{top.fault} ({top.confidence:.0%})"
+
+
+def _row(incident: Incident, config: Config, now: datetime) -> Row:
+    return Row(
+        id=incident.id,
+        ref=incident.ref,
+        status=incident.status,
+        title=incident.title,
+        service=incident.service,
+        fault=incident.fault or "-",
+        started=local_time(incident.started_at, config.zone),
+        duration=_duration(incident, now),
+        affected=_affected(incident),
+        affected_method=incident.affected.method,
+        top_cause=_top_cause(incident),
+    )
+
+
+def _page(template: str, config: Config, **context: Any) -> str:
+    return (
+        environment()
+        .get_template(template)
+        .render(title=context.pop("title"), zone=config.timezone, **context)
+    )
+
+
+def incidents_page(
+    incidents: list[Incident],
+    config: Config,
+    *,
+    service: str = "",
+    status: str = "",
+    fault: str = "",
+    now: datetime | None = None,
+) -> str:
+    """`/`: every incident, open ones first then the most recent; the filters are exact."""
+    now = now or utcnow()
+    services = sorted({i.service for i in incidents} | set(config.services))
+    faults = sorted({i.fault for i in incidents if i.fault})
+    shown = [
+        i
+        for i in incidents
+        if (not service or i.service == service)
+        and (not status or i.status == status)
+        and (not fault or i.fault == fault)
+    ]
+    shown.sort(key=lambda i: (i.status != IncidentStatus.OPEN, -i.detected_at.timestamp(), -i.id))
+    return _page(
+        "incidents.html.j2",
+        config,
+        title="Incidents",
+        rows=[_row(i, config, now) for i in shown[:LIST_LIMIT]],
+        total=len(shown),
+        limit=LIST_LIMIT,
+        services=services,
+        statuses=[str(s) for s in IncidentStatus],
+        faults=faults,
+        chosen={"service": service, "status": status, "fault": fault},
+    )
+
+
+def _entry(row: TimelineRow, config: Config) -> Entry:
+    return Entry(
+        time=local_time(row.at, config.zone),
+        kind=row.kind,
+        text=row.text,
+        source=row.source,
+        human=is_human(row.source),
+        ruled_out=row.host is not None,
+    )
+
+
+_FLAG = re.compile(r"--[a-z][a-z-]*")
+
+
+def close_command(incident: Incident, draft_text: str) -> str:
+    """The command that finishes the postmortem: one flag for each gap the draft still has,
+    as `recorder close` itself would name it (close.fill_hint)."""
+    tasks = document_tasks(draft_text)
+    flags: list[str] = []
+    for gap in lint_text(draft_text, "draft"):
+        hint = fill_hint(f"{gap.section}: {gap.message}", draft_text, tasks)
+        first = _FLAG.search(hint)
+        if first and first.group() not in flags:
+            flags.append(first.group())
+    # What no flag fills (an end time while it is still open, a section rewritten by
+    # hand) is done in the editor: --edit last, after the flags it starts from.
+    words = [f"recorder close {incident.id}"]
+    words += [f"{flag} {shlex.quote('...')}" for flag in flags if flag != "--edit"]
+    if "--edit" in flags:
+        words.append("--edit")
+    return " ".join(words)
+
+
+def final_document(incident: Incident, config: Config) -> str | None:
+    """The text `recorder close` wrote for a closed incident, or None."""
+    if incident.status != IncidentStatus.CLOSED:
+        return None
+    path = Path(str(incident.postmortem.get("path") or final_path(config, incident.id)))
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def incident_page(incident: Incident, config: Config, now: datetime | None = None) -> str:
+    """`/incidents/ID`."""
+    zone = config.zone
+    final = final_document(incident, config)
+    draft: Markup | None = None
+    draft_error = command = ""
+    if final is None and incident.status != IncidentStatus.CLOSED:
+        try:
+            text = render_draft(incident, config, "md", overrides=incident.postmortem)
+        except DraftError as exc:
+            draft_error = str(exc)
+        else:
+            draft = to_html(text)
+            command = close_command(incident, text)
+    return _page(
+        "incident.html.j2",
+        config,
+        title=f"{incident.ref}: {incident.title}",
+        incident=incident,
+        row=_row(incident, config, now or utcnow()),
+        started=local_time(incident.started_at, zone),
+        detected=local_time(incident.detected_at, zone),
+        delay=duration_words(incident.detected_at - incident.started_at),
+        resolved=local_time(incident.resolved_at, zone) if incident.resolved_at else "",
+        closed=local_time(incident.closed_at, zone) if incident.closed_at else "",
+        signals=signal_lines(incident),
+        look_next=look_next(incident, config),
+        causes=incident.root_causes,
+        timeline=[_entry(r, config) for r in timeline_rows(incident)],
+        axis=time_axis(incident, zone, now),
+        draft=draft,
+        draft_error=draft_error,
+        final=to_html(final) if final is not None else None,
+        close_command=command,
+        is_closed=incident.status == IncidentStatus.CLOSED,
+    )
+
+
+def postmortems_page(incidents: list[Incident], config: Config) -> str:
+    """`/postmortems`: closed incidents, the most recently closed first."""
+    closed = [i for i in incidents if i.status == IncidentStatus.CLOSED]
+    closed.sort(key=lambda i: (i.closed_at or i.detected_at).timestamp(), reverse=True)
+    now = utcnow()
+    return _page(
+        "postmortems.html.j2",
+        config,
+        title="Postmortems",
+        rows=[_row(i, config, now) for i in closed],
+        closed={i.id: local_time(i.closed_at, config.zone) if i.closed_at else "-" for i in closed},
+    )
+
+
+def postmortem_page(incident: Incident, config: Config) -> str:
+    """`/postmortems/ID`: the final document as `recorder close` wrote it."""
+    final = final_document(incident, config)
+    if final is None:
+        raise NotFound(f"{incident.ref} has no final postmortem (it is {incident.status})")
+    return _page(
+        "postmortem.html.j2",
+        config,
+        title=f"Postmortem {incident.ref}",
+        incident=incident,
+        document=to_html(final),
+        closed=local_time(incident.closed_at, config.zone) if incident.closed_at else "-",
+    )
+
+
+def login_page(config: Config, next_path: str, failed: bool = False) -> str:
+    return _page("login.html.j2", config, title="Sign in", next_path=next_path, failed=failed)
+
+
+def message_page(config: Config, title: str, text: str) -> str:
+    return _page("message.html.j2", config, title=title, text=text)
