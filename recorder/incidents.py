@@ -94,6 +94,7 @@ class IncidentBook:
         self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
         self.store_error: str | None = None
         self._deploys_error: str | None = None
+        self._windows_error: str | None = None
         self.on_opened: Callable[[Incident], None] | None = None
 
     # ---- start-up ---------------------------------------------------------------------
@@ -263,10 +264,14 @@ class IncidentBook:
 
     def _window(self, service: str, hosts: list[str], at: datetime) -> Window | None:
         try:
-            return covering(self.config, self.store, service, hosts, at)
+            found = covering(self.config, self.store, service, hosts, at)
         except (sqlite3.Error, OSError, StoreError) as exc:
-            log.warning("cannot read maintenance windows (treated as none): %s", exc)
+            if str(exc) != self._windows_error:  # once per change, not once per look
+                log.warning("cannot read maintenance windows (treated as none): %s", exc)
+            self._windows_error = str(exc)
             return None
+        self._windows_error = None
+        return found
 
     def _windows_over(self) -> None:
         now = self.clock()

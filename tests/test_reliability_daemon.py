@@ -588,7 +588,9 @@ def test_read_only_from_the_first_start_then_writable(
     assert {"impact-start", "detection"} <= kinds, kinds
     log = daemon.log.read_text()
     assert "Traceback" not in log, daemon.tail()
-    assert 1 <= len([ln for ln in log.splitlines() if "Read-only" in ln]) <= 4, daemon.tail()
+    # Once per reader, not once per tick: the store's open, the deploy and maintenance
+    # lookups, the book's write, the API's read.
+    assert 1 <= len([ln for ln in log.splitlines() if "Read-only" in ln]) <= 5, daemon.tail()
 
 
 def _incident_for(service: str) -> Incident:
