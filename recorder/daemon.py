@@ -76,6 +76,8 @@ class Daemon:
         self._store_ok: tuple[bool, str] = (True, "ok")
         self._restored = False  # open incidents taken over from a store opened for writing
         self._drafts_dirty: set[int] = set()
+        self._token_problem: str | None = None  # why the token file cannot be read
+        self._token_lock = threading.Lock()  # token() runs on the HTTP threads
         # Why drafts cannot be written (a full or read-only disk): logged once per change.
         self._draft_problem: str | None = None
 
@@ -95,10 +97,41 @@ class Daemon:
             return None
         try:
             token = Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            log.error("cannot read alertmanager token_file %s: %s", path, exc.strerror)
+        except (OSError, UnicodeDecodeError) as exc:
+            # Read on every request: said once per change of condition, not per request
+            # (recorder_webhook_refusals_total{reason="disabled"} counts those).
+            problem = f"cannot read alertmanager token_file {path}: " + (
+                getattr(exc, "strerror", None) or str(exc)
+            )
+            with self._token_lock:
+                if problem != self._token_problem:
+                    log.error("%s; the webhook refuses every request (503) until it can", problem)
+                self._token_problem = problem
             return None
+        if self._token_problem is not None:
+            with self._token_lock:
+                if self._token_problem is not None:
+                    log.warning("alertmanager token_file %s readable again", path)
+                self._token_problem = None
         return token or None
+
+    def _check_token_file(self) -> None:
+        """Warn (at start and on each reload) when the token file can be read by others:
+        whoever reads it can open and resolve incidents through the webhook."""
+        path = self.config.alertmanager.token_file
+        if not path:
+            return
+        try:
+            mode = Path(path).expanduser().stat().st_mode
+        except OSError:
+            return  # said by token() when a request needs it
+        if mode & 0o077:
+            log.warning(
+                "alertmanager token_file %s is readable or writable by group or others "
+                "(mode %s): anyone who reads it can record alerts; chmod 600 it",
+                path,
+                oct(mode & 0o777),
+            )
 
     def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
         reply: Future[list[int | None]] = Future()
@@ -118,6 +151,7 @@ class Daemon:
 
     def _run(self) -> int:
         self._install_signals()
+        self._check_token_file()
         if not self.store.ready:
             try:
                 self.store.open()
@@ -367,6 +401,7 @@ class Daemon:
         self.config = new
         self.book.config = new  # open incidents carry over; the book reads config live
         self.metrics.retain_hosts(list(new.hosts))
+        self._check_token_file()
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))
         self.notifier.ready(self._status_line())

@@ -989,3 +989,56 @@ def _fill_unbuffered(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+# ---- signals at start, reloads that must apply, the token file (#22.5, 11, 18, 19) --------
+
+
+def test_an_unreadable_or_open_token_file_is_said_once_and_refusals_counted(
+    tmp_path: Path, daemons: list[DaemonProcess], site: RecordingSite
+) -> None:
+    # An unreadable token file logged an ERROR per request (2,000 lines in 1.4 s from one
+    # client), and a world-readable one was used without a word.
+    token = "tok-" + uuid.uuid4().hex
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    os.chmod(token_file, 0o644)  # readable by everyone: warned at start and each reload
+    port = free_port()
+    data = simple_config(
+        tmp_path,
+        tmp_path / "state",
+        port,
+        {"web-01": site.url},
+        alertmanager={"token_file": str(token_file)},
+    )
+    daemon = DaemonProcess(
+        write_config(tmp_path / "recorder.yml", data), tmp_path / "daemon.log", port
+    )
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_healthy()
+    daemon.signal(signal.SIGHUP)
+    _wait_for(lambda: "reloaded" in daemon.log.read_text(), 10, "the reload")
+    warned = [line for line in daemon.log.read_text().splitlines() if "chmod 600" in line]
+    assert len(warned) == 2, warned  # once at start, once on the reload
+    assert "0o644" in warned[0]
+    assert token not in daemon.log.read_text()
+
+    # Unreadable (a directory where the file was; root reads any file): every request is
+    # refused and counted, the condition logged once; readable again, said once.
+    headers = {"Authorization": f"Bearer {token}"}
+    token_file.unlink()
+    token_file.mkdir()
+    for _ in range(40):
+        assert daemon.post("/api/v1/alertmanager", b"{}", headers)[0] == 503
+    assert daemon.metrics()['recorder_webhook_refusals_total{reason="disabled"}'] == 40
+    token_file.rmdir()
+    token_file.write_text(token)
+    os.chmod(token_file, 0o600)
+    assert daemon.post("/api/v1/alertmanager", b"{}", {})[0] == 401
+    assert daemon.post("/api/v1/alertmanager", b"{}", headers)[0] == 400
+    assert daemon.metrics()['recorder_webhook_refusals_total{reason="unauthorized"}'] == 1
+    log = daemon.log.read_text()
+    assert log.count("cannot read alertmanager token_file") == 1, daemon.tail()
+    assert log.count("readable again") == 1, daemon.tail()
+    assert daemon.stop() == 0, daemon.tail()
