@@ -409,6 +409,12 @@ class ApiServer:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def set_max_body(self, max_body: int) -> None:
+        """Apply a new body limit (a reload): waitress reads its adjustments, shared by
+        the server and every channel, for each request it parses from now on."""
+        # waitress refuses a body of exactly the limit; ours allows max_body bytes.
+        self._server.adj.max_request_body_size = max_body + 1
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop listening, drop connections, and stop the worker threads."""
         if self._closed:

@@ -186,6 +186,9 @@ def get_incident(ctx: Context, value: str) -> Incident:
 @pass_ctx
 def run_cmd(ctx: Context, log_level: str) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
+    from recorder.systemd import hold_reloads
+
+    hold_reloads()  # before the slow imports: an early SIGHUP must not end the daemon
     from recorder.daemon import configure_logging, run_daemon
 
     _ = ctx.config  # validate before anything starts; exits 2 with the errors

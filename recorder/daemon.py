@@ -37,7 +37,7 @@ from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
 from recorder.statelock import StateDirBusy, StateLock
 from recorder.store import Store, StoreError
-from recorder.systemd import Notifier
+from recorder.systemd import Notifier, held_reloads
 
 log = logging.getLogger("recorder.daemon")
 
@@ -221,6 +221,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
+        for _ in held_reloads():  # a SIGHUP during start-up: reload once running
+            self.queue.put("reload")
 
     def reload(self) -> None:
         self.queue.put("reload")
@@ -401,6 +403,9 @@ class Daemon:
         self.config = new
         self.book.config = new  # open incidents carry over; the book reads config live
         self.metrics.retain_hosts(list(new.hosts))
+        if self.api is not None:
+            # The app reads the limit live; waitress refuses on its own copy, set here.
+            self.api.set_max_body(new.alertmanager.max_body)
         self._check_token_file()
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))
