@@ -280,8 +280,8 @@ def logscan_cmd(
     except (ZoneInfoNotFoundError, ValueError):
         fail(f"unknown time zone {tz_name!r}")
     try:
-        start = parse_time(since, zone) if since else None
-        end = parse_time(until, zone) if until else None
+        start = check_time(parse_time(since, zone), "--since") if since else None
+        end = check_time(parse_time(until, zone), "--until") if until else None
     except ValueError as exc:
         fail(str(exc))
     try:
