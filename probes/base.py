@@ -54,6 +54,10 @@ class Observation:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration: float = 0.0
     facts: Facts = field(default_factory=Facts)  # what the engine reads (probes/facts.py)
+    # time.monotonic() when it was taken (the scheduler sets it): how long a condition has
+    # lasted is measured on it, so a wall-clock step neither stretches nor cuts
+    # `for`/`recover_after`; `at` is what is shown. None: durations fall back to `at`.
+    mono: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -51,7 +51,7 @@ import waitress.server
 import waitress.task
 import waitress.trigger
 import waitress.wasyncore
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
 from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
@@ -162,6 +162,21 @@ class ApiApp:
         # two workers, so /metrics and /healthz always have one; the rest get a 503 that
         # Alertmanager retries.
         self._webhook_slots = threading.BoundedSemaphore(max(1, threads - 2))
+        # Refusals are counted, not logged one by one: a client without the token (or a
+        # token file that cannot be read) would otherwise write a log line per request.
+        self.refusals = Counter(
+            "recorder_webhook_refusals_total",
+            "Webhook requests refused before their body was read: reason=disabled (no "
+            "readable alertmanager.token_file) or unauthorized (missing or wrong token)",
+            ["reason"],
+            registry=None,
+        )
+        for reason in ("disabled", "unauthorized"):
+            self.refusals.labels(reason)
+        try:
+            engine.metrics_registry.register(self.refusals)
+        except ValueError:
+            pass  # a second app over the same registry: the first one's counter is shown
         # path -> (allowed methods, handler); incident ids are matched separately.
         self.routes = {
             "/": (("GET", "HEAD"), self.incidents_page),
@@ -448,6 +463,7 @@ class ApiApp:
         if not token:
             # Not the client's fault, and Alertmanager retries a 503: once the operator
             # writes the token file, the notifications still arrive.
+            self.refusals.labels("disabled").inc()
             return error(
                 "503 Service Unavailable",
                 "the webhook is disabled: alertmanager.token_file is not set or not readable",
@@ -456,6 +472,7 @@ class ApiApp:
         scheme, _, credentials = given.strip().partition(" ")
         challenge = [("WWW-Authenticate", 'Bearer realm="recorder"')]
         if scheme.lower() != "bearer" or not credentials.strip():
+            self.refusals.labels("unauthorized").inc()
             return error(
                 "401 Unauthorized", "missing bearer token (Authorization: Bearer ...)", challenge
             )
@@ -463,6 +480,7 @@ class ApiApp:
         if not hmac.compare_digest(
             credentials.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace")
         ):
+            self.refusals.labels("unauthorized").inc()
             return error("401 Unauthorized", "wrong bearer token", challenge)
         return None
 
@@ -588,6 +606,12 @@ class ApiServer:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def set_max_body(self, max_body: int) -> None:
+        """Apply a new body limit (a reload): waitress reads its adjustments, shared by
+        the server and every channel, for each request it parses from now on."""
+        # waitress refuses a body of exactly the limit; ours allows max_body bytes.
+        self._server.adj.max_request_body_size = max_body + 1
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop listening, drop connections, and stop the worker threads."""

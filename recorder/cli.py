@@ -194,6 +194,9 @@ def get_incident(ctx: Context, value: str) -> Incident:
 @pass_ctx
 def run_cmd(ctx: Context, log_level: str) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
+    from recorder.systemd import hold_reloads
+
+    hold_reloads()  # before the slow imports: an early SIGHUP must not end the daemon
     from recorder.daemon import configure_logging, run_daemon
 
     _ = ctx.config  # validate before anything starts; exits 2 with the errors
@@ -294,8 +297,8 @@ def logscan_cmd(
     except (ZoneInfoNotFoundError, ValueError):
         fail(f"unknown time zone {tz_name!r}")
     try:
-        start = parse_time(since, zone) if since else None
-        end = parse_time(until, zone) if until else None
+        start = check_time(parse_time(since, zone), "--since") if since else None
+        end = check_time(parse_time(until, zone), "--until") if until else None
     except ValueError as exc:
         fail(str(exc))
     try:

@@ -40,7 +40,7 @@ from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
 from recorder.statelock import StateDirBusy, StateLock
 from recorder.store import Store, StoreError
-from recorder.systemd import Notifier
+from recorder.systemd import Notifier, held_reloads
 
 log = logging.getLogger("recorder.daemon")
 
@@ -90,6 +90,8 @@ class Daemon:
         self._store_ok: tuple[bool, str] = (True, "ok")
         self._restored = False  # open incidents taken over from a store opened for writing
         self._drafts_dirty: set[int] = set()
+        self._token_problems: dict[str, str | None] = {}  # why a token file cannot be read
+        self._token_lock = threading.Lock()  # token() runs on the HTTP threads
         # Why drafts cannot be written (a full or read-only disk): logged once per change.
         self._draft_problem: str | None = None
 
@@ -107,14 +109,37 @@ class Daemon:
         return ok, reason
 
     def token(self) -> str | None:
-        return _read_secret(self.config.alertmanager.token_file, "alertmanager.token_file")
+        return self._secret(self.config.alertmanager.token_file, "alertmanager.token_file")
+
+    def _secret(self, path: str | None, name: str) -> str | None:
+        """A token file's text, or None. Read on every request (a rotated token applies
+        at once), so a problem is logged once per change of condition, not per request;
+        the webhook's refusals are counted in recorder_webhook_refusals_total."""
+        if not path:
+            return None
+        try:
+            secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+            problem = None
+        except (OSError, UnicodeDecodeError) as exc:
+            secret = ""
+            why = getattr(exc, "strerror", None) or str(exc)
+            problem = f"cannot read {name.replace('.', ' ')} {path}: {why}"
+        with self._token_lock:
+            before = self._token_problems.get(name)
+            if problem != before:
+                if problem:
+                    log.error("%s; requests that need it are refused until it can be read", problem)
+                else:
+                    log.warning("%s %s readable again", name.replace(".", " "), path)
+                self._token_problems[name] = problem
+        return secret or None
 
     def read_token(self) -> str | None:
         path = self.config.web.read_token_file
         if not path:
             return None
         # Set but unreadable or empty: refuse every read rather than open the pages.
-        return _read_secret(path, "web.read_token_file") or _UNUSABLE
+        return self._secret(path, "web.read_token_file") or _UNUSABLE
 
     def engine_behind(self) -> float:
         """Seconds the oldest input still queued for the engine has waited (0 when none):
@@ -124,6 +149,24 @@ class Daemon:
                 (i.queued for i in self.queue.queue if not isinstance(i, str)), default=None
             )
         return time.monotonic() - oldest if oldest is not None else 0.0
+
+    def _check_token_file(self) -> None:
+        """Warn (at start and on each reload) when the token file can be read by others:
+        whoever reads it can open and resolve incidents through the webhook."""
+        path = self.config.alertmanager.token_file
+        if not path:
+            return
+        try:
+            mode = Path(path).expanduser().stat().st_mode
+        except OSError:
+            return  # said by token() when a request needs it
+        if mode & 0o077:
+            log.warning(
+                "alertmanager token_file %s is readable or writable by group or others "
+                "(mode %s): anyone who reads it can record alerts; chmod 600 it",
+                path,
+                oct(mode & 0o777),
+            )
 
     def submit_alerts(self, alerts: list[Alert]) -> list[int | None]:
         """Hand alerts to the engine and wait for what it did. Raises TimeoutError only
@@ -155,6 +198,7 @@ class Daemon:
 
     def _run(self) -> int:
         self._install_signals()
+        self._check_token_file()
         if not self.store.ready:
             try:
                 self.store.open()
@@ -226,6 +270,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
+        for _ in held_reloads():  # a SIGHUP during start-up: reload once running
+            self.queue.put("reload")
 
     def reload(self) -> None:
         self.queue.put("reload")
@@ -385,6 +431,10 @@ class Daemon:
         self.book.config = new  # open incidents carry over; the book reads config live
         self.sender.update(new)
         self.metrics.retain_hosts(list(new.hosts))
+        if self.api is not None:
+            # The app reads the limit live; waitress refuses on its own copy, set here.
+            self.api.set_max_body(new.alertmanager.max_body)
+        self._check_token_file()
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))
         self.notifier.ready(self._status_line())

@@ -52,7 +52,8 @@ class Signal:
 @dataclass
 class _Track:
     state: State = State.OK
-    since: datetime | None = None  # when the current state's condition started
+    since: datetime | None = None  # when the current state's condition started (shown)
+    since_mono: float | None = None  # the same on the monotonic clock (timed)
     fault: Fault | None = None
     flaps: int = 0
     errors: int = 0
@@ -105,6 +106,7 @@ class Detector:
     def _on_fail(self, track: _Track, obs: Observation, for_: float) -> list[Signal]:
         if track.state is State.OK:
             track.state, track.since, track.fault = State.PENDING, obs.at, obs.fault
+            track.since_mono = obs.mono
         elif track.state is State.RECOVERING:
             track.state, track.flaps = State.FIRING, track.flaps + 1
             track.fault = obs.fault or track.fault
@@ -115,20 +117,30 @@ class Detector:
             track.fault = obs.fault or track.fault
             return []
         assert track.since is not None
-        if track.state is State.PENDING and (obs.at - track.since).total_seconds() >= for_:
+        if track.state is State.PENDING and _elapsed(track, obs) >= for_:
             track.state = State.FIRING
             return [Signal(SignalKind.FIRED, obs.host, obs.probe, obs, track.since, obs.fault)]
         return []
 
     def _on_ok(self, track: _Track, obs: Observation, recover_after: float) -> list[Signal]:
         if track.state is State.PENDING:
-            track.state, track.since = State.OK, None
+            track.state, track.since, track.since_mono = State.OK, None, None
         elif track.state is State.FIRING:
-            track.state, track.since = State.RECOVERING, obs.at
+            track.state, track.since, track.since_mono = State.RECOVERING, obs.at, obs.mono
         if track.state is State.RECOVERING:
             assert track.since is not None
-            if (obs.at - track.since).total_seconds() >= recover_after:
+            if _elapsed(track, obs) >= recover_after:
                 since = track.since
-                track.state, track.since, track.flaps = State.OK, None, 0
+                track.state, track.since, track.since_mono, track.flaps = State.OK, None, None, 0
                 return [Signal(SignalKind.RECOVERED, obs.host, obs.probe, obs, since, track.fault)]
         return []
+
+
+def _elapsed(track: _Track, obs: Observation) -> float:
+    """Seconds since the track's condition started: on the monotonic clock when both ends
+    carry it (a wall-clock step back kept a finished outage open for the size of the step),
+    else on the observations' wall times."""
+    if track.since_mono is not None and obs.mono is not None:
+        return obs.mono - track.since_mono
+    assert track.since is not None
+    return (obs.at - track.since).total_seconds()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +95,12 @@ def run_probe(host: Host, name: str, cfg: BaseModel) -> Observation:
     try:
         obs = PROBES[name](host, cfg)
     except HostUnreachable as exc:
-        return error_observation(host, name, exc, time.perf_counter() - start)
+        obs = error_observation(host, name, exc, time.perf_counter() - start)
     except Exception as exc:  # a probe bug must not take the daemon down with it
         _log_probe_bug(name, host.name, exc)
-        return error_observation(host, name, exc, time.perf_counter() - start)
-    return obs
+        obs = error_observation(host, name, exc, time.perf_counter() - start)
+    # The detector times `for` and `recover_after` on this, not on the wall clock.
+    return obs if obs.mono is not None else replace(obs, mono=time.monotonic())
 
 
 _bugs_logged: set[tuple[str, str, str]] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -109,3 +110,29 @@ def _address(value: str) -> str | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+# ---- signals during start-up -----------------------------------------------------------------
+
+_held: list[int] = []
+
+
+def hold_reloads() -> None:
+    """Catch SIGHUP from now until the daemon installs its own handlers: its default
+    action ends the process, and a reload asked for while the daemon imports and opens
+    its store (about a second) killed it. Call first thing in `recorder run`, before the
+    slow imports; `held_reloads()` hands them over. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def hold(signum: int, frame: object) -> None:
+        _held.append(signum)
+
+    signal.signal(signal.SIGHUP, hold)
+
+
+def held_reloads() -> list[int]:
+    """The SIGHUPs caught by `hold_reloads` since it was called, once."""
+    taken = list(_held)
+    del _held[: len(taken)]
+    return taken

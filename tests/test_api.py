@@ -251,8 +251,9 @@ def test_metrics_scrape_has_every_design_metric(api: Api) -> None:
     assert sample("recorder_incidents_open") == 1
     assert sample("recorder_incidents_opened_total", fault="http-5xx") == 1
     assert sample("recorder_detection_delay_seconds_count") == 1
-    # Label values are only hosts, probes, classes, faults and the version.
-    allowed = {"host", "probe", "class", "fault", "version"}
+    # Label values are only hosts, probes, classes, faults, the version and the two
+    # webhook refusal reasons.
+    allowed = {"host", "probe", "class", "fault", "version", "reason"}
     for family in families.values():
         for s in family.samples:
             assert set(s.labels) <= allowed, s

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from probes.base import Fault, Observation, Status
 from recorder.daemon import Daemon
-from recorder.detector import Detector, SignalKind, State
+from recorder.detector import Detector, Signal, SignalKind, State
 from tests.conftest import free_port
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
@@ -141,3 +142,53 @@ def test_a_reload_that_drops_a_host_forgets_its_tracks(tmp_path: Path) -> None:
         if daemon.scheduler:
             daemon.scheduler.stop()
         daemon.store.close()
+
+
+def test_a_wall_clock_step_does_not_stretch_recover_after_nor_cut_for() -> None:
+    # recover_after was timed on the wall clock: a step back of an hour while recovering
+    # kept a finished outage open for about an hour (#22.16). Durations use the monotonic
+    # time the scheduler stamps on each observation; the wall time is only shown.
+    step = timedelta(hours=1)
+
+    def sample(
+        det: Detector, mono: float, status: Status, wall: timedelta = timedelta(0), for_: float = 0
+    ) -> list[Signal]:
+        taken = Observation(
+            host="lb-01",
+            probe="http",
+            status=status,
+            summary=str(status),
+            fault=Fault.PORT_CLOSED if status is Status.FAIL else None,
+            at=T0 + timedelta(seconds=mono) + wall,
+            mono=1000.0 + mono,
+        )
+        return det.observe(taken, for_, 5.0)
+
+    det = Detector()
+    assert [s.kind for s in sample(det, 0, Status.FAIL)] == [SignalKind.FIRED]
+    assert sample(det, 1, Status.OK) == []  # recovering from here (shown as T0+1s)
+    assert sample(det, 3, Status.OK, -step) == []  # the wall clock jumps back an hour
+    assert sample(det, 5, Status.OK, -step) == []
+    (recovered,) = sample(det, 6, Status.OK, -step)
+    assert recovered.kind is SignalKind.RECOVERED
+    assert recovered.since == T0 + timedelta(seconds=1)  # the wall time, for display
+
+    # A step forward does not cut `for` short either.
+    det = Detector()
+    assert sample(det, 0, Status.FAIL, for_=10) == []
+    assert sample(det, 2, Status.FAIL, step, for_=10) == []
+    assert det.state("lb-01", "http") is State.PENDING
+    (fired,) = sample(det, 10, Status.FAIL, step, for_=10)
+    assert fired.kind is SignalKind.FIRED and fired.since == T0
+
+
+def test_the_scheduler_stamps_each_observation_with_the_monotonic_clock() -> None:
+    from probes.http import Config as HttpConfig
+    from recorder.hosts.local import LocalHost
+    from recorder.scheduler import run_probe
+    from tests.conftest import free_port
+
+    before = time.monotonic()
+    url = f"http://127.0.0.1:{free_port()}/"
+    taken = run_probe(LocalHost("lb-01"), "http", HttpConfig(url=url))
+    assert taken.mono is not None and before <= taken.mono <= time.monotonic()

@@ -297,3 +297,17 @@ def test_markdown_links_and_images_from_alerts_and_notes_render_as_text(case: Ca
     hostile = draft(LINKS, f"web: {LINKS}")
     assert "outside.example" in hostile  # the text is kept, as text
     assert len(_LINK.findall(hostile)) == len(_LINK.findall(benign)), _LINK.findall(hostile)
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+@pytest.mark.parametrize("at", ["0001-01-01 00:00", "9999-12-31T23:59:59+00:00"])
+def test_logscan_times_out_of_range_are_refused(tmp_path: Path, option: str, at: str) -> None:
+    # `--since '0001-01-01 00:00'` in a zone east of UTC ended in OverflowError.
+    log = tmp_path / "access.log"
+    log.write_text('203.0.113.7 - - [23/Nov/2026:09:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "-"\n')
+    result = CliRunner().invoke(
+        main, ["logscan", str(log), option, at, "--timezone", "Africa/Nairobi"]
+    )
+    _clean(result)
+    assert result.exit_code == 2, result.output
+    assert f"{option}: " in result.output and "out of range" in result.output

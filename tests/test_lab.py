@@ -148,7 +148,7 @@ def test_up_lays_out_hosts_like_debian_and_serves(lab: Lab) -> None:
         result = nginx_t(lab, host)
         assert result.returncode == 0, result.stderr
     assert (
-        "include " + str(prefix(lab, "lb-01") / "etc/nginx/sites-enabled") + "/*;"
+        'include "' + str(prefix(lab, "lb-01") / "etc/nginx/sites-enabled") + '/*";'
         in (prefix(lab, "lb-01") / "etc/nginx/nginx.conf").read_text()
     )
 
@@ -550,3 +550,18 @@ def test_traffic_sends_every_request_due_unless_starved(
     )
     results = traffic.generate("http://127.0.0.1:9/", ["127.0.0.1"], rps, seconds)
     assert len(results) == sent
+
+
+def test_up_in_a_directory_whose_path_holds_a_space_and_a_quote(tmp_path: Path) -> None:
+    # The paths were written into nginx.conf unquoted: `pid /home/a b/...;` is two
+    # arguments, and nginx refused to start (#22.7).
+    lab = Lab(tmp_path / 'my lab\'s "dir"' / "lab")
+    try:
+        lab.up()
+        assert http_status(url(lab, "lb-01")) == 200
+        assert lab.status()["hosts"]["lb-01"]["running"] is True
+        lab.break_("missing-symlink")
+        lab.fix()
+        assert http_status(url(lab, "lb-01")) == 200
+    finally:
+        lab.down()

@@ -991,3 +991,121 @@ def _fill_unbuffered(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+# ---- signals at start, reloads that must apply, the token file (#22.5, 11, 18, 19) --------
+
+
+@pytest.mark.parametrize("delay", [0.35, 0.6])
+def test_a_sighup_right_after_start_is_a_reload_not_a_death(
+    tmp_path: Path, daemons: list[DaemonProcess], site: RecordingSite, delay: float
+) -> None:
+    # SIGHUP's default action ends a process: sent while the daemon still imported its
+    # modules (the first second), it killed the daemon until the handler was installed
+    # first thing in `recorder run`.
+    port = free_port()
+    config = write_config(
+        tmp_path / "recorder.yml",
+        simple_config(tmp_path, tmp_path / "state", port, {"w": site.url}),
+    )
+    daemon = DaemonProcess(config, tmp_path / "daemon.log", port)
+    daemons.append(daemon)
+    daemon.start()
+    time.sleep(max(0.0, daemon.started_at + delay - time.monotonic()))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_healthy()
+    _wait_for(lambda: "reloaded" in daemon.log.read_text(), 10, "the early reload done")
+    assert daemon.stop() == 0, daemon.tail()
+
+
+def test_reload_applies_a_raised_max_body(
+    tmp_path: Path, daemons: list[DaemonProcess], site: RecordingSite
+) -> None:
+    # The app read the new limit, waitress kept the one it started with: a raised
+    # max_body was refused as "larger than" the old one until the reload set it.
+    token = "tok-" + uuid.uuid4().hex
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    os.chmod(token_file, 0o600)
+    port = free_port()
+
+    def config_with(max_body: int) -> Path:
+        data = simple_config(
+            tmp_path,
+            tmp_path / "state",
+            port,
+            {"web-01": site.url},
+            alertmanager={"token_file": str(token_file), "max_body": max_body},
+        )
+        return write_config(tmp_path / "recorder.yml", data)
+
+    daemon = DaemonProcess(config_with(1024), tmp_path / "daemon.log", port)
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_healthy()
+    headers = {"Authorization": f"Bearer {token}"}
+    body = b"{" + b" " * 3000 + b"}"
+    status, text = daemon.post("/api/v1/alertmanager", body, headers)
+    assert status == 413 and "larger than 1024" in text, text
+
+    config_with(8192)
+    daemon.signal(signal.SIGHUP)
+    _wait_for(lambda: "reloaded" in daemon.log.read_text(), 10, "the reload")
+    # Raised: waitress no longer refuses it; the app judges the JSON (no "status").
+    status, text = daemon.post("/api/v1/alertmanager", body, headers)
+    assert status == 400 and "status: missing" in text, (status, text)
+    config_with(1024)  # and lowered again
+    daemon.signal(signal.SIGHUP)
+    _wait_for(lambda: daemon.log.read_text().count("reloaded") == 2, 10, "the second reload")
+    assert daemon.post("/api/v1/alertmanager", body, headers)[0] == 413
+    assert daemon.stop() == 0, daemon.tail()
+
+
+def test_an_unreadable_or_open_token_file_is_said_once_and_refusals_counted(
+    tmp_path: Path, daemons: list[DaemonProcess], site: RecordingSite
+) -> None:
+    # An unreadable token file logged an ERROR per request (2,000 lines in 1.4 s from one
+    # client), and a world-readable one was used without a word.
+    token = "tok-" + uuid.uuid4().hex
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    os.chmod(token_file, 0o644)  # readable by everyone: warned at start and each reload
+    port = free_port()
+    data = simple_config(
+        tmp_path,
+        tmp_path / "state",
+        port,
+        {"web-01": site.url},
+        alertmanager={"token_file": str(token_file)},
+    )
+    daemon = DaemonProcess(
+        write_config(tmp_path / "recorder.yml", data), tmp_path / "daemon.log", port
+    )
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_healthy()
+    daemon.signal(signal.SIGHUP)
+    _wait_for(lambda: "reloaded" in daemon.log.read_text(), 10, "the reload")
+    warned = [line for line in daemon.log.read_text().splitlines() if "chmod 600" in line]
+    assert len(warned) == 2, warned  # once at start, once on the reload
+    assert "0o644" in warned[0]
+    assert token not in daemon.log.read_text()
+
+    # Unreadable (a directory where the file was; root reads any file): every request is
+    # refused and counted, the condition logged once; readable again, said once.
+    headers = {"Authorization": f"Bearer {token}"}
+    token_file.unlink()
+    token_file.mkdir()
+    for _ in range(40):
+        assert daemon.post("/api/v1/alertmanager", b"{}", headers)[0] == 503
+    assert daemon.metrics()['recorder_webhook_refusals_total{reason="disabled"}'] == 40
+    token_file.rmdir()
+    token_file.write_text(token)
+    os.chmod(token_file, 0o600)
+    assert daemon.post("/api/v1/alertmanager", b"{}", {})[0] == 401
+    assert daemon.post("/api/v1/alertmanager", b"{}", headers)[0] == 400
+    assert daemon.metrics()['recorder_webhook_refusals_total{reason="unauthorized"}'] == 1
+    log = daemon.log.read_text()
+    assert log.count("cannot read alertmanager token_file") == 1, daemon.tail()
+    assert log.count("readable again") == 1, daemon.tail()
+    assert daemon.stop() == 0, daemon.tail()

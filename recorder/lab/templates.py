@@ -79,9 +79,19 @@ class Layout:
         """A host path as the real filesystem names it."""
         return self.root + host_path
 
+    def quoted(self, host_path: str) -> str:
+        """`path(host_path)` as one nginx argument: quoted, so a lab directory whose path
+        holds a space, `;`, `{` or a quote stays one word (`\\` and `"` escaped)."""
+        return nginx_quote(self.path(host_path))
+
+
+def nginx_quote(value: str) -> str:
+    """A double-quoted nginx string holding `value` exactly."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 def nginx_conf(layout: Layout) -> str:
-    p = layout.path
+    p = layout.quoted
     user = f"user {layout.user};\n" if layout.user else ""
     return f"""\
 # {layout.host}: written by recorder lab (recorder/lab/templates.py). Laid out like a
@@ -104,7 +114,7 @@ http {{
     uwsgi_temp_path {p("/var/lib/nginx/uwsgi")};
     scgi_temp_path {p("/var/lib/nginx/scgi")};
 
-    include {p(SITES_ENABLED)}/*;
+    include {p(SITES_ENABLED + "/*")};
 }}
 """
 
