@@ -197,8 +197,9 @@ def ensure_private_dir(path: Path) -> None:
     try:
         info = os.fstat(fd)
         _check_own(path, info)
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            os.fchmod(fd, 0o700)
+        # Always, even when already 0700: on a read-only filesystem this is what says
+        # so (EROFS) before SQLite's vaguer "unable to open database file".
+        os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
 
