@@ -62,6 +62,10 @@ TYPES = {
     "recorder_incidents_open": "gauge",
     "recorder_incidents_opened": "counter",
     "recorder_detection_delay_seconds": "summary",
+    "recorder_notifications": "counter",
+    "recorder_notify_outbox_depth": "gauge",
+    "recorder_notify_delivery_seconds": "histogram",
+    "recorder_webhook_refusals": "counter",
 }
 
 # The blackbox rule of the "recorder behind Prometheus" setup: the site does not answer.

@@ -969,6 +969,8 @@ def test_a_full_disk_for_drafts_is_logged_once_per_change(
         assert (drafts / f"INC-{incident.id}.md").exists()
         assert said("drafts written again") == 1
 
+        # An unchanged draft is not rewritten: remove it so the next tick must write.
+        (drafts / f"INC-{incident.id}.md").unlink()
         _fill_unbuffered(small_tmpfs / "filler2")  # full again: a change, said once more
         for _ in range(3):
             daemon._drafts_dirty.add(incident.id)
