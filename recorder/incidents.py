@@ -625,7 +625,11 @@ class IncidentBook:
 
     def _note_clients(self, host: str, seconds: tuple[ClientSecond, ...]) -> None:
         """Keep an entry point's recent clients by second, and bring the open incidents
-        of its service up to date with them."""
+        of its service up to date with them. Only entry points count (what users hit)."""
+        services = {*self.config.services, self.config.service_of(host)}
+        if not any(host in self._entrypoints(name) for name in services):
+            self._recent.pop(host, None)
+            return
         recent = self._recent.setdefault(host, {})
         for sec in seconds:
             had = recent.get(sec.second)
