@@ -339,9 +339,9 @@ class _Reader:
         # Per second of the log read by this call: the clients seen, and those with a 5xx
         # (the observation's `ClientHarm.seconds`, merged over an incident by the engine).
         self.clients: dict[int, tuple[set[bytes], set[bytes]]] = {}
-        # Whether new lines older than the window count there too: yes when catching up
-        # after a pause (an incident open meanwhile needs them); not on first sight, whose
-        # history no incident can have been counting.
+        # Whether lines older than the window count there too: yes when catching up after
+        # a pause or re-reading after a restart (an incident open meanwhile needs them);
+        # not on first sight, whose history no incident can have been counting.
         self.older_clients = True
         if tail.times is None:
             tail.times = TimeCache(fmt.time_var)
@@ -426,9 +426,10 @@ class _Reader:
             tail.first_second = min(stamps)
         keep = {raw: s for raw, s in seconds.items() if s is not None and s >= oldest_kept}
         times = lines.full_times()
-        # Catching up after a pause, every new line's client counts (an incident open
-        # meanwhile needs them); otherwise those of the window's lines only.
-        everything = counted and self.older_clients and len(keep) < len(stamps)
+        # Catching up after a pause, or re-reading after a restart, every line's client
+        # counts (an incident open meanwhile needs them, whatever the window); on first
+        # sight those of the window's lines only.
+        everything = self.older_clients and len(keep) < len(stamps)
         if everything:
             pairs, failed_pairs = _client_pairs(times, lines)
             self.note_clients(seconds, pairs, failed_pairs)

@@ -44,6 +44,7 @@ def run(
     rps: int,
     restart_at: int | None = None,
     refused: range = range(0),
+    window: float = WINDOW,
 ) -> tuple[Incident, float]:
     """10 s healthy, then one second per rate, then healthy until the incident resolves.
     Returns the incident and the true share over its start to its resolution."""
@@ -54,7 +55,7 @@ def run(
     log.parent.mkdir(parents=True)
     log.touch()
     host = LocalHost("lb-01", prefix=str(root))
-    config = error_rate.Config(window=WINDOW, min_requests=5, state_dir=str(root / "probe-state"))
+    config = error_rate.Config(window=window, min_requests=5, state_dir=str(root / "probe-state"))
     h = Harness(root / "state")
     lines: list[tuple[int, str, bool]] = []  # second, client, hurt
     schedule = [0.0] * 10 + rates + [0.0] * 40
@@ -141,12 +142,25 @@ def test_the_share_is_over_the_whole_incident(
     assert affected.peak is not None and abs(affected.peak - truth) > 0.1, (affected, truth)
 
 
+@pytest.mark.parametrize(
+    ("rates", "clients", "window"),
+    [(INTERMITTENT, 120, WINDOW), (RISING, 10_000, WINDOW), (RISING, 10_000, 3.0)],
+    ids=["intermittent", "rising", "rising-window-shorter-than-recovery"],
+)
 def test_a_restart_mid_incident_continues_the_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rates: list[float],
+    clients: int,
+    window: float,
 ) -> None:
-    """kill -9 halfway: the merged clients are stored with the incident and the probe
-    re-reads its window, so nothing seen before the restart is lost or counted twice."""
-    incident, truth = run(tmp_path, monkeypatch, INTERMITTENT, clients=120, rps=20, restart_at=18)
+    """kill -9 halfway: the merged clients are stored with the incident (up to the
+    seconds still held back for the resolution) and the probe re-reads what it had read
+    before, so nothing seen before the restart is lost or counted twice, even with a
+    window shorter than the seconds held back."""
+    incident, truth = run(
+        tmp_path, monkeypatch, rates, clients=clients, rps=20, restart_at=18, window=window
+    )
     assert incident.affected.ratio is not None
     assert abs(incident.affected.ratio - truth) <= 1e-4, (incident.affected, truth)
     assert CLIENTS_KEY in incident.data
