@@ -48,6 +48,12 @@ trusting its share; a stretch fails below 1e-6. A site that always returns a few
 compared with its own share and does not flap; a healthy site that starts failing 15%
 of requests at 20 req/s fails within one or two seconds.
 
+Clients over longer than the window. Every line read (new, older than the window, or
+re-read after a restart to rebuild it) also lands in a per-call table by its second: the
+observation's `ClientHarm.seconds` carries, per second, the clients seen and those that
+got a 5xx as sketches of hashed addresses (probes/facts.py), which the engine merges over
+a whole incident. Merging is a union, so a second read twice counts once.
+
 Rate baseline: an exponentially weighted mean (weight 0.2 per call) of the window's
 request rate, updated only by calls that do not fail, so an incident does not raise its
 own baseline. A failing window whose rate exceeds `capacity_factor` times the baseline
@@ -70,6 +76,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
@@ -81,6 +88,7 @@ from probes.accesslog import (
     CLASSES,
     MASK_5XX,
     MAX_LINE,
+    Lines,
     LogFormat,
     LogFormatError,
     TimeCache,
@@ -101,7 +109,15 @@ from probes.base import (
     measured,
 )
 from probes.durations import Duration
-from probes.facts import ABOVE_BASELINE, ClientHarm, Facts, LogCounters
+from probes.facts import (
+    ABOVE_BASELINE,
+    ClientHarm,
+    ClientSecond,
+    ClientSketch,
+    Facts,
+    LogCounters,
+    client_id,
+)
 from probes.private import make_private_dirs
 
 NAME = "error_rate"
@@ -328,6 +344,13 @@ class _Reader:
     def __init__(self, host: Host, config: Config, fmt: LogFormat, tail: Tail) -> None:
         self.host, self.config, self.fmt, self.tail = host, config, fmt, tail
         self.bytes_read = 0
+        # Per second of the log read by this call: the clients seen, and those with a 5xx
+        # (the observation's `ClientHarm.seconds`, merged over an incident by the engine).
+        self.clients: dict[int, tuple[set[bytes], set[bytes]]] = {}
+        # Whether lines older than the window count there too: yes when catching up after
+        # a pause or re-reading after a restart (an incident open meanwhile needs them);
+        # not on first sight, whose history no incident can have been counting.
+        self.older_clients = True
         if tail.times is None:
             tail.times = TimeCache(fmt.time_var)
         self.times: TimeCache = tail.times
@@ -413,6 +436,13 @@ class _Reader:
             tail.first_second = min(stamps)
         keep = {raw: s for raw, s in seconds.items() if s is not None and s >= oldest_kept}
         times = lines.full_times()
+        # Catching up after a pause, or re-reading after a restart, every line's client
+        # counts (an incident open meanwhile needs them, whatever the window); on first
+        # sight those of the window's lines only.
+        everything = self.older_clients and len(keep) < len(stamps)
+        if everything:
+            pairs, failed_pairs = _client_pairs(times, lines)
+            self.note_clients(seconds, pairs, failed_pairs)
         if len(keep) < len(stamps):
             self.fold_older(times, lines.digits, seconds, oldest_kept)
         if not keep:
@@ -428,11 +458,51 @@ class _Reader:
                 bucket = buckets[keep[raw]] = Second()
             if 0x31 <= digit <= 0x35:  # b"1".."5"
                 bucket.counts[digit - 0x31] += n
-        for raw, client in set(zip(times, lines.clients, strict=True)):
-            buckets[keep[raw]].clients.add(client)
-        failed = lines.digits.translate(MASK_5XX)
-        for raw, client in set(zip(compress(times, failed), clients_with_5xx(lines), strict=True)):
-            buckets[keep[raw]].failed.add(client)
+        if everything:
+            for raw, client in pairs:
+                sec = keep.get(raw)
+                if sec is not None:
+                    buckets[sec].clients.add(client)
+            for raw, client in failed_pairs:
+                sec = keep.get(raw)
+                if sec is not None:
+                    buckets[sec].failed.add(client)
+            return
+        # Only the window's lines: into its buckets and this call's clients in one pass.
+        pairs, failed_pairs = _client_pairs(times, lines)
+        got = self.clients
+        for raw, client in pairs:
+            sec = keep[raw]
+            buckets[sec].clients.add(client)
+            entry = got.get(sec)
+            if entry is None:
+                entry = got[sec] = (set(), set())
+            entry[0].add(client)
+        for raw, client in failed_pairs:
+            sec = keep[raw]
+            buckets[sec].failed.add(client)
+            got[sec][1].add(client)
+
+    def note_clients(
+        self,
+        seconds: Mapping[bytes, int | None],
+        pairs: set[tuple[bytes, bytes]],
+        failed_pairs: set[tuple[bytes, bytes]],
+    ) -> None:
+        """The clients of the lines read, by second: what an incident longer than the
+        window counts its clients from."""
+        got = self.clients
+        for raw, client in pairs:
+            sec = seconds.get(raw)
+            if sec is not None:
+                entry = got.get(sec)
+                if entry is None:
+                    entry = got[sec] = (set(), set())
+                entry[0].add(client)
+        for raw, client in failed_pairs:
+            sec = seconds.get(raw)
+            if sec is not None:
+                got[sec][1].add(client)
 
     def fold_older(
         self,
@@ -467,6 +537,17 @@ class _Reader:
             fold_into_history(tail, sec, older[sec])
 
 
+def _client_pairs(
+    times: list[bytes], lines: Lines
+) -> tuple[set[tuple[bytes, bytes]], set[tuple[bytes, bytes]]]:
+    """(time, client) of every line, and of the lines with a 5xx."""
+    failed = lines.digits.translate(MASK_5XX)
+    return (
+        set(zip(times, lines.clients, strict=True)),
+        set(zip(compress(times, failed), clients_with_5xx(lines), strict=True)),
+    )
+
+
 def _finish_copy(reader: _Reader, config: Config, tail: Tail) -> None:
     """After a copytruncate: the lines written between our last read and the copy are in
     LOG.1, a copy of what we were reading (it starts with the same bytes and is at least
@@ -494,8 +575,9 @@ def _finish_copy(reader: _Reader, config: Config, tail: Tail) -> None:
     )
 
 
-def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
-    """Bring the tail up to date with the log; returns the bytes read."""
+def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> _Reader:
+    """Bring the tail up to date with the log; returns the reader (bytes and clients
+    read)."""
     log = config.log
     st = host.stat(log)
     reader = _Reader(host, config, fmt, tail)
@@ -536,6 +618,7 @@ def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
     else:
         # First sight: recent history only, from the first line start in the last bytes.
         tail.offset = max(0, st.size - FIRST_SIGHT)
+        reader.older_clients = False
     tail.inode, tail.device = st.inode, st.device
 
     at_line_start = not (not known and tail.offset > 0) and not tail.in_long_line
@@ -554,7 +637,7 @@ def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> int:
     )
     if tail.head_len < HEAD_BYTES and st.size > tail.head_len:
         tail.head, tail.head_len = reader.head_of(log, st.size)
-    return reader.bytes_read
+    return reader
 
 
 # ---- the window -------------------------------------------------------------------------
@@ -776,7 +859,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         _TAILS[key] = tail
     lines_before = tail.lines_total
     try:
-        bytes_read = _advance(host, config, fmt, tail)
+        reader = _advance(host, config, fmt, tail)
     except FileNotFoundError:
         obs = error_observation(
             host, NAME, FileNotFoundError(2, f"access log {config.log} missing", config.log)
@@ -817,7 +900,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         "threshold": config.threshold,
         "sudden": sudden,
         **_counters(tail),
-        "bytes_read": bytes_read,
+        "bytes_read": reader.bytes_read,
         "offset": tail.offset,
         "log_format": fmt.name,
     }
@@ -849,6 +932,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
             hurt=stats["clients_with_5xx"],
             window_start=_moment(stats["window_start"]),
             window_end=_moment(stats["window_end"]),
+            seconds=_client_seconds(reader.clients),
         ),
         terms=terms,
     )
@@ -876,6 +960,22 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         summary=summary,
         details=details,
         facts=facts,
+    )
+
+
+def _client_seconds(read: dict[int, tuple[set[bytes], set[bytes]]]) -> tuple[ClientSecond, ...]:
+    """The clients read, per second, as sketches of hashed addresses."""
+    ids: dict[bytes, int] = {}
+
+    def id_of(client: bytes) -> int:
+        found = ids.get(client)
+        if found is None:
+            found = ids[client] = client_id(client)
+        return found
+
+    return tuple(
+        ClientSecond(sec, ClientSketch(map(id_of, seen)), ClientSketch(map(id_of, hurt)))
+        for sec, (seen, hurt) in sorted(read.items())
     )
 
 

@@ -1,10 +1,15 @@
 """The incident book: turns signals into incidents and keeps them current.
 
 One outage is one incident, however many probes notice it: a firing signal joins the open
-incident of its service. While an incident is open the book keeps its evidence, root-cause
-ranking, affected share and timeline current, and writes every change to the store before
-anything reports it. The in-memory copy only holds what the engine needs to continue; the
-store is the record, and a restarted daemon rebuilds the book from it.
+incident of its service. Its affected share is the distinct clients that got a 5xx between
+its start and its resolution over the distinct clients seen then, at the entry points,
+merged from the error_rate observations' per-second client sketches (ClientMerge, stored
+with the incident); while the entry point refuses connections, everyone (1.0).
+
+While an incident is open the book keeps its evidence, root-cause ranking, affected share
+and timeline current, and writes every change to the store before anything reports it.
+The in-memory copy only holds what the engine needs to continue; the store is the record,
+and a restarted daemon rebuilds the book from it.
 
 Single-threaded by design: the daemon's engine thread is the only caller.
 """
@@ -16,10 +21,11 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from probes.base import Fault, Observation, Status
+from probes.facts import HLL_ERROR, ClientSecond, ClientSketch
 from recorder.alertmanager import Alert, is_stale
 from recorder.config import Config
 from recorder.detector import Signal, SignalKind
@@ -56,6 +62,63 @@ ALERT_LEASE_GRACE = timedelta(minutes=5)
 # deploy that caused it.
 DEPLOY_SLACK = timedelta(seconds=1)
 CAUSE_SETTLE = 5.0  # seconds a new top root cause must hold before `cause-changed`
+# Per-second client sketches kept per entry point (by the log's time) before an incident
+# opens: harm starts up to a probe window before detection (first 5xx in the window).
+RECENT_SECONDS = 300
+# Where an open incident keeps the clients it merged (seen and hurt since it started), so
+# a restarted daemon continues counting instead of starting again.
+CLIENTS_KEY = "affected_clients"
+ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
+
+
+@dataclass
+class ClientMerge:
+    """The distinct clients at the entry points from an incident's start: all that were
+    seen, and those that got at least one 5xx, merged second by second from the
+    error_rate observations' `ClientHarm.seconds`."""
+
+    seen: ClientSketch = field(default_factory=ClientSketch)
+    hurt: ClientSketch = field(default_factory=ClientSketch)
+    first: int | None = None  # the first and last second of the log merged (epoch)
+    last: int | None = None
+
+    def add(self, sec: ClientSecond) -> bool:
+        changed = self.seen.merge(sec.seen)
+        changed = self.hurt.merge(sec.hurt) or changed
+        if self.first is None or sec.second < self.first:
+            self.first, changed = sec.second, True
+        if self.last is None or sec.second > self.last:
+            self.last, changed = sec.second, True
+        return changed
+
+    def copy(self) -> ClientMerge:
+        return ClientMerge(self.seen.copy(), self.hurt.copy(), self.first, self.last)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen.to_json(),
+            "hurt": self.hurt.to_json(),
+            "first": self.first,
+            "last": self.last,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ClientMerge | None:
+        if not isinstance(data, dict):
+            return None
+        seen, hurt = (
+            ClientSketch.from_json(data.get("seen")),
+            ClientSketch.from_json(data.get("hurt")),
+        )
+        if seen is None or hurt is None:
+            return None
+        first, last = data.get("first"), data.get("last")
+        return cls(
+            seen,
+            hurt,
+            first if isinstance(first, int) and not isinstance(first, bool) else None,
+            last if isinstance(last, int) and not isinstance(last, bool) else None,
+        )
 
 
 @dataclass
@@ -68,6 +131,12 @@ class _Open:
     diagnostics: set[tuple[str, str]] = field(default_factory=set)  # (host, probe) awaited
     causes_said: str = ""  # the ranking last written to the timeline
     written: tuple[Any, ...] | None = None  # the stored fields as last written (see flush)
+    # The clients merged since the incident started, up to `clients.last`: seconds of
+    # the log older than the hold (see _advance_clients); stored with the incident.
+    clients: ClientMerge | None = None
+    clients_from: datetime | None = None  # the start the recent seconds were merged from
+    clients_view: ClientMerge | None = None  # `clients` and the held seconds: the figure
+    affected_merged: bool = False  # incident.affected is the figure over the incident
 
     @property
     def signals(self) -> dict[str, dict[str, Any]]:
@@ -92,6 +161,8 @@ class IncidentBook:
         self.request_diagnostics = request_diagnostics
         self.latest: dict[tuple[str, str], Observation] = {}
         self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
+        # host -> log second -> (seen, hurt): the last RECENT_SECONDS of each log's clients
+        self._recent: dict[str, dict[int, tuple[ClientSketch, ClientSketch]]] = {}
         self.store_error: str | None = None
         self._deploys_error: str | None = None
         self._windows_error: str | None = None
@@ -117,8 +188,15 @@ class IncidentBook:
                     incident.service,
                 )
                 continue
+            clients = ClientMerge.from_json(incident.data.get(CLIENTS_KEY))
             self._open[book_key] = _Open(
-                incident=incident, causes_said=_causes_line(incident.root_causes)
+                incident=incident,
+                causes_said=_causes_line(incident.root_causes),
+                clients=clients,
+                clients_from=incident.started_at if clients else None,
+                clients_view=clients.copy() if clients else None,
+                affected_merged=clients is not None
+                and incident.affected.method not in ENTRYPOINT_METHODS,
             )
             for sig in incident.data.get("signals", {}).values():
                 if sig.get("state") == "firing" and sig.get("probe") != "alertmanager":
@@ -145,6 +223,9 @@ class IncidentBook:
     def observe(self, obs: Observation) -> None:
         """Every observation passes here: it is evidence for open incidents."""
         self.latest[(obs.host, obs.probe)] = obs
+        harm = obs.facts.clients
+        if harm is not None and harm.seconds and obs.status is not Status.ERROR:
+            self._note_clients(obs.host, harm.seconds)
         if obs.status is not Status.ERROR:
             # We could look: a monitoring gap on this check is over, whatever the detector
             # remembers (after a restart it has no record of the gap and never says so).
@@ -486,6 +567,14 @@ class IncidentBook:
             resolved_at = max(e for e in ends if e is not None)
             item.incident.status = IncidentStatus.RESOLVED
             item.incident.resolved_at = resolved_at
+            if item.affected_merged and item.incident.affected.method not in ENTRYPOINT_METHODS:
+                # The seconds held back since the resolution are left out: the share is
+                # over the incident's start to its resolution.
+                view = self._clients_view(item, resolved_at)
+                if view is not None and view.seen.count():
+                    final = self._merged_affected(item.incident.service, view)
+                    peak = item.incident.affected.peak or 0.0
+                    item.incident.affected = _with_peak(final, peak)
             harm = resolved_at - item.incident.started_at
             item.add(
                 resolved_at,
@@ -662,30 +751,148 @@ class IncidentBook:
         if receivers:
             item.notices.append(Notice(event, key, self.clock(), receivers, text))
 
+    # ---- distinct clients over the incident -------------------------------------------------
+
+    def _entrypoints(self, service: str) -> list[str]:
+        return (
+            self.config.entrypoints_of(service)
+            or [h for h in self.config.hosts_of(service) if self.config.hosts[h].role == "lb"]
+            or self.config.hosts_of(service)
+        )
+
+    def _note_clients(self, host: str, seconds: tuple[ClientSecond, ...]) -> None:
+        """Keep an entry point's recent clients by second, and bring the open incidents
+        of its service up to date with them. Only entry points count (what users hit)."""
+        services = {*self.config.services, self.config.service_of(host)}
+        if not any(host in self._entrypoints(name) for name in services):
+            self._recent.pop(host, None)
+            return
+        recent = self._recent.setdefault(host, {})
+        for sec in seconds:
+            had = recent.get(sec.second)
+            if had is None:
+                recent[sec.second] = (sec.seen.copy(), sec.hurt.copy())
+            else:
+                had[0].merge(sec.seen)
+                had[1].merge(sec.hurt)
+        oldest = max(recent) - RECENT_SECONDS
+        for second in [s for s in recent if s < oldest]:
+            del recent[second]
+        for item in self._open.values():
+            incident = item.incident
+            if (
+                incident.severity == "outage"
+                and incident.status == IncidentStatus.OPEN
+                and host in self._entrypoints(incident.service)
+            ):
+                self._advance_clients(item, seconds)
+
+    def _hold(self, service: str) -> int:
+        """How long a second of the log waits before it is merged for good: longer than
+        any recover_after of the service's checks, so that when the incident resolves
+        (at the first healthy sample of its last signal, confirmed recover_after later)
+        the seconds after its resolution can still be left out."""
+        longest = max(
+            (
+                self.config.recover_after(check)
+                for host in self.config.hosts_of(service)
+                for check, _, _ in self.config.checks_for(host)
+            ),
+            default=0.0,
+        )
+        return min(RECENT_SECONDS // 2, int(longest) + 2)
+
+    def _advance_clients(self, item: _Open, fresh: tuple[ClientSecond, ...] = ()) -> None:
+        """Merge the entry points' clients from the incident's start: the seconds older
+        than the hold into `clients` (stored with the incident), the newer ones only into
+        the figure shown (`clients_view`). Union cannot be undone, so holding the newest
+        seconds back is what lets the figure stop at the resolution. Merging a second
+        twice (a restarted probe re-reads its window) changes nothing."""
+        incident = item.incident
+        start = _epoch_second(incident.started_at)
+        hosts = self._entrypoints(incident.service)
+        rings = [self._recent[h] for h in hosts if self._recent.get(h)]
+        if item.clients is None and not any(s >= start for r in rings for s in r):
+            return
+        merged = item.clients if item.clients is not None else ClientMerge()
+        changed = item.clients is None
+        below = merged.last if merged.last is not None else start - 1
+        if item.clients_from != incident.started_at:
+            # Opened (harm began before detection), or a joining signal moved the start
+            # earlier: the recent seconds from the start up to what is merged already.
+            item.clients_from = incident.started_at
+            for ring in rings:
+                for second, (seen, hurt) in ring.items():
+                    if start <= second <= below:
+                        changed = merged.add(ClientSecond(second, seen, hurt)) or changed
+        for sec in fresh:  # late lines of seconds merged already
+            if start <= sec.second <= below:
+                changed = merged.add(sec) or changed
+        newest = max((max(r) for r in rings), default=start - 1)
+        commit_to = newest - self._hold(incident.service)
+        for ring in rings:
+            for second in sorted(s for s in ring if below < s <= commit_to and s >= start):
+                seen, hurt = ring[second]
+                changed = merged.add(ClientSecond(second, seen, hurt)) or changed
+        item.clients = merged
+        if changed:
+            incident.data[CLIENTS_KEY] = merged.to_json()
+        item.clients_view = self._clients_view(item, None)
+
+    def _clients_view(self, item: _Open, until: datetime | None) -> ClientMerge | None:
+        """The merged clients and the held seconds after them, up to `until` (the
+        resolution) when given."""
+        if item.clients is None:
+            return None
+        view = item.clients.copy()
+        start = _epoch_second(item.incident.started_at)
+        below = view.last if view.last is not None else start - 1
+        end = _epoch_second(until) if until is not None else None
+        for host in self._entrypoints(item.incident.service):
+            for second, (seen, hurt) in self._recent.get(host, {}).items():
+                if second > below and second >= start and (end is None or second <= end):
+                    view.add(ClientSecond(second, seen, hurt))
+        return view
+
     def _update_affected(self, item: _Open) -> None:
         incident = item.incident
         if not any(s.get("state") == "firing" for s in item.signals.values()):
             return  # harm over: the measure is frozen at what the incident saw
-        measured = self.affected_share(incident.service)
+        if incident.severity == "outage" and item.clients_from != incident.started_at:
+            self._advance_clients(item)  # just opened, or a joining signal moved the start
+        measured, window = self._measure(incident.service, item)
         if measured is None:
             return
         previous = incident.affected
-        peak = max(measured.ratio or 0.0, previous.peak or 0.0)
-        # The share reported is the worst seen while the incident was open (the window
-        # that held the most harm), with the evidence of that window.
-        if previous.ratio is None or (measured.ratio or 0.0) >= (previous.ratio or 0.0):
+        peak = max(window if window is not None else measured.ratio or 0.0, previous.peak or 0.0)
+        if previous.method in ENTRYPOINT_METHODS and previous.ratio == 1.0:
+            # Clients turned away at the door never reach a log: everyone who came while
+            # the entry point refused them was hurt, and the log cannot say less.
+            previous.peak = peak
+        elif window is not None:
+            # Distinct clients over the incident so far: replaces what was said before (it
+            # may fall as more clients come and are served), with the worst window beside.
+            incident.affected = _with_peak(measured, peak)
+            item.affected_merged = True
+        elif previous.ratio is None or (measured.ratio or 0.0) >= (previous.ratio or 0.0):
+            # A measure of the moment (a window, a dead backend's weight, a closed door):
+            # the worst seen while the incident was open, with its evidence.
             incident.affected = Affected(measured.ratio, measured.method, measured.evidence, peak)
+            item.affected_merged = False
         else:
             previous.peak = peak
         self._step_notice(item)
 
     def affected_share(self, service: str) -> Affected | None:
-        """The best measure available now of the share of the service's users hurt."""
-        entrypoints = (
-            self.config.entrypoints_of(service)
-            or [h for h in self.config.hosts_of(service) if self.config.hosts[h].role == "lb"]
-            or self.config.hosts_of(service)
-        )
+        """The best measure available now of the share of the service's users hurt: for
+        a service with an open incident, over that incident so far."""
+        item = self._open.get(service)
+        return self._measure(service, item)[0]
+
+    def _measure(self, service: str, item: _Open | None) -> tuple[Affected | None, float | None]:
+        """The share of users hurt, and when it counts distinct clients over the whole
+        incident, the share of the current log window (the second figure); else None."""
+        entrypoints = self._entrypoints(service)
         zone = self.config.zone
         for host in entrypoints:
             http = self.latest.get((host, "http"))
@@ -705,7 +912,7 @@ class IncidentBook:
                     "entrypoint-unreachable",
                     f"{host} is the only way in for {service} and answers nothing ({what}): "
                     "every client was turned away",
-                )
+                ), None
             if http and http.status is Status.FAIL and http.fault is Fault.UNEXPECTED_STATUS:
                 # The entry point answers, but not with the site (a default server's 404
                 # once the site's link is gone): the checked page fails for everyone.
@@ -714,16 +921,17 @@ class IncidentBook:
                     "entrypoint-unexpected-status",
                     f"{host} is the only way in for {service} and does not serve the site"
                     f" ({http.summary}): every client got that answer instead",
-                )
+                ), None
         best: Affected | None = None
+        window: float | None = None
         for host in entrypoints:
             er = self.latest.get((host, "error_rate"))
             harm = er.facts.clients if er and er.status is not Status.ERROR else None
             if harm is None or not harm.clients:
                 continue
-            window = ""
+            span = ""
             if harm.window_start and harm.window_end:
-                window = (
+                span = (
                     f", {local_time(harm.window_start, zone)} to"
                     f" {local_time(harm.window_end, zone)}"
                 )
@@ -731,20 +939,51 @@ class IncidentBook:
                 round(harm.hurt / harm.clients, 4),
                 "clients-with-5xx",
                 f"{harm.hurt:,} of {harm.clients:,} clients got at least one 5xx"
-                f"{window}, {host} access log",
+                f"{span}, {host} access log",
             )
+        merged = item.clients_view if item is not None else None
+        if merged is not None and merged.seen.count():
+            window = best.ratio if best is not None and best.ratio is not None else 0.0
+            best = self._merged_affected(service, merged)
         for host in entrypoints:
             up = self.latest.get((host, "upstreams"))
             if up and up.status is Status.FAIL and up.details.get("dead_weight_share") is not None:
                 share = float(up.details["dead_weight_share"])
                 if best is not None and (best.ratio or 0.0) <= share:
                     continue  # the balancer's log shows less harm than the dead backend's weight
-                best = Affected(
-                    round(share, 4),
-                    "dead-backend-weight",
-                    f"dead backends carried {share:.0%} of {host}'s upstream weight ({up.summary})",
+                best, window = (
+                    Affected(
+                        round(share, 4),
+                        "dead-backend-weight",
+                        f"dead backends carried {share:.0%} of {host}'s upstream weight"
+                        f" ({up.summary})",
+                    ),
+                    None,
                 )
-        return best
+        return best, window
+
+    def _merged_affected(self, service: str, merged: ClientMerge) -> Affected:
+        """The share of distinct clients hurt over the incident, from merged sketches."""
+        zone = self.config.zone
+        seen, hurt = merged.seen.count(), min(merged.hurt.count(), merged.seen.count())
+        when = ""
+        if merged.first is not None and merged.last is not None:
+            when = (
+                f" from {local_time(_from_epoch(merged.first), zone)} to"
+                f" {local_time(_from_epoch(merged.last), zone)}"
+            )
+        about = (
+            ""
+            if merged.seen.exact and merged.hurt.exact
+            else f" (estimated: HyperLogLog, about ±{HLL_ERROR:.1%} each)"
+        )
+        return Affected(
+            round(hurt / seen, 4) if seen else 0.0,
+            "clients-with-5xx",
+            f"{hurt:,} of {seen:,} distinct clients got at least one 5xx{when}{about},"
+            " counted over the incident (every second of the log since it started),"
+            f" {', '.join(self._entrypoints(service))} access log",
+        )
 
     # ---- diagnostics ---------------------------------------------------------------------
 
@@ -843,6 +1082,22 @@ def _stored_fields(incident: Incident) -> tuple[Any, ...]:
 
 def _window_ref(window: Window) -> str:
     return f"#{window.id}" if window.id else "(recurring, from the config)"
+
+
+def _with_peak(measured: Affected, peak: float) -> Affected:
+    """A share over the incident, with the worst single window beside it."""
+    evidence = measured.evidence
+    if round(peak, 3) != round(measured.ratio or 0.0, 3):
+        evidence += f"; the worst single window of the log: {peak:.1%}"
+    return Affected(measured.ratio, measured.method, evidence, peak)
+
+
+def _epoch_second(at: datetime) -> int:
+    return int(at.timestamp() // 1)
+
+
+def _from_epoch(second: int) -> datetime:
+    return datetime.fromtimestamp(second, UTC)
 
 
 def _on_host(host: str, summary: str) -> str:

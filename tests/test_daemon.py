@@ -290,3 +290,71 @@ def test_incident_visible_through_the_cli(daemon: Daemon) -> None:
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
     assert listed and all(parse_iso(i["started_at"]) for i in listed)
+
+
+# ---- the affected share over a whole incident (#22.15) ------------------------------------
+
+# (rate, seconds) phases of backend-5xx (0: fixed) under steady traffic from `clients` at
+# 30 req/s. Rising and falling: each client comes once (visitors come and go) while the
+# share moves, so the worst window is the worst moment, not the incident. Intermittent:
+# each client comes back every 6 s and each short burst hits other visitors: the harm
+# spreads over most clients while a window holds few of them (the review's 87% vs 29.9%).
+# Rates stay below 0.76, where the recorder's own http probe (127.0.0.1) would start failing.
+SHARE_CASES = [
+    ("rising", [(0.15, 5.0), (0.4, 5.0), (0.7, 5.0)], 600, False),
+    ("falling-kill-9", [(0.7, 5.0), (0.4, 5.0), (0.15, 5.0)], 600, True),
+    ("intermittent", [(0.7, 2.0), (0.0, 3.0)] * 3 + [(0.7, 2.0)], 180, False),
+]
+SHARE_TOLERANCE = 0.03  # second boundaries of the log, the recorder's own probe client
+
+
+def _set_rate(lab: Lab, rate: float, active: bool) -> bool:
+    if active:
+        lab.fix("backend-5xx")
+    if rate > 0:
+        lab.break_("backend-5xx", rate=rate)
+    return rate > 0
+
+
+@pytest.mark.parametrize(
+    ("phases", "clients", "kill"), [c[1:] for c in SHARE_CASES], ids=[c[0] for c in SHARE_CASES]
+)
+def test_affected_share_is_over_the_whole_incident(
+    lab: Lab, daemon: Daemon, phases: list[tuple[float, float]], clients: int, kill: bool
+) -> None:
+    """The incident's share is the distinct clients hurt between its start and its
+    resolution over the distinct clients seen then: the lab's truth for the traffic, which
+    runs exactly while the fault does."""
+    known = {i.id for i in daemon.incidents()}
+    seconds = sum(s for _, s in phases)
+    active = _set_rate(lab, phases[0][0], False)
+    traffic = Traffic(lab, clients=clients, rps=30, seconds=seconds)
+    start = time.monotonic()
+    try:
+        due = 0.0
+        for n, (rate, length) in enumerate(phases):
+            if n:
+                active = _set_rate(lab, rate, active)
+            due += length
+            if kill and n == 1:
+                time.sleep(max(0.0, start + due - length / 2 - time.monotonic()))
+                daemon.kill9()
+                daemon.start()
+            time.sleep(max(0.0, start + due - time.monotonic()))
+        truth = traffic.wait()
+    finally:
+        if active:
+            lab.fix("backend-5xx")
+        traffic.wait()
+    incident = new_incident(daemon, known)
+    done = resolved(daemon, incident.id)
+    others = [i.title for i in daemon.incidents() if i.id not in known | {incident.id}]
+    assert others == [], others
+    affected = done.affected
+    assert affected.method == "clients-with-5xx", affected
+    assert affected.ratio is not None
+    assert abs(affected.ratio - truth["clients_with_5xx_ratio"]) <= SHARE_TOLERANCE, (
+        affected,
+        {k: v for k, v in truth.items() if k != "per_client"},
+    )
+    assert "counted over the incident" in affected.evidence
