@@ -23,6 +23,7 @@ from probes.base import Fault, Observation, Status
 from recorder.alertmanager import Alert, is_stale
 from recorder.config import Config
 from recorder.detector import Signal, SignalKind
+from recorder.display import shown
 from recorder.model import (
     Affected,
     Cause,
@@ -275,9 +276,7 @@ class IncidentBook:
         now = self.clock()
         # Harm began at the first failed sample, or at the first 5xx in the log when earlier.
         started = since
-        first_5xx = (
-            parse_iso(obs.details.get("first_5xx")) if obs.details.get("first_5xx") else None
-        )
+        first_5xx = obs.facts.first_5xx
         if first_5xx and first_5xx < started:
             started = first_5xx
         if item is None:
@@ -314,7 +313,7 @@ class IncidentBook:
         self, service: str, obs: Observation, started: datetime, now: datetime, source: str
     ) -> _Open:
         how = (
-            f"an Alertmanager alert ({obs.details.get('alertname')})"
+            f"an Alertmanager alert ({shown(obs, 'alertname')})"
             if source == "alertmanager"
             else f"automated monitoring: {obs.probe} probe on {obs.host}"
         )
@@ -368,7 +367,7 @@ class IncidentBook:
                 id=0,
                 status=IncidentStatus.OPEN,
                 severity="monitoring",
-                title=f"cannot reach {sig.host}: {obs.details.get('error', obs.summary)}",
+                title=f"cannot reach {sig.host}: {obs.facts.reason or obs.summary}",
                 service=self.config.service_of(sig.host),
                 fault=None,
                 started_at=sig.since,
@@ -598,8 +597,8 @@ class IncidentBook:
             )
         for host in entrypoints:
             up = self.latest.get((host, "upstreams"))
-            if up and up.status is Status.FAIL and up.details.get("dead_weight_share") is not None:
-                share = float(up.details["dead_weight_share"])
+            if up and up.status is Status.FAIL and up.facts.dead_weight is not None:
+                share = up.facts.dead_weight
                 if best is not None and (best.ratio or 0.0) <= share:
                     continue  # the balancer's log shows less harm than the dead backend's weight
                 best = Affected(

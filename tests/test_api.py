@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Fault, Observation, Status
+from probes.facts import ClientHarm, Facts
 from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config, parse_config
@@ -97,12 +98,12 @@ class Engine:
         for host in HOSTS:
             for probe in PROBES:
                 broken = (host, probe) in failing
-                details: dict[str, Any] = {}
+                facts = Facts()
                 if probe == "error_rate":
-                    details = {
-                        "error_ratio": 0.25 if broken else 0.0,
-                        "affected_ratio": 0.4 if broken else 0.0,
-                    }
+                    facts = Facts(
+                        error_ratio=0.25 if broken else 0.0,
+                        clients=ClientHarm(10, 4 if broken else 0),
+                    )
                 self.metrics.observe(
                     Observation(
                         host=host,
@@ -110,7 +111,7 @@ class Engine:
                         status=Status.FAIL if broken else Status.OK,
                         summary=failing.get((host, probe), f"{probe} ok on {host}"),
                         fault=Fault.HTTP_5XX if broken else None,
-                        details=details,
+                        facts=facts,
                         duration=0.01,
                     )
                 )

@@ -87,9 +87,15 @@ class Harness:
         summary: str = "",
         **details: Any,
     ) -> None:
-        facts = Facts()
-        if "clients" in details:  # what error_rate states as its facts
-            facts = Facts(clients=ClientHarm(details["clients"], details["clients_with_5xx"]))
+        # What error_rate and upstreams state as facts (the engine reads nothing else).
+        first_5xx = details.pop("first_5xx", None)
+        facts = Facts(
+            clients=ClientHarm(details["clients"], details["clients_with_5xx"])
+            if "clients" in details
+            else None,
+            first_5xx=datetime.fromisoformat(first_5xx) if first_5xx else None,
+            dead_weight=details.pop("dead_weight_share", None),
+        )
         obs = Observation(
             host=host,
             probe=probe,
