@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from recorder import __version__
-from recorder.model import NOTE_KINDS, Incident, TimelineEntry, local_time, utcnow
+from recorder.model import NOTE_KINDS, EntryKind, Incident, TimelineEntry, local_time, utcnow
 from recorder.store import Store, StoreError
 from recorder.terminal import printable
 
@@ -386,7 +386,7 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
     except ValueError as exc:
         fail(str(exc))
     open_store(ctx).add_entries(
-        incident.id, [TimelineEntry(at=at, kind=kind, text=text.strip(), source="cli")]
+        incident.id, [TimelineEntry(at=at, kind=EntryKind(kind), text=text.strip(), source="cli")]
     )
     click.echo(f"{incident.ref}: {kind} at {local_time(at, ctx.config.zone)} added")
 

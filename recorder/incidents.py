@@ -30,6 +30,9 @@ from recorder.model import (
     EntryKind,
     Incident,
     IncidentStatus,
+    RuledOut,
+    Severity,
+    Step,
     TimelineEntry,
     duration_words,
     iso,
@@ -71,8 +74,20 @@ class _Open:
         signals: dict[str, dict[str, Any]] = self.incident.data.setdefault("signals", {})
         return signals
 
-    def add(self, at: datetime, kind: str, text: str, source: str, key: str) -> None:
-        self.pending.append(TimelineEntry(at=at, kind=kind, text=text, source=source, key=key))
+    def add(
+        self,
+        at: datetime,
+        kind: EntryKind,
+        text: str,
+        source: str,
+        key: str,
+        step: Step | None = None,
+    ) -> None:
+        if step is not None:
+            self.incident.note_step(key, step)
+        self.pending.append(
+            TimelineEntry(at=at, kind=kind, text=text, source=source, key=key, step=step)
+        )
 
 
 class IncidentBook:
@@ -156,7 +171,7 @@ class IncidentBook:
                 self._record_diagnostic(item, obs)
             if (
                 obs.host in self.config.hosts_of(item.incident.service)
-                and item.incident.severity == "outage"
+                and item.incident.severity is Severity.OUTAGE
             ):
                 self._refresh(item)
 
@@ -267,6 +282,7 @@ class IncidentBook:
                 f"{sig.observation.summary}",
                 sig.probe,
                 f"flap:{sig.key}:{n}",
+                Step.FAILED_AGAIN,
             )
 
     def _join_or_open(
@@ -288,6 +304,7 @@ class IncidentBook:
                 f"Also failing: {obs.probe} on {obs.host}: {obs.summary}",
                 source,
                 f"join:{key}:{iso(since)}",
+                Step.ALSO_FAILING,
             )
         if started < item.incident.started_at:
             item.incident.started_at = started
@@ -366,7 +383,7 @@ class IncidentBook:
             incident = Incident(
                 id=0,
                 status=IncidentStatus.OPEN,
-                severity="monitoring",
+                severity=Severity.MONITORING,
                 title=f"cannot reach {sig.host}: {obs.facts.reason or obs.summary}",
                 service=self.config.service_of(sig.host),
                 fault=None,
@@ -401,7 +418,8 @@ class IncidentBook:
     ) -> None:
         key = f"{probe}@{host}"
         for item in list(self._open.values()):
-            if (item.incident.severity == "monitoring") == monitoring and key in item.signals:
+            monitors = item.incident.severity is Severity.MONITORING
+            if monitors == monitoring and key in item.signals:
                 self._recover_signal(item, key, since, summary)
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
@@ -415,6 +433,7 @@ class IncidentBook:
             f"{sig['probe']} on {sig['host']} healthy again: {summary}",
             sig["probe"],
             f"recovered:{key}:{iso(since)}",
+            Step.RECOVERED,
         )
         if all(s.get("state") == "recovered" for s in item.signals.values()):
             ends = [parse_iso(s.get("recovered_at")) for s in item.signals.values()]
@@ -497,7 +516,7 @@ class IncidentBook:
 
     def _refresh(self, item: _Open) -> None:
         incident = item.incident
-        if incident.severity != "outage" or incident.status != IncidentStatus.OPEN:
+        if incident.severity is not Severity.OUTAGE or incident.status is not IncidentStatus.OPEN:
             return
         try:
             candidates = rank_causes(self.evidence(incident.service))
@@ -613,14 +632,12 @@ class IncidentBook:
     def _record_diagnostic(self, item: _Open, obs: Observation) -> None:
         if obs.status is Status.OK:
             text = f"Checked {obs.probe} on {obs.host}: {obs.summary} (ruled out)"
-            item.incident.data.setdefault("ruled_out", []).append(
-                f"{obs.probe} on {obs.host}: {obs.summary}"
-            )
+            item.incident.rule_out(RuledOut(obs.host, obs.probe, obs.summary))
         elif obs.status is Status.FAIL:
             text = f"Checked {obs.probe} on {obs.host}: {obs.summary}"
         else:
             text = f"Could not check {obs.probe} on {obs.host}: {obs.summary}"
-        item.add(obs.at, EntryKind.ACTION, text, obs.probe, f"diag:{obs.probe}@{obs.host}")
+        item.add(obs.at, EntryKind.ACTION, text, obs.probe, RuledOut(obs.host, obs.probe, "").key)
 
     # ---- persistence -----------------------------------------------------------------------
 
@@ -676,8 +693,8 @@ class IncidentBook:
         self.store_error = reason
 
     @staticmethod
-    def _book_key(service: str, severity: str, hosts: Iterable[str]) -> str:
-        if severity == "monitoring":
+    def _book_key(service: str, severity: Severity, hosts: Iterable[str]) -> str:
+        if severity is Severity.MONITORING:
             return f"monitoring:{next(iter(hosts), service)}"
         return service
 

@@ -27,7 +27,10 @@ from typing import Any
 from recorder.model import (
     Affected,
     Cause,
+    EntryKind,
     Incident,
+    IncidentStatus,
+    Severity,
     Task,
     TimelineEntry,
     iso,
@@ -454,8 +457,8 @@ class Store:
         affected = json.loads(row["affected"] or "{}")
         incident = Incident(
             id=row["id"],
-            status=row["status"],
-            severity=row["severity"],
+            status=IncidentStatus(row["status"]),
+            severity=Severity(row["severity"]),
             title=row["title"],
             service=row["service"],
             fault=row["fault"],
@@ -477,10 +480,11 @@ class Store:
             incident.timeline = [
                 TimelineEntry(
                     at=_required(e["at"]),
-                    kind=e["kind"],
+                    kind=EntryKind.read(e["kind"]),
                     text=e["text"],
                     source=e["source"],
                     key=e["key"],
+                    step=incident.step_of(e["key"]),
                 )
                 for e in entries
             ]
@@ -586,7 +590,7 @@ def deploy_entry(
 ) -> TimelineEntry:
     return TimelineEntry(
         at=at,
-        kind="deploy",
+        kind=EntryKind.DEPLOY,
         text=f"Deploy of {service} version {version} (recorded by {source})",
         source=source,
         key=f"deploy:{event_id}",

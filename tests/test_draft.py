@@ -21,7 +21,18 @@ import pytest
 from probes.base import Fault
 from probes.facts import Subjects
 from recorder.config import Config, parse_config
-from recorder.model import Affected, Cause, Incident, TimelineEntry, iso, local_time
+from recorder.model import (
+    Affected,
+    Cause,
+    EntryKind,
+    Incident,
+    IncidentStatus,
+    RuledOut,
+    Step,
+    TimelineEntry,
+    iso,
+    local_time,
+)
 from recorder.postmortem.draft import (
     DraftError,
     draft_context,
@@ -125,8 +136,12 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
     (first_host, first_probe), (_, first_summary) = next(iter(rec.failing.items()))
     entries: list[TimelineEntry] = []
 
-    def add(at: datetime, kind: str, text: str, source: str, key: str) -> None:
-        entries.append(TimelineEntry(at=at, kind=kind, text=text, source=source, key=key))
+    def add(
+        at: datetime, kind: str, text: str, source: str, key: str, step: Step | None = None
+    ) -> None:
+        entries.append(
+            TimelineEntry(at=at, kind=EntryKind(kind), text=text, source=source, key=key, step=step)
+        )
 
     add(T0, "impact-start", f"Harm began: {first_summary}", first_probe, "impact-start")
     add(
@@ -149,8 +164,9 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
             f"Also failing: {probe} on {host}: {summary}",
             probe,
             f"join:{probe}@{host}",
+            Step.ALSO_FAILING,
         )
-    ruled_out: list[str] = []
+    ruled_out: list[RuledOut] = []
     evidence: dict[str, list[str]] = {}
     health: dict[str, list[bool]] = {}
     for n, host in enumerate(HOSTS):
@@ -165,7 +181,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
             else:
                 summary = OK_SUMMARY[probe].format(port=PORTS[host])
                 text = f"Checked {probe} on {host}: {summary} (ruled out)"
-                ruled_out.append(f"{probe} on {host}: {summary}")
+                ruled_out.append(RuledOut(host, probe, summary))
             add(at, "action", text, probe, f"diag:{probe}@{host}")
     for probe, oks in health.items():
         if all(oks):
@@ -191,7 +207,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
         back = resolved - timedelta(seconds=len(rec.failing) - 1 - i)
         ok = OK_SUMMARY[probe].format(port=PORTS[host])
         text = f"{probe} on {host} healthy again: {ok}"
-        add(back, "note", text, probe, f"recovered:{probe}@{host}")
+        add(back, "note", text, probe, f"recovered:{probe}@{host}", Step.RECOVERED)
         signals[f"{probe}@{host}"] = {
             "host": host,
             "probe": probe,
@@ -213,9 +229,9 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
     top = causes[0] if causes else None
     hosts = list(dict.fromkeys(h for h, _ in rec.failing))
     label = load_runbooks()[Fault(top.fault)].title if top else rec.fault
-    return Incident(
+    incident = Incident(
         id=incident_id,
-        status="resolved",
+        status=IncidentStatus.RESOLVED,
         title=f"{SERVICE}: {label} ({', '.join(hosts)})",
         service=SERVICE,
         fault=top.fault if top else rec.fault,
@@ -226,8 +242,11 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
         affected=rec.affected,
         root_causes=causes,
         timeline=sorted(entries, key=lambda e: e.at),
-        data={"signals": signals, "ruled_out": ruled_out},
+        data={"signals": signals},
     )
+    for ruled in ruled_out:
+        incident.rule_out(ruled)
+    return incident
 
 
 def _clients(bad: int, total: int, host: str = "lb-01") -> Affected:
