@@ -20,7 +20,7 @@ import pytest
 
 from probes.base import Fault
 from probes.facts import Subjects
-from recorder.config import Config, parse_config
+from recorder.config import Config
 from recorder.model import (
     Affected,
     Cause,
@@ -43,49 +43,10 @@ from recorder.postmortem.draft import (
 from recorder.postmortem.lint import PLACEHOLDER_MARK, lint_text
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
+from tests.fixtures import HOSTS, PORTS, SERVICE, lab_config
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2026, 11, 23, 11, 30, 5, tzinfo=UTC)  # 14:30:05 EAT
-HOSTS = ("lb-01", "web-01", "web-02")
-PORTS = {"lb-01": 18080, "web-01": 18081, "web-02": 18082}
-SERVICE = "web"
-
-
-def lab_config(state_dir: Path | str = "/var/lib/recorder-test") -> Config:
-    """The configuration `recorder lab up` writes for its local stack."""
-    return parse_config(lab_config_data(state_dir))
-
-
-def lab_config_data(state_dir: Path | str) -> dict[str, Any]:
-    checks: list[dict[str, Any]] = []
-    for name in HOSTS:
-        probes: dict[str, Any] = {
-            "http": {"url": f"http://127.0.0.1:{PORTS[name]}/"},
-            "sites": {"expect_enabled": ["example"]},
-            "config": {},
-            "process": {"pid_file": "/run/nginx.pid"},
-            "error_rate": {"log": "/var/log/nginx/access.log", "window": "30s"},
-        }
-        if name == "lb-01":
-            probes["upstreams"] = {}
-        checks.append({"hosts": [name], "probes": probes})
-    return {
-        "timezone": "Africa/Nairobi",
-        "state_dir": str(state_dir),
-        "defaults": {"interval": "1s", "for": "0s", "recover_after": "5s"},
-        "services": {
-            SERVICE: {
-                "entrypoints": ["lb-01"],
-                "hosts": list(HOSTS),
-                "escalation": "platform-team",
-            }
-        },
-        "hosts": {
-            name: {"local": {"prefix": f"/srv/lab/{name}"}, "role": "lb" if i == 0 else "web"}
-            for i, name in enumerate(HOSTS)
-        },
-        "checks": checks,
-    }
 
 
 # What each probe says when it passes (the checks that rule a path out).

@@ -13,7 +13,7 @@ from recorder.model import EntryKind, IncidentStatus, RuledOut, Severity, Step
 from recorder.postmortem.draft import render_draft
 from recorder.show import incident_lines
 from recorder.store import Store
-from tests.test_incidents import MISSING_SYMLINK, Harness
+from tests.fixtures import MISSING_SYMLINK, Harness
 
 BEFORE = Path(__file__).parent / "stores" / "before-typed-state.sql"
 
