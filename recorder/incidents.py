@@ -34,6 +34,7 @@ from recorder.model import (
     Severity,
     Step,
     TimelineEntry,
+    diagnostic_key,
     duration_words,
     iso,
     local_time,
@@ -637,7 +638,7 @@ class IncidentBook:
             text = f"Checked {obs.probe} on {obs.host}: {obs.summary}"
         else:
             text = f"Could not check {obs.probe} on {obs.host}: {obs.summary}"
-        item.add(obs.at, EntryKind.ACTION, text, obs.probe, RuledOut(obs.host, obs.probe, "").key)
+        item.add(obs.at, EntryKind.ACTION, text, obs.probe, diagnostic_key(obs.host, obs.probe))
 
     # ---- persistence -----------------------------------------------------------------------
 

@@ -96,6 +96,12 @@ class Affected:
     peak: float | None = None  # the highest window seen while the incident was open
 
 
+def diagnostic_key(host: str, probe: str) -> str:
+    """The key of the engine's timeline entry for its diagnostic check of `probe` on `host`
+    (one per incident)."""
+    return f"diag:{probe}@{host}"
+
+
 @dataclass(frozen=True)
 class RuledOut:
     """A check that passed while the incident was open: not the cause."""
@@ -107,7 +113,7 @@ class RuledOut:
     @property
     def key(self) -> str:
         """The key of its timeline entry (the engine's diagnostic entry)."""
-        return f"diag:{self.probe}@{self.host}"
+        return diagnostic_key(self.host, self.probe)
 
     def to_json(self) -> dict[str, str]:
         return {"host": self.host, "probe": self.probe, "summary": self.summary}
