@@ -45,9 +45,10 @@ can send that User-Agent: it hides requests from these counts, not from nginx.
 Escapes. nginx's default escaping writes a `"` inside a value as `\\x22`; escape=json and
 Apache-style logs write `\\"`. With escape `default` or `json` (`ESCAPES`) a backslash in
 a value that ends at a quote takes the byte after it, so `\\"` does not end the value;
-with `none` a quote always does. Only a chunk that holds a `\\"` is read with the escape-
-aware patterns (`LogFormat.escaped`): without one both read alike, and the plain ones are
-faster. The compiled counter only looks back for backslashes at a quote it stops at.
+with `none` a quote always does. A line without a `\\"` reads alike either way, so the
+chunk is read with the plain patterns and only its lines that hold one are read again,
+each alone, with the escape-aware one (`LogFormat.escaped`, `_reread_escaped`). The
+compiled counter only looks back for backslashes at a quote it stops at.
 Lines are bytes; clients stay bytes until they are reported.
 """
 
@@ -227,7 +228,7 @@ def _compile(text: str, escape: str = "default") -> LogFormat:
                         pattern = b"(?:" + same + b"|(" + inner + b"))"
                 out.append(pattern)
         if any(kind == "optional" for kind, *_ in plan):
-            out.append(b")?")
+            out.append(b")?+")  # possessive: nothing after it can fail
         return b"".join(out)
 
     def slot(strict: bool, time_capture: str, escaped: bool = False) -> bytes:
@@ -300,9 +301,9 @@ def _plan(pieces: list[tuple[str, str]], client: str, time_var: str, last: int) 
         plan.append(("lit", after[:1], None, None))
     if agent is None or agent < last:
         return plan
-    tail: list[PlanStep] = [("optional", "", None, None)]
     if "\n" in after[1:]:
         return plan
+    tail: list[PlanStep] = [("optional", "", None, None)]
     if after[1:]:
         tail.append(("lit", after[1:], None, None))
     for i in range(last + 1 + bool(after), agent + 1):

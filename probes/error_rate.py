@@ -102,6 +102,7 @@ from probes.base import (
 )
 from probes.durations import Duration
 from probes.facts import ABOVE_BASELINE, ClientHarm, Facts, LogCounters
+from probes.private import make_private_dirs
 
 NAME = "error_rate"
 READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
@@ -254,7 +255,7 @@ def load_state(path: str) -> dict[str, Any] | None:
 def save_state(path: str, data: dict[str, Any]) -> None:
     """Write atomically (temporary file, then rename) and readable by the owner only."""
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    make_private_dirs(directory)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

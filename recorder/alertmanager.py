@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from probes.base import Fault
 from recorder.config import Config
+from recorder.model import TimeRangeError, check_time
 
 # Bounds on one notification. The body size limit already caps the total; these keep a
 # single field from being absurd and give the sender a precise reason.
@@ -263,7 +264,13 @@ def _time(value: Any, path: str) -> datetime | None:
     if parsed.year == 1:
         return None
     # RFC 3339 always carries an offset; a time without one is read as UTC.
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not parsed.tzinfo:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        check_time(parsed, path)
+    except TimeRangeError as exc:
+        raise PayloadError(str(exc)) from None
+    return parsed.astimezone(UTC)
 
 
 def _kind(value: Any) -> str:
@@ -430,5 +437,6 @@ def _stored_time(value: Any) -> datetime | None:
 
 
 def _one_line(text: str) -> str:
-    line = re.sub(r"\s+", " ", text).strip()
+    # Control characters (ESC, BEL, OSC...) are spaces too: the text reaches terminals.
+    line = re.sub(r"[\s\x00-\x1f\x7f-\x9f]+", " ", text).strip()
     return line if len(line) <= MAX_TEXT else line[: MAX_TEXT - 3] + "..."

@@ -14,9 +14,18 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from recorder import __version__
-from recorder.model import NOTE_KINDS, EntryKind, Incident, TimelineEntry, local_time, utcnow
+from recorder.model import (
+    NOTE_KINDS,
+    EntryKind,
+    Incident,
+    TimelineEntry,
+    check_time,
+    local_time,
+    parse_iso,
+    utcnow,
+)
 from recorder.store import Store, StoreError
-from recorder.terminal import printable
+from recorder.terminal import fold_lines, has_control, json_safe, printable
 
 if TYPE_CHECKING:
     # Imported when a command first needs the config: pydantic and every probe module
@@ -32,7 +41,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    click.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 class Context:
@@ -210,8 +219,17 @@ def probe_cmd(ctx: Context, only_host: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([o.to_json() for o in observations])
     else:
+        # What a probe read (nginx -t output, file names) may hold escapes and newlines.
         rows = [
-            (o.host, o.probe, str(o.status) if o.status != "fail" else f"FAIL {o.fault}", o.summary)
+            tuple(
+                printable(str(cell))
+                for cell in (
+                    o.host,
+                    o.probe,
+                    str(o.status) if o.status != "fail" else f"FAIL {o.fault}",
+                    o.summary,
+                )
+            )
             for o in observations
         ]
         click.echo(format_table(("HOST", "PROBE", "STATUS", "SUMMARY"), rows))
@@ -379,10 +397,15 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
             f"Add it to {where} by hand.",
             1,
         )
-    if not text.strip():
+    # One entry, one line: a newline would print as a second entry (a forged
+    # `[resolution]`), so newlines fold to spaces and other control characters are refused.
+    text = fold_lines(text)
+    if not text:
         fail("the note is empty")
+    if has_control(text):
+        fail(f"the note holds control characters ({printable(text)[:80]}); write plain text")
     try:
-        at = parse_time(at_text, ctx.config.zone) if at_text else utcnow()
+        at = check_time(parse_time(at_text, ctx.config.zone), "--at") if at_text else utcnow()
     except ValueError as exc:
         fail(str(exc))
     open_store(ctx).add_entries(
@@ -412,6 +435,8 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
         record_deploy(ctx.config.state_path, service, version, source="cli")
     except StoreError as exc:
         fail(str(exc), 1)
+    except ValueError as exc:
+        fail(str(exc))
     click.echo(f"deploy of {service} {version} recorded")
 
 
@@ -547,6 +572,150 @@ def close_cmd(
         click.echo(f"{incident.ref}: already closed; its postmortem {result.path} is unchanged")
     else:
         click.echo(f"{incident.ref}: closed; postmortem written to {result.path}")
+
+
+@main.group("notify")
+def notify_group() -> None:
+    """Notifications: try a receiver, list deliveries waiting."""
+
+
+@notify_group.command("test")
+@click.argument("receiver")
+@config_option
+@pass_ctx
+def notify_test(ctx: Context, receiver: str) -> None:
+    """Send a test message to RECEIVER now (not through the outbox); exit 1 if refused."""
+    from recorder.notify import send_test
+    from recorder.receivers import DeliveryError
+
+    config = ctx.config
+    if receiver not in config.notify.receivers:
+        known = ", ".join(sorted(config.notify.receivers)) or "none configured"
+        fail(f"no receiver {receiver!r} in the config (known: {known})")
+    kind = config.notify.receivers[receiver].kind
+    try:
+        sent = send_test(config, receiver)
+    except DeliveryError as exc:
+        fail(f"{receiver} ({kind}) refused the test message: {exc}", 1)
+    click.echo(f"sent a test message to {receiver} ({kind}), delivery id {sent}")
+
+
+@notify_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+@pass_ctx
+def notify_status(ctx: Context, as_json: bool) -> None:
+    """List deliveries pending (with their next try) and failed (given up), oldest first."""
+    from recorder.notify import status
+
+    rows = status(open_store(ctx))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("nothing pending or failed")
+        return
+    zone = ctx.config.zone
+    table = [
+        (
+            f"INC-{r['incident_id']}",
+            r["event"],
+            r["receiver"],
+            r["state"],
+            str(r["attempts"]),
+            local_time(parse_iso(r["next_attempt_at"]) or utcnow(), zone)
+            if r["state"] == "pending"
+            else "-",
+            printable((r["last_error"] or "")[:80]),
+            r["delivery_id"],
+        )
+        for r in rows
+    ]
+    header = ("INCIDENT", "EVENT", "RECEIVER", "STATE", "TRIES", "NEXT TRY", "LAST ERROR", "ID")
+    click.echo(format_table(header, table))
+
+
+@main.group("maintenance")
+def maintenance_group() -> None:
+    """Planned work: harm inside a window is recorded as planned and notifies nobody."""
+
+
+@maintenance_group.command("start")
+@click.option("--service", required=True, help="The service under maintenance.")
+@click.option("--host", help="Only this host of it (default: all of its hosts).")
+@click.option("--for", "for_", required=True, metavar="D", help="How long: 30m, 2h.")
+@click.option("--reason", required=True, help="What the work is (shown in incidents).")
+@config_option
+@pass_ctx
+def maintenance_start(ctx: Context, service: str, host: str | None, for_: str, reason: str) -> None:
+    """Start a maintenance window now."""
+    from datetime import timedelta
+
+    from probes.durations import parse_duration
+
+    config = ctx.config
+    if config.services and service not in config.services:
+        fail(f"unknown service {service!r} (known: {', '.join(sorted(config.services))})")
+    if host is not None and host not in config.hosts:
+        fail(f"unknown host {host!r} (known: {', '.join(sorted(config.hosts))})")
+    try:
+        seconds = parse_duration(for_)
+    except ValueError as exc:
+        fail(f"--for: {exc}")
+    if seconds <= 0:
+        fail("--for: must be greater than 0")
+    now = utcnow()
+    ends = now + timedelta(seconds=seconds)
+    window_id = open_store(ctx).add_window(service, host, now, ends, reason, "cli")
+    where = f"{service} on {host}" if host else f"{service} (every host)"
+    click.echo(
+        f"maintenance window {window_id}: {where} until {local_time(ends, config.zone)}: "
+        f"{printable(reason)}"
+    )
+
+
+@maintenance_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+@pass_ctx
+def maintenance_list(ctx: Context, as_json: bool) -> None:
+    """One-off windows on now or later, and the config's recurring windows."""
+    from recorder.maintenance import one_off, upcoming
+
+    config = ctx.config
+    now = utcnow()
+    windows = [one_off(r) for r in open_store(ctx).windows()] + upcoming(config, now)
+    if as_json:
+        echo_json([w.to_json() for w in windows])
+        return
+    if not windows:
+        click.echo("no maintenance windows")
+        return
+    zone = config.zone
+    rows = [
+        (
+            str(w.id) if w.id else "config",
+            w.service,
+            w.host or "*",
+            local_time(w.starts_at, zone, seconds=False),
+            local_time(w.ends_at, zone, seconds=False),
+            "on" if w.starts_at <= now < w.ends_at else "later",
+            printable(w.reason),
+        )
+        for w in windows
+    ]
+    click.echo(format_table(("ID", "SERVICE", "HOST", "FROM", "UNTIL", "NOW", "REASON"), rows))
+
+
+@maintenance_group.command("end")
+@click.argument("window_id", metavar="ID", type=int)
+@config_option
+@pass_ctx
+def maintenance_end(ctx: Context, window_id: int) -> None:
+    """End a one-off maintenance window now."""
+    if not open_store(ctx).end_window(window_id, utcnow()):
+        fail(f"no maintenance window {window_id} is on or ahead", 1)
+    click.echo(f"maintenance window {window_id} ended")
 
 
 @main.command("lint")

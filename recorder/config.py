@@ -177,6 +177,214 @@ class AlertmanagerConfig(Strict):
     fault_map: dict[str, str] = Field(default_factory=dict)  # alertname -> fault kind
 
 
+# The incident lifecycle events a route can ask for (DESIGN.md `notify.routes`).
+NOTIFY_EVENTS = (
+    "opened",
+    "cause-changed",
+    "affected-step",
+    "resolved",
+    "reopened",
+    "closed",
+    "overdue",
+)
+NotifyEvent = Literal[
+    "opened", "cause-changed", "affected-step", "resolved", "reopened", "closed", "overdue"
+]
+
+
+def read_secret(path: str) -> str:
+    """The first line of a secret file; ValueError when it is missing, empty, or readable
+    by anyone but its owner (a secret the whole machine can read is no secret)."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode & 0o777
+        text = p.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if mode & 0o077:
+        raise ValueError(f"{path} is readable by others (mode {mode:o}), chmod 600 it")
+    if not text:
+        raise ValueError(f"{path} is empty")
+    return text
+
+
+class _Secrets(Strict):
+    """A receiver's `*_file` fields are secrets: checked (0600, not empty) at load."""
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> _Secrets:
+        problems = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.endswith("_file") and isinstance(value, str):
+                try:
+                    read_secret(value)
+                except ValueError as exc:
+                    problems.append(f"{name}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class WebhookReceiver(_Secrets):
+    url: str | None = None
+    url_file: str | None = None
+    secret_file: str | None = None  # HMAC-SHA256 key; unsigned without it
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> WebhookReceiver:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("exactly one of url, url_file is required")
+        return self
+
+
+class SlackReceiver(_Secrets):
+    url: str | None = None  # the incoming-webhook URL is itself the secret: prefer url_file
+    url_file: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> SlackReceiver:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("exactly one of url, url_file is required")
+        return self
+
+
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class PagerDutyReceiver(_Secrets):
+    url: str = PAGERDUTY_URL
+    routing_key_file: str = Field(min_length=1)
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+
+
+class EmailReceiver(_Secrets):
+    smtp: str | None = None  # HOST:PORT
+    url: str | None = None  # smtp://HOST:PORT, the same as `smtp`
+    from_: str = Field(alias="from", min_length=3)
+    to: list[str] = Field(min_length=1)
+    starttls: bool = True
+    ca_cert: str | None = None  # to verify a server certificate no public CA signed
+    username: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _server(self) -> EmailReceiver:
+        if (self.smtp is None) == (self.url is None):
+            raise ValueError("exactly one of smtp, url is required")
+        try:
+            split_listen(self.address)
+        except ValueError:
+            raise ValueError(f"invalid SMTP server {self.address!r}: expected HOST:PORT") from None
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.smtp or (self.url or "").removeprefix("smtp://").rstrip("/")
+
+
+class Receiver(Strict):
+    webhook: WebhookReceiver | None = None
+    slack: SlackReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+    email: EmailReceiver | None = None
+    timeout: Duration = 5.0  # one delivery attempt
+    rate_limit: int = Field(30, ge=1, le=10000)  # messages per minute; the rest wait
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Receiver:
+        given = [k for k in RECEIVER_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"exactly one of {', '.join(RECEIVER_KINDS)} is required (got {given or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RECEIVER_KINDS if getattr(self, k) is not None)
+
+
+RECEIVER_KINDS = ("webhook", "slack", "pagerduty", "email")
+
+
+class Route(Strict):
+    services: list[str] = Field(default_factory=list)  # empty: every service
+    events: list[NotifyEvent] = Field(min_length=1)
+    receivers: list[str] = Field(min_length=1)
+
+
+class NotifyConfig(Strict):
+    receivers: dict[str, Receiver] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    # An incident still open is announced again (its `opened` routes) this often; 0: never.
+    repeat_interval: Duration = 4 * 3600.0
+    overdue_after: Duration = 3 * 86400.0  # resolved this long and not closed: `overdue`
+    max_age: Duration = 86400.0  # a delivery still failing this long after its event: given up
+    retry_max: Duration = 300.0  # retries back off 1s, 2s, 4s, ... up to this
+    affected_steps: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+
+    @field_validator("affected_steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in v):
+            raise ValueError("each step is a share between 0 and 1")
+        return sorted(set(v))
+
+    def receivers_for(self, service: str, event: str) -> list[str]:
+        """The receivers routed this service's event, each once, in route order."""
+        chosen: list[str] = []
+        for route in self.routes:
+            if (not route.services or service in route.services) and event in route.events:
+                chosen += [r for r in route.receivers if r not in chosen]
+        return chosen
+
+
+MAINTENANCE_START = re.compile(r"^(?:(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+)?([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class MaintenanceWindow(Strict):
+    """A recurring window: `start` is `"Sun 02:00"` (weekly) or `"02:00"` (daily)."""
+
+    services: list[str] = Field(min_length=1)
+    hosts: list[str] = Field(default_factory=list)  # empty: every host of the services
+    start: str
+    duration: Duration
+    timezone: str | None = None  # default: the config's
+    reason: str = "recurring maintenance window"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        if not MAINTENANCE_START.match(v.strip()):
+            raise ValueError(
+                f"invalid start {v!r}: expected HH:MM (daily) or a day and HH:MM such as"
+                " 'Sun 02:00' (weekly)"
+            )
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
 class Config(Strict):
     # Times are shown in this zone (stored in UTC); by default the machine's own.
     timezone: str = Field(default_factory=machine_zone)
@@ -187,6 +395,8 @@ class Config(Strict):
     hosts: dict[str, HostConfig] = Field(min_length=1)
     checks: list[Check] = Field(default_factory=list)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -214,6 +424,20 @@ class Config(Strict):
                 "services": {n: svc.model_dump() for n, svc in self.services.items()},
             }
         )
+        for i, route in enumerate(self.notify.routes):
+            for r in route.receivers:
+                if r not in self.notify.receivers:
+                    problems.append(f"notify.routes.{i}.receivers: unknown receiver {r!r}")
+            for wanted in route.services:
+                if self.services and wanted not in self.services:
+                    problems.append(f"notify.routes.{i}.services: unknown service {wanted!r}")
+        for i, window in enumerate(self.maintenance):
+            for wanted in window.services:
+                if self.services and wanted not in self.services:
+                    problems.append(f"maintenance.{i}.services: unknown service {wanted!r}")
+            for h in window.hosts:
+                if h not in self.hosts:
+                    problems.append(f"maintenance.{i}.hosts: unknown host {h!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -330,8 +554,10 @@ def _format_errors(exc: ValidationError) -> list[str]:
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         for part in msg.split("; "):
-            if loc.endswith("probes") and _PATHED.match(part):
-                lines.append(f"{loc}.{part}")  # a probe's own error: join the paths
+            if (loc.endswith("probes") or loc.startswith("notify.receivers.")) and _PATHED.match(
+                part
+            ):
+                lines.append(f"{loc}.{part}")  # a probe's or secret's own error: join paths
             elif not loc:
                 lines.append(part)  # cross-reference errors carry their own paths
             else:

@@ -34,6 +34,7 @@ from recorder.detector import Detector
 from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import Metrics
 from recorder.model import Incident, Severity
+from recorder.notify import NotifyMetrics, Sender
 from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
 from recorder.statelock import StateDirBusy, StateLock
@@ -74,6 +75,10 @@ class Daemon:
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
         self.notifier = Notifier()
+        # Notifications go out from the outbox on their own threads, never the engine's.
+        self.sender = Sender(
+            self.config, self.store, NotifyMetrics(self.metrics_registry, self.store)
+        )
         self.detector = Detector()
         self.book = IncidentBook(self.config, self.store, request_diagnostics=self._diagnose)
         self.book.on_opened = self._on_opened
@@ -84,6 +89,8 @@ class Daemon:
         self._store_ok: tuple[bool, str] = (True, "ok")
         self._restored = False  # open incidents taken over from a store opened for writing
         self._drafts_dirty: set[int] = set()
+        # Why drafts cannot be written (a full or read-only disk): logged once per change.
+        self._draft_problem: str | None = None
 
     # ---- EngineAPI (used by the HTTP server's threads) ------------------------------------
 
@@ -160,6 +167,7 @@ class Daemon:
             self.store.close()
             return 1
         self._start_scheduler()
+        self.sender.start()
         log.info(
             "recorder %s watching %d hosts (%d probes); listening on %s; state in %s",
             __version__,
@@ -174,6 +182,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             log.info("stopping")
+            self.sender.stop()
             if self.scheduler:
                 self.scheduler.stop()
             if self.api:
@@ -324,10 +333,22 @@ class Daemon:
             try:
                 write_draft(self.config, incident)
             except OSError as exc:
-                log.error("cannot write the draft of %s: %s", incident.ref, exc)
+                # Every tick tries again; the log says it once per change of condition.
+                problem = exc.strerror or str(exc)
+                if problem != self._draft_problem:
+                    log.error(
+                        "cannot write the draft of %s: %s (retrying every tick; said again "
+                        "only when this changes)",
+                        incident.ref,
+                        exc,
+                    )
+                self._draft_problem = problem
                 return  # keep them dirty; try again next tick
             except Exception:  # a rendering bug must not stop the engine
                 log.exception("cannot render the draft of %s", incident.ref)
+        if self._draft_problem is not None and self._drafts_dirty:
+            log.warning("drafts written again")
+            self._draft_problem = None
         self._drafts_dirty.clear()
 
     def _status_line(self) -> str:
@@ -358,6 +379,7 @@ class Daemon:
             self.detector.forget_host(host)
         self.config = new
         self.book.config = new  # open incidents carry over; the book reads config live
+        self.sender.update(new)
         self.metrics.retain_hosts(list(new.hosts))
         self._start_scheduler()
         log.info("reloaded %s: %d hosts", self.config_path, len(new.hosts))

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from recorder.model import utcnow
 from recorder.store import Store
+from recorder.terminal import has_control, printable
 
 
 def record_deploy(
@@ -17,7 +18,14 @@ def record_deploy(
     source: str = "cli",
     at: datetime | None = None,
 ) -> int:
-    """Record a deploy of `service`; it shows in open incidents' timelines and in ranking."""
+    """Record a deploy of `service`; it shows in open incidents' timelines and in ranking.
+    ValueError for a version or service that is empty or holds a newline or another
+    control character (it would print as another timeline line)."""
+    for what, value in (("service", service), ("version", version)):
+        if not value.strip() or has_control(value):
+            raise ValueError(
+                f"{what} {printable(value)!r}: must be one line without control characters"
+            )
     store = Store(state_dir)
     try:
         return store.add_deploy(service, version, at or utcnow(), source)

@@ -24,12 +24,14 @@ from recorder.alertmanager import Alert, is_stale
 from recorder.config import Config
 from recorder.detector import Signal, SignalKind
 from recorder.display import shown
+from recorder.maintenance import Window, covering
 from recorder.model import (
     Affected,
     Cause,
     EntryKind,
     Incident,
     IncidentStatus,
+    Notice,
     RuledOut,
     Severity,
     Step,
@@ -58,6 +60,7 @@ ALERT_LEASE_GRACE = timedelta(minutes=5)
 # Log times have whole seconds, so harm can appear to start up to a second before the
 # deploy that caused it.
 DEPLOY_SLACK = timedelta(seconds=1)
+CAUSE_SETTLE = 5.0  # seconds a new top root cause must hold before `cause-changed`
 
 
 @dataclass
@@ -66,6 +69,7 @@ class _Open:
 
     incident: Incident
     pending: list[TimelineEntry] = field(default_factory=list)  # not yet in the store
+    notices: list[Notice] = field(default_factory=list)  # written with `pending`
     diagnostics: set[tuple[str, str]] = field(default_factory=set)  # (host, probe) awaited
     causes_said: str = ""  # the ranking last written to the timeline
     written: tuple[Any, ...] | None = None  # the stored fields as last written (see flush)
@@ -205,6 +209,9 @@ class IncidentBook:
         """An Alertmanager alert: firing opens or joins, resolved recovers its signal.
         Returns the incident id it landed in (None for a resolved alert we never saw)."""
         key = f"alert:{fingerprint}"
+        if firing and service not in self._open and self._window(service, [host], starts_at):
+            log.info("alert %s for %s during maintenance: recorded, no incident", name, service)
+            return None
         if firing:
             obs = Observation(
                 host=host,
@@ -230,9 +237,12 @@ class IncidentBook:
         return None
 
     def tick(self) -> None:
-        """Periodic work: end signals that can no longer end by themselves, and retry
-        writes that failed (disk full, read-only store)."""
+        """Periodic work: end signals that can no longer end by themselves, end planned
+        incidents whose window is over while the harm goes on, and retry writes that
+        failed (disk full, read-only store)."""
         self._end_orphans()
+        self._windows_over()
+        self._settled_causes()
         self.flush()
 
     def _end_orphans(self) -> None:
@@ -267,6 +277,37 @@ class IncidentBook:
         if probe not in {name for _, name, _ in self.config.checks_for(host)}:
             return f"the {probe} check of {host} was removed from the configuration"
         return ""
+
+    def _window(self, service: str, hosts: list[str], at: datetime) -> Window | None:
+        try:
+            return covering(self.config, self.store, service, hosts, at)
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            log.warning("cannot read maintenance windows (treated as none): %s", exc)
+            return None
+
+    def _windows_over(self) -> None:
+        now = self.clock()
+        for item in self._open.values():
+            incident = item.incident
+            if not incident.data.get("planned") or incident.status != IncidentStatus.OPEN:
+                continue
+            if self._window(incident.service, incident.hosts, now) is not None:
+                continue
+            # The harm outlasted the window: from now on a normal incident. started_at
+            # stays the first harm; the notifications start now.
+            incident.data["planned"] = False
+            item.add(
+                now,
+                EntryKind.MAINTENANCE,
+                "Maintenance window over with the harm still going on: a normal incident"
+                " from now on, notifications start",
+                "recorder",
+                "maintenance:over",
+            )
+            self._notify(
+                item, "opened", "opened", f"Still failing after maintenance: {incident.title}"
+            )
+            log.warning("%s outlasted its maintenance window", incident.ref)
 
     # ---- opening and joining ----------------------------------------------------------
 
@@ -324,6 +365,9 @@ class IncidentBook:
             item.incident.hosts.append(obs.host)
         if item.incident.status != IncidentStatus.OPEN:
             item.incident.status, item.incident.resolved_at = IncidentStatus.OPEN, None
+            self._notify(
+                item, "reopened", f"reopened:{iso(since)}", f"Failing again: {obs.summary}"
+            )
         self._refresh(item)
         return item
 
@@ -373,7 +417,22 @@ class IncidentBook:
         item.diagnostics = {(h, p) for h in hosts for _, p, _ in self.config.checks_for(h)}
         if self.request_diagnostics and item.diagnostics:
             self.request_diagnostics(hosts)
+        window = self._window(service, [obs.host], started)
+        if window is not None:
+            # Planned work: recorded like any incident, announced to nobody while the
+            # window lasts (see tick()).
+            incident.data["planned"] = True
+            item.add(
+                now,
+                EntryKind.MAINTENANCE,
+                f"Harm began inside maintenance window {_window_ref(window)} "
+                f"({window.reason}; until {local_time(window.ends_at, zone)}): planned, "
+                "no notification",
+                "recorder",
+                "maintenance:planned",
+            )
         log.warning("opened incident for %s: %s", service, obs.summary)
+        self._notify(item, "opened", "opened", f"Harm began: {obs.summary}")
         return item
 
     def _on_unreachable(self, sig: Signal) -> None:
@@ -449,6 +508,12 @@ class IncidentBook:
                 " of harm",
                 "recorder",
                 f"resolved:{iso(resolved_at)}",
+            )
+            self._notify(
+                item,
+                "resolved",
+                f"resolved:{iso(resolved_at)}",
+                f"Every signal healthy again after {duration_words(harm)} of harm",
             )
             log.warning("resolved %s: %s", item.incident.ref, item.incident.title)
 
@@ -533,6 +598,7 @@ class IncidentBook:
             runbook = load_runbooks().get(top.fault)
             label = runbook.title if runbook else str(top.fault)
             incident.title = f"{incident.service}: {label} ({', '.join(incident.hosts)})"
+        self._cause_notice(item)
         line = _causes_line(incident.root_causes)
         if line and line != item.causes_said:
             item.causes_said = line
@@ -544,6 +610,71 @@ class IncidentBook:
                 f"causes:{line}",
             )
         self._update_affected(item)
+
+    def _cause_notice(self, item: _Open) -> None:
+        """Track the top root cause; `_settled_causes()` announces a change that held.
+        The ranking of the first seconds, before every probe of the service reported (the
+        diagnostics), is the baseline, not a change to page about."""
+        data, top = item.incident.data, item.incident.fault
+        if not item.incident.root_causes:
+            return
+        if data.get("notified_fault") is None or item.diagnostics:
+            data["notified_fault"] = top
+        if top != data.get("top_fault"):
+            data["top_fault"], data["top_since"] = top, iso(self.clock())
+
+    def _settled_causes(self) -> None:
+        """`cause-changed` once a new top root cause has held for CAUSE_SETTLE and every
+        probe of the service reported: the ranking moves within a sweep as each probe
+        lands, and nobody should be paged for each step of that."""
+        now = self.clock()
+        settle = timedelta(seconds=max(CAUSE_SETTLE, 2 * self.config.defaults.interval))
+        for item in self._open.values():
+            data = item.incident.data
+            top, since = data.get("top_fault"), parse_iso(data.get("top_since"))
+            if item.incident.status != IncidentStatus.OPEN or item.diagnostics:
+                continue
+            if top is None or since is None or top == data.get("notified_fault"):
+                continue
+            if now - since < settle:
+                continue
+            previous, data["notified_fault"] = data.get("notified_fault"), top
+            n = data["cause_changes"] = int(data.get("cause_changes", 0)) + 1
+            self._notify(
+                item,
+                "cause-changed",
+                f"cause-changed:{n}",
+                f"Top root cause now {top} (was {previous})",
+            )
+
+    def _step_notice(self, item: _Open) -> None:
+        """`affected-step` when the affected share rises across a configured step; the
+        share first measured is the baseline."""
+        data, ratio = item.incident.data, item.incident.affected.ratio
+        if ratio is None:
+            return
+        step = max((s for s in self.config.notify.affected_steps if ratio >= s), default=0.0)
+        if "notified_step" not in data:
+            data["notified_step"] = step
+        elif step > float(data["notified_step"]):
+            data["notified_step"] = step
+            self._notify(
+                item,
+                "affected-step",
+                f"affected-step:{step:g}",
+                f"Affected share rose past {step:.0%}: {item.incident.affected.evidence}",
+            )
+
+    def _notify(self, item: _Open, event: str, key: str, text: str) -> None:
+        """Queue `event` for the receivers routed it; written with the incident change."""
+        incident = item.incident
+        if incident.severity is not Severity.OUTAGE:
+            return  # a monitoring gap is for the recorder's operators, not the service's
+        if incident.data.get("planned"):
+            return  # inside a maintenance window: nobody is paged for planned work
+        receivers = self.config.notify.receivers_for(incident.service, event)
+        if receivers:
+            item.notices.append(Notice(event, key, self.clock(), receivers, text))
 
     def _update_affected(self, item: _Open) -> None:
         incident = item.incident
@@ -560,6 +691,7 @@ class IncidentBook:
             incident.affected = Affected(measured.ratio, measured.method, measured.evidence, peak)
         else:
             previous.peak = peak
+        self._step_notice(item)
 
     def affected_share(self, service: str) -> Affected | None:
         """The best measure available now of the share of the service's users hurt."""
@@ -650,23 +782,28 @@ class IncidentBook:
         open incident per second)."""
         for book_key, item in list(self._open.items()):
             snapshot = _stored_fields(item.incident)
-            if item.incident.id and not item.pending and snapshot == item.written:
+            if (
+                item.incident.id
+                and not item.pending
+                and not item.notices
+                and snapshot == item.written
+            ):
                 continue
             try:
                 if item.incident.id == 0:
                     item.incident.timeline = item.pending
-                    self.store.create_incident(item.incident)
+                    self.store.create_incident(item.incident, item.notices)
                     item.incident.timeline = []
                     if self.on_opened:
                         self.on_opened(item.incident)
                     log.warning("opened %s: %s", item.incident.ref, item.incident.title)
-                elif not self.store.save_detection(item.incident, item.pending):
+                elif not self.store.save_detection(item.incident, item.pending, item.notices):
                     del self._open[book_key]  # people closed it: no longer ours to write
                     continue
             except (sqlite3.Error, OSError, StoreError) as exc:
                 self._store_failed(exc)
                 return
-            item.pending = []
+            item.pending, item.notices = [], []
             item.written = snapshot
             if item.incident.status != IncidentStatus.OPEN:
                 del self._open[book_key]
@@ -714,6 +851,10 @@ def _stored_fields(incident: Incident) -> tuple[Any, ...]:
         json.dumps([asdict(c) for c in incident.root_causes], default=str),
         json.dumps(incident.data, sort_keys=True, default=str),
     )
+
+
+def _window_ref(window: Window) -> str:
+    return f"#{window.id}" if window.id else "(recurring, from the config)"
 
 
 def _on_host(host: str, summary: str) -> str:

@@ -4,7 +4,7 @@ print, and the postmortem drafter renders. Times are UTC-aware datetimes."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -196,6 +196,7 @@ class Incident:
             "detected_at": iso(self.detected_at),
             "resolved_at": iso(self.resolved_at),
             "closed_at": iso(self.closed_at),
+            "planned": bool(self.data.get("planned", False)),
             "affected": asdict(self.affected),
             "root_causes": [asdict(c) for c in self.root_causes],
             "timeline": [e.to_json() for e in sorted(self.timeline, key=lambda e: e.at)],
@@ -206,12 +207,53 @@ class Incident:
         }
 
 
+# The times the recorder takes from outside (alerts, notes, deploys): anything else is a
+# wrong clock or a hostile value, and near the ends of datetime's range (years 1 and 9999)
+# converting to a zone overflows. Readers still cope with a stored value outside it.
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+class TimeRangeError(ValueError):
+    """A time outside TIME_MIN..TIME_MAX; str() says which and the range."""
+
+
+def check_time(value: datetime, what: str = "time") -> datetime:
+    """`value` (aware) when within TIME_MIN..TIME_MAX, else TimeRangeError."""
+    if not TIME_MIN <= value < TIME_MAX:
+        raise TimeRangeError(
+            f"{what}: {_plain(value)} is out of range ({TIME_MIN.year} to {TIME_MAX.year - 1}, UTC)"
+        )
+    return value
+
+
+def _plain(value: datetime) -> str:
+    """`value` as written, without converting it (which may overflow)."""
+    day = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    clock = f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    return f"{day} {clock}" + (f" {value.tzname()}" if value.tzinfo else "")
+
+
+@dataclass
+class Notice:
+    """A lifecycle event to tell receivers about; the store writes one outbox row per
+    receiver in the same transaction as the incident change that produced it."""
+
+    event: str  # one of config.NOTIFY_EVENTS
+    key: str  # unique within the incident: the same event twice is one delivery
+    at: datetime
+    receivers: list[str]
+    text: str = ""  # what happened, in words
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds") if value else None
+    if not value:
+        return None
+    return in_zone(value, UTC).isoformat(timespec="milliseconds")
 
 
 def parse_iso(value: str | None) -> datetime | None:
@@ -221,11 +263,24 @@ def parse_iso(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def in_zone(value: datetime, zone: tzinfo) -> datetime:
+    """`value` in `zone`; in UTC when that would leave datetime's range (a stored time in
+    year 9999 east of UTC, or year 1 west of it)."""
+    for target in (zone, UTC):
+        try:
+            return value.astimezone(target)
+        except (OverflowError, ValueError):
+            continue
+    return value
+
+
 def local_time(value: datetime, zone: ZoneInfo, seconds: bool = True) -> str:
-    """`2026-11-23 14:30:05 EAT`: always with the zone written out."""
-    local = value.astimezone(zone)
-    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return f"{local.strftime(fmt)} {local.tzname() or zone.key}"
+    """`2026-11-23 14:30:05 EAT`: always with the zone written out (UTC for a stored time
+    that cannot be shown in the zone)."""
+    local = in_zone(value, zone)
+    clock = f"{local.hour:02d}:{local.minute:02d}" + (f":{local.second:02d}" if seconds else "")
+    day = f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
+    return f"{day} {clock} {local.tzname() or zone.key}"
 
 
 def duration_words(delta: timedelta) -> str:

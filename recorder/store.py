@@ -15,6 +15,7 @@ import builtins
 import json
 import os
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,12 +25,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from probes.private import make_private_dirs
 from recorder.model import (
     Affected,
     Cause,
     EntryKind,
     Incident,
     IncidentStatus,
+    Notice,
     Severity,
     Task,
     TimelineEntry,
@@ -38,7 +41,7 @@ from recorder.model import (
     utcnow,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 # Each migration takes the schema from version i to i+1; never edit one that shipped.
 MIGRATIONS: list[str] = [
@@ -91,7 +94,81 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 2: the notification outbox (#17), written in the transaction of the incident change
+    # that produced each event; the sender marks rows sent or failed.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL UNIQUE,
+        receiver TEXT NOT NULL,
+        event TEXT NOT NULL,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(state, receiver, next_attempt_at, id);
+    """,
+    # 3: one-off maintenance windows (#17); recurring ones live in the config.
+    """
+    CREATE TABLE maintenance (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        service TEXT NOT NULL,
+        host TEXT,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX maintenance_ends ON maintenance(ends_at);
+    """,
 ]
+
+# Delivery ids are UUIDs derived from what the delivery is, so a retry, or a row rebuilt
+# after a crash, carries the same id and a receiver can drop the duplicate.
+DELIVERY_NAMESPACE = uuid.UUID("5f1d6c1e-6b3a-4f0e-9a57-1c2f3d4e5f60")
+
+
+def delivery_id(incident_id: int, detected_at: datetime, key: str, receiver: str) -> str:
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{incident_id}/{iso(detected_at)}/{key}/{receiver}"))
+
+
+def notice_snapshot(incident: Incident, notice: Notice) -> dict[str, Any]:
+    """What a message says: the incident as it was when the event happened."""
+    return {
+        "event": notice.event,
+        "key": notice.key,
+        "at": iso(notice.at),
+        "text": notice.text,
+        "incident": {
+            "id": incident.id,
+            "ref": incident.ref,
+            "status": incident.status,
+            "severity": incident.severity,
+            "title": incident.title,
+            "service": incident.service,
+            "hosts": list(incident.hosts),
+            "fault": incident.fault,
+            "started_at": iso(incident.started_at),
+            "detected_at": iso(incident.detected_at),
+            "resolved_at": iso(incident.resolved_at),
+            "closed_at": iso(incident.closed_at),
+            "planned": bool(incident.data.get("planned", False)),
+            "affected": {
+                "ratio": incident.affected.ratio,
+                "method": incident.affected.method,
+                "evidence": incident.affected.evidence,
+            },
+            "root_causes": [
+                {"fault": c.fault, "confidence": c.confidence} for c in incident.root_causes[:3]
+            ],
+        },
+    }
 
 
 class StoreError(Exception):
@@ -102,12 +179,44 @@ class StoreSchemaError(StoreError):
     """The store was written by a newer recorder: waiting will not help."""
 
 
+class UnsafeDirError(OSError):
+    """A state dir the recorder will not use: another user's, or a shared one (/tmp)."""
+
+
 def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """`path` (the state dir or a directory in it) as a directory only this user reads.
+
+    Missing directories are created 0700 whatever the umask, parents included. An
+    existing one is tightened to 0700 through a descriptor opened without following a
+    symlink: a state dir that is a symlink is used as it is and never changed through
+    (a read-only command once made the shared directory it pointed to 0700). Refused with
+    UnsafeDirError: a directory this user does not own, or a shared sticky one (`/tmp`)."""
+    make_private_dirs(path)
+    if os.path.islink(path):
+        _check_own(path, os.stat(path))  # used, never changed through; the target is ours
+        return
+    # O_NOFOLLOW: a symlink swapped in since is refused (ELOOP/ENOTDIR), not followed.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.chmod(path, 0o700)
-    except PermissionError:
-        pass  # not ours to change (e.g. a systemd StateDirectory); its mode is its owner's
+        info = os.fstat(fd)
+        _check_own(path, info)
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _check_own(path: Path, info: os.stat_result) -> None:
+    if info.st_uid != os.geteuid():
+        raise UnsafeDirError(
+            f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): "
+            "use a directory of its own"
+        )
+    if info.st_mode & stat.S_ISVTX:
+        raise UnsafeDirError(
+            f"{path} is a shared directory (sticky bit, like /tmp): use a directory of its "
+            "own under it"
+        )
 
 
 def _touch_private(path: Path) -> None:
@@ -276,7 +385,14 @@ class Store:
 
     # ---- incidents ---------------------------------------------------------------------
 
-    def create_incident(self, incident: Incident) -> Incident:
+    def create_incident(self, incident: Incident, notices: Iterable[Notice] = ()) -> Incident:
+        try:
+            return self._create(incident, notices)
+        except BaseException:
+            incident.id = 0  # only once committed: a failed create must be retried as one
+            raise
+
+    def _create(self, incident: Incident, notices: Iterable[Notice]) -> Incident:
         with self._tx() as db:
             cur = db.execute(
                 """INSERT INTO incidents (status, severity, title, service, fault, hosts,
@@ -301,10 +417,16 @@ class Store:
             assert cur.lastrowid is not None
             new_id = cur.lastrowid
             self._insert_entries(db, new_id, incident.timeline)
-        incident.id = new_id  # only once committed: a failed create must be retried as one
+            incident.id = new_id  # the notices' snapshots carry it
+            self._insert_notices(db, incident, notices)
         return incident
 
-    def save_detection(self, incident: Incident, new_entries: Iterable[TimelineEntry] = ()) -> bool:
+    def save_detection(
+        self,
+        incident: Incident,
+        new_entries: Iterable[TimelineEntry] = (),
+        notices: Iterable[Notice] = (),
+    ) -> bool:
         """Write the daemon's fields and new timeline entries in one transaction.
 
         Returns False (and writes nothing) when people closed the incident meanwhile.
@@ -330,6 +452,7 @@ class Store:
             if cur.rowcount == 0:
                 return False
             self._insert_entries(db, incident.id, new_entries)
+            self._insert_notices(db, incident, notices)
         return True
 
     def add_entries(self, incident_id: int, entries: Iterable[TimelineEntry]) -> None:
@@ -347,12 +470,43 @@ class Store:
                 (incident_id, e.key or uuid.uuid4().hex, iso(e.at), e.kind, e.text, e.source),
             )
 
+    def add_notices(self, incident: Incident, notices: Iterable[Notice]) -> int:
+        """Queue notices about an incident on their own (reminders); returns how many
+        deliveries are new (a notice already queued is not queued twice)."""
+        with self._tx() as db:
+            return self._insert_notices(db, incident, notices)
+
+    @staticmethod
+    def _insert_notices(
+        db: sqlite3.Connection, incident: Incident, notices: Iterable[Notice]
+    ) -> int:
+        added = 0
+        for notice in notices:
+            payload = json.dumps(notice_snapshot(incident, notice))
+            for receiver in notice.receivers:
+                cur = db.execute(
+                    """INSERT OR IGNORE INTO outbox (delivery_id, receiver, event, incident_id,
+                       payload, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?)""",
+                    (
+                        delivery_id(incident.id, incident.detected_at, notice.key, receiver),
+                        receiver,
+                        notice.event,
+                        incident.id,
+                        payload,
+                        iso(notice.at),
+                        iso(notice.at),
+                    ),
+                )
+                added += cur.rowcount
+        return added
+
     def close_incident(
         self,
         incident_id: int,
         postmortem: dict[str, Any],
         tasks: builtins.list[Task],
         closed_at: datetime,
+        notices: Iterable[Notice] = (),
     ) -> None:
         with self._tx() as db:
             db.execute(
@@ -365,6 +519,10 @@ class Store:
                     incident_id,
                 ),
             )
+            notices = list(notices)
+            if notices:
+                row = db.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
+                self._insert_notices(db, self._incident(db, row, with_timeline=False), notices)
 
     def save_postmortem(self, incident_id: int, postmortem: dict[str, Any]) -> None:
         """Keep what people wrote so far (a refused close keeps its flags)."""
@@ -545,6 +703,102 @@ class Store:
             .fetchone()
         )
         return int(row[0])
+
+    # ---- the notification outbox --------------------------------------------------------
+
+    def next_delivery(self, receiver: str, now: datetime) -> dict[str, Any] | None:
+        """The receiver's oldest pending delivery if it is due (one at a time, in order:
+        a resolve never overtakes its trigger)."""
+        row = (
+            self._read()
+            .execute(
+                "SELECT * FROM outbox WHERE state='pending' AND receiver=? ORDER BY id LIMIT 1",
+                (receiver,),
+            )
+            .fetchone()
+        )
+        if row is None or row["next_attempt_at"] > iso(now):
+            return None
+        return dict(row)
+
+    def delivery_done(self, row_id: int, state: str, at: datetime, error: str | None) -> None:
+        """Mark a delivery sent (or failed for good: given up after max_age)."""
+        with self._tx() as db:
+            db.execute(
+                """UPDATE outbox SET state=?, attempts=attempts+1, sent_at=?, last_error=?
+                   WHERE id=?""",
+                (state, iso(at) if state == "sent" else None, error, row_id),
+            )
+
+    def delivery_retry(self, row_id: int, next_at: datetime, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=? WHERE id=?",
+                (iso(next_at), error, row_id),
+            )
+
+    def deliveries(self, states: Iterable[str]) -> builtins.list[dict[str, Any]]:
+        wanted = builtins.list(states)
+        marks = ",".join("?" * len(wanted))
+        rows = (
+            self._read()
+            .execute(
+                "SELECT id, delivery_id, receiver, event, incident_id, created_at, state,"
+                f" attempts, next_attempt_at, last_error, sent_at FROM outbox"
+                f" WHERE state IN ({marks}) ORDER BY id",
+                wanted,
+            )
+            .fetchall()
+        )
+        return [dict(r) for r in rows]
+
+    def outbox_depth(self) -> int:
+        row = self._read().execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()
+        return int(row[0])
+
+    # ---- maintenance windows (one-off) ---------------------------------------------------
+
+    def add_window(
+        self,
+        service: str,
+        host: str | None,
+        starts_at: datetime,
+        ends_at: datetime,
+        reason: str,
+        source: str,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                """INSERT INTO maintenance (service, host, starts_at, ends_at, reason, source,
+                   created_at) VALUES (?,?,?,?,?,?,?)""",
+                (service, host, iso(starts_at), iso(ends_at), reason, source, iso(utcnow())),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def windows(self, at: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        """One-off windows on at `at`; with no time, those not yet over now."""
+        db = self._read()
+        if at is None:
+            rows = db.execute(
+                "SELECT * FROM maintenance WHERE ends_at > ? ORDER BY starts_at, id",
+                (iso(utcnow()),),
+            ).fetchall()
+        else:
+            rows = db.execute(
+                "SELECT * FROM maintenance WHERE starts_at <= ? AND ends_at > ? ORDER BY id",
+                (iso(at), iso(at)),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def end_window(self, window_id: int, at: datetime) -> bool:
+        """End a window now; False when there is no such window still on."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE maintenance SET ends_at=? WHERE id=? AND ends_at > ?",
+                (iso(at), window_id, iso(at)),
+            )
+            return cur.rowcount > 0
 
     # ---- alerts (Alertmanager fingerprints) --------------------------------------------
 

@@ -749,3 +749,29 @@ def test_a_scrape_reads_no_incident_rows(api: Api, monkeypatch: pytest.MonkeyPat
     delay = {s.name: s.value for s in families["recorder_detection_delay_seconds"].samples}
     assert delay["recorder_detection_delay_seconds_count"] == 250
     assert delay["recorder_detection_delay_seconds_sum"] == pytest.approx(375.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("startsAt", "9999-12-31T23:59:59Z"),
+        ("startsAt", "0002-01-01T00:00:00Z"),
+        ("startsAt", "1969-12-31T23:59:59Z"),
+        ("endsAt", "9999-12-31T23:59:59Z"),
+    ],
+)
+def test_times_out_of_range_are_400_and_nothing_is_written(
+    api: Api, field: str, value: str
+) -> None:
+    # Year 9999 gave a 500 after writing half an incident, which then broke every reader
+    # in a zone east of UTC (#22.6).
+    body = notification(
+        {**am_alert(status="resolved" if field == "endsAt" else "firing"), field: value}
+    )
+    response = api.post(body)
+    assert response.status_code == 400
+    reason = response.json()["error"]
+    assert reason.startswith(f"alerts[0].{field}: ") and "out of range" in reason, reason
+    assert api.engine.submitted == []
+    assert api.engine.store.list() == []
+    still_serving(api)

@@ -157,6 +157,20 @@ READS_CONFIG = {
     "event deploy": ["event", "deploy", "--service", "web", "--version", "1"],
     "draft": ["draft", "1"],
     "close": ["close", "1"],
+    "notify test": ["notify", "test", "hook"],
+    "notify status": ["notify", "status"],
+    "maintenance start": [
+        "maintenance",
+        "start",
+        "--service",
+        "web",
+        "--for",
+        "1m",
+        "--reason",
+        "x",
+    ],
+    "maintenance list": ["maintenance", "list"],
+    "maintenance end": ["maintenance", "end", "1"],
 }
 
 
@@ -376,3 +390,39 @@ def test_config_check_reports_files_beside_schema_errors(tmp_path: Path) -> None
         "  hosts.web-02.ssh.known_hosts: ~/.ssh/known_hosts: no such file",
         f"  alertmanager.token_file: {tmp_path}/token: no such file",
     ]
+
+
+def _notify_config(tmp_path: Path, key_mode: int) -> Path:
+    key = tmp_path / "pd-key"
+    key.write_text("R0UTINGKEY\n")
+    key.chmod(key_mode)
+    path = tmp_path / "recorder.yml"
+    path.write_text(
+        "hosts: {local: {local: {}}}\n"
+        "notify:\n"
+        f"  receivers: {{pager: {{pagerduty: {{routing_key_file: {key}}}}}}}\n"
+        "  routes: [{events: [opened, resolved], receivers: [pager]}]\n"
+    )
+    return path
+
+
+def test_notify_secret_files_must_be_private(tmp_path: Path) -> None:
+    config = _notify_config(tmp_path, 0o644)
+    result = CliRunner().invoke(main, ["config", "check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"  notify.receivers.pager.pagerduty.routing_key_file: {tmp_path}/pd-key is readable"
+        " by others (mode 644), chmod 600 it" in result.output
+    )
+    (tmp_path / "pd-key").chmod(0o600)
+    result = CliRunner().invoke(main, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+
+
+def test_notify_routes_choose_receivers_by_service_and_event() -> None:
+    notify = load_config(CASES / "valid-notify.yml").notify
+    assert notify.receivers_for("web", "opened") == ["hook", "chat", "mail"]
+    assert notify.receivers_for("web", "overdue") == ["mail", "hook"]
+    assert notify.receivers_for("web", "reopened") == []
+    assert notify.receivers["chat"].rate_limit == 10
+    assert notify.repeat_interval == 3600.0

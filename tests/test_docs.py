@@ -16,10 +16,18 @@ from recorder.config import (
     Config,
     Defaults,
     DockerHostConfig,
+    EmailReceiver,
     HostConfig,
     LocalHostConfig,
+    MaintenanceWindow,
+    NotifyConfig,
+    PagerDutyReceiver,
+    Receiver,
+    Route,
     Service,
+    SlackReceiver,
     SSHHostConfig,
+    WebhookReceiver,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +78,10 @@ def test_every_config_field_is_in_configuration_md() -> None:
         HostConfig,
         Check,
         AlertmanagerConfig,
+        NotifyConfig,
+        MaintenanceWindow,
+        Receiver,
+        Route,
     ]
     for model in models:
         missing += [f for f in fields(model) if f"`{f}`" not in CONFIGURATION]
@@ -77,6 +89,10 @@ def test_every_config_field_is_in_configuration_md() -> None:
         ("local", LocalHostConfig),
         ("ssh", SSHHostConfig),
         ("docker", DockerHostConfig),
+        ("webhook", WebhookReceiver),
+        ("slack", SlackReceiver),
+        ("pagerduty", PagerDutyReceiver),
+        ("email", EmailReceiver),
     ):
         missing += [
             f"{prefix}.{f}" for f in fields(model) if f"`{prefix}.{f}`" not in CONFIGURATION

@@ -423,9 +423,9 @@ def test_a_tick_with_nothing_new_writes_nothing(tmp_path: Path) -> None:
     writes: list[int] = []
     real = h.store.save_detection
 
-    def counting(incident: Any, entries: Any = ()) -> bool:
+    def counting(incident: Any, *args: Any, **kwargs: Any) -> bool:
         writes.append(incident.id)
-        return bool(real(incident, entries))
+        return bool(real(incident, *args, **kwargs))
 
     h.store.save_detection = counting  # type: ignore[method-assign]
     for _ in range(10):

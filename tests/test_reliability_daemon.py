@@ -925,3 +925,67 @@ def test_endpoint_and_probes_hold_under_load(
     assert gaps and max(gaps) < 2.0, f"probe gaps under load: max {max(gaps or [0]):.2f}s"
     assert daemon.running and daemon.get("/healthz")[0] == 200
     print(f"load: {report}; worst latency {worst}; max probe gap {max(gaps):.2f}s")
+
+
+# ---- drafts on a full disk: said once per change (#22.14) ----------------------------------
+
+
+def test_a_full_disk_for_drafts_is_logged_once_per_change(
+    tmp_path: Path, small_tmpfs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real full filesystem (the 2 MB tmpfs mounted as the drafts directory; the store
+    # beside it on the ordinary disk): the daemon retries every tick, and said so every
+    # tick ("cannot write the draft" once a second) until this test.
+    from recorder.daemon import Daemon
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    drafts = state / "drafts"
+    drafts.symlink_to(small_tmpfs)
+    config = write_config(
+        tmp_path / "recorder.yml",
+        simple_config(tmp_path, state, free_port(), {"web-01": f"http://127.0.0.1:{free_port()}/"}),
+    )
+    daemon = Daemon(str(config))
+    try:
+        incident = daemon.store.create_incident(_incident_for("web"))
+        filler = _fill_unbuffered(small_tmpfs / "filler")
+        caplog.set_level("INFO", logger="recorder.daemon")
+
+        def said(text: str) -> int:
+            return sum(text in r.getMessage() for r in caplog.records)
+
+        for _ in range(5):  # five ticks
+            daemon._drafts_dirty.add(incident.id)
+            daemon._write_drafts()
+        assert said("cannot write the draft") == 1, caplog.text
+        assert "No space left on device" in caplog.text
+        assert not (drafts / f"INC-{incident.id}.md").exists()
+
+        filler.unlink()  # space again: written, and said
+        daemon._write_drafts()
+        assert (drafts / f"INC-{incident.id}.md").exists()
+        assert said("drafts written again") == 1
+
+        _fill_unbuffered(small_tmpfs / "filler2")  # full again: a change, said once more
+        for _ in range(3):
+            daemon._drafts_dirty.add(incident.id)
+            daemon._write_drafts()
+        assert said("cannot write the draft") == 2, caplog.text
+    finally:
+        daemon.store.close()
+
+
+def _fill_unbuffered(path: Path) -> Path:
+    """Write until ENOSPC without a buffer (whose flush at close would raise it again)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return path

@@ -31,7 +31,7 @@ from recorder.hosts.docker import DockerHost
 from recorder.hosts.local import LocalHost
 from recorder.hosts.ssh import SSHHost
 from recorder.model import Incident, TimelineEntry
-from recorder.store import Store
+from recorder.store import Store, StoreError
 from tests.conftest import SSHServer
 
 FAST = settings(max_examples=100, deadline=None, database=None)
@@ -555,3 +555,76 @@ def test_probes_pass_hostile_config_values_literally(subject: Subject, hostile: 
     # ... and nginx got the config path as one literal argument.
     words = (bin_dir / "nginx-argv.log").read_bytes().split(b"\0")[:-1]
     assert words[:3] == [b"-t", b"-c", subject.host.real_path(conf).encode()], words
+
+
+# ---- #22.12, #22.13 directories: never through a symlink, never another's, 0700 always ----
+
+
+def test_every_directory_the_recorder_creates_is_private_whatever_the_umask(
+    tmp_path: Path, open_umask: None
+) -> None:
+    # `makedirs(mode=0o700)` gives the mode to the leaf only: under umask 0 the state dir
+    # and state/probes were 0777 when the log offsets were the first thing written.
+    from probes.error_rate import Config as ErrorRate
+    from probes.error_rate import probe as error_rate
+    from recorder.postmortem.close import write_draft
+    from recorder.scheduler import prepare_probe_config
+    from tests.fixtures import lab_config
+
+    state = tmp_path / "deep" / "state"
+    log = tmp_path / "access.log"
+    log.write_bytes(b'203.0.113.7 - - [23/Nov/2026:09:00:00 +0000] "GET /" 200 1 "-" "-"\n')
+    config = prepare_probe_config("error_rate", ErrorRate(log=str(log)), state)
+    error_rate(LocalHost(f"dirs-{uuid.uuid4().hex[:6]}"), config)  # type: ignore[arg-type]
+    store = Store(state / "store")
+    try:
+        write_draft(lab_config(state / "store"), store.create_incident(_incident()))
+    finally:
+        store.close()
+    made = [tmp_path / "deep", *(p for p in (tmp_path / "deep").rglob("*") if p.is_dir())]
+    assert len(made) >= 5, made
+    loose = {str(p.relative_to(tmp_path)): oct(mode(p)) for p in made if mode(p) != 0o700}
+    assert loose == {}
+
+
+def test_a_state_dir_symlink_is_never_chmodded_through(tmp_path: Path) -> None:
+    # A read-only `incidents list` with state_dir a symlink to a shared directory made
+    # that directory 0700 (with `state_dir: /tmp` it would have been /tmp).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    link = tmp_path / "state"
+    link.symlink_to(shared)
+    with pytest.raises(StoreError, match="shared directory"):
+        Store(link)
+    assert mode(shared) == 0o1777
+    # A symlink to a directory of one's own is used, and its mode left alone.
+    own = tmp_path / "own"
+    own.mkdir()
+    os.chmod(own, 0o750)
+    link.unlink()
+    link.symlink_to(own)
+    Store(link).close()
+    assert mode(own) == 0o750 and (own / "recorder.db").exists()
+
+
+def test_a_sticky_shared_state_dir_is_refused_without_changing_it(tmp_path: Path) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with pytest.raises(StoreError, match="shared directory"):
+        Store(shared)
+    assert mode(shared) == 0o1777
+    assert list(shared.iterdir()) == []
+
+
+def test_a_state_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a directory another user's needs root")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chmod(theirs, 0o777)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(StoreError, match="belongs to uid 65534"):
+        Store(theirs)
+    assert mode(theirs) == 0o777

@@ -36,6 +36,7 @@ import paramiko
 from paramiko.hostkeys import InvalidHostKey
 
 from probes.base import CommandResult, FileStat, HostUnreachable
+from probes.private import make_private_dirs
 from recorder.config import SSHHostConfig
 from recorder.hosts.local import MAX_OUTPUT, output_too_large
 from recorder.hosts.statcmd import parse_stat, stat_argv
@@ -112,7 +113,7 @@ def _append_known_host(path: str, hostname: str, key: paramiko.PKey) -> None:
     with _known_hosts_lock:
         parent = os.path.dirname(path)
         if parent:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
+            make_private_dirs(parent)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+b") as f:
             size = f.seek(0, os.SEEK_END)

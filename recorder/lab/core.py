@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from probes.http import USER_AGENT
 from recorder.lab import templates as t
 from recorder.lab.faults import (
     FAULTS,
@@ -80,7 +81,10 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
     )
     try:
-        conn.request("GET", parts.path or "/", headers={"Connection": "close"})
+        # The lab's own checks are the recorder's, not a client's: the same User-Agent as
+        # the http probe, so they stay out of the clients the error_rate probe counts.
+        headers = {"Connection": "close", "User-Agent": USER_AGENT}
+        conn.request("GET", parts.path or "/", headers=headers)
         response = conn.getresponse()
         response.read()
         return response.status

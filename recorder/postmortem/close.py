@@ -25,7 +25,7 @@ from typing import Any
 
 from recorder.config import Config
 from recorder.fillin import PLACEHOLDER_MARK
-from recorder.model import Incident, IncidentStatus, Task, utcnow
+from recorder.model import Incident, IncidentStatus, Notice, Task, utcnow
 from recorder.postmortem.draft import one_line, render_draft
 from recorder.postmortem.lint import DOCUMENT, lint_text
 from recorder.store import Store, StoreError, ensure_private_dir
@@ -341,8 +341,14 @@ def close_incident(
     if edited_text is not None:
         merged["edited"] = True
     final_tasks = [Task(text=t) for t in document_tasks(text)]
+    closed_at = now or utcnow()
+    planned = incident.data.get("planned")  # over inside its maintenance window: untold
+    receivers = [] if planned else config.notify.receivers_for(incident.service, "closed")
+    notices = [Notice("closed", "closed", closed_at, receivers, f"Postmortem written: {path.name}")]
     try:
-        store.close_incident(incident.id, merged, final_tasks, now or utcnow())
+        store.close_incident(
+            incident.id, merged, final_tasks, closed_at, notices if receivers else []
+        )
     except (sqlite3.Error, StoreError) as exc:
         # The file is written; a retry finds it identical and completes the close.
         raise CloseError(

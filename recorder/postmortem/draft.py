@@ -38,6 +38,7 @@ from recorder.model import (
     Step,
     TimelineEntry,
     duration_words,
+    in_zone,
     local_time,
 )
 from recorder.resources import data_path
@@ -65,18 +66,31 @@ class DraftError(Exception):
 # ---- small pieces of text ---------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def one_line(text: str) -> str:
-    """`text` with every run of whitespace, newlines included, as one space."""
-    return " ".join(str(text).split())
+    """`text` with every run of whitespace, newlines and other control characters (ESC,
+    BEL: they would reach a terminal that shows the file) included, as one space."""
+    return " ".join(_CONTROL.sub(" ", str(text)).split())
 
 
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
 
 
+# The `]` that makes a link or an image: `[t](url)`, `![x](url)`, `[t][ref]`, `[ref]: url`.
+_LINK_CLOSE = re.compile(r"(\\*)\](?=[(\[:])")
+
+
 def markdown_safe(text: str) -> str:
     """One line with HTML tags neutralised: a log line cannot add a heading, a bullet or
-    markup to a Markdown document (renderers pass raw HTML through)."""
-    return _TAG_OPEN.sub("&lt;", one_line(text))
+    markup to a Markdown document (renderers pass raw HTML through). Links and images are
+    neutralised too (`\\]` before `(`, `[` or `:`; `<` before an autolink): an alert's
+    `![x](http://outside)` would fetch from that host when the document is shown (a read
+    receipt), and `[t](javascript:...)` would be a link to click."""
+    safe = _TAG_OPEN.sub("&lt;", one_line(text))
+    # Backslashes before it doubled, so `\\](` cannot turn the escape into a literal `\\`.
+    return _LINK_CLOSE.sub(lambda m: m.group(1) * 2 + "\\]", safe)
 
 
 def percent(ratio: float) -> str:
@@ -104,7 +118,7 @@ def _lower_first(title: str) -> str:
 def _zone_names(zone: ZoneInfo, at: datetime) -> list[str]:
     """The zone as written out: `["EAT", "Africa/Nairobi"]`, or just `["UTC"]` where the
     abbreviation is the zone's name."""
-    abbreviation = at.astimezone(zone).tzname() or zone.key
+    abbreviation = in_zone(at, zone).tzname() or zone.key
     return [abbreviation] if abbreviation == zone.key else [abbreviation, zone.key]
 
 
@@ -130,6 +144,15 @@ def leading_time(
     that puts it closest to the incident (`start` to `end`), so `00:10` after an incident
     that ran past midnight is the next day. Without a valid leading time: (None, text).
     """
+    try:
+        return _leading_time(text, zone, start, end)
+    except (OverflowError, ValueError):  # an incident stored at the ends of datetime's range
+        return None, text
+
+
+def _leading_time(
+    text: str, zone: ZoneInfo, start: datetime, end: datetime | None
+) -> tuple[datetime | None, str]:
     match = _LEADING_TIME.match(text)
     if not match:
         return None, text
@@ -146,8 +169,8 @@ def leading_time(
     if token:
         names = {
             zone.key,
-            start.astimezone(zone).tzname(),
-            (end or start).astimezone(zone).tzname(),
+            in_zone(start, zone).tzname(),
+            in_zone((end or start), zone).tzname(),
         }
         if token["zone"] in _UTC_NAMES:
             where = _UTC_ZONE
@@ -488,7 +511,7 @@ def _mermaid(incident: Incident, zone: ZoneInfo) -> list[str]:
     """A Mermaid gantt of the incident: harm, detection delay, response, deploys."""
 
     def at(value: datetime) -> str:
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        return in_zone(value, zone).strftime("%Y-%m-%d %H:%M:%S")
 
     start, detected = incident.started_at, incident.detected_at
     still_open = incident.resolved_at is None
@@ -497,7 +520,7 @@ def _mermaid(incident: Incident, zone: ZoneInfo) -> list[str]:
         e for e in sorted(incident.timeline, key=lambda e: e.at) if e.kind == EntryKind.DEPLOY
     ]
     points = [start, detected, end, *(e.at for e in deploys)]
-    days = {p.astimezone(zone).date() for p in points}
+    days = {in_zone(p, zone).date() for p in points}
     suffix = " (still open)" if still_open else ""
     lines = [
         "gantt",
