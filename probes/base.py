@@ -187,4 +187,5 @@ def error_observation(
         summary=f"could not check {probe} on {host.name}: {reason}",
         details={"error": reason, "error_type": type(exc).__name__},
         duration=duration,
+        facts=Facts(reason=reason),
     )

@@ -865,7 +865,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
             host, NAME, FileNotFoundError(2, f"access log {config.log} missing", config.log)
         )
         obs.details.update(_counters(tail))
-        return replace(obs, facts=Facts(counters=_log_counters(tail)))
+        return replace(obs, facts=replace(obs.facts, counters=_log_counters(tail)))
     except (HostUnreachable, OSError) as exc:
         return error_observation(host, NAME, exc)
     now = clock()
@@ -927,6 +927,8 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         terms[ABOVE_BASELINE] = f"{rate:.1f} requests/s against a baseline of {baseline:.1f}/s"
     facts = Facts(
         counters=_log_counters(tail),
+        error_ratio=stats["error_ratio"],
+        first_5xx=_moment(stats["first_5xx"]),
         clients=ClientHarm(
             clients=stats["clients"],
             hurt=stats["clients_with_5xx"],

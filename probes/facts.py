@@ -12,6 +12,10 @@ looks up a details key by name to learn what a probe found.
   and, per second of the log this observation read, the clients seen and hurt in it as
   mergeable summaries (`ClientSketch`), so the engine can count distinct clients over a
   whole incident by merging observations.
+- `error_ratio`, `first_5xx`: the share of requests answered 5xx over that window, and
+  the first 5xx in it (harm began no later).
+- `dead_weight`: the share of an upstream's weight on backends that do not answer.
+- `reason`: why the probe could not look (an `error` observation), in a few words.
 - `terms`: ranking terms the probe asserts beyond its own `probe:fault` (the error_rate
   probe's `rate:above-baseline`, decided with its own configured factor), each with the
   evidence line that supports it.
@@ -276,11 +280,19 @@ class Facts:
     counters: LogCounters | None = None
     clients: ClientHarm | None = None
     terms: dict[str, str] = field(default_factory=dict)  # ranking term -> its evidence
+    error_ratio: float | None = None
+    first_5xx: datetime | None = None
+    dead_weight: float | None = None
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "subjects": self.subjects.to_json(),
             "counters": self.counters.to_json() if self.counters else None,
             "clients": self.clients.to_json() if self.clients else None,
+            "error_ratio": self.error_ratio,
+            "first_5xx": self.first_5xx.isoformat() if self.first_5xx else None,
+            "dead_weight": self.dead_weight,
+            "reason": self.reason,
             "terms": dict(self.terms),
         }

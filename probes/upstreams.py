@@ -265,7 +265,7 @@ def _check(host: Host, config: Config) -> Observation:
             fault=Fault.UPSTREAM_DOWN,
             summary=summary,
             details=details,
-            facts=Facts(subjects=worst_subjects),
+            facts=Facts(subjects=worst_subjects, dead_weight=round(worst_share, 4)),
         )
     summary = f"all {probed} probed backend(s) of {len(blocks)} upstream(s) answer"
     if dead_backups:

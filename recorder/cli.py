@@ -16,6 +16,7 @@ import click
 from recorder import __version__
 from recorder.model import (
     NOTE_KINDS,
+    EntryKind,
     Incident,
     TimelineEntry,
     check_time,
@@ -411,7 +412,7 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
     except ValueError as exc:
         fail(str(exc))
     open_store(ctx).add_entries(
-        incident.id, [TimelineEntry(at=at, kind=kind, text=text.strip(), source="cli")]
+        incident.id, [TimelineEntry(at=at, kind=EntryKind(kind), text=text.strip(), source="cli")]
     )
     click.echo(f"{incident.ref}: {kind} at {local_time(at, ctx.config.zone)} added")
 

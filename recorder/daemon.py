@@ -34,7 +34,7 @@ from recorder.config import ConfigError, load_config, split_listen
 from recorder.detector import Detector
 from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import Metrics
-from recorder.model import Incident
+from recorder.model import Incident, Severity
 from recorder.notify import NotifyMetrics, Sender
 from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
@@ -402,7 +402,7 @@ class Daemon:
         self._drafts_dirty.clear()
 
     def _status_line(self) -> str:
-        n_open = len([i for i in self.book.open_incidents() if i.severity == "outage"])
+        n_open = len([i for i in self.book.open_incidents() if i.severity is Severity.OUTAGE])
         return (
             f"watching {len(self.config.hosts)} hosts, "
             f"{n_open} open incident{'s' if n_open != 1 else ''}"

@@ -29,6 +29,7 @@ from probes.facts import HLL_ERROR, ClientSecond, ClientSketch
 from recorder.alertmanager import Alert, is_stale
 from recorder.config import Config
 from recorder.detector import Signal, SignalKind
+from recorder.display import shown
 from recorder.maintenance import Window, covering
 from recorder.model import (
     Affected,
@@ -37,7 +38,11 @@ from recorder.model import (
     Incident,
     IncidentStatus,
     Notice,
+    RuledOut,
+    Severity,
+    Step,
     TimelineEntry,
+    diagnostic_key,
     duration_words,
     iso,
     local_time,
@@ -143,8 +148,20 @@ class _Open:
         signals: dict[str, dict[str, Any]] = self.incident.data.setdefault("signals", {})
         return signals
 
-    def add(self, at: datetime, kind: str, text: str, source: str, key: str) -> None:
-        self.pending.append(TimelineEntry(at=at, kind=kind, text=text, source=source, key=key))
+    def add(
+        self,
+        at: datetime,
+        kind: EntryKind,
+        text: str,
+        source: str,
+        key: str,
+        step: Step | None = None,
+    ) -> None:
+        if step is not None:
+            self.incident.note_step(key, step)
+        self.pending.append(
+            TimelineEntry(at=at, kind=kind, text=text, source=source, key=key, step=step)
+        )
 
 
 class IncidentBook:
@@ -241,7 +258,7 @@ class IncidentBook:
                 self._record_diagnostic(item, obs)
             if (
                 obs.host in self.config.hosts_of(item.incident.service)
-                and item.incident.severity == "outage"
+                and item.incident.severity is Severity.OUTAGE
             ):
                 self._refresh(item)
 
@@ -393,6 +410,7 @@ class IncidentBook:
                 f"{sig.observation.summary}",
                 sig.probe,
                 f"flap:{sig.key}:{n}",
+                Step.FAILED_AGAIN,
             )
 
     def _join_or_open(
@@ -402,9 +420,7 @@ class IncidentBook:
         now = self.clock()
         # Harm began at the first failed sample, or at the first 5xx in the log when earlier.
         started = since
-        first_5xx = (
-            parse_iso(obs.details.get("first_5xx")) if obs.details.get("first_5xx") else None
-        )
+        first_5xx = obs.facts.first_5xx
         if first_5xx and first_5xx < started:
             started = first_5xx
         if item is None:
@@ -416,6 +432,7 @@ class IncidentBook:
                 f"Also failing: {obs.probe} on {obs.host}: {obs.summary}",
                 source,
                 f"join:{key}:{iso(since)}",
+                Step.ALSO_FAILING,
             )
         if started < item.incident.started_at:
             item.incident.started_at = started
@@ -444,7 +461,7 @@ class IncidentBook:
         self, service: str, obs: Observation, started: datetime, now: datetime, source: str
     ) -> _Open:
         how = (
-            f"an Alertmanager alert ({obs.details.get('alertname')})"
+            f"an Alertmanager alert ({shown(obs, 'alertname')})"
             if source == "alertmanager"
             else f"automated monitoring: {obs.probe} probe on {obs.host}"
         )
@@ -512,8 +529,8 @@ class IncidentBook:
             incident = Incident(
                 id=0,
                 status=IncidentStatus.OPEN,
-                severity="monitoring",
-                title=f"cannot reach {sig.host}: {obs.details.get('error', obs.summary)}",
+                severity=Severity.MONITORING,
+                title=f"cannot reach {sig.host}: {obs.facts.reason or obs.summary}",
                 service=self.config.service_of(sig.host),
                 fault=None,
                 started_at=sig.since,
@@ -547,7 +564,8 @@ class IncidentBook:
     ) -> None:
         key = f"{probe}@{host}"
         for item in list(self._open.values()):
-            if (item.incident.severity == "monitoring") == monitoring and key in item.signals:
+            monitors = item.incident.severity is Severity.MONITORING
+            if monitors == monitoring and key in item.signals:
                 self._recover_signal(item, key, since, summary)
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
@@ -561,6 +579,7 @@ class IncidentBook:
             f"{sig['probe']} on {sig['host']} healthy again: {summary}",
             sig["probe"],
             f"recovered:{key}:{iso(since)}",
+            Step.RECOVERED,
         )
         if all(s.get("state") == "recovered" for s in item.signals.values()):
             ends = [parse_iso(s.get("recovered_at")) for s in item.signals.values()]
@@ -657,7 +676,7 @@ class IncidentBook:
 
     def _refresh(self, item: _Open) -> None:
         incident = item.incident
-        if incident.severity != "outage" or incident.status != IncidentStatus.OPEN:
+        if incident.severity is not Severity.OUTAGE or incident.status is not IncidentStatus.OPEN:
             return
         try:
             candidates = rank_causes(self.evidence(incident.service))
@@ -743,7 +762,7 @@ class IncidentBook:
     def _notify(self, item: _Open, event: str, key: str, text: str) -> None:
         """Queue `event` for the receivers routed it; written with the incident change."""
         incident = item.incident
-        if incident.severity != "outage":
+        if incident.severity is not Severity.OUTAGE:
             return  # a monitoring gap is for the recorder's operators, not the service's
         if incident.data.get("planned"):
             return  # inside a maintenance window: nobody is paged for planned work
@@ -947,8 +966,8 @@ class IncidentBook:
             best = self._merged_affected(service, merged)
         for host in entrypoints:
             up = self.latest.get((host, "upstreams"))
-            if up and up.status is Status.FAIL and up.details.get("dead_weight_share") is not None:
-                share = float(up.details["dead_weight_share"])
+            if up and up.status is Status.FAIL and up.facts.dead_weight is not None:
+                share = up.facts.dead_weight
                 if best is not None and (best.ratio or 0.0) <= share:
                     continue  # the balancer's log shows less harm than the dead backend's weight
                 best, window = (
@@ -990,14 +1009,12 @@ class IncidentBook:
     def _record_diagnostic(self, item: _Open, obs: Observation) -> None:
         if obs.status is Status.OK:
             text = f"Checked {obs.probe} on {obs.host}: {obs.summary} (ruled out)"
-            item.incident.data.setdefault("ruled_out", []).append(
-                f"{obs.probe} on {obs.host}: {obs.summary}"
-            )
+            item.incident.rule_out(RuledOut(obs.host, obs.probe, obs.summary))
         elif obs.status is Status.FAIL:
             text = f"Checked {obs.probe} on {obs.host}: {obs.summary}"
         else:
             text = f"Could not check {obs.probe} on {obs.host}: {obs.summary}"
-        item.add(obs.at, EntryKind.ACTION, text, obs.probe, f"diag:{obs.probe}@{obs.host}")
+        item.add(obs.at, EntryKind.ACTION, text, obs.probe, diagnostic_key(obs.host, obs.probe))
 
     # ---- persistence -----------------------------------------------------------------------
 
@@ -1058,8 +1075,8 @@ class IncidentBook:
         self.store_error = reason
 
     @staticmethod
-    def _book_key(service: str, severity: str, hosts: Iterable[str]) -> str:
-        if severity == "monitoring":
+    def _book_key(service: str, severity: Severity, hosts: Iterable[str]) -> str:
+        if severity is Severity.MONITORING:
             return f"monitoring:{next(iter(hosts), service)}"
         return service
 

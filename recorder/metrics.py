@@ -146,7 +146,7 @@ class Metrics:
         errors = self.probe_errors.labels(obs.host, obs.probe)  # exported as 0 until one
         if obs.status is Status.ERROR:
             errors.inc()
-        if obs.probe == "error_rate" and obs.status is not Status.ERROR:
+        if obs.status is not Status.ERROR:
             self._ratios(obs)
         if obs.facts.counters is not None:
             self._count_log(obs.host, obs.facts.counters)
@@ -180,14 +180,16 @@ class Metrics:
             self.count_rotations(host, now.rotations - before.rotations)
 
     def _ratios(self, obs: Observation) -> None:
-        d = obs.details
-        error_ratio = _ratio(d.get("error_ratio"))
+        """The shares a log-reading probe states as facts (error_rate's window)."""
+        error_ratio = _ratio(obs.facts.error_ratio)
         if error_ratio is not None:
             self.http_5xx_ratio.labels(obs.host).set(error_ratio)
-        affected = _ratio(d.get("affected_ratio"))
-        if affected is None:
-            clients, hurt = _count(d.get("clients")), _count(d.get("clients_with_5xx"))
-            if clients and hurt is not None:
+        harm, affected = obs.facts.clients, None
+        if harm is not None:
+            clients, hurt = _count(harm.clients), _count(harm.hurt)
+            if clients == 0:
+                affected = 0.0  # nobody in the window: nobody hurt
+            elif clients and hurt is not None:
                 affected = _ratio(hurt / clients)
         if affected is not None:
             self.affected_ratio.labels(obs.host).set(affected)

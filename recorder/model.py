@@ -16,7 +16,14 @@ class IncidentStatus(StrEnum):
     CLOSED = "closed"
 
 
+class Severity(StrEnum):
+    OUTAGE = "outage"  # the site is harmed
+    MONITORING = "monitoring"  # we could not look: a gap in monitoring, not harm
+
+
 class EntryKind(StrEnum):
+    """A timeline entry's kind: the vocabulary of the JSON contract (DESIGN.md)."""
+
     IMPACT_START = "impact-start"
     DETECTION = "detection"
     ACTION = "action"
@@ -27,6 +34,27 @@ class EntryKind(StrEnum):
     MAINTENANCE = "maintenance"
     NOTE = "note"
 
+    @classmethod
+    def read(cls, value: str) -> EntryKind:
+        """A stored kind; one this version does not know reads as a note."""
+        return cls(value) if value in cls._value2member_map_ else cls.NOTE
+
+
+class Step(StrEnum):
+    """What one of the recorder's own entries records, finer than its kind (which stays
+    within the contract's vocabulary: these are `note` entries)."""
+
+    FAILED_AGAIN = "flap"  # a signal failed again within recover_after
+    ALSO_FAILING = "join"  # another signal joined the open incident
+    RECOVERED = "recovered"  # one signal healthy again
+
+    @classmethod
+    def of_legacy_key(cls, key: str) -> Step | None:
+        """The step of an entry stored before steps were recorded (their idempotency keys
+        began with the step's name); read only for such rows (store.py)."""
+        head = key.split(":", 1)[0]
+        return cls(head) if head in cls._value2member_map_ and ":" in key else None
+
 
 # What `recorder note --kind` accepts: the kinds a person writes.
 NOTE_KINDS = ("action", "misleading", "escalation", "resolution", "note")
@@ -35,12 +63,13 @@ NOTE_KINDS = ("action", "misleading", "escalation", "resolution", "note")
 @dataclass
 class TimelineEntry:
     at: datetime
-    kind: str
+    kind: EntryKind
     text: str
     source: str
     # Unique per incident: makes writing the same entry twice (a restart, a retried
     # save, a repeated webhook) a no-op instead of a duplicate.
     key: str = ""
+    step: Step | None = None  # the recorder's own entries: what happened (kept in `data`)
 
     def to_json(self) -> dict[str, Any]:
         return {"at": iso(self.at), "kind": self.kind, "text": self.text, "source": self.source}
@@ -67,10 +96,47 @@ class Affected:
     peak: float | None = None  # the highest window seen while the incident was open
 
 
+def diagnostic_key(host: str, probe: str) -> str:
+    """The key of the engine's timeline entry for its diagnostic check of `probe` on `host`
+    (one per incident)."""
+    return f"diag:{probe}@{host}"
+
+
+@dataclass(frozen=True)
+class RuledOut:
+    """A check that passed while the incident was open: not the cause."""
+
+    host: str
+    probe: str
+    summary: str  # the probe's words, for people
+
+    @property
+    def key(self) -> str:
+        """The key of its timeline entry (the engine's diagnostic entry)."""
+        return diagnostic_key(self.host, self.probe)
+
+    def to_json(self) -> dict[str, str]:
+        return {"host": self.host, "probe": self.probe, "summary": self.summary}
+
+    @classmethod
+    def from_json(cls, value: Any) -> RuledOut | None:
+        """From `to_json`, or from the line stored before (`probe on host: summary`)."""
+        if isinstance(value, dict):
+            host, probe = value.get("host"), value.get("probe")
+            if isinstance(host, str) and isinstance(probe, str):
+                return cls(host, probe, str(value.get("summary") or ""))
+            return None
+        if isinstance(value, str) and " on " in value:
+            probe, rest = value.split(" on ", 1)
+            host, _, summary = rest.partition(": ")
+            return cls(host, probe, summary) if probe and host else None
+        return None
+
+
 @dataclass
 class Incident:
     id: int
-    status: str
+    status: IncidentStatus
     title: str
     service: str
     fault: str | None
@@ -79,12 +145,13 @@ class Incident:
     hosts: list[str] = field(default_factory=list)
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
-    severity: str = "outage"  # or "monitoring": we could not look, not the site is down
+    severity: Severity = Severity.OUTAGE
     affected: Affected = field(default_factory=Affected)
     root_causes: list[Cause] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
-    # Engine bookkeeping: signals that joined it, flaps, checks ruled out, last evidence.
+    # Engine bookkeeping: signals that joined it, flaps, checks ruled out, last evidence,
+    # the steps of its own timeline entries. Read the typed parts through the properties.
     data: dict[str, Any] = field(default_factory=dict)
     # What people wrote when closing: root cause, resolution, misleading, escalated_to.
     postmortem: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +159,28 @@ class Incident:
     @property
     def ref(self) -> str:
         return f"INC-{self.id}"
+
+    @property
+    def ruled_out(self) -> list[RuledOut]:
+        """The checks that passed while it was open, in the order they were made."""
+        found = [RuledOut.from_json(v) for v in self.data.get("ruled_out") or []]
+        return [r for r in found if r is not None]
+
+    def rule_out(self, ruled: RuledOut) -> None:
+        self.data.setdefault("ruled_out", []).append(ruled.to_json())
+
+    def note_step(self, key: str, step: Step) -> None:
+        """Remember the step of the recorder's entry `key` (the timeline table has no
+        column for it; the store gives it back to the entry on reading)."""
+        self.data.setdefault("steps", {})[key] = str(step)
+
+    def step_of(self, key: str) -> Step | None:
+        """The recorded step of entry `key`; for an entry written before steps were
+        recorded (a store of an older version), the one its key names."""
+        stored = (self.data.get("steps") or {}).get(key)
+        if isinstance(stored, str) and stored in Step._value2member_map_:
+            return Step(stored)
+        return Step.of_legacy_key(key)
 
     def to_json(self) -> dict[str, Any]:
         return {

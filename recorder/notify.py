@@ -26,7 +26,15 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from recorder.config import Config
-from recorder.model import Incident, IncidentStatus, Notice, duration_words, parse_iso, utcnow
+from recorder.model import (
+    Incident,
+    IncidentStatus,
+    Notice,
+    Severity,
+    duration_words,
+    parse_iso,
+    utcnow,
+)
 from recorder.receivers import Delivery, DeliveryError, Skipped, incident_link, send
 from recorder.store import Store, StoreError, delivery_id, notice_snapshot
 
@@ -163,7 +171,7 @@ def reminders(config: Config, store: Store, now: datetime) -> int:
         return 0
     added = 0
     for incident in store.list(status=IncidentStatus.OPEN):
-        if incident.severity != "outage" or not notify.repeat_interval:
+        if incident.severity is not Severity.OUTAGE or not notify.repeat_interval:
             continue
         if incident.data.get("planned"):
             continue  # inside its maintenance window still
@@ -175,7 +183,7 @@ def reminders(config: Config, store: Store, now: datetime) -> int:
                 incident, [Notice("opened", f"repeat:{n}", now, receivers, text)]
             )
     for incident in store.list(status=IncidentStatus.RESOLVED):
-        if incident.resolved_at is None or incident.severity != "outage":
+        if incident.resolved_at is None or incident.severity is not Severity.OUTAGE:
             continue
         if incident.data.get("planned"):
             continue  # planned work, over inside its window: nobody was told

@@ -8,18 +8,14 @@ do not bury the signal. When the leading cause only restates the symptom (`http-
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from recorder.config import Config
-from recorder.model import Incident, local_time
+from recorder.model import EntryKind, Incident, local_time
 from recorder.terminal import printable
-
-# The diagnostic entry the engine writes for a check that passed (incidents.py).
-_RULED_OUT = re.compile(r"^Checked (?P<probe>\S+) on (?P<host>\S+): .* \(ruled out\)$")
 
 # Causes that name the symptom rather than a mechanism: the operator needs a place to look.
 _SYMPTOMS = frozenset({"http-5xx", "slow-responses"})
@@ -132,19 +128,20 @@ class TimelineRow:
 def timeline_rows(incident: Incident) -> list[TimelineRow]:
     """The timeline, with the passed checks folded into one row per host (at the time of
     that host's first one). The CLI and the web page both read it."""
+    checks = {r.key: r for r in incident.ruled_out}
     passed: dict[str, list[str]] = {}
     for entry in incident.timeline:
-        match = _RULED_OUT.match(entry.text)
-        if match:
-            passed.setdefault(match["host"], []).append(match["probe"])
+        check = checks.get(entry.key) if entry.kind == EntryKind.ACTION else None
+        if check is not None:
+            passed.setdefault(check.host, []).append(check.probe)
     rows: list[TimelineRow] = []
     shown: set[str] = set()
     for entry in incident.timeline:
-        match = _RULED_OUT.match(entry.text)
-        if match is None:
+        check = checks.get(entry.key) if entry.kind == EntryKind.ACTION else None
+        if check is None:
             rows.append(TimelineRow(entry.at, entry.kind, entry.text, entry.source))
             continue
-        host = match["host"]
+        host = check.host
         if host in shown:
             continue
         shown.add(host)

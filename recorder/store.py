@@ -29,8 +29,11 @@ from probes.private import make_private_dirs
 from recorder.model import (
     Affected,
     Cause,
+    EntryKind,
     Incident,
+    IncidentStatus,
     Notice,
+    Severity,
     Task,
     TimelineEntry,
     iso,
@@ -613,8 +616,8 @@ class Store:
         affected = json.loads(row["affected"] or "{}")
         incident = Incident(
             id=row["id"],
-            status=row["status"],
-            severity=row["severity"],
+            status=IncidentStatus(row["status"]),
+            severity=Severity(row["severity"]),
             title=row["title"],
             service=row["service"],
             fault=row["fault"],
@@ -636,10 +639,11 @@ class Store:
             incident.timeline = [
                 TimelineEntry(
                     at=_required(e["at"]),
-                    kind=e["kind"],
+                    kind=EntryKind.read(e["kind"]),
                     text=e["text"],
                     source=e["source"],
                     key=e["key"],
+                    step=incident.step_of(e["key"]),
                 )
                 for e in entries
             ]
@@ -841,7 +845,7 @@ def deploy_entry(
 ) -> TimelineEntry:
     return TimelineEntry(
         at=at,
-        kind="deploy",
+        kind=EntryKind.DEPLOY,
         text=f"Deploy of {service} version {version} (recorded by {source})",
         source=source,
         key=f"deploy:{event_id}",

@@ -21,16 +21,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Fault, Observation, Status
+from probes.facts import ClientHarm, Facts
 from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
-from recorder.config import Config, parse_config
+from recorder.config import Config
 from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import METRIC_NAMES, Metrics
 from recorder.store import Store
+from tests.fixtures import HOSTS, PROBES, lab_config
 
 TOKEN = "0123456789abcdef-lab-token"
-HOSTS = ("lb-01", "web-01", "web-02")
-PROBES = ("http", "sites", "config", "process", "error_rate")
 
 
 class Engine:
@@ -101,12 +101,12 @@ class Engine:
         for host in HOSTS:
             for probe in PROBES:
                 broken = (host, probe) in failing
-                details: dict[str, Any] = {}
+                facts = Facts()
                 if probe == "error_rate":
-                    details = {
-                        "error_ratio": 0.25 if broken else 0.0,
-                        "affected_ratio": 0.4 if broken else 0.0,
-                    }
+                    facts = Facts(
+                        error_ratio=0.25 if broken else 0.0,
+                        clients=ClientHarm(10, 4 if broken else 0),
+                    )
                 self.metrics.observe(
                     Observation(
                         host=host,
@@ -114,7 +114,7 @@ class Engine:
                         status=Status.FAIL if broken else Status.OK,
                         summary=failing.get((host, probe), f"{probe} ok on {host}"),
                         fault=Fault.HTTP_5XX if broken else None,
-                        details=details,
+                        facts=facts,
                         duration=0.01,
                     )
                 )
@@ -146,26 +146,14 @@ class Api:
         return requests.get(self.url(path), timeout=10, **kw)
 
 
-def lab_config(state: Path, token_file: Path, max_body: int = 16 * 1024) -> Config:
-    return parse_config(
-        {
-            "timezone": "Africa/Nairobi",
-            "state_dir": str(state),
-            "services": {"web": {"entrypoints": ["lb-01"], "hosts": ["web-01", "web-02"]}},
-            "hosts": {
-                h: {"local": {"prefix": "/"}, "role": "lb" if h == "lb-01" else "web"}
-                for h in HOSTS
-            },
-            "alertmanager": {"token_file": str(token_file), "max_body": max_body},
-        }
-    )
-
-
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     token_file = tmp_path / "webhook-token"
     token_file.write_text(TOKEN + "\n")
-    engine = Engine(lab_config(tmp_path / "state", token_file), token_file)
+    engine = Engine(
+        lab_config(tmp_path / "state", prefix="/", token_file=token_file, max_body=16 * 1024),
+        token_file,
+    )
     server = serve("127.0.0.1:0", make_app(engine), max_body=engine.config.alertmanager.max_body)
     try:
         yield Api(engine, server, f"http://127.0.0.1:{server.port}", token_file)
@@ -493,7 +481,9 @@ def test_oversized_bodies_are_413(api: Api) -> None:
 
 
 def test_the_app_enforces_a_max_body_lowered_by_a_reload(api: Api, tmp_path: Path) -> None:
-    api.engine.config = lab_config(tmp_path / "state", api.token_file, max_body=1024)
+    api.engine.config = lab_config(
+        tmp_path / "state", prefix="/", token_file=api.token_file, max_body=1024
+    )
     body = json.dumps(
         notification(*(am_alert(fingerprint=f"{i:016x}") for i in range(10)))
     ).encode()
@@ -665,7 +655,10 @@ def test_a_failing_handler_is_a_500_not_a_dead_server(api: Api) -> None:
 
 def test_close_stops_listening(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
-    engine = Engine(lab_config(tmp_path / "state", token_file), token_file)
+    engine = Engine(
+        lab_config(tmp_path / "state", prefix="/", token_file=token_file, max_body=16 * 1024),
+        token_file,
+    )
     try:
         server = serve("127.0.0.1:0", make_app(engine))
         assert requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5).status_code == 200
@@ -687,7 +680,10 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     token_file = tmp_path / "token"
-    engine = Engine(lab_config(tmp_path / "state", token_file), token_file)
+    engine = Engine(
+        lab_config(tmp_path / "state", prefix="/", token_file=token_file, max_body=16 * 1024),
+        token_file,
+    )
     try:
         try:
             server = serve("[::1]:0", make_app(engine))

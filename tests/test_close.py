@@ -31,7 +31,8 @@ from recorder.postmortem.close import (
 from recorder.postmortem.draft import render_draft
 from recorder.postmortem.lint import PLACEHOLDER_MARK, lint_file
 from recorder.store import Store
-from tests.test_draft import CLOSE_FLAGS, LAB_FAULTS, build_incident, lab_config, lab_config_data
+from tests.fixtures import lab_config, lab_config_data
+from tests.test_draft import CLOSE_FLAGS, LAB_FAULTS, build_incident
 
 CLOSED_AT = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 NO_FLAGS: dict[str, Any] = {

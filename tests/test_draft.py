@@ -20,8 +20,19 @@ import pytest
 
 from probes.base import Fault
 from probes.facts import Subjects
-from recorder.config import Config, parse_config
-from recorder.model import Affected, Cause, Incident, TimelineEntry, iso, local_time
+from recorder.config import Config
+from recorder.model import (
+    Affected,
+    Cause,
+    EntryKind,
+    Incident,
+    IncidentStatus,
+    RuledOut,
+    Step,
+    TimelineEntry,
+    iso,
+    local_time,
+)
 from recorder.postmortem.draft import (
     DraftError,
     draft_context,
@@ -32,49 +43,10 @@ from recorder.postmortem.draft import (
 from recorder.postmortem.lint import PLACEHOLDER_MARK, lint_text
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
+from tests.fixtures import HOSTS, PORTS, SERVICE, lab_config
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2026, 11, 23, 11, 30, 5, tzinfo=UTC)  # 14:30:05 EAT
-HOSTS = ("lb-01", "web-01", "web-02")
-PORTS = {"lb-01": 18080, "web-01": 18081, "web-02": 18082}
-SERVICE = "web"
-
-
-def lab_config(state_dir: Path | str = "/var/lib/recorder-test") -> Config:
-    """The configuration `recorder lab up` writes for its local stack."""
-    return parse_config(lab_config_data(state_dir))
-
-
-def lab_config_data(state_dir: Path | str) -> dict[str, Any]:
-    checks: list[dict[str, Any]] = []
-    for name in HOSTS:
-        probes: dict[str, Any] = {
-            "http": {"url": f"http://127.0.0.1:{PORTS[name]}/"},
-            "sites": {"expect_enabled": ["example"]},
-            "config": {},
-            "process": {"pid_file": "/run/nginx.pid"},
-            "error_rate": {"log": "/var/log/nginx/access.log", "window": "30s"},
-        }
-        if name == "lb-01":
-            probes["upstreams"] = {}
-        checks.append({"hosts": [name], "probes": probes})
-    return {
-        "timezone": "Africa/Nairobi",
-        "state_dir": str(state_dir),
-        "defaults": {"interval": "1s", "for": "0s", "recover_after": "5s"},
-        "services": {
-            SERVICE: {
-                "entrypoints": ["lb-01"],
-                "hosts": list(HOSTS),
-                "escalation": "platform-team",
-            }
-        },
-        "hosts": {
-            name: {"local": {"prefix": f"/srv/lab/{name}"}, "role": "lb" if i == 0 else "web"}
-            for i, name in enumerate(HOSTS)
-        },
-        "checks": checks,
-    }
 
 
 # What each probe says when it passes (the checks that rule a path out).
@@ -125,8 +97,12 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
     (first_host, first_probe), (_, first_summary) = next(iter(rec.failing.items()))
     entries: list[TimelineEntry] = []
 
-    def add(at: datetime, kind: str, text: str, source: str, key: str) -> None:
-        entries.append(TimelineEntry(at=at, kind=kind, text=text, source=source, key=key))
+    def add(
+        at: datetime, kind: str, text: str, source: str, key: str, step: Step | None = None
+    ) -> None:
+        entries.append(
+            TimelineEntry(at=at, kind=EntryKind(kind), text=text, source=source, key=key, step=step)
+        )
 
     add(T0, "impact-start", f"Harm began: {first_summary}", first_probe, "impact-start")
     add(
@@ -149,8 +125,9 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
             f"Also failing: {probe} on {host}: {summary}",
             probe,
             f"join:{probe}@{host}",
+            Step.ALSO_FAILING,
         )
-    ruled_out: list[str] = []
+    ruled_out: list[RuledOut] = []
     evidence: dict[str, list[str]] = {}
     health: dict[str, list[bool]] = {}
     for n, host in enumerate(HOSTS):
@@ -165,7 +142,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
             else:
                 summary = OK_SUMMARY[probe].format(port=PORTS[host])
                 text = f"Checked {probe} on {host}: {summary} (ruled out)"
-                ruled_out.append(f"{probe} on {host}: {summary}")
+                ruled_out.append(RuledOut(host, probe, summary))
             add(at, "action", text, probe, f"diag:{probe}@{host}")
     for probe, oks in health.items():
         if all(oks):
@@ -191,7 +168,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
         back = resolved - timedelta(seconds=len(rec.failing) - 1 - i)
         ok = OK_SUMMARY[probe].format(port=PORTS[host])
         text = f"{probe} on {host} healthy again: {ok}"
-        add(back, "note", text, probe, f"recovered:{probe}@{host}")
+        add(back, "note", text, probe, f"recovered:{probe}@{host}", Step.RECOVERED)
         signals[f"{probe}@{host}"] = {
             "host": host,
             "probe": probe,
@@ -213,9 +190,9 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
     top = causes[0] if causes else None
     hosts = list(dict.fromkeys(h for h, _ in rec.failing))
     label = load_runbooks()[Fault(top.fault)].title if top else rec.fault
-    return Incident(
+    incident = Incident(
         id=incident_id,
-        status="resolved",
+        status=IncidentStatus.RESOLVED,
         title=f"{SERVICE}: {label} ({', '.join(hosts)})",
         service=SERVICE,
         fault=top.fault if top else rec.fault,
@@ -226,8 +203,11 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
         affected=rec.affected,
         root_causes=causes,
         timeline=sorted(entries, key=lambda e: e.at),
-        data={"signals": signals, "ruled_out": ruled_out},
+        data={"signals": signals},
     )
+    for ruled in ruled_out:
+        incident.rule_out(ruled)
+    return incident
 
 
 def _clients(bad: int, total: int, host: str = "lb-01") -> Affected:

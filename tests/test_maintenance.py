@@ -16,7 +16,7 @@ from recorder.cli import main
 from recorder.config import MaintenanceWindow
 from recorder.maintenance import occurrence, recurring
 from recorder.store import Store
-from tests.test_incidents import MISSING_SYMLINK, T0, Harness
+from tests.fixtures import MISSING_SYMLINK, T0, Harness
 from tests.test_notify import outbox, with_notify
 
 EAT = ZoneInfo("Africa/Nairobi")

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Fault, Observation, Status
-from probes.facts import Facts, LogCounters
+from probes.facts import ClientHarm, Facts, LogCounters
 from recorder import __version__
 from recorder.metrics import FAULT_LABELS, METRIC_NAMES, Metrics
 from recorder.model import Incident
@@ -40,16 +40,27 @@ def metrics(registry: CollectorRegistry, store: Store) -> Metrics:
 
 
 def obs(
-    host: str, probe: str, status: Status, duration: float = 0.05, **details: object
+    host: str,
+    probe: str,
+    status: Status,
+    duration: float = 0.05,
+    error_ratio: float | None = None,
+    clients: int | None = None,
+    hurt: int = 0,
 ) -> Observation:
+    """An observation with the facts error_rate states; no display details at all, so
+    nothing can be read from them."""
     return Observation(
         host=host,
         probe=probe,
         status=status,
         summary=f"{probe} {status} on {host}",
         fault=Fault.HTTP_5XX if status is Status.FAIL else None,
-        details=dict(details),
         duration=duration,
+        facts=Facts(
+            error_ratio=error_ratio,
+            clients=ClientHarm(clients, hurt) if clients is not None else None,
+        ),
     )
 
 
@@ -86,29 +97,24 @@ def test_probe_results(metrics: Metrics, registry: CollectorRegistry) -> None:
 
 
 def test_error_rate_ratios(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.observe(obs("lb-01", "error_rate", Status.FAIL, error_ratio=0.3, affected_ratio=0.45))
+    """The ratios come from the facts the probe states (no details are given here)."""
+    metrics.observe(obs("lb-01", "error_rate", Status.FAIL, error_ratio=0.3, clients=20, hurt=9))
     assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 0.3
     assert registry.get_sample_value("recorder_affected_clients_ratio", {"host": "lb-01"}) == 0.45
     # "Could not look" keeps the last measured values instead of claiming 0.
     metrics.observe(obs("lb-01", "error_rate", Status.ERROR))
     assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 0.3
-    # Without affected_ratio, the client counts give it; nonsense is ignored or clamped.
+    # Nonsense is ignored or clamped; a window without clients hurt nobody.
     metrics.observe(
-        obs(
-            "lb-01",
-            "error_rate",
-            Status.OK,
-            error_ratio=float("nan"),
-            clients=200,
-            clients_with_5xx=50,
-        )
+        obs("lb-01", "error_rate", Status.OK, error_ratio=float("nan"), clients=200, hurt=50)
     )
     assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 0.3
     assert registry.get_sample_value("recorder_affected_clients_ratio", {"host": "lb-01"}) == 0.25
-    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=1.7, affected_ratio="x"))
+    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=1.7, clients=0))
     assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "lb-01"}) == 1.0
-    # Other probes never touch the ratios.
-    metrics.observe(obs("web-01", "http", Status.OK, error_ratio=0.9))
+    assert registry.get_sample_value("recorder_affected_clients_ratio", {"host": "lb-01"}) == 0.0
+    # Probes that state no shares never touch the ratios.
+    metrics.observe(obs("web-01", "http", Status.OK))
     assert registry.get_sample_value("recorder_http_5xx_ratio", {"host": "web-01"}) is None
 
 
@@ -178,7 +184,7 @@ def test_retain_hosts_drops_series_of_removed_hosts(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     for host in ("web-01", "web-02"):
-        metrics.observe(obs(host, "error_rate", Status.OK, error_ratio=0.0, affected_ratio=0.0))
+        metrics.observe(obs(host, "error_rate", Status.OK, error_ratio=0.0, clients=0))
         metrics.count_log_lines(host, 5)
         metrics.count_responses(host, {"2xx": 5})
     metrics.retain_hosts(["web-01"])
@@ -242,7 +248,7 @@ def scrape_families(registry: CollectorRegistry) -> set[str]:
 
 
 def test_every_metric_is_exported_with_help(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=0.0, affected_ratio=0.0))
+    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=0.0, clients=0))
     metrics.count_responses("lb-01", {"2xx": 1})
     metrics.count_log_lines("lb-01", 1)
     metrics.count_rotations("lb-01", 0)
@@ -269,7 +275,7 @@ def test_every_metric_of_the_contract_keeps_its_name_and_labels(
 ) -> None:
     expected = contract()
     assert len(expected) == 12, expected  # the list was read, not skipped
-    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=0.0, affected_ratio=0.0))
+    metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=0.0, clients=0))
     metrics.count_responses("lb-01", {"2xx": 1})
     metrics.count_log_lines("lb-01", 1)
     metrics.count_rotations("lb-01", 1)

@@ -22,10 +22,9 @@ from recorder.notify import RateLimit, backoff, deliver_one, reminders, status
 from recorder.postmortem.close import close_incident
 from recorder.receivers import signature
 from recorder.store import Store, delivery_id
+from tests.fixtures import MISSING_SYMLINK, T0, Harness, lab_config
 from tests.notify_sink import Sink
 from tests.test_close import CLOSED_AT, flags, recorded
-from tests.test_draft import lab_config
-from tests.test_incidents import MISSING_SYMLINK, T0, Harness
 
 SECRET = "s3cret-hook-key"
 ALL_EVENTS = ["opened", "cause-changed", "affected-step", "resolved", "reopened", "closed"]

@@ -19,8 +19,8 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from recorder.config import NotifyConfig
 from recorder.notify import deliver_one
+from tests.fixtures import MISSING_SYMLINK, Harness
 from tests.notify_sink import free_port
-from tests.test_incidents import MISSING_SYMLINK, Harness
 
 USER, PASSWORD = "recorder", "smtp-pass-123"
 

@@ -135,6 +135,8 @@ def test_missing_log_is_an_error_then_recovers(root: Path) -> None:
     obs = run(root)
     assert obs.status == Status.ERROR
     assert f"access log {LOG} missing" in obs.summary
+    assert obs.facts.reason and "missing" in obs.facts.reason  # a monitoring gap's title
+    assert obs.facts.counters is not None
     append(root, line("10.0.0.1", 200))
     assert run(root).details["lines_total"] == 1
 
@@ -214,6 +216,10 @@ def test_window_by_log_time_and_affected_clients(root: Path) -> None:
     assert d["first_5xx"] == "2026-11-23T14:02:00Z"
     assert d["last_5xx"] == "2026-11-23T14:02:20Z"
     assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX
+    # The same, stated as facts: what the engine and the metrics read.
+    assert obs.facts.error_ratio == 0.1
+    assert obs.facts.first_5xx == datetime(2026, 11, 23, 14, 2, tzinfo=UTC)
+    assert obs.facts.clients is not None and obs.facts.clients.hurt == 4
     assert obs.summary == (
         "10.0% of 200 requests were 5xx in the last 60s; 4 of 40 clients got at least one"
     )

@@ -155,6 +155,7 @@ def test_upstreams_weight_share(nginx: NginxHost) -> None:  # noqa: F811
     obs = upstreams.probe(nginx.host(), upstreams.Config(timeout="1s"))
     assert obs.fault == Fault.UPSTREAM_DOWN
     assert obs.details["dead_weight_share"] == 0.25
+    assert obs.facts.dead_weight == 0.25  # what the engine reads
     assert "(25% of weight)" in obs.summary
 
 

@@ -24,6 +24,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from probes.base import Observation, Status
+from probes.facts import ClientHarm, Facts
 from recorder.api import WEBHOOK_PATH
 from recorder.config import AlertmanagerConfig, Config
 from recorder.metrics import Metrics
@@ -89,7 +90,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             "error_rate",
             Status.OK,
             "ok",
-            details={"error_ratio": 0.0, "affected_ratio": 0.0},
+            facts=Facts(error_ratio=0.0, clients=ClientHarm(0, 0)),
         )
     )
     metrics.observe(Observation("lb-01", "http", Status.ERROR, "could not look"))

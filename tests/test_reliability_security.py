@@ -56,7 +56,8 @@ def open_umask() -> Iterator[None]:
 
 def _incident() -> Incident:
     """A full incident as the book records one (for rendering)."""
-    from tests.test_draft import LAB_FAULTS, build_incident, lab_config
+    from tests.fixtures import lab_config
+    from tests.test_draft import LAB_FAULTS, build_incident
 
     return build_incident(LAB_FAULTS["http-5xx"], lab_config())
 
@@ -107,7 +108,7 @@ def test_an_existing_open_state_dir_is_made_private(tmp_path: Path, open_umask: 
 
 def test_drafts_are_private_and_written_atomically(tmp_path: Path, open_umask: None) -> None:
     from recorder.postmortem.close import draft_path, write_draft
-    from tests.test_draft import lab_config
+    from tests.fixtures import lab_config
 
     config = lab_config(tmp_path / "state")
     store = Store(config.state_path)
@@ -179,7 +180,7 @@ def test_a_reader_never_sees_half_a_draft(tmp_path: Path) -> None:
 @given(incident_id=st.integers(min_value=-(2**63), max_value=2**63))
 def test_incident_files_stay_inside_the_state_dir(incident_id: int) -> None:
     from recorder.postmortem.close import draft_path, final_path
-    from tests.test_draft import lab_config
+    from tests.fixtures import lab_config
 
     config = lab_config("/var/lib/recorder-test")
     root = config.state_path.resolve()
@@ -457,7 +458,7 @@ HOSTILE_MARKUP = [
 def _template_markup() -> tuple[frozenset[str], frozenset[str]]:
     """The tags and attributes the HTML template itself writes, for a harmless incident."""
     from recorder.postmortem.draft import render_draft
-    from tests.test_draft import lab_config
+    from tests.fixtures import lab_config
 
     clean = _tags(render_draft(_incident(), lab_config(), "html"))
     return frozenset(clean.tags) | {"mark", "code"}, frozenset(clean.attributes)
@@ -471,7 +472,7 @@ def _template_markup() -> tuple[frozenset[str], frozenset[str]]:
 )
 def test_html_draft_renders_hostile_text_inert(markup: list[str]) -> None:
     from recorder.postmortem.draft import render_draft
-    from tests.test_draft import lab_config
+    from tests.fixtures import lab_config
 
     config = lab_config()
     allowed, allowed_attributes = _template_markup()
@@ -499,7 +500,7 @@ def test_html_draft_renders_hostile_text_inert(markup: list[str]) -> None:
 
 def test_markdown_draft_keeps_tags_as_text() -> None:
     from recorder.postmortem.draft import render_draft
-    from tests.test_draft import lab_config
+    from tests.fixtures import lab_config
 
     incident = _incident()
     incident.timeline.append(
@@ -568,7 +569,7 @@ def test_every_directory_the_recorder_creates_is_private_whatever_the_umask(
     from probes.error_rate import probe as error_rate
     from recorder.postmortem.close import write_draft
     from recorder.scheduler import prepare_probe_config
-    from tests.test_draft import lab_config
+    from tests.fixtures import lab_config
 
     state = tmp_path / "deep" / "state"
     log = tmp_path / "access.log"

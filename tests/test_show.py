@@ -8,7 +8,7 @@ from pathlib import Path
 
 from probes.base import Fault
 from recorder.show import incident_lines
-from tests.test_incidents import MISSING_SYMLINK, Harness
+from tests.fixtures import MISSING_SYMLINK, Harness
 
 BACKEND_5XX = {
     ("web-01", "error_rate"): (

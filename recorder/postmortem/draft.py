@@ -35,6 +35,7 @@ from recorder.model import (
     Cause,
     EntryKind,
     Incident,
+    Step,
     TimelineEntry,
     duration_words,
     in_zone,
@@ -55,7 +56,6 @@ _PEOPLE_LABELS = {
 PEOPLE_SOURCE = "cli"  # what `recorder note` records as the source of a person's entry
 _ACTIONS_WANTED = "what people investigated or changed, and what they assumed the cause was"
 
-_RULED_OUT = re.compile(r"^Checked (?P<probe>\S+) on (?P<host>\S+): (?P<summary>.*) \(ruled out\)$")
 _DEPLOY = re.compile(r"^Deploy of (?P<service>\S+) version (?P<version>\S+)")
 
 
@@ -351,8 +351,9 @@ def _recovery_start(entries: Sequence[TimelineEntry]) -> datetime | None:
     that failed again starts the story over)."""
     last_failure: datetime | None = None
     for e in entries:
-        if e.kind in (EntryKind.IMPACT_START, EntryKind.DETECTION) or e.key.startswith(
-            ("flap:", "join:")
+        if e.kind in (EntryKind.IMPACT_START, EntryKind.DETECTION) or e.step in (
+            Step.FAILED_AGAIN,
+            Step.ALSO_FAILING,
         ):
             last_failure = e.at if last_failure is None else max(last_failure, e.at)
     recoveries = [
@@ -362,7 +363,7 @@ def _recovery_start(entries: Sequence[TimelineEntry]) -> datetime | None:
 
 
 def _is_recovery(entry: TimelineEntry) -> bool:
-    return entry.key.startswith("recovered:") or (
+    return entry.step is Step.RECOVERED or (
         entry.kind == EntryKind.RESOLUTION and entry.source != PEOPLE_SOURCE
     )
 
@@ -395,14 +396,15 @@ def _observed_items(incident: Incident, zone: ZoneInfo) -> tuple[list[_Item], li
     items: list[_Item] = []
     recovered: list[_Item] = []
     ruled_out: dict[str, _Item] = {}
+    checks = {r.key: r for r in incident.ruled_out}
     entries = sorted(incident.timeline, key=lambda e: e.at)
     recovery_start = _recovery_start(entries)
     resolutions = [e for e in entries if e.kind == EntryKind.RESOLUTION and _is_recovery(e)]
     for entry in entries:
         stamp = local_time(entry.at, zone)
-        checked = _RULED_OUT.match(one_line(entry.text))
-        if entry.kind == EntryKind.ACTION and checked and entry.source != PEOPLE_SOURCE:
-            host, passed = checked["host"], f"{checked['probe']} ({checked['summary']})"
+        checked = checks.get(entry.key) if entry.source != PEOPLE_SOURCE else None
+        if entry.kind == EntryKind.ACTION and checked is not None:
+            host, passed = checked.host, f"{checked.probe} ({one_line(checked.summary)})"
             group = ruled_out.get(host)
             if group is None:
                 group = _Item(entry.at, stamp, f"Checked {host}: passed, so ruled out: ")
