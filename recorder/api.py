@@ -247,18 +247,18 @@ class ApiApp:
         except ValueError as exc:
             return self._page_error("400 Bad Request", f"invalid query string: {exc}")
         try:
-            found = self.engine.store.list()
+            return html_response(
+                pages.incidents_page(
+                    self.engine.store,
+                    self.engine.config,
+                    service=_single(query, "service") or "",
+                    status=_single(query, "status") or "",
+                    fault=_single(query, "fault") or "",
+                    page=_page_number(query),
+                )
+            )
         except (sqlite3.Error, StoreError) as exc:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
-        return html_response(
-            pages.incidents_page(
-                found,
-                self.engine.config,
-                service=_single(query, "service") or "",
-                status=_single(query, "status") or "",
-                fault=_single(query, "fault") or "",
-            )
-        )
 
     def incident_or_postmortem(self, kind: str, raw_id: str) -> Response:
         match = _INCIDENT_ID.fullmatch(raw_id)
@@ -280,10 +280,15 @@ class ApiApp:
 
     def postmortems_page(self, environ: WSGIEnvironment) -> Response:
         try:
-            found = self.engine.store.list(status=str(IncidentStatus.CLOSED))
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=20)
+        except ValueError as exc:
+            return self._page_error("400 Bad Request", f"invalid query string: {exc}")
+        try:
+            return html_response(
+                pages.postmortems_page(self.engine.store, self.engine.config, _page_number(query))
+            )
         except (sqlite3.Error, StoreError) as exc:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
-        return html_response(pages.postmortems_page(found, self.engine.config))
 
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
         return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")
@@ -479,6 +484,11 @@ def _safe_next(value: str | None) -> str:
     ):
         return "/"
     return value
+
+
+def _page_number(query: dict[str, list[str]]) -> int:
+    value = _single(query, "page") or "1"
+    return int(value) if value.isdigit() and len(value) < 7 else 1
 
 
 def _single(query: dict[str, list[str]], key: str) -> str | None:
