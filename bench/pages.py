@@ -39,6 +39,7 @@ class Engine:
     def __init__(self, config: Config, store: Store) -> None:
         self.config, self.store = config, store
         self.metrics_registry = CollectorRegistry()
+        self.history = None
 
     def health(self) -> tuple[bool, str]:
         return True, "ok"

@@ -10,6 +10,7 @@ Routes:
     GET  /                          the incidents page (HTML; web/pages.py)
     GET  /incidents/{id}            one incident's page
     GET  /postmortems[/{id}]        closed incidents and their final documents
+    GET  /status                    every check now, and its availability (recorder/history.py)
     GET  /static/style.css          the pages' one stylesheet
     GET  /login, POST /login        the read token as a cookie (only with web.read_token_file)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
@@ -54,6 +55,7 @@ from prometheus_client.exposition import choose_encoder
 
 from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
 from recorder.config import Config, split_listen
+from recorder.history import History
 from recorder.model import IncidentStatus
 from recorder.store import Store, StoreError
 from recorder.web import pages
@@ -104,6 +106,11 @@ class EngineAPI(Protocol):
     config: Config  # read live: a reload changes the webhook's mapping and limits
     store: Store
     metrics_registry: CollectorRegistry
+
+    @property
+    def history(self) -> History | None:
+        """Probe history for /status; None when none is kept."""
+        ...
 
     def health(self) -> tuple[bool, str]:
         """(True, "ok"), or (False, reason) when the scheduler or the store is not well."""
@@ -162,6 +169,7 @@ class ApiApp:
         self.routes = {
             "/": (("GET", "HEAD"), self.incidents_page),
             "/postmortems": (("GET", "HEAD"), self.postmortems_page),
+            "/status": (("GET", "HEAD"), self.status_page),
             "/static/style.css": (("GET", "HEAD"), self.stylesheet),
             # Browsers ask for /favicon.ico whatever the page says; both get the icon.
             "/static/favicon.svg": (("GET", "HEAD"), self.favicon),
@@ -289,6 +297,9 @@ class ApiApp:
             )
         except (sqlite3.Error, StoreError) as exc:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
+
+    def status_page(self, environ: WSGIEnvironment) -> Response:
+        return html_response(pages.status_page(self.engine.history, self.engine.config))
 
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
         return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")

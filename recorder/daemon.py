@@ -31,6 +31,7 @@ from recorder.alertmanager import Alert, is_stale
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import ConfigError, load_config, split_listen
 from recorder.detector import Detector
+from recorder.history import History
 from recorder.incidents import IncidentBook
 from recorder.metrics import Metrics
 from recorder.model import Incident
@@ -66,6 +67,7 @@ class Daemon:
         self.store = Store(self.config.state_path, lazy=True)
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
+        self.history = History(self.config.state_path, self.config.web.history_days)
         self.notifier = Notifier()
         self.detector = Detector()
         self.book = IncidentBook(self.config, self.store, request_diagnostics=self._diagnose)
@@ -155,6 +157,8 @@ class Daemon:
             if self.api:
                 self.api.close()
             self.book.flush()
+            self.history.flush()
+            self.history.close()
             self.store.close()
         return 0
 
@@ -249,6 +253,7 @@ class Daemon:
 
     def _on_observation(self, obs: Observation, job: Job) -> None:
         self.metrics.observe(obs)  # log counters included (obs.facts.counters)
+        self.history.add(obs)
         before = {i.id for i in self.book.open_incidents()}
         self.book.observe(obs)
         for sig in self.detector.observe(obs, job.for_, job.recover_after):
@@ -313,6 +318,7 @@ class Daemon:
                 log.error("%s", exc)
             self._store_ok = (False, str(exc))
         self._write_drafts()
+        self.history.flush()
         self.notifier.status(self._status_line())
 
     def _write_drafts(self) -> None:
@@ -355,6 +361,7 @@ class Daemon:
         if self.scheduler:
             self.scheduler.stop()
         self.config = new
+        self.history.days = new.web.history_days
         self.book.config = new  # open incidents carry over; the book reads config live
         self.metrics.retain_hosts(list(new.hosts))
         self._start_scheduler()

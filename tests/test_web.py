@@ -22,6 +22,7 @@ from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config
 from recorder.daemon import read_access_refusal
+from recorder.history import History
 from recorder.model import Incident, TimelineEntry
 from recorder.postmortem.close import close_incident
 from recorder.store import Store
@@ -42,6 +43,7 @@ class Engine:
         self.store = store
         self.metrics_registry = CollectorRegistry()
         self.read_token_value: str | None = None
+        self.history: History | None = None
 
     def health(self) -> tuple[bool, str]:
         return True, "ok"

@@ -23,6 +23,7 @@ import jinja2
 from markupsafe import Markup
 
 from recorder.config import Config
+from recorder.history import Availability, History
 from recorder.model import Incident, IncidentStatus, duration_words, local_time, utcnow
 from recorder.postmortem.close import document_tasks, fill_hint, final_path
 from recorder.postmortem.draft import DraftError, percent, render_draft
@@ -289,6 +290,76 @@ def postmortem_page(incident: Incident, config: Config) -> str:
         incident=incident,
         document=to_html(final),
         closed=local_time(incident.closed_at, config.zone) if incident.closed_at else "-",
+    )
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check (a probe on a host) on the status page."""
+
+    probe: str
+    state: str  # ok, fail, error, or "not run yet"
+    since: str
+    summary: str
+    availability: list[str]  # one figure per window
+
+
+@dataclass(frozen=True)
+class HostBlock:
+    service: str
+    host: str
+    role: str
+    state: str  # the worst of its checks
+    checks: list[CheckRow]
+
+
+_WORST = {"fail": 3, "error": 2, "not run yet": 1, "ok": 0}
+
+
+def _figure(availability: Availability | None) -> str:
+    if availability is None or availability.ratio is None:
+        return "-"
+    return percent(availability.ratio)
+
+
+def status_page(history: History | None, config: Config) -> str:
+    """`/status`: per service and host, every configured check's state, since when, and
+    its availability over the windows the history keeps."""
+    states = history.states() if history else {}
+    figures = history.availability() if history else {}
+    windows = history.windows() if history else []
+    # Each service's hosts (entry points first), then any host no service names.
+    placed = [(s, h) for s in config.services for h in config.hosts_of(s)]
+    placed += [(config.service_of(h), h) for h in config.hosts]
+    blocks: list[HostBlock] = []
+    seen: set[str] = set()
+    for service, host in placed:
+        if host in seen or host not in config.hosts:
+            continue
+        seen.add(host)
+        rows = []
+        for _check, probe, _cfg in config.checks_for(host):
+            state = states.get((host, probe))
+            rows.append(
+                CheckRow(
+                    probe=probe,
+                    state=state.status if state else "not run yet",
+                    since=local_time(state.since, config.zone) if state else "-",
+                    summary=state.summary if state else "",
+                    availability=[_figure(figures.get((host, probe), {}).get(w)) for w in windows],
+                )
+            )
+        worst = max((r.state for r in rows), key=lambda s: _WORST.get(s, 1), default="ok")
+        blocks.append(HostBlock(service, host, config.hosts[host].role, worst, rows))
+    refreshed = history.refreshed if history else None
+    return _page(
+        "status.html.j2",
+        config,
+        title="Status",
+        blocks=blocks,
+        windows=windows,
+        refreshed=local_time(refreshed, config.zone) if refreshed else "",
+        kept=history is not None,
     )
 
 
