@@ -1,9 +1,11 @@
 """The web pages' render time with a full store: 1,000 incidents (half of them closed,
 with their final postmortems), each with the timeline the engine writes (a failing check,
-the checks that passed on three hosts, candidates, recovery, a person's note).
+the checks that passed on three hosts, candidates, recovery, a person's note); and
+`/status` with 1,000 targets and 30 days of probe history, whose disk cost per target per
+day it measures.
 
-    python bench/pages.py            # 1,000 incidents; 200 requests per page
-    python bench/pages.py --smoke    # 20 incidents; 10 requests per page
+    python bench/pages.py            # 1,000 incidents, 1,000 targets; 200 requests per page
+    python bench/pages.py --smoke    # 20 incidents, 12 targets, 3 days; 10 requests per page
 
 The daemon's own HTTP server (recorder.api.serve, waitress) serves the store; one client
 asks for each page in turn, one request at a time, on a fresh connection, as a person's
@@ -23,8 +25,10 @@ from typing import Any
 import benchlib as bl
 from prometheus_client import CollectorRegistry
 
+from probes.base import Observation, Status
 from recorder.api import make_app, serve
 from recorder.config import Config, parse_config
+from recorder.history import History
 from recorder.model import Affected, Cause, Incident, Task, TimelineEntry
 from recorder.postmortem.close import atomic_write, final_path
 from recorder.postmortem.draft import render_draft
@@ -36,10 +40,10 @@ PROBES = ("http", "sites", "config", "process", "error_rate")
 
 
 class Engine:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, history: History | None = None) -> None:
         self.config, self.store = config, store
         self.metrics_registry = CollectorRegistry()
-        self.history = None
+        self.history = history
 
     def health(self) -> tuple[bool, str]:
         return True, "ok"
@@ -153,6 +157,55 @@ def fill(store: Store, config: Config, count: int) -> list[int]:
     return ids
 
 
+STATUS_PROBES = ("http", "sites", "config", "process")
+
+
+def fleet_config(state: Path, targets: int) -> Config:
+    """`targets` checks: hosts of four probes each."""
+    hosts = [f"web-{i:04d}" for i in range(max(1, targets // len(STATUS_PROBES)))]
+    return parse_config(
+        {
+            "timezone": "Africa/Nairobi",
+            "state_dir": str(state),
+            "services": {"web": {"hosts": hosts}},
+            "hosts": {h: {"local": {"prefix": "/"}} for h in hosts},
+            "checks": [
+                {
+                    "hosts": hosts,
+                    "probes": {
+                        "http": {"url": "http://{address}/"},
+                        **{p: {} for p in STATUS_PROBES[1:]},
+                    },
+                }
+            ],
+        }
+    )
+
+
+def fill_history(history: History, config: Config, days: int, now: datetime) -> dict[str, Any]:
+    """`days` of hourly samples for every target (how often a probe ran changes counts,
+    not rows), one failing hour in 50; then the file size per target per day."""
+    targets = [(h, p) for h in config.hosts for _c, p, _m in config.checks_for(h)]
+    start = now - timedelta(days=days)
+    for hour in range(days * 24):
+        at = start + timedelta(hours=hour)
+        for n, (host, probe) in enumerate(targets):
+            status = Status.FAIL if (hour + n) % 50 == 0 else Status.OK
+            history.add(Observation(host, probe, status, f"{probe} {status}", at=at))
+        if hour % 24 == 23:
+            history.flush(at)
+    history.flush(now)
+    history.refresh(now)
+    history.close()  # checkpoint the WAL: the size is the database's own
+    size = history.path.stat().st_size
+    return {
+        "targets": len(targets),
+        "days": days,
+        "bytes": size,
+        "bytes_per_target_per_day": size / len(targets) / days,
+    }
+
+
 def timed(port: int, path: str) -> float:
     began = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -217,10 +270,46 @@ def main() -> int:
         print(bl.machine_line())
         print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(bl.table(["page", "p50 ms", "p99 ms", "CPU ms/req", f"p99 < {TARGET_MS:g} ms"], rows))
+        # /status with the fleet and its history.
+        targets, days = (12, 3) if args.smoke else (1000, 30)
+        fleet = fleet_config(scratch / "fleet", targets)
+        history = History(fleet.state_path, days=30)
+        began = time.perf_counter()
+        disk = fill_history(history, fleet, days, datetime.now(UTC))
+        print(
+            f"history: {disk['targets']} targets x {days} days in {disk['bytes'] / 1e6:.1f} MB, "
+            f"{disk['bytes_per_target_per_day']:.0f} bytes per target per day "
+            f"(filled in {time.perf_counter() - began:.1f} s)"
+        )
+        fleet_store = Store(fleet.state_path)
+        server = serve("127.0.0.1:0", make_app(Engine(fleet, fleet_store, history)))
+        try:
+            timed(server.port, "/status")
+            cpu = time.process_time()
+            latencies = [timed(server.port, "/status") for _ in range(requests)]
+            cpu_ms = (time.process_time() - cpu) * 1000 / requests
+        finally:
+            server.close()
+            fleet_store.close()
+        p50, p99 = bl.percentile(latencies, 50), bl.percentile(latencies, 99)
+        name = f"/status ({disk['targets']} targets)"
+        results[name] = {"p50_ms": p50, "p99_ms": p99, "cpu_ms_per_request": cpu_ms}
+        print(
+            bl.table(
+                ["page", "p50 ms", "p99 ms", "CPU ms/req", f"p99 < {TARGET_MS:g} ms"],
+                [[name, f"{p50:.1f}", f"{p99:.1f}", f"{cpu_ms:.1f}", bl.verdict(p99 < TARGET_MS)]],
+            )
+        )
         bl.save_results(
             args.out,
             "pages",
-            {"incidents": count, "pages": results, "target_ms": TARGET_MS, "smoke": args.smoke},
+            {
+                "incidents": count,
+                "history": disk,
+                "pages": results,
+                "target_ms": TARGET_MS,
+                "smoke": args.smoke,
+            },
         )
     finally:
         bl.remove_scratch(scratch)
