@@ -10,6 +10,7 @@ Routes:
     GET  /                          the incidents page (HTML; web/pages.py)
     GET  /incidents/{id}            one incident's page
     GET  /postmortems[/{id}]        closed incidents and their final documents
+    GET  /status                    every check now, and its availability (recorder/history.py)
     GET  /static/style.css          the pages' one stylesheet
     GET  /login, POST /login        the read token as a cookie (only with web.read_token_file)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
@@ -56,6 +57,7 @@ from prometheus_client.exposition import choose_encoder
 
 from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
 from recorder.config import Config, split_listen
+from recorder.history import History
 from recorder.model import IncidentStatus
 from recorder.store import Store, StoreError
 from recorder.web import pages
@@ -108,6 +110,11 @@ class EngineAPI(Protocol):
     config: Config  # read live: a reload changes the webhook's mapping and limits
     store: Store
     metrics_registry: CollectorRegistry
+
+    @property
+    def history(self) -> History | None:
+        """Probe history for /status; None when none is kept."""
+        ...
 
     def health(self) -> tuple[bool, str]:
         """(True, "ok"), or (False, reason) when the scheduler or the store is not well."""
@@ -181,6 +188,7 @@ class ApiApp:
         self.routes = {
             "/": (("GET", "HEAD"), self.incidents_page),
             "/postmortems": (("GET", "HEAD"), self.postmortems_page),
+            "/status": (("GET", "HEAD"), self.status_page),
             "/static/style.css": (("GET", "HEAD"), self.stylesheet),
             # Browsers ask for /favicon.ico whatever the page says; both get the icon.
             "/static/favicon.svg": (("GET", "HEAD"), self.favicon),
@@ -266,18 +274,18 @@ class ApiApp:
         except ValueError as exc:
             return self._page_error("400 Bad Request", f"invalid query string: {exc}")
         try:
-            found = self.engine.store.list()
+            return html_response(
+                pages.incidents_page(
+                    self.engine.store,
+                    self.engine.config,
+                    service=_single(query, "service") or "",
+                    status=_single(query, "status") or "",
+                    fault=_single(query, "fault") or "",
+                    page=_page_number(query),
+                )
+            )
         except (sqlite3.Error, StoreError) as exc:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
-        return html_response(
-            pages.incidents_page(
-                found,
-                self.engine.config,
-                service=_single(query, "service") or "",
-                status=_single(query, "status") or "",
-                fault=_single(query, "fault") or "",
-            )
-        )
 
     def incident_or_postmortem(self, kind: str, raw_id: str) -> Response:
         match = _INCIDENT_ID.fullmatch(raw_id)
@@ -299,10 +307,18 @@ class ApiApp:
 
     def postmortems_page(self, environ: WSGIEnvironment) -> Response:
         try:
-            found = self.engine.store.list(status=str(IncidentStatus.CLOSED))
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=20)
+        except ValueError as exc:
+            return self._page_error("400 Bad Request", f"invalid query string: {exc}")
+        try:
+            return html_response(
+                pages.postmortems_page(self.engine.store, self.engine.config, _page_number(query))
+            )
         except (sqlite3.Error, StoreError) as exc:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
-        return html_response(pages.postmortems_page(found, self.engine.config))
+
+    def status_page(self, environ: WSGIEnvironment) -> Response:
+        return html_response(pages.status_page(self.engine.history, self.engine.config))
 
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
         return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")
@@ -519,6 +535,11 @@ def _safe_next(value: str | None) -> str:
     ):
         return "/"
     return value
+
+
+def _page_number(query: dict[str, list[str]]) -> int:
+    value = _single(query, "page") or "1"
+    return int(value) if value.isdigit() and len(value) < 7 else 1
 
 
 def _single(query: dict[str, list[str]], key: str) -> str | None:

@@ -390,6 +390,9 @@ class WebConfig(Strict):
     base_url: str | None = None
     # The token the pages, /api/v1 reads and /metrics need; required off loopback.
     read_token_file: str | None = None
+    # Days of probe history the status page's availability reads (hourly for two days,
+    # daily after that: recorder/history.py).
+    history_days: int = Field(30, ge=1, le=400)
 
 
 class Config(Strict):

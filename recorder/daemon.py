@@ -32,6 +32,7 @@ from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import ConfigError, load_config, split_listen
 from recorder.detector import Detector
+from recorder.history import History
 from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import Metrics
 from recorder.model import Incident, Severity
@@ -75,6 +76,7 @@ class Daemon:
         self.store = Store(self.config.state_path, lazy=True)
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
+        self.history = History(self.config.state_path, self.config.web.history_days)
         self.notifier = Notifier()
         # Notifications go out from the outbox on their own threads, never the engine's.
         self.sender = Sender(
@@ -236,6 +238,8 @@ class Daemon:
             if self.api:
                 self.api.close()
             self.book.flush()
+            self.history.flush()
+            self.history.close()
             self.store.close()
         return 0
 
@@ -332,6 +336,7 @@ class Daemon:
 
     def _on_observation(self, obs: Observation, job: Job) -> None:
         self.metrics.observe(obs)  # log counters included (obs.facts.counters)
+        self.history.add(obs)
         before = {i.id for i in self.book.open_incidents()}
         self.book.observe(obs)
         for sig in self.detector.observe(obs, job.for_, job.recover_after):
@@ -370,6 +375,7 @@ class Daemon:
                 log.error("%s", exc)
             self._store_ok = (False, str(exc))
         self._write_drafts()
+        self.history.flush()
         self.notifier.status(self._status_line())
 
     def _write_drafts(self) -> None:
@@ -428,6 +434,7 @@ class Daemon:
             # a later reload brings a host of that name back.
             self.detector.forget_host(host)
         self.config = new
+        self.history.days = new.web.history_days
         self.book.config = new  # open incidents carry over; the book reads config live
         self.sender.update(new)
         self.metrics.retain_hosts(list(new.hosts))

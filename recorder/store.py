@@ -585,6 +585,69 @@ class Store:
         )
         return int(row[0]), float(row[1])
 
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        service: str | None = None,
+        fault: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        closed_first: bool = False,
+    ) -> tuple[builtins.list[Incident], int]:
+        """One page of incidents for a list (the web pages): open ones first, then the most
+        recently detected (`closed_first`: the most recently closed), and how many match.
+
+        Only what a list shows is read: no timeline, and `data`, `tasks` and `postmortem`
+        stay empty, so a page costs the same with 10 or 100,000 incidents stored."""
+        where, args = [], []
+        for column, value in (("status", status), ("service", service), ("fault", fault)):
+            if value:
+                where.append(f"{column}=?")
+                args.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = (
+            "closed_at DESC, id DESC"
+            if closed_first
+            else "status='open' DESC, detected_at DESC, id DESC"
+        )
+        db = self._read()
+        total = int(db.execute(f"SELECT COUNT(*) FROM incidents{clause}", args).fetchone()[0])
+        rows = db.execute(
+            "SELECT id, status, severity, title, service, fault, hosts, started_at, detected_at,"
+            f" resolved_at, closed_at, affected, root_causes FROM incidents{clause}"
+            f" ORDER BY {order} LIMIT ? OFFSET ?",
+            [*args, max(0, limit), max(0, offset)],
+        ).fetchall()
+        found = [
+            Incident(
+                id=r["id"],
+                status=IncidentStatus(r["status"]),
+                severity=Severity(r["severity"]),
+                title=r["title"],
+                service=r["service"],
+                fault=r["fault"],
+                hosts=json.loads(r["hosts"]),
+                started_at=_required(r["started_at"]),
+                detected_at=_required(r["detected_at"]),
+                resolved_at=parse_iso(r["resolved_at"]),
+                closed_at=parse_iso(r["closed_at"]),
+                affected=Affected(**json.loads(r["affected"] or "{}")),
+                root_causes=[Cause(**c) for c in json.loads(r["root_causes"])],
+            )
+            for r in rows
+        ]
+        return found, total
+
+    def distinct(self, column: str) -> builtins.list[str]:
+        """The values `service` or `fault` takes across incidents (a list page's filters)."""
+        if column not in ("service", "fault", "status"):
+            raise ValueError(f"not a filter column: {column}")
+        rows = self._read().execute(
+            f"SELECT DISTINCT {column} FROM incidents WHERE {column} IS NOT NULL ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows.fetchall()]
+
     def open_incidents(self) -> builtins.list[Incident]:
         db = self._read()
         rows = db.execute("SELECT * FROM incidents WHERE status='open' ORDER BY id").fetchall()

@@ -50,6 +50,7 @@ class Engine:
         self.submitted: list[list[Alert]] = []
         self.wait = 5.0
         self.read_token_value: str | None = None  # web.read_token_file's content
+        self.history = None
         self._queue: queue.Queue[tuple[list[Alert], Future[list[int | None]]] | None] = (
             queue.Queue()
         )

@@ -41,6 +41,11 @@ SCRIPTS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "scale": ([], ["CPU % of 1 core", "peak RSS MB"], ["sizes"]),
     "endpoint": ([], ["/metrics with 10 targets", "webhook ingest"], ["metrics", "webhook"]),
     "noise": ([], ["false verdicts", "by the sudden-rise test", "failed after"], ["rows"]),
+    "pages": (
+        [],
+        ["p99 ms", "/incidents/ID (draft)", "/status (", "bytes per target per day"],
+        ["pages", "incidents", "history"],
+    ),
 }
 
 

@@ -74,6 +74,17 @@ def test_design_example_derived_views() -> None:
     probes = {name for _, name, _ in config.checks_for("lb-01")}
     assert probes == {"http", "sites", "config", "error_rate", "upstreams"}
     assert str(config.zone) == "Africa/Nairobi"
+    assert config.base_url == "http://recorder.example:9468/"
+    assert config.web.read_token_file == "/etc/recorder/read-token"
+    assert config.web.history_days == 30
+
+
+def test_base_url_falls_back_to_the_listen_address() -> None:
+    config = load_config(CASES / "valid-minimal.yml")
+    host, port = config.listen.rsplit(":", 1)
+    assert config.base_url == f"http://{host}:{port}/"
+    wildcard = config.model_copy(update={"listen": "0.0.0.0:9468"})
+    assert wildcard.base_url == "http://127.0.0.1:9468/"
 
 
 def test_check_overrides_defaults() -> None:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,16 @@ import requests
 import yaml
 from prometheus_client import CollectorRegistry
 
-from probes.base import Fault
 from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
 from recorder.config import Config
 from recorder.daemon import read_access_refusal
-from recorder.model import TimelineEntry
+from recorder.history import History
+from recorder.model import Incident, TimelineEntry
 from recorder.postmortem.close import close_incident
 from recorder.store import Store
 from recorder.web.markdown import to_html
+from recorder.web.pages import PAGE_SIZE
 from tests.test_incidents import MISSING_SYMLINK, Harness
 
 HOSTILE_NOTE = "<script>alert('note')</script> restarted nginx"
@@ -41,6 +43,7 @@ class Engine:
         self.store = store
         self.metrics_registry = CollectorRegistry()
         self.read_token_value: str | None = None
+        self.history: History | None = None
 
     def health(self) -> tuple[bool, str]:
         return True, "ok"
@@ -327,8 +330,36 @@ def test_markdown_subset_is_escaped_and_marked() -> None:
     assert "Action: &lt;script&gt;x&lt;/script&gt; &amp;lt;" in html
 
 
-@pytest.mark.parametrize("fault", [Fault.MISSING_SYMLINK])
-def test_store_list_feeds_the_page_without_timelines(site: Site, fault: Fault) -> None:
-    # The list is built from store.list() (no timelines): it must not need them.
-    assert all(not i.timeline for i in site.h.store.list())
-    assert str(fault) in site.get("/").text
+def test_lists_page_open_first_then_most_recent(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(PAGE_SIZE + 5):
+        h.store.create_incident(
+            Incident(
+                id=0,
+                status="open" if n == 3 else "resolved",
+                title=f"incident number {n}",
+                service="web",
+                fault="http-5xx" if n % 2 else "nginx-down",
+                started_at=start + timedelta(hours=n),
+                detected_at=start + timedelta(hours=n, seconds=5),
+                resolved_at=None if n == 3 else start + timedelta(hours=n, minutes=9),
+            )
+        )
+    s = Site(h)
+    try:
+        first = s.get("/").text
+        titles = re.findall(r"incident number (\d+)", first)
+        assert len(titles) == PAGE_SIZE
+        # The open one, then newest first.
+        assert titles[:3] == ["3", str(PAGE_SIZE + 4), str(PAGE_SIZE + 3)]
+        assert f"1-{PAGE_SIZE} of {PAGE_SIZE + 5}" in first and 'href="?page=2"' in first
+        second = s.get("/?page=2").text
+        assert re.findall(r"incident number (\d+)", second) == ["5", "4", "2", "1", "0"]
+        assert 'href="?"' in second  # back to the first page
+        filtered = s.get("/?fault=http-5xx&page=1").text
+        assert all(int(n) % 2 for n in re.findall(r"incident number (\d+)", filtered))
+        assert "nginx-down" in filtered  # the filter still offers every fault
+        assert s.get("/?page=-3").status_code == 200
+    finally:
+        s.server.close()

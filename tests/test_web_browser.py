@@ -342,3 +342,23 @@ def test_hostile_alert_label_is_text_and_every_page_has_the_csp(
         csp = got.headers.get("Content-Security-Policy", "")
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
         assert "script-src" not in csp and "unsafe-inline" not in csp, path
+
+
+@requires_browser
+def test_status_page_shows_every_check_of_the_lab(daemon: Daemon, browser: Browser) -> None:
+    config = load_config(daemon.config)
+
+    def every_check_seen() -> bool:
+        html = requests.get(daemon.base + "/status", timeout=5).text
+        return "not run yet" not in html
+
+    wait_until(every_check_seen, 20, "every check to report", daemon)
+    browser.open(daemon.base + "/status")
+    assert browser.problems() == []
+    for host in config.hosts:
+        section = browser.one(f"#host-{host}")
+        probes = [p for _c, p, _m in config.checks_for(host)]
+        cells = section.find_elements(By.CSS_SELECTOR, "tbody tr td:first-child")
+        assert [c.text for c in cells] == probes, host
+    assert browser.texts("table.checks thead th")[-3:] == ["24 h", "7 d", "30 d"]
+    browser.screenshot("status")

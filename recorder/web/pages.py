@@ -17,21 +17,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from markupsafe import Markup
 
 from recorder.config import Config
+from recorder.history import Availability, History
 from recorder.model import Incident, IncidentStatus, duration_words, local_time, utcnow
 from recorder.postmortem.close import document_tasks, fill_hint, final_path
 from recorder.postmortem.draft import DraftError, percent, render_draft
 from recorder.postmortem.lint import lint_text
 from recorder.resources import data_path
 from recorder.show import TimelineRow, look_next, signal_lines, timeline_rows
+from recorder.store import Store
 from recorder.web.markdown import to_html
 from recorder.web.timeaxis import is_human, time_axis
 
-LIST_LIMIT = 500  # rows on one incidents page; the filters narrow it
+PAGE_SIZE = 100  # rows on one page of a list
 
 
 class NotFound(Exception):
@@ -125,38 +128,50 @@ def _page(template: str, config: Config, **context: Any) -> str:
     )
 
 
+def _pages(total: int, page: int, query: dict[str, str]) -> dict[str, str]:
+    """Links to the newer and older pages of a list, keeping its filters."""
+    links: dict[str, str] = {}
+    kept = {k: v for k, v in query.items() if v}
+    if page > 1:
+        links["newer"] = "?" + urlencode({**kept, "page": page - 1} if page > 2 else kept)
+    if page * PAGE_SIZE < total:
+        links["older"] = "?" + urlencode({**kept, "page": page + 1})
+    return links
+
+
 def incidents_page(
-    incidents: list[Incident],
+    store: Store,
     config: Config,
     *,
     service: str = "",
     status: str = "",
     fault: str = "",
+    page: int = 1,
     now: datetime | None = None,
 ) -> str:
-    """`/`: every incident, open ones first then the most recent; the filters are exact."""
+    """`/`: open incidents first, then the most recent, PAGE_SIZE a page; exact filters."""
     now = now or utcnow()
-    services = sorted({i.service for i in incidents} | set(config.services))
-    faults = sorted({i.fault for i in incidents if i.fault})
-    shown = [
-        i
-        for i in incidents
-        if (not service or i.service == service)
-        and (not status or i.status == status)
-        and (not fault or i.fault == fault)
-    ]
-    shown.sort(key=lambda i: (i.status != IncidentStatus.OPEN, -i.detected_at.timestamp(), -i.id))
+    page = max(1, page)
+    shown, total = store.page(
+        status=status or None,
+        service=service or None,
+        fault=fault or None,
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    chosen = {"service": service, "status": status, "fault": fault}
     return _page(
         "incidents.html.j2",
         config,
         title="Incidents",
-        rows=[_row(i, config, now) for i in shown[:LIST_LIMIT]],
-        total=len(shown),
-        limit=LIST_LIMIT,
-        services=services,
+        rows=[_row(i, config, now) for i in shown],
+        total=total,
+        first=(page - 1) * PAGE_SIZE + 1,
+        links=_pages(total, page, chosen),
+        services=sorted(set(store.distinct("service")) | set(config.services)),
         statuses=[str(s) for s in IncidentStatus],
-        faults=faults,
-        chosen={"service": service, "status": status, "fault": fault},
+        faults=store.distinct("fault"),
+        chosen=chosen,
     )
 
 
@@ -242,16 +257,23 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
     )
 
 
-def postmortems_page(incidents: list[Incident], config: Config) -> str:
+def postmortems_page(store: Store, config: Config, page: int = 1) -> str:
     """`/postmortems`: closed incidents, the most recently closed first."""
-    closed = [i for i in incidents if i.status == IncidentStatus.CLOSED]
-    closed.sort(key=lambda i: (i.closed_at or i.detected_at).timestamp(), reverse=True)
+    page = max(1, page)
+    closed, total = store.page(
+        status=str(IncidentStatus.CLOSED),
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+        closed_first=True,
+    )
     now = utcnow()
     return _page(
         "postmortems.html.j2",
         config,
         title="Postmortems",
         rows=[_row(i, config, now) for i in closed],
+        total=total,
+        links=_pages(total, page, {}),
         closed={i.id: local_time(i.closed_at, config.zone) if i.closed_at else "-" for i in closed},
     )
 
@@ -268,6 +290,76 @@ def postmortem_page(incident: Incident, config: Config) -> str:
         incident=incident,
         document=to_html(final),
         closed=local_time(incident.closed_at, config.zone) if incident.closed_at else "-",
+    )
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check (a probe on a host) on the status page."""
+
+    probe: str
+    state: str  # ok, fail, error, or "not run yet"
+    since: str
+    summary: str
+    availability: list[str]  # one figure per window
+
+
+@dataclass(frozen=True)
+class HostBlock:
+    service: str
+    host: str
+    role: str
+    state: str  # the worst of its checks
+    checks: list[CheckRow]
+
+
+_WORST = {"fail": 3, "error": 2, "not run yet": 1, "ok": 0}
+
+
+def _figure(availability: Availability | None) -> str:
+    if availability is None or availability.ratio is None:
+        return "-"
+    return percent(availability.ratio)
+
+
+def status_page(history: History | None, config: Config) -> str:
+    """`/status`: per service and host, every configured check's state, since when, and
+    its availability over the windows the history keeps."""
+    states = history.states() if history else {}
+    figures = history.availability() if history else {}
+    windows = history.windows() if history else []
+    # Each service's hosts (entry points first), then any host no service names.
+    placed = [(s, h) for s in config.services for h in config.hosts_of(s)]
+    placed += [(config.service_of(h), h) for h in config.hosts]
+    blocks: list[HostBlock] = []
+    seen: set[str] = set()
+    for service, host in placed:
+        if host in seen or host not in config.hosts:
+            continue
+        seen.add(host)
+        rows = []
+        for _check, probe, _cfg in config.checks_for(host):
+            state = states.get((host, probe))
+            rows.append(
+                CheckRow(
+                    probe=probe,
+                    state=state.status if state else "not run yet",
+                    since=local_time(state.since, config.zone) if state else "-",
+                    summary=state.summary if state else "",
+                    availability=[_figure(figures.get((host, probe), {}).get(w)) for w in windows],
+                )
+            )
+        worst = max((r.state for r in rows), key=lambda s: _WORST.get(s, 1), default="ok")
+        blocks.append(HostBlock(service, host, config.hosts[host].role, worst, rows))
+    refreshed = history.refreshed if history else None
+    return _page(
+        "status.html.j2",
+        config,
+        title="Status",
+        blocks=blocks,
+        windows=windows,
+        refreshed=local_time(refreshed, config.zone) if refreshed else "",
+        kept=history is not None,
     )
 
 
