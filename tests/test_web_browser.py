@@ -273,6 +273,7 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     assert browser.problems() == []
     browser.driver.execute_script("window.scrollTo(0, 0)")
     browser.screenshot("incident-phone", full=False)
+    browser.driver.set_window_size(1280, 900)  # the browser is shared by the next tests
 
     closed = recorder(
         daemon,
