@@ -130,6 +130,14 @@ class Check(Strict):
     timeout: Duration | None = None
     probes: dict[str, Any] = Field(min_length=1)  # probe name -> its validated Config
 
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        # The same rule as defaults': a 0 s interval would spin the scheduler.
+        if v is not None and v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
     @field_validator("probes", mode="before")
     @classmethod
     def _known_probes(cls, value: Any) -> Any:
