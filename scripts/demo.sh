@@ -87,7 +87,7 @@ say "recorder run --config $CONFIG (background, log in $LAB/recorder.log)"
 "$REC" --config "$CONFIG" run >"$LAB/recorder.log" 2>&1 &
 daemon_pid=$!
 
-say "recorder lab traffic --dir $LAB --clients 50 --rps 20 (background)"
+say "recorder lab traffic --dir $LAB --clients 50 --rps 20 --seconds $((WAIT * 3 + 60)) (background)"
 "$REC" lab traffic --dir "$LAB" --clients 50 --rps 20 --seconds $((WAIT * 3 + 60)) \
     >"$LAB/traffic.log" 2>&1 &
 traffic_pid=$!
