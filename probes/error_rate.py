@@ -72,7 +72,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -118,7 +117,7 @@ from probes.facts import (
     LogCounters,
     client_id,
 )
-from probes.private import make_private_dirs
+from probes.private import make_private_dirs, write_private
 
 NAME = "error_rate"
 READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
@@ -270,22 +269,8 @@ def load_state(path: str) -> dict[str, Any] | None:
 
 def save_state(path: str, data: dict[str, Any]) -> None:
     """Write atomically (temporary file, then rename) and readable by the owner only."""
-    directory = os.path.dirname(path)
-    make_private_dirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    make_private_dirs(os.path.dirname(path))
+    write_private(path, json.dumps(data))
 
 
 def _restore(data: dict[str, Any]) -> Tail:
