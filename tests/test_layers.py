@@ -60,3 +60,29 @@ def test_the_check_sees_a_details_read(tmp_path: Path) -> None:
         "    return a, b, row.get('details')\n"
     )
     assert len(_details_reads(sample)) == 3
+
+
+# The engine and the drafter read facts and faults, never a probe by its name (#15): a
+# new probe that states the same facts is read the same way, and touches neither.
+ENGINE = (RECORDER / "incidents.py", RECORDER / "postmortem" / "draft.py")
+
+
+def _probe_names_in(path: Path) -> list[str]:
+    from probes.registry import PROBES
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.name}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in PROBES
+    ]
+
+
+def test_the_engine_and_the_drafter_name_no_probe() -> None:
+    assert [hit for path in ENGINE for hit in _probe_names_in(path)] == []
+
+
+def test_the_probe_name_check_sees_a_name(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text('latest.get((host, "upstreams"))\n')
+    assert _probe_names_in(sample) == ["sample.py:1: 'upstreams'"]
