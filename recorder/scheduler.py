@@ -194,7 +194,8 @@ class Scheduler:
         self.jobs = list(jobs)
         self.deliver = deliver
         self.clock = clock
-        # Headroom beyond the bound: workers stuck in hung probes must not starve the rest.
+        # At most `concurrency` probes run at once. A hung probe holds its worker until it
+        # returns, and its job is not started again meanwhile: one worker per job at most.
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
         self.concurrency = concurrency
         self._heap: list[tuple[float, int, Job]] = []
