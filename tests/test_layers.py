@@ -86,3 +86,25 @@ def test_the_probe_name_check_sees_a_name(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text('latest.get((host, "upstreams"))\n')
     assert _probe_names_in(sample) == ["sample.py:1: 'upstreams'"]
+
+
+def test_no_probe_imports_another_probe() -> None:
+    """Probes share helpers through modules of their own (nginxcli, nginxconf, follow,
+    accesslog ...), never through another probe's module (#15: upstreams imported six
+    helpers from the config probe)."""
+    from probes.registry import PROBES
+
+    probes_dir = RECORDER.parent / "probes"
+    found = []
+    for name in PROBES:
+        tree = ast.parse((probes_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = node.module.removeprefix("probes.")
+                if node.module.startswith("probes.") and imported in PROBES:
+                    found.append(f"{name} imports {node.module}")
+                if node.module == "probes":
+                    found += [
+                        f"{name} imports probes.{a.name}" for a in node.names if a.name in PROBES
+                    ]
+    assert found == []
