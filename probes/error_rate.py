@@ -6,33 +6,19 @@ measured by the log's own timestamps, in per-second buckets (counts by status cl
 set of clients, the set of clients that got a 5xx), so memory is bounded by the window,
 not by the file.
 
-State. The engine calls the probe again and again for the same host and log; what one
-call learned is kept in a module-level table keyed by (host name, log path), guarded by
-a lock per key (two calls for the same log never interleave). The byte offset, the file's
-identity (inode, device and a hash of its first 64 bytes), the cumulative counters and
-the rate baseline are also written to `state_dir` (JSON, mode 0600, written to a
-temporary file and renamed), so a restarted recorder continues counting where it stopped.
-
-Where reading starts:
-- first sight of a log (nothing saved): at most the last 8 MiB, from the first line
-  start in them: recent history, never gigabytes. Lines older than the window go
-  straight to the history below, so the first call already knows the log's usual 5xx
-  share and request rate;
-- after a restart (offset saved, same file): counting resumes at the saved offset; the
-  window is rebuilt from at most the last 8 MiB before it, which are not counted again;
-- more than `max_catchup` bytes behind (the recorder was down for long): the excess is
-  skipped and reported in details["skipped_bytes"].
-
-Rotation:
-- rename and create (logrotate's default): the inode changed. The rest of the old file is
-  read from `LOG.1` when that is still the same inode, then the new file from 0;
-- copytruncate: same inode but smaller than the offset (or its first bytes changed):
-  start again at 0;
-- a missing log is an `error` observation (we could not look), and the next call tries
-  again. Each rotation is counted in details["rotations"].
-
-A partial last line (nginx mid-write) is left for the next call: the offset stops at the
-start of the line. Malformed lines are counted and skipped.
+State. Following the file (where reading resumes, rotation, truncation, the saved
+position) is probes/follow.py's. What one call learned of a log (its position, the window,
+the counters, the baseline) is a `LogState`, owned by the caller: the scheduler gives each
+job its own and keeps it between runs, so a new `LogState` is a restarted recorder. Its
+lock keeps two calls for the same log from interleaving. The position, the cumulative
+counters and the rate baseline are also saved to `state_dir` (JSON, mode 0600, written
+atomically), so a restarted recorder continues counting where it stopped: the window is
+then rebuilt from the bytes before the saved offset, which are not counted again. On
+first sight of a log, lines older than the window go straight to the history below, so
+the first call already knows the log's usual 5xx share and request rate. Bytes skipped
+after a long pause are reported in details["skipped_bytes"], rotations in
+details["rotations"]; a missing log is an `error` observation (we could not look). Lines
+that do not parse are counted and skipped.
 
 Sudden rise. The window's share reacts slowly to a partial failure: a backend failing
 15% of requests needs a third of a 30 s window before the share passes 5%. So the last
@@ -67,12 +53,7 @@ failing window is `http-5xx`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import re
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -87,7 +68,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from probes.accesslog import (
     CLASSES,
     MASK_5XX,
-    MAX_LINE,
     Lines,
     LogFormat,
     LogFormatError,
@@ -97,7 +77,6 @@ from probes.accesslog import (
     drop_untimed,
     iso,
     parse_chunk,
-    split_complete,
 )
 from probes.base import (
     Fault,
@@ -106,7 +85,6 @@ from probes.base import (
     Observation,
     Status,
     error_observation,
-    measured,
 )
 from probes.durations import Duration
 from probes.facts import (
@@ -118,12 +96,12 @@ from probes.facts import (
     LogCounters,
     client_id,
 )
-from probes.private import make_private_dirs
+from probes.follow import STATE_VERSION, Follower, Position
+from probes.follow import load_state as load_state
+from probes.follow import save_state as save_state
+from probes.follow import state_path as state_path
 
 NAME = "error_rate"
-READ_CHUNK = 4 << 20  # bytes per read_range; at most MAX_LINE (a line within one read)
-FIRST_SIGHT = 8 << 20  # how far back a log seen for the first time is read
-HEAD_BYTES = 64  # the file identity hashes this many first bytes
 BASELINE_WEIGHT = 0.2
 SUDDEN_SECONDS = 5  # the longest recent stretch judged on its own
 SUDDEN_EVIDENCE = 13.8  # -ln(p-value) a stretch needs: e^-13.8 is about 1e-6
@@ -175,23 +153,16 @@ class Second:
 
 
 @dataclass
-class Tail:
-    """Where one log is read, and what the window holds."""
+class Tail(Position):
+    """Where one log is read (its `Position`), and what the window holds."""
 
-    offset: int = 0
-    inode: int = 0
-    device: int = 0
-    head: str = ""  # sha1 of the first head_len bytes
-    head_len: int = 0
     log_format: str = ""
-    rotations: int = 0
     lines_total: int = 0
     malformed_lines: int = 0
     untimed_lines: int = 0
     # The recorder's own requests (probes/http.py's User-Agent): read, never counted in
     # the window's requests or clients (accesslog.OWN_AGENT).
     self_requests: int = 0
-    skipped_bytes: int = 0
     # Every counted line with a status, by class (1xx..5xx): what nginx answered.
     responses: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
     baseline_rate: float | None = None
@@ -203,105 +174,43 @@ class Tail:
     first_second: int | None = None  # the earliest second the window could hold
     latest: int | None = None  # the newest second seen
     clock_offset: float | None = None  # our clock minus the log's, when lines last came
-    in_long_line: bool = False  # the offset is inside an over-long line being dropped
     buckets: dict[int, Second] = field(default_factory=dict)
     times: TimeCache | None = None
 
     def persisted(self) -> dict[str, Any]:
         return {
-            "version": 1,
-            "offset": self.offset,
-            "inode": self.inode,
-            "device": self.device,
-            "head": self.head,
-            "head_len": self.head_len,
+            "version": STATE_VERSION,
+            **self.position(),
             "log_format": self.log_format,
-            "rotations": self.rotations,
             "lines_total": self.lines_total,
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
             "self_requests": self.self_requests,
-            "skipped_bytes": self.skipped_bytes,
             "responses": list(self.responses),
             "baseline_rate": self.baseline_rate,
             "history": [self.history_requests, self.history_errors, self.history_second],
             "history_span": self.history_span,
-            "in_long_line": self.in_long_line,
         }
 
 
-_TAILS: dict[tuple[str, str], Tail] = {}
-_LOCKS: dict[tuple[str, str], threading.Lock] = {}
-_TABLE_LOCK = threading.Lock()
+class LogState:
+    """What the probe remembers of one log between calls: its `Tail`, and the lock that
+    keeps two calls for it from interleaving. The caller owns it (the scheduler keeps one
+    per job); a new one is a restarted recorder, which continues from the saved state."""
 
-
-def reset_state() -> None:
-    """Forget every log's in-memory state (tests; a reloaded config)."""
-    with _TABLE_LOCK:
-        _TAILS.clear()
-
-
-def _lock_for(key: tuple[str, str]) -> threading.Lock:
-    with _TABLE_LOCK:
-        return _LOCKS.setdefault(key, threading.Lock())
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple[str, str, str] | None = None  # (host, log, log format) of the tail
+        self.tail: Tail | None = None
 
 
 # ---- persistence ------------------------------------------------------------------------
 
 
-def state_path(state_dir: str, host: str, log: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host)[:64]
-    digest = hashlib.sha1(f"{host}\0{log}".encode()).hexdigest()[:16]
-    return os.path.join(state_dir, "error_rate", f"{safe}-{digest}.json")
-
-
-def load_state(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # unreadable or damaged: start over rather than fail the probe
-    if not isinstance(data, dict) or data.get("version") != 1:
-        return None
-    return data
-
-
-def save_state(path: str, data: dict[str, Any]) -> None:
-    """Write atomically (temporary file, then rename) and readable by the owner only."""
-    directory = os.path.dirname(path)
-    make_private_dirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _restore(data: dict[str, Any]) -> Tail:
     tail = Tail()
-    for name in (
-        "offset",
-        "inode",
-        "device",
-        "head_len",
-        "rotations",
-        "lines_total",
-        "malformed_lines",
-        "untimed_lines",
-        "self_requests",
-        "skipped_bytes",
-    ):
+    tail.restore_position(data)
+    for name in ("lines_total", "malformed_lines", "untimed_lines", "self_requests"):
         value = data.get(name)
         if isinstance(value, int) and value >= 0:
             setattr(tail, name, value)
@@ -312,8 +221,6 @@ def _restore(data: dict[str, Any]) -> Tail:
         and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in responses)
     ):
         tail.responses = list(responses)
-    tail.head = str(data.get("head") or "")
-    tail.in_long_line = data.get("in_long_line") is True
     tail.log_format = str(data.get("log_format") or "")
     rate = data.get("baseline_rate")
     tail.baseline_rate = float(rate) if isinstance(rate, int | float) and rate >= 0 else None
@@ -339,11 +246,11 @@ def _restore(data: dict[str, Any]) -> Tail:
 
 
 class _Reader:
-    """One call's reading of one log into a Tail."""
+    """One call's lines of one log into its Tail: the window, the counters, the clients
+    (probes/follow.py's `Sink`)."""
 
-    def __init__(self, host: Host, config: Config, fmt: LogFormat, tail: Tail) -> None:
-        self.host, self.config, self.fmt, self.tail = host, config, fmt, tail
-        self.bytes_read = 0
+    def __init__(self, config: Config, fmt: LogFormat, tail: Tail) -> None:
+        self.config, self.fmt, self.tail = config, fmt, tail
         # Per second of the log read by this call: the clients seen, and those with a 5xx
         # (the observation's `ClientHarm.seconds`, merged over an incident by the engine).
         self.clients: dict[int, tuple[set[bytes], set[bytes]]] = {}
@@ -355,58 +262,10 @@ class _Reader:
             tail.times = TimeCache(fmt.time_var)
         self.times: TimeCache = tail.times
 
-    def head_of(self, path: str, size: int) -> tuple[str, int]:
-        n = min(HEAD_BYTES, size)
-        data = self.host.read_range(path, 0, n) if n else b""
-        return hashlib.sha1(data).hexdigest(), len(data)
+    def first_sight(self) -> None:
+        self.older_clients = False
 
-    def read(
-        self, path: str, start: int, end: int, *, counted: bool, at_line_start: bool, final: bool
-    ) -> int:
-        """Read [start, end) of `path` into the window (and the counters when `counted`).
-        Returns the offset just past the last complete line; with `final` (a closed file)
-        a last line without its newline counts too."""
-        pos, pending = start, b""
-        consumed = start  # file offset of the first byte not yet parsed
-        skip = not at_line_start
-        while pos < end:
-            data = self.host.read_range(path, pos, min(READ_CHUNK, end - pos))
-            if not data:
-                break  # the file shrank while we read: the next call sees why
-            self.bytes_read += len(data)
-            pos += len(data)
-            if skip:
-                cut = data.find(b"\n")
-                consumed += len(data) if cut < 0 else cut + 1
-                if cut < 0:
-                    continue
-                data, skip = data[cut + 1 :], False
-            if pending:
-                cut = data.find(b"\n")
-                if cut >= 0 and len(pending) + cut > MAX_LINE:
-                    # The line begun in earlier reads ends here, past MAX_LINE: once as
-                    # malformed, as below. (A line within one read is at most READ_CHUNK.)
-                    self.count_long_line(counted)
-                    consumed += len(pending) + cut + 1
-                    pending, data = b"", data[cut + 1 :]
-            chunk, pending = split_complete(pending, data)
-            if chunk:
-                self.add(chunk, counted=counted)
-                consumed += len(chunk)  # its leading newline stands for the last one
-            if len(pending) > MAX_LINE:
-                # A "line" over MAX_LINE is not something nginx wrote: count it once as
-                # malformed and drop the rest of it, up to its newline.
-                self.count_long_line(counted)
-                consumed += len(pending)
-                pending, skip = b"", True
-        if final and pending:
-            self.add(b"\n" + pending, counted=counted)
-            consumed += len(pending)
-        if counted and not final:
-            self.tail.in_long_line = skip
-        return consumed
-
-    def count_long_line(self, counted: bool) -> None:
+    def long_line(self, *, counted: bool) -> None:
         if counted:
             self.tail.lines_total += 1
             self.tail.malformed_lines += 1
@@ -548,96 +407,13 @@ def _client_pairs(
     )
 
 
-def _finish_copy(reader: _Reader, config: Config, tail: Tail) -> None:
-    """After a copytruncate: the lines written between our last read and the copy are in
-    LOG.1, a copy of what we were reading (it starts with the same bytes and is at least
-    as long as our offset). Read them from there. (What nginx writes between the copy and
-    the truncation is lost to everyone: that is copytruncate's own window.)"""
-    old_path = config.log + ".1"
-    try:
-        old = reader.host.stat(old_path)
-    except FileNotFoundError:
-        return
-    if (old.inode, old.device) == (tail.inode, tail.device) or old.size <= tail.offset:
-        return
-    head, n = reader.head_of(old_path, min(old.size, tail.head_len))
-    if n != tail.head_len or head != tail.head:
-        return  # not a copy of our file (an older rotation, or another log)
-    end = min(old.size, tail.offset + config.max_catchup)
-    tail.skipped_bytes += old.size - end
-    reader.read(
-        old_path,
-        tail.offset,
-        end,
-        counted=True,
-        at_line_start=not tail.in_long_line,
-        final=True,
-    )
-
-
-def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> _Reader:
-    """Bring the tail up to date with the log; returns the reader (bytes and clients
-    read)."""
-    log = config.log
-    st = host.stat(log)
-    reader = _Reader(host, config, fmt, tail)
-    known = tail.head_len > 0  # we have read this log before (now or before a restart)
-    rebuilding = tail.latest is None  # the window is empty: first sight or a restart
-    restarted_at: int | None = None
-    if known and (st.inode, st.device) == (tail.inode, tail.device):
-        truncated = st.size < tail.offset
-        if not truncated:
-            head, n = reader.head_of(log, min(st.size, tail.head_len))
-            truncated = n < tail.head_len or head != tail.head
-        if truncated:  # copytruncate, or truncated and written again past our offset
-            tail.rotations += 1
-            _finish_copy(reader, config, tail)
-            tail.offset, tail.head_len, tail.in_long_line = 0, 0, False
-        elif rebuilding:
-            restarted_at = tail.offset
-    elif known:
-        # Renamed away and a new file created: finish the old one if it is LOG.1.
-        tail.rotations += 1
-        try:
-            old = host.stat(log + ".1")
-        except FileNotFoundError:
-            old = None
-        if old is not None and (old.inode, old.device) == (tail.inode, tail.device):
-            end = min(old.size, tail.offset + config.max_catchup)
-            tail.skipped_bytes += old.size - end
-            if end > tail.offset:
-                reader.read(
-                    log + ".1",
-                    tail.offset,
-                    end,
-                    counted=True,
-                    at_line_start=not tail.in_long_line,
-                    final=True,
-                )
-        tail.offset, tail.head_len, tail.in_long_line = 0, 0, False
-    else:
-        # First sight: recent history only, from the first line start in the last bytes.
-        tail.offset = max(0, st.size - FIRST_SIGHT)
-        reader.older_clients = False
-    tail.inode, tail.device = st.inode, st.device
-
-    at_line_start = not (not known and tail.offset > 0) and not tail.in_long_line
-    count_from = tail.offset
-    if st.size - count_from > config.max_catchup:
-        skip_to = st.size - config.max_catchup
-        tail.skipped_bytes += skip_to - count_from
-        count_from, at_line_start, restarted_at = skip_to, False, None
-    if restarted_at is not None and restarted_at > 0:
-        # Restarted: rebuild the window from the bytes just before the saved offset,
-        # without counting them again.
-        start = max(0, restarted_at - FIRST_SIGHT)
-        reader.read(log, start, restarted_at, counted=False, at_line_start=start == 0, final=False)
-    tail.offset = reader.read(
-        log, count_from, st.size, counted=True, at_line_start=at_line_start, final=False
-    )
-    if tail.head_len < HEAD_BYTES and st.size > tail.head_len:
-        tail.head, tail.head_len = reader.head_of(log, st.size)
-    return reader
+def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> tuple[_Reader, int]:
+    """Bring the tail up to date with the log; returns the reader (the clients read) and
+    the bytes read."""
+    reader = _Reader(config, fmt, tail)
+    follower = Follower(host, config.log, tail, reader, config.max_catchup)
+    follower.advance(rebuilding=tail.latest is None)  # the window is empty
+    return reader, follower.bytes_read
 
 
 # ---- the window -------------------------------------------------------------------------
@@ -829,37 +605,42 @@ def judge(
     return stats, sudden, failing
 
 
-def _check(host: Host, config: Config) -> Observation:
+def probe(host: Host, config: Config, state: LogState | None = None) -> Observation:
+    """The 5xx share and affected clients of `config.log` on `host`. `state`: what earlier
+    calls learned of the log (the scheduler's job keeps one); without it, a one-off call
+    that continues from the state saved under `state_dir`, if any."""
+    start = time.perf_counter()
+    obs = _check(host, config, state if state is not None else LogState())
+    return replace(obs, duration=time.perf_counter() - start)
+
+
+def _check(host: Host, config: Config, state: LogState) -> Observation:
     try:
         fmt = compile_format(config.log_format, config.log_escape)
     except LogFormatError as exc:
         return error_observation(host, NAME, exc)
-    key = (host.name, config.log)
-    lock = _lock_for(key)
-    if not lock.acquire(timeout=LOCK_WAIT):
+    if not state.lock.acquire(timeout=LOCK_WAIT):
         return error_observation(
             host, NAME, HostUnreachable(f"a previous read of {config.log} is still running")
         )
     try:
-        return _locked_check(host, config, fmt, key)
+        return _locked_check(host, config, fmt, state)
     finally:
-        lock.release()
+        state.lock.release()
 
 
-probe = measured(_check)
-
-
-def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, str]) -> Observation:
+def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -> Observation:
     path = state_path(config.state_dir, host.name, config.log) if config.state_dir else None
-    tail = _TAILS.get(key)
-    if tail is None or tail.log_format != fmt.text:
+    key = (host.name, config.log, fmt.text)
+    tail = state.tail
+    if tail is None or state.key != key:
         saved = load_state(path) if path else None
         tail = _restore(saved) if saved and saved.get("log_format") == fmt.text else Tail()
         tail.log_format = fmt.text
-        _TAILS[key] = tail
+        state.tail, state.key = tail, key
     lines_before = tail.lines_total
     try:
-        reader = _advance(host, config, fmt, tail)
+        reader, bytes_read = _advance(host, config, fmt, tail)
     except FileNotFoundError:
         obs = error_observation(
             host, NAME, FileNotFoundError(2, f"access log {config.log} missing", config.log)
@@ -900,7 +681,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, key: tuple[str, st
         "threshold": config.threshold,
         "sudden": sudden,
         **_counters(tail),
-        "bytes_read": reader.bytes_read,
+        "bytes_read": bytes_read,
         "offset": tail.offset,
         "log_format": fmt.name,
     }

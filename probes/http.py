@@ -26,14 +26,13 @@ from __future__ import annotations
 import re
 import string
 import time
-from importlib import metadata
 from typing import Any
 
 import requests
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from probes.accesslog import OWN_AGENT
+from probes.agent import USER_AGENT as USER_AGENT
 from probes.base import (
     Fault,
     Host,
@@ -45,17 +44,6 @@ from probes.base import (
 )
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
-
-
-def _version() -> str:
-    try:
-        return metadata.version("nginx-recorder")
-    except metadata.PackageNotFoundError:  # run from a source tree without installing
-        return "unknown"
-
-
-# What the recorder's own requests say they are (the reader knows them by OWN_AGENT).
-USER_AGENT = OWN_AGENT.decode() + _version()
 
 NAME = "http"
 _BODY_LIMIT = 1 << 20  # bytes of the body read for `body` matching; the rest is not fetched

@@ -26,6 +26,14 @@ PROBES: dict[str, ProbeFn] = {
     "upstreams": upstreams.probe,
 }
 
+# Probes that remember what they read between calls: how to make the state one job owns,
+# and the probe taking it as its third argument. The scheduler gives every job of such a
+# probe its own state and keeps it for the job's life (a reload carries it over).
+StatefulProbeFn = Callable[[Host, Any, Any], Observation]
+STATEFUL: dict[str, tuple[Callable[[], Any], StatefulProbeFn]] = {
+    "error_rate": (error_rate.LogState, error_rate.probe),
+}
+
 CONFIGS: dict[str, type[BaseModel]] = {
     "http": http.Config,
     "sites": sites.Config,

@@ -29,6 +29,7 @@ import requests
 from pydantic import BaseModel, ConfigDict
 
 from probes import nginxconf
+from probes.agent import USER_AGENT
 from probes.base import (
     Fault,
     Host,
@@ -40,10 +41,9 @@ from probes.base import (
     local_resource_error,
     measured,
 )
-from probes.config import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
-from probes.http import USER_AGENT
+from probes.nginxcli import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
 
 NAME = "upstreams"
 _MAX_PARALLEL = 16

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +25,7 @@ from pydantic import (
 
 from probes.durations import Duration
 from probes.registry import CONFIGS
+from recorder.yamlfile import YamlFileError, read_yaml
 from recorder.zones import machine_zone
 
 
@@ -616,23 +616,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def _read_yaml(p: Path) -> Any:
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), ["not UTF-8 text"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise ConfigError(str(p), ["not a usable config: nested too deeply"]) from None
-    except ValueError as exc:  # e.g. an integer of thousands of digits
-        raise ConfigError(str(p), [f"not a usable config: {exc}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(p), [f"not valid YAML{where}: {problem}"]) from None
-    return data
+        return read_yaml(p, "config")
+    except YamlFileError as exc:
+        raise ConfigError(str(p), [exc.message]) from None
 
 
 # ---- the files a config names (`recorder config check`) --------------------------------------

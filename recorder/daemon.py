@@ -38,7 +38,7 @@ from recorder.metrics import Metrics
 from recorder.model import Incident, Severity
 from recorder.notify import NotifyMetrics, Sender
 from recorder.postmortem.close import write_draft
-from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs
+from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs, carry_states
 from recorder.statelock import StateDirBusy, StateLock
 from recorder.store import Store, StoreError
 from recorder.systemd import Notifier, held_reloads
@@ -282,6 +282,10 @@ class Daemon:
 
     def _start_scheduler(self) -> None:
         jobs = build_jobs(self.config, build_hosts(self.config))
+        if self.scheduler is not None:
+            # A reload: unchanged jobs keep what they learned (error_rate's log positions
+            # and windows) rather than starting over from the saved state.
+            carry_states(self.scheduler.jobs, jobs)
         self.scheduler = Scheduler(
             jobs, self._deliver, concurrency=self.config.defaults.concurrency
         )

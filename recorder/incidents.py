@@ -74,6 +74,8 @@ RECENT_SECONDS = 300
 # a restarted daemon continues counting instead of starting again.
 CLIENTS_KEY = "affected_clients"
 ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
+# Faults that mean an entry point answers no one: its port is closed, or nginx is not running.
+_NO_ANSWER = frozenset({Fault.PORT_CLOSED, Fault.NGINX_DOWN})
 
 
 @dataclass
@@ -913,39 +915,41 @@ class IncidentBook:
         incident, the share of the current log window (the second figure); else None."""
         entrypoints = self._entrypoints(service)
         zone = self.config.zone
+        seen = {host: self._latest_on(host) for host in entrypoints}
         for host in entrypoints:
-            http = self.latest.get((host, "http"))
-            proc = self.latest.get((host, "process"))
-            if (http and http.status is Status.FAIL and http.fault is Fault.PORT_CLOSED) or (
-                proc and proc.status is Status.FAIL
-            ):
-                what = (
-                    http.summary
-                    if http and http.status is Status.FAIL
-                    else proc.summary
-                    if proc
-                    else ""
-                )
+            failing = [o for o in seen[host] if o.status is Status.FAIL and o.fault]
+            shut = [o for o in failing if o.fault in _NO_ANSWER]
+            if shut:
+                # What the client meets (the closed port) before why (nginx is down).
+                shut.sort(key=lambda o: o.fault is not Fault.PORT_CLOSED)
                 return Affected(
                     1.0,
                     "entrypoint-unreachable",
-                    f"{host} is the only way in for {service} and answers nothing ({what}): "
-                    "every client was turned away",
+                    f"{host} is the only way in for {service} and answers nothing"
+                    f" ({shut[0].summary}): every client was turned away",
                 ), None
-            if http and http.status is Status.FAIL and http.fault is Fault.UNEXPECTED_STATUS:
+            wrong = [o for o in failing if o.fault is Fault.UNEXPECTED_STATUS]
+            if wrong:
                 # The entry point answers, but not with the site (a default server's 404
                 # once the site's link is gone): the checked page fails for everyone.
                 return Affected(
                     1.0,
                     "entrypoint-unexpected-status",
                     f"{host} is the only way in for {service} and does not serve the site"
-                    f" ({http.summary}): every client got that answer instead",
+                    f" ({wrong[0].summary}): every client got that answer instead",
                 ), None
         best: Affected | None = None
         window: float | None = None
         for host in entrypoints:
-            er = self.latest.get((host, "error_rate"))
-            harm = er.facts.clients if er and er.status is not Status.ERROR else None
+            # The clients the host's log shows (error_rate's facts), when it could look.
+            harm = next(
+                (
+                    o.facts.clients
+                    for o in seen[host]
+                    if o.facts.clients is not None and o.status is not Status.ERROR
+                ),
+                None,
+            )
             if harm is None or not harm.clients:
                 continue
             span = ""
@@ -965,8 +969,16 @@ class IncidentBook:
             window = best.ratio if best is not None and best.ratio is not None else 0.0
             best = self._merged_affected(service, merged)
         for host in entrypoints:
-            up = self.latest.get((host, "upstreams"))
-            if up and up.status is Status.FAIL and up.facts.dead_weight is not None:
+            # The weight of the dead backends behind the host (upstreams' facts).
+            up = next(
+                (
+                    o
+                    for o in seen[host]
+                    if o.status is Status.FAIL and o.facts.dead_weight is not None
+                ),
+                None,
+            )
+            if up is not None and up.facts.dead_weight is not None:
                 share = up.facts.dead_weight
                 if best is not None and (best.ratio or 0.0) <= share:
                     continue  # the balancer's log shows less harm than the dead backend's weight
@@ -980,6 +992,10 @@ class IncidentBook:
                     None,
                 )
         return best, window
+
+    def _latest_on(self, host: str) -> list[Observation]:
+        """The latest observation of every check of `host`."""
+        return [obs for (h, _), obs in self.latest.items() if h == host]
 
     def _merged_affected(self, service: str, merged: ClientMerge) -> Affected:
         """The share of distinct clients hurt over the incident, from merged sketches."""

@@ -1,6 +1,6 @@
 """Runbooks: what the team knows about each fault kind, kept as data in `runbooks/*.yml`.
 
-One YAML file per fault kind (`runbooks/<fault>.yml`), read with `yaml.safe_load` and
+One YAML file per fault kind (`runbooks/<fault>.yml`), read with `recorder.yamlfile` and
 validated here. The engine ranks root causes from each runbook's `symptoms`
 (recorder.ranking); the postmortem drafter takes its causes, resolution, misleading paths,
 improvements and task templates.
@@ -24,13 +24,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from probes.base import Fault
 from probes.registry import PROBES
 from recorder.fillin import fill_in
 from recorder.resources import data_path
+from recorder.yamlfile import YamlFileError, read_yaml
 
 # What the engine knows about an incident and can put into a task template. Anything else
 # in braces is a typo in a runbook and is refused when the runbooks load.
@@ -206,17 +206,9 @@ def parse_runbook(data: Any, path: str = "<runbook>") -> Runbook:
 
 def load_runbook(path: Path) -> Runbook:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RunbookError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise RunbookError(str(path), ["not UTF-8 text"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RunbookError(str(path), [f"not valid YAML{where}"]) from None
+        data = read_yaml(path, "runbook")
+    except YamlFileError as exc:
+        raise RunbookError(str(path), [exc.brief]) from None
     runbook = parse_runbook(data, str(path))
     if path.stem != runbook.fault:
         raise RunbookError(str(path), [f"fault {runbook.fault!s} does not match the file name"])

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from probes.base import Host, HostUnreachable, Observation, error_observation
-from probes.registry import PROBES
+from probes.registry import PROBES, STATEFUL
 from recorder.config import Config
 from recorder.hosts import build_host
 
@@ -48,6 +48,8 @@ class Job:
     # to it afterwards, so diagnostics do not pull every job of a host into one phase.
     regular_due: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What a stateful probe (probes.registry.STATEFUL) remembers between this job's runs.
+    state: Any = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -76,6 +78,7 @@ def build_jobs(
                         host=hosts[host_name],
                         probe=name,
                         config=prepare_probe_config(name, cfg, config.state_path),
+                        state=new_state(name),
                         interval=config.interval(check),
                         timeout=config.timeout(check),
                         for_=config.for_(check),
@@ -85,15 +88,36 @@ def build_jobs(
     return jobs
 
 
+def new_state(probe: str) -> Any:
+    """A fresh state for a job of `probe`, or None when the probe keeps none."""
+    stateful = STATEFUL.get(probe)
+    return stateful[0]() if stateful else None
+
+
+def carry_states(old: Iterable[Job], new: Iterable[Job]) -> None:
+    """After a reload: a job that runs the same probe on the same host with the same
+    config keeps what its predecessor learned (a stateful probe's log position and
+    window), instead of starting over from the saved state."""
+    kept = {(j.key, j.config.model_dump_json()): j.state for j in old if j.state is not None}
+    for job in new:
+        state = kept.get((job.key, job.config.model_dump_json()))
+        if state is not None:
+            job.state = state
+
+
 def build_hosts(config: Config) -> dict[str, Host]:
     return {name: build_host(name, cfg) for name, cfg in config.hosts.items()}
 
 
-def run_probe(host: Host, name: str, cfg: BaseModel) -> Observation:
-    """Run one probe; whatever goes wrong becomes an `error` observation, never a raise."""
+def run_probe(host: Host, name: str, cfg: BaseModel, state: Any = None) -> Observation:
+    """Run one probe (a stateful one with its job's `state`); whatever goes wrong becomes
+    an `error` observation, never a raise."""
     start = time.perf_counter()
     try:
-        obs = PROBES[name](host, cfg)
+        if state is not None:
+            obs = STATEFUL[name][1](host, cfg, state)
+        else:
+            obs = PROBES[name](host, cfg)
     except HostUnreachable as exc:
         obs = error_observation(host, name, exc, time.perf_counter() - start)
     except Exception as exc:  # a probe bug must not take the daemon down with it
@@ -138,7 +162,10 @@ def sweep(
     workers = min(concurrency or config.defaults.concurrency, len(jobs))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
     try:
-        futures = [(job, pool.submit(run_probe, job.host, job.probe, job.config)) for job in jobs]
+        futures = [
+            (job, pool.submit(run_probe, job.host, job.probe, job.config, job.state))
+            for job in jobs
+        ]
         started = time.monotonic()
         results: list[Observation] = []
         for job, fut in futures:
@@ -167,7 +194,8 @@ class Scheduler:
         self.jobs = list(jobs)
         self.deliver = deliver
         self.clock = clock
-        # Headroom beyond the bound: workers stuck in hung probes must not starve the rest.
+        # At most `concurrency` probes run at once. A hung probe holds its worker until it
+        # returns, and its job is not started again meanwhile: one worker per job at most.
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
         self.concurrency = concurrency
         self._heap: list[tuple[float, int, Job]] = []
@@ -238,7 +266,7 @@ class Scheduler:
                 self._inflight.add(job)
             job.started, job.deadline, job.timed_out = now, now + job.timeout, False
             try:
-                job.future = self.pool.submit(run_probe, job.host, job.probe, job.config)
+                job.future = self.pool.submit(run_probe, job.host, job.probe, job.config, job.state)
             except RuntimeError:
                 return  # shutting down
             job.future.add_done_callback(functools.partial(self._done, job))

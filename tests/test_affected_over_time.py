@@ -50,7 +50,7 @@ def run(
     Returns the incident and the true share over its start to its resolution."""
     now = [T0]
     monkeypatch.setattr(error_rate, "clock", lambda: now[0].timestamp())
-    error_rate.reset_state()
+    memory = error_rate.LogState()  # what the probe's job keeps between runs
     log = root / "var/log/nginx/access.log"
     log.parent.mkdir(parents=True)
     log.touch()
@@ -60,38 +60,35 @@ def run(
     lines: list[tuple[int, str, bool]] = []  # second, client, hurt
     schedule = [0.0] * 10 + rates + [0.0] * 40
     k = 0
-    try:
-        for second, rate in enumerate(schedule):
-            with log.open("a") as f:
-                for _ in range(rps):
-                    client = f"10.{k % clients // 250}.{k % clients % 250}.1"
-                    k += 1
-                    hurt = rate > 0 and client_fails(client, rate)
-                    lines.append((second, client, hurt))
-                    f.write(_line(client, 500 if hurt else 200, second))
-            now[0] = h.now = T0 + timedelta(seconds=second + 1)
-            if restart_at is not None and second == restart_at:
-                error_rate.reset_state()  # kill -9: the probe's memory is gone too
-                h.restart()
-            obs = replace(error_rate.probe(host, config), at=h.now)
-            assert obs.status is not Status.ERROR, obs.summary
-            h.book.observe(obs)
-            for sig in h.detector.observe(obs, 0.0, RECOVER):
-                h.book.on_signal(sig)
-            if refused and second >= refused.start:
-                # The balancer's port, as the http probe finds it.
-                if second in refused:
-                    h.feed("lb-01", "http", Status.FAIL, Fault.PORT_CLOSED, "connection refused")
-                else:
-                    h.feed("lb-01", "http", Status.OK)
-            h.book.tick()
-            incidents = h.store.list()
-            if incidents and incidents[0].status == "resolved":
-                break
-        else:
-            raise AssertionError("the incident never resolved")
-    finally:
-        error_rate.reset_state()
+    for second, rate in enumerate(schedule):
+        with log.open("a") as f:
+            for _ in range(rps):
+                client = f"10.{k % clients // 250}.{k % clients % 250}.1"
+                k += 1
+                hurt = rate > 0 and client_fails(client, rate)
+                lines.append((second, client, hurt))
+                f.write(_line(client, 500 if hurt else 200, second))
+        now[0] = h.now = T0 + timedelta(seconds=second + 1)
+        if restart_at is not None and second == restart_at:
+            memory = error_rate.LogState()  # kill -9: the probe's memory is gone too
+            h.restart()
+        obs = replace(error_rate.probe(host, config, memory), at=h.now)
+        assert obs.status is not Status.ERROR, obs.summary
+        h.book.observe(obs)
+        for sig in h.detector.observe(obs, 0.0, RECOVER):
+            h.book.on_signal(sig)
+        if refused and second >= refused.start:
+            # The balancer's port, as the http probe finds it.
+            if second in refused:
+                h.feed("lb-01", "http", Status.FAIL, Fault.PORT_CLOSED, "connection refused")
+            else:
+                h.feed("lb-01", "http", Status.OK)
+        h.book.tick()
+        incidents = h.store.list()
+        if incidents and incidents[0].status == "resolved":
+            break
+    else:
+        raise AssertionError("the incident never resolved")
     incident = h.only_incident()
     assert incident.resolved_at is not None
     start = int((incident.started_at - T0).total_seconds())
@@ -209,7 +206,7 @@ def test_the_probe_states_the_clients_of_every_second_it_read(
     an incident open meanwhile needs them all."""
     now = [T0 + timedelta(seconds=30)]
     monkeypatch.setattr(error_rate, "clock", lambda: now[0].timestamp())
-    error_rate.reset_state()
+    memory = error_rate.LogState()
     log = tmp_path / "var/log/nginx/access.log"
     log.parent.mkdir(parents=True)
     host = LocalHost("lb-01", prefix=str(tmp_path))
@@ -221,19 +218,16 @@ def test_the_probe_states_the_clients_of_every_second_it_read(
                 f.write(_line(f"10.0.{s}.1", 500 if s % 2 else 200, s))
                 f.write(_line(f"10.0.{s}.2", 200, s))
 
-    try:
-        write(range(30))
-        harm = error_rate.probe(host, config).facts.clients
-        assert harm is not None
-        base = int(T0.timestamp())
-        assert [s.second - base for s in harm.seconds] == list(range(20, 30))
-        assert [(s.seen.count(), s.hurt.count()) for s in harm.seconds[:2]] == [(2, 0), (2, 1)]
-        write(range(30, 60))
-        now[0] = T0 + timedelta(seconds=60)
-        harm = error_rate.probe(host, config).facts.clients
-        assert harm is not None
-        assert [s.second - base for s in harm.seconds] == list(range(30, 60))
-        assert harm.seconds[1].hurt.ids == {client_id(b"10.0.31.1")}
-        assert error_rate.probe(host, config).facts.clients.seconds == ()  # type: ignore[union-attr]
-    finally:
-        error_rate.reset_state()
+    write(range(30))
+    harm = error_rate.probe(host, config, memory).facts.clients
+    assert harm is not None
+    base = int(T0.timestamp())
+    assert [s.second - base for s in harm.seconds] == list(range(20, 30))
+    assert [(s.seen.count(), s.hurt.count()) for s in harm.seconds[:2]] == [(2, 0), (2, 1)]
+    write(range(30, 60))
+    now[0] = T0 + timedelta(seconds=60)
+    harm = error_rate.probe(host, config, memory).facts.clients
+    assert harm is not None
+    assert [s.second - base for s in harm.seconds] == list(range(30, 60))
+    assert harm.seconds[1].hurt.ids == {client_id(b"10.0.31.1")}
+    assert error_rate.probe(host, config, memory).facts.clients.seconds == ()  # type: ignore[union-attr]

@@ -2,14 +2,17 @@
 
 For each lab fault: inject it, and an incident opens with the right top root cause, a
 plausible started_at and detected_at, the affected share close to the lab's truth and a
-timeline holding detection; fix it, and the incident resolves. A healthy stack under
-steady traffic opens nothing; kill -9 mid-incident loses nothing.
+timeline holding detection; fix it, and the incident resolves, and its draft names the
+fault and leaves no FILL IN for a value the recorded evidence holds (the contract from
+probe to postmortem, for every fault kind). A healthy stack under steady traffic opens
+nothing; kill -9 mid-incident loses nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import pytest
 import requests
 import yaml
 
+from probes.facts import Subjects
 from recorder.lab.core import Lab
 from recorder.model import Incident, parse_iso
 from recorder.store import Store
@@ -234,7 +238,29 @@ def test_fault_opens_the_right_incident_and_resolves(
     assert others == [], others
     assert "resolution" in [e.kind for e in done.timeline]
     draft = daemon.state_dir / "drafts" / f"INC-{incident.id}.md"
-    assert wait_until(draft.exists, 5, "the draft file"), draft
+    text = wait_until(lambda: resolved_draft(draft), 5, "the resolved draft", daemon)
+    assert f"Fault: {expected}" in text and f"INC-{incident.id}:" in text, text[:600]
+    blank = evidence_left_blank(done, text)
+    assert blank == [], f"FILL IN for {blank} although the evidence holds them:\n{text}"
+
+
+def resolved_draft(path: Path) -> str | None:
+    """The draft once the daemon has rewritten it for the resolution."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return text if "observed (resolved)" in text else None
+
+
+def evidence_left_blank(incident: Incident, draft: str) -> list[str]:
+    """The placeholders the draft leaves as `[[FILL IN: name]]` although what was recorded
+    holds their value: the hosts and service always, the lab's http probes' URL, and what
+    the probes named as subjects (site, file, line, backend) in the stored signals."""
+    held = {"host", "service", "url"}
+    for sig in (incident.data.get("signals") or {}).values():
+        held |= Subjects.from_json(sig.get("subjects")).placeholders().keys()
+    if any(e.kind == "deploy" for e in incident.timeline):
+        held.add("version")
+    left = re.findall(r"\[\[FILL IN: ([a-z_]+)\]\]", draft)
+    return sorted({name for name in left if name in held})
 
 
 def test_healthy_stack_under_traffic_opens_nothing(lab: Lab, daemon: Daemon) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from probes import error_rate
 from probes.base import Observation
 from recorder.config import Config, load_config
 from recorder.detector import Detector
@@ -34,14 +33,12 @@ EVIDENCE_PLACEHOLDERS = ("site", "file", "line", "backend", "url", "host")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    error_rate.reset_state()
     lab = Lab(tmp_path_factory.mktemp("draftlab") / "lab")
     lab.up()
     try:
         yield lab
     finally:
         lab.down()
-        error_rate.reset_state()
 
 
 def feed(book: IncidentBook, detector: Detector, observations: list[Observation]) -> None:

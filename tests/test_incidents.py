@@ -298,13 +298,13 @@ def _real_error_rate(root: Path, factor: float, monkeypatch: pytest.MonkeyPatch)
     the first call learns the baseline, the second sees the rise."""
     now = [T0 + timedelta(seconds=10)]  # the log's newest second, as nginx writes it
     monkeypatch.setattr(error_rate, "clock", lambda: now[0].timestamp())
-    error_rate.reset_state()
+    memory = error_rate.LogState()  # what the job keeps between runs
     log = root / "var/log/nginx/access.log"
     log.parent.mkdir(parents=True)
     host = LocalHost("lb-01", prefix=str(root))
     config = error_rate.Config(window=10.0, capacity_factor=factor)
     log.write_text("".join(_log_line(f"10.0.0.{i % 20}", 200, i // 2) for i in range(20)))
-    assert error_rate.probe(host, config).status is Status.OK
+    assert error_rate.probe(host, config, memory).status is Status.OK
     with log.open("a") as f:
         f.write(
             "".join(
@@ -312,10 +312,7 @@ def _real_error_rate(root: Path, factor: float, monkeypatch: pytest.MonkeyPatch)
             )
         )
     now[0] = T0 + timedelta(seconds=20)
-    try:
-        return error_rate.probe(host, config)
-    finally:
-        error_rate.reset_state()
+    return error_rate.probe(host, config, memory)
 
 
 @pytest.mark.parametrize(("factor", "above"), [(3.0, True), (5.0, False)])

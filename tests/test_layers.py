@@ -60,3 +60,51 @@ def test_the_check_sees_a_details_read(tmp_path: Path) -> None:
         "    return a, b, row.get('details')\n"
     )
     assert len(_details_reads(sample)) == 3
+
+
+# The engine and the drafter read facts and faults, never a probe by its name (#15): a
+# new probe that states the same facts is read the same way, and touches neither.
+ENGINE = (RECORDER / "incidents.py", RECORDER / "postmortem" / "draft.py")
+
+
+def _probe_names_in(path: Path) -> list[str]:
+    from probes.registry import PROBES
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.name}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in PROBES
+    ]
+
+
+def test_the_engine_and_the_drafter_name_no_probe() -> None:
+    assert [hit for path in ENGINE for hit in _probe_names_in(path)] == []
+
+
+def test_the_probe_name_check_sees_a_name(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text('latest.get((host, "upstreams"))\n')
+    assert _probe_names_in(sample) == ["sample.py:1: 'upstreams'"]
+
+
+def test_no_probe_imports_another_probe() -> None:
+    """Probes share helpers through modules of their own (nginxcli, nginxconf, follow,
+    accesslog ...), never through another probe's module (#15: upstreams imported six
+    helpers from the config probe)."""
+    from probes.registry import PROBES
+
+    probes_dir = RECORDER.parent / "probes"
+    found = []
+    for name in PROBES:
+        tree = ast.parse((probes_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = node.module.removeprefix("probes.")
+                if node.module.startswith("probes.") and imported in PROBES:
+                    found.append(f"{name} imports {node.module}")
+                if node.module == "probes":
+                    found += [
+                        f"{name} imports probes.{a.name}" for a in node.names if a.name in PROBES
+                    ]
+    assert found == []

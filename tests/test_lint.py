@@ -541,3 +541,60 @@ def test_any_bytes_give_gaps_not_errors(data: bytes) -> None:
 )
 def test_any_mix_of_structure_gives_gaps_not_errors(lines: list[str]) -> None:
     lint_text("\n".join(lines))
+
+
+# ---- the document reader, apart from the rules (#15) --------------------------------------
+
+READER_CASES = {
+    "markdown": (
+        "# Issue Summary\nThe site was down.\n\n## Timeline\n- 10:00 EAT detected\n\n"
+        "## Root cause and resolution\nA link was removed.\n\n## Action items\n- add a check\n"
+    ),
+    "html": (
+        "<html><body><h1>Issue Summary</h1><p>The site was down.</p><h2>Timeline</h2>"
+        "<ul><li>10:00 EAT detected</li></ul><h2>Root cause and resolution</h2>"
+        "<p>A link was removed.</p><h2>Action items</h2><ul><li>add a check</li></ul>"
+        "</body></html>"
+    ),
+    "plain": (
+        "Issue Summary:\nThe site was down.\n\nTIME LINE\no 10:00 EAT detected\n\n"
+        "Root Cause and Resolution:\nA link was removed.\n\nAction Items\no add a check\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(READER_CASES))
+def test_the_document_reader_finds_the_same_sections_in_any_format(kind: str) -> None:
+    from recorder.postmortem.document import MEASURES, ROOT, SUMMARY, TIMELINE, read_document
+
+    document = read_document(READER_CASES[kind])
+    assert list(document.sections) == [SUMMARY, TIMELINE, ROOT, MEASURES]
+    content = {
+        name: [(line.kind, line.text) for line in section.content()]
+        for name, section in document.sections.items()
+    }
+    assert content == {
+        SUMMARY: [("text", "The site was down.")],
+        TIMELINE: [("bullet", "10:00 EAT detected")],
+        ROOT: [("text", "A link was removed.")],
+        MEASURES: [("bullet", "add a check")],
+    }
+    assert not document.truncated
+
+
+def test_the_rules_module_does_not_parse_documents() -> None:
+    # lint.py holds the rules; reading HTML, Markdown and plain text is document.py's.
+    import ast
+
+    import recorder.postmortem.lint as lint
+
+    tree = ast.parse(Path(lint.__file__).read_text())
+    imported = {
+        alias.name if isinstance(node, ast.Import) else node.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert "html.parser" not in imported
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    assert not defined & {"_parse_lines", "_split_sections", "_html_to_text", "_classify"}

@@ -17,19 +17,12 @@ from typing import Any
 import pytest
 import requests
 
-from probes import error_rate
 from probes.base import Fault, Host, Status
 from probes.registry import CONFIGS, PROBES
 from tests.conftest import free_port
 from tests.nginx_fixture import NginxHost, nginx  # noqa: F401 - the fixture
 
 Setup = Callable[[NginxHost], tuple[Host, dict[str, Any]]]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_tails() -> None:
-    # error_rate remembers logs by (host name, path); every case's host is "web-01".
-    error_rate.reset_state()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from probes import error_rate, http
+from probes import error_rate, follow, http
 from probes.base import Fault, Observation, Status
 from probes.error_rate import Config
 from recorder.hosts.local import LocalHost
@@ -24,13 +24,22 @@ LOG = "/var/log/nginx/access.log"
 T0 = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
 
 
+# What the probe remembers between runs, as the scheduler's job holds it.
+_state: list[error_rate.LogState] = []
+
+
+def forget_memory() -> None:
+    """A restarted recorder: nothing in memory (the saved state remains)."""
+    _state[:] = [error_rate.LogState()]
+
+
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    error_rate.reset_state()
+    forget_memory()
     # The test logs are dated T0 onwards; "now" is T0, so they are never stale.
     monkeypatch.setattr(error_rate, "clock", T0.timestamp)
     yield
-    error_rate.reset_state()
+    _state.clear()
 
 
 @pytest.fixture
@@ -56,7 +65,7 @@ def cfg(root: Path, **kw: object) -> Config:
 
 
 def run(root: Path, **kw: object) -> Observation:
-    return error_rate.probe(LocalHost("web-01", prefix=str(root)), cfg(root, **kw))
+    return error_rate.probe(LocalHost("web-01", prefix=str(root)), cfg(root, **kw), _state[0])
 
 
 def test_reads_only_new_bytes_and_counts_exactly(root: Path) -> None:
@@ -151,7 +160,7 @@ def test_restart_continues_from_the_saved_offset(root: Path) -> None:
     assert json.loads(saved.read_text())["offset"] == before.details["offset"]
     assert not [p for p in state_dir.iterdir() if p.name.startswith(".tmp")]
 
-    error_rate.reset_state()  # a restarted recorder: nothing in memory
+    forget_memory()  # a restarted recorder: nothing in memory
     append(root, line("10.0.0.77", 200, 2))
     after = run(root)
     assert after.details["lines_total"] == 21  # continued, not re-counted
@@ -171,7 +180,7 @@ def test_responses_by_class_are_cumulative_facts(root: Path) -> None:
     assert first.facts.counters.by_class() == {"1xx": 0, "2xx": 3, "3xx": 1, "4xx": 1, "5xx": 2}
     assert first.facts.counters.lines == 8
     assert first.to_json()["facts"]["counters"]["responses"]["5xx"] == 2
-    error_rate.reset_state()  # a restarted recorder continues the totals
+    forget_memory()  # a restarted recorder continues the totals
     append(root, line("10.0.0.1", 500, 1))
     again = run(root)
     assert again.facts.counters is not None
@@ -179,7 +188,7 @@ def test_responses_by_class_are_cumulative_facts(root: Path) -> None:
 
 
 def test_first_sight_reads_recent_history_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(error_rate, "FIRST_SIGHT", 1000)
+    monkeypatch.setattr(follow, "FIRST_SIGHT", 1000)
     text = "".join(line(f"10.0.{i // 250}.{i % 250}", 200) for i in range(100))
     append(root, text)
     obs = run(root)
@@ -318,8 +327,8 @@ def test_copytruncate_reads_the_lines_left_in_the_copy(root: Path) -> None:
 
 
 def test_an_over_long_line_counts_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(error_rate, "READ_CHUNK", 4096)
-    monkeypatch.setattr(error_rate, "MAX_LINE", 4096)
+    monkeypatch.setattr(follow, "READ_CHUNK", 4096)
+    monkeypatch.setattr(follow, "MAX_LINE", 4096)
     append(root, line("10.0.0.1", 200))
     assert run(root).details["lines_total"] == 1
     append(root, "z" * 20000)  # still being written when we look
@@ -335,9 +344,9 @@ def test_a_line_past_the_limit_is_malformed_wherever_its_newline_falls(
 ) -> None:
     """Well formed but 6 KB with a 4 KB limit, its newline arriving in the read that takes
     it past the limit (it was read as a request) or in a later one: malformed, once."""
-    monkeypatch.setattr(error_rate, "READ_CHUNK", 4096)
-    monkeypatch.setattr(error_rate, "MAX_LINE", 4096)
-    assert error_rate.READ_CHUNK <= error_rate.MAX_LINE
+    monkeypatch.setattr(follow, "READ_CHUNK", 4096)
+    monkeypatch.setattr(follow, "MAX_LINE", 4096)
+    assert follow.READ_CHUNK <= follow.MAX_LINE
     long_agent = line("10.0.0.9", 500, agent="a" * 6000)
     append(root, line("10.0.0.1", 200) + long_agent + line("10.0.0.2", 200))
     obs = run(root)
@@ -392,7 +401,7 @@ def test_a_site_that_always_has_a_few_5xx_does_not_flap(root: Path) -> None:
     minutes each: the recent seconds often hold a share far above 5%, never a convincing
     one."""
     for share in (0.01, 0.02):
-        error_rate.reset_state()
+        forget_memory()
         rnd = random.Random(11)
         failures = []
         for second in range(300):
@@ -556,7 +565,7 @@ def history_after(
         monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 320)
         run(root, window="30s")
     if restart:
-        error_rate.reset_state()  # the daemon restarts; the saved state remains
+        forget_memory()  # the daemon restarts; the saved state remains
     append(root, traffic(rnd, range(321, 322), 2, 0.0))
     monkeypatch.setattr(error_rate, "clock", lambda: T0.timestamp() + 322)
     run(root, window="30s")
@@ -574,10 +583,10 @@ def test_a_restart_does_not_add_the_history_twice(
     many reads when it is big, and after a quiet spell some of those seconds have left
     the window already); the seconds the saved history holds are not added again, so the
     history is what it would have been without the restart."""
-    monkeypatch.setattr(error_rate, "READ_CHUNK", read_chunk)
+    monkeypatch.setattr(follow, "READ_CHUNK", read_chunk)
     histories = []
     for restart in (False, True):
-        error_rate.reset_state()
+        forget_memory()
         root = tmp_path / f"restart-{restart}" / "root"
         (root / "var/log/nginx").mkdir(parents=True)
         histories.append(history_after(root, monkeypatch, restart, quiet))
@@ -600,7 +609,7 @@ def test_the_recorders_own_requests_are_left_out_and_counted_apart(root: Path) -
     assert d["clients"] == 20 and d["clients_with_5xx"] == 2
     assert d["error_ratio"] == 0.1 and d["affected_ratio"] == 0.1
     assert d["self_requests"] == 10 and d["lines_total"] == 30 and d["malformed_lines"] == 0
-    error_rate.reset_state()  # a restart keeps the count
+    forget_memory()  # a restart keeps the count
     append(root, line("127.0.0.1", 200, 31, agent=own) + line("10.0.0.1", 200, 31))
     d = run(root).details
     assert d["self_requests"] == 11 and d["requests"] == 21
@@ -621,7 +630,7 @@ def test_log_escape_reads_backslash_escaped_quotes(root: Path) -> None:
     append(root, quoted + line("10.0.0.2", 200))
     assert run(root, min_requests=1).details["requests"] == 2
     for escape, requests in (("json", 2), ("none", 1)):
-        error_rate.reset_state()
+        forget_memory()
         shutil.rmtree(root.parent / "st", ignore_errors=True)  # read it all again
         d = run(root, min_requests=1, log_escape=escape).details
         assert d["requests"] == requests and d["malformed_lines"] == 2 - requests

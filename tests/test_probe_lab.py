@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from probes import error_rate
 from probes.base import Observation, Status
 from recorder.config import load_config
 from recorder.lab.core import Lab
@@ -23,14 +22,12 @@ pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    error_rate.reset_state()
     lab = Lab(tmp_path_factory.mktemp("probelab") / "lab")
     lab.up()
     try:
         yield lab
     finally:
         lab.down()
-        error_rate.reset_state()
 
 
 def run_sweep(lab: Lab) -> list[Observation]:
@@ -178,7 +175,7 @@ def test_traffic_spike_is_capacity_on_first_sight(lab: Lab, tmp_path: Path) -> N
     lab.break_("traffic-spike", rps=250, seconds=6)
     try:
         time.sleep(2.5)  # the burst is under way, and its seconds are in the log
-        error_rate.reset_state()  # first sight, as a one-off sweep has it
+        # Each sweep is a one-off: error_rate sees the log for the first time.
         observations = {(o.host, o.probe): o for o in sweep(load_config(str(path)))}
     finally:
         lab.fix()

@@ -57,18 +57,17 @@ def test_process_over_ssh(nginx: NginxHost, ssh: SSHHost) -> None:  # noqa: F811
 
 
 def test_error_rate_over_ssh(nginx: NginxHost, ssh: SSHHost) -> None:  # noqa: F811
-    error_rate.reset_state()
+    memory = error_rate.LogState()
     get(nginx, "/", 30)
     get(nginx, "/broken", 10)
     cfg = error_rate.Config(log=nginx.real("/var/log/nginx/access.log"))
-    obs = error_rate.probe(ssh, cfg)
+    obs = error_rate.probe(ssh, cfg, memory)
     assert obs.fault == Fault.HTTP_5XX, obs.summary
     assert obs.details["requests"] == 40 and obs.details["lines_total"] == 40
     get(nginx, "/", 200)
-    obs = error_rate.probe(ssh, cfg)
+    obs = error_rate.probe(ssh, cfg, memory)
     assert obs.status == Status.OK, obs.summary
     assert obs.details["lines_total"] == 240
-    error_rate.reset_state()
 
 
 def test_upstreams_over_ssh(nginx: NginxHost, ssh: SSHHost) -> None:  # noqa: F811

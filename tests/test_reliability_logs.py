@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from probes.accesslog import compile_format, parse_chunk
 from probes.base import Observation, Status
 from probes.error_rate import Config as ErrorRateConfig
+from probes.error_rate import LogState
 from probes.error_rate import probe as error_rate
 from recorder.hosts.local import LocalHost
 
@@ -150,11 +151,15 @@ def _probe(host: LocalHost, log: Path, state: Path | None = None) -> Observation
     config = ErrorRateConfig(
         log=str(log), window=60.0, threshold=0.5, state_dir=str(state) if state else None
     )
-    return error_rate(host, config)
+    # What the probe's scheduler job keeps between runs: one per host (a host per test).
+    memory = _memory.setdefault(host.name, LogState())
+    return error_rate(host, config, memory)
+
+
+_memory: dict[str, LogState] = {}
 
 
 def _host() -> LocalHost:
-    # The probe keeps each log's position per (host name, path): a name per test.
     return LocalHost(f"logs-{uuid.uuid4().hex[:8]}")
 
 

@@ -298,3 +298,20 @@ def test_runbooks_import_nothing_from_the_postmortem_package() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in imported if m and m.startswith("recorder.postmortem")]
+
+
+def test_runbooks_and_the_config_share_one_yaml_reader(tmp_path: Path) -> None:
+    """One reader (recorder/yamlfile.py, #15): a runbook nested too deeply is refused the
+    way the config is, not a RecursionError out of the ranking."""
+    shutil.copytree(SHIPPED, tmp_path / "rb")
+    (tmp_path / "rb" / "nginx-down.yml").write_text("fault: " + "[" * 100_000 + "\n")
+    with pytest.raises(RunbookError) as err:
+        load_runbooks(tmp_path / "rb")
+    assert err.value.errors[0] == "nginx-down.yml: not a usable runbook: nested too deeply"
+    config = tmp_path / "recorder.yml"
+    config.write_text("hosts: " + "[" * 100_000 + "\n")
+    from recorder.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as bad:
+        load_config(config)
+    assert bad.value.errors == ["not a usable config: nested too deeply"]

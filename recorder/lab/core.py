@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from probes.http import USER_AGENT
+from probes.agent import USER_AGENT
 from recorder.lab import templates as t
 from recorder.lab.faults import (
     FAULTS,

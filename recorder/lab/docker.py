@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import CommandResult, HostUnreachable
+from probes.private import write_private
 from recorder.lab import templates as t
 from recorder.lab.state import LabError
 
@@ -101,9 +102,7 @@ def ensure_read_token(docker_dir: Path) -> Path:
 def _ensure_secret(path: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+        write_private(path, secrets.token_urlsafe(32) + "\n", exclusive=True)
     return path
 
 

@@ -16,13 +16,13 @@ import shlex
 import sqlite3
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from probes.private import write_private
 from recorder.config import Config
 from recorder.fillin import PLACEHOLDER_MARK
 from recorder.model import Incident, IncidentStatus, Notice, Task, utcnow
@@ -63,37 +63,9 @@ def final_path(config: Config, incident_id: int) -> Path:
 
 def atomic_write(path: Path, text: str, *, exclusive: bool = False) -> None:
     """Write `text` to `path` with mode 0600 so a reader sees the old file or the new one,
-    never half of it. `exclusive`: fail with FileExistsError rather than replace a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if exclusive:
-            # link() fails when the name exists, atomically: two closes racing cannot
-            # both write, and neither can replace a postmortem written earlier.
-            os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-        _sync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _sync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot sync a directory; the rename itself is done
-    finally:
-        os.close(fd)
+    never half of it. `exclusive`: fail with FileExistsError rather than replace a file
+    (two closes racing cannot both write, nor replace a postmortem written earlier)."""
+    write_private(path, text, exclusive=exclusive)
 
 
 def write_draft(config: Config, incident: Incident) -> Path:

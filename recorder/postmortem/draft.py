@@ -229,16 +229,18 @@ def cause_hosts(incident: Incident, top: Cause | None) -> list[str]:
     return list(incident.hosts)
 
 
-def _probe_setting(config: Config, host: str, probe: str, name: str) -> str | None:
-    for _, probe_name, settings in config.checks_for(host):
+def _probe_setting(config: Config, host: str, name: str) -> str | None:
+    """The first non-empty text setting `name` of a probe configured on `host` (`url`: the
+    URL template of the probe that requests the site)."""
+    for _, _, settings in config.checks_for(host):
         value = getattr(settings, name, None)
-        if probe_name == probe and isinstance(value, str) and value:
+        if isinstance(value, str) and value:
             return value
     return None
 
 
 def service_url(config: Config, incident: Incident, hosts: Sequence[str]) -> str | None:
-    """The URL users hit: the http probe's URL on the service's entry point (else on the
+    """The URL users hit: the probes' URL setting on the service's entry point (else on the
     hosts involved), with `{address}` and `{host}` filled as the probe fills them."""
     order = [
         *config.entrypoints_of(incident.service),
@@ -247,7 +249,7 @@ def service_url(config: Config, incident: Incident, hosts: Sequence[str]) -> str
         *config.hosts_of(incident.service),
     ]
     for host in dict.fromkeys(order):
-        url = _probe_setting(config, host, "http", "url")
+        url = _probe_setting(config, host, "url")
         host_config = config.hosts.get(host)
         if url and host_config is not None:
             return url.replace("{address}", host_config.probe_address).replace("{host}", host)

@@ -1,0 +1,93 @@
+"""nginx's command line on a host, shared by the probes that run it (`config` runs
+`nginx -t`, `upstreams` runs `nginx -T`): the argv, paths as the host names them, and
+nginx's complaints on stderr parsed into {level, message, file, line}.
+
+nginx writes its complaints in two shapes, depending on whether its error log was open:
+
+    nginx: [emerg] unexpected "}" in /etc/nginx/sites-enabled/default:12
+    2026/11/23 11:53:53 [emerg] 7376#7376: unexpected "}" in /etc/nginx/sites-enabled/default:12
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from probes.base import Host
+from probes.facts import Subjects
+
+# The fixed start of a message; the rest is split with string methods, never a regular
+# expression with an open-ended tail (a quoted value may hold thousands of spaces, and a
+# backtracking match over it would stall the daemon: `re` holds the GIL).
+_PREFIX = re.compile(
+    r"(?:nginx: |\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )"
+    r"\[(?P<level>emerg|alert|crit|error|warn|notice|info|debug)\] "
+    r"(?:\d+#\d+: )?(?:\*\d+ )?"
+)
+_WHERE = re.compile(r"(\S+):(\d+)")
+_OPENED = re.compile(r'open\(\) "(/[^"]+)" failed')
+FAILING = ("emerg", "alert", "crit", "error")
+
+
+def nginx_argv(host: Host, nginx: str, conf: str, prefix: str | None, flag: str) -> list[str]:
+    """`nginx -t` / `nginx -T` for this host: -c the real config path, and -p when needed."""
+    argv = [nginx, flag, "-c", host.real_path(conf)]
+    if prefix is not None:
+        argv += ["-p", host.real_path(prefix).rstrip("/") + "/"]
+    elif host_root(host):
+        argv += ["-p", host_root(host) + "/"]
+    return argv
+
+
+def host_root(host: Host) -> str:
+    """The real directory the host's `/` lives in, "" when it is `/` itself."""
+    return host.real_path("/").rstrip("/")
+
+
+def to_host_path(root: str, path: str) -> str:
+    """A real path as the host names it: /lab/web-01/etc/nginx -> /etc/nginx."""
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
+
+
+def parse_errors(stderr: str, root: str = "") -> list[dict[str, Any]]:
+    """nginx's complaints as {level, message, file, line}; file and line may be None."""
+    found: list[dict[str, Any]] = []
+    for raw in stderr.splitlines():
+        text = raw.strip()
+        m = _PREFIX.match(text)
+        if not m:
+            continue
+        message, file, line = text[m.end() :], None, None
+        head, sep, where = message.rpartition(" in ")
+        w = _WHERE.fullmatch(where) if sep else None
+        if w:
+            message, file, line = head, w.group(1), int(w.group(2))
+        if root:
+            message = message.replace(root + "/", "/")
+        found.append(
+            {
+                "level": m["level"],
+                "message": message,
+                "file": to_host_path(root, file) if file else None,
+                "line": line,
+            }
+        )
+    return found
+
+
+def subjects_of(error: dict[str, Any]) -> Subjects:
+    """The file to fix for one of nginx's complaints: the file it failed to open (a
+    dangling include), else the file and line it complains about."""
+    opened = _OPENED.search(error["message"])
+    if opened:
+        return Subjects(file=(opened.group(1),))
+    if error["file"]:
+        return Subjects(file=(error["file"],), line=error["line"])
+    return Subjects()
+
+
+def describe(error: dict[str, Any]) -> str:
+    where = f" in {error['file']}:{error['line']}" if error["file"] else ""
+    return f"{error['message']}{where}"
