@@ -4,6 +4,10 @@ Served by waitress: its asyncore loop reads every request completely (headers an
 bounded by `max_request_body_size`) before a worker thread sees it, so slow or stalled
 clients cost a socket each, never one of the few worker threads, and /metrics keeps
 answering. The standard library's servers give each connection a thread or block on it.
+A body is read only once its headers are admitted (`ApiApp.refuse_body`, called by the
+server as soon as the headers are complete): the webhook's needs its token, any other a
+small size, and all bodies being read at once share a budget, so a client without the
+token costs a socket for a moment, never a buffered body or a temporary file.
 
 Routes:
 
@@ -33,6 +37,7 @@ token: `Authorization: Bearer TOKEN`, or the cookie the login form sets.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -48,9 +53,11 @@ from urllib.parse import parse_qs, quote, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import waitress.channel
+import waitress.parser
 import waitress.server
 import waitress.task
 import waitress.trigger
+import waitress.utilities
 import waitress.wasyncore
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
@@ -81,6 +88,14 @@ THREADS = 4
 CONNECTION_LIMIT = 512
 CHANNEL_TIMEOUT = 30
 MAX_HEADER = 64 * 1024
+# Bodies: the webhook's up to alertmanager.max_body with its token; any other request's
+# (the login form) up to FORM_BODY. A refused request's body of at most DRAIN_BODY is read
+# and dropped, so that its client gets the answer rather than a reset; a larger one is cut
+# off. Bodies being read at once may hold BODY_BUDGET_BODIES full-size webhook bodies in
+# all; past that, 503 and Alertmanager retries.
+FORM_BODY = 8192
+DRAIN_BODY = 64 * 1024
+BODY_BUDGET_BODIES = 16
 
 # On every response: nothing but this server's stylesheet and images loads, no script
 # runs, forms post only here, and no other site may frame a page.
@@ -244,8 +259,7 @@ class ApiApp:
         return Response("303 See Other", headers=[("Location", "/login?next=" + quote(target))])
 
     def route(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
-        if len(path) > 1:
-            path = path.rstrip("/") or "/"
+        path = _route_path(path)
         page = _PAGE_ID.match(path)
         if page:
             if method not in ("GET", "HEAD"):
@@ -474,6 +488,29 @@ class ApiApp:
         )
         return json_response({"incidents": incidents})
 
+    def body_limit(self, method: str, path: str) -> int:
+        """The largest body a request to `path` may send."""
+        if method == "POST" and _route_path(path) == WEBHOOK_PATH:
+            return int(self.engine.config.alertmanager.max_body)
+        return FORM_BODY
+
+    def refuse_body(
+        self, method: str, path: str, authorization: str, length: int | None
+    ) -> Response | None:
+        """The server calls this when a request's headers are complete and announce a body
+        (`length`, or None when chunked), before reading a byte of it: the refusal, or None
+        to read it. Runs on the server's loop thread, so it is quick and reads no store."""
+        limit = self.body_limit(method, path)
+        if limit != FORM_BODY:  # the webhook: nothing is read without the token
+            denied = self._authorize({"HTTP_AUTHORIZATION": authorization})
+            if denied is not None:
+                return denied
+            if length is not None and length > limit:
+                return _too_large(limit)
+        elif length is not None and length > limit:
+            return error("413 Content Too Large", f"body larger than {limit} bytes")
+        return None
+
     def _authorize(self, environ: WSGIEnvironment) -> Response | None:
         token = self.engine.token()
         if not token:
@@ -499,6 +536,13 @@ class ApiApp:
             self.refusals.labels("unauthorized").inc()
             return error("401 Unauthorized", "wrong bearer token", challenge)
         return None
+
+
+def _route_path(path: str) -> str:
+    """A path as routes are matched: without a trailing slash."""
+    if len(path) > 1:
+        return path.rstrip("/") or "/"
+    return path
 
 
 def _cookie_value(token: str) -> str:
@@ -575,20 +619,139 @@ def make_app(engine: EngineAPI, threads: int = THREADS) -> WSGIApplication:
 # ---- the server -------------------------------------------------------------------------------
 
 
+class _Refusal(waitress.utilities.Error):  # type: ignore[misc]
+    """A request refused from its headers, answered with the app's own response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+        code, _, reason = response.status.partition(" ")
+        self.code, self.reason = int(code), reason
+
+
+class _BodyGate:
+    """Shared by a server's connections: asks the app whether a request's body may be
+    read once its headers are complete, and bounds the body bytes being read at once."""
+
+    def __init__(self, app: ApiApp | None) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self.reserved = 0  # bytes promised to bodies being read or waiting for a worker
+
+    def admit(self, request: _GatedRequest) -> tuple[Response | None, int]:
+        """(refusal or None, the most this body may hold) for a request that has a body."""
+        method, path = str(request.command).upper(), str(request.path)
+        length = None if request.chunked else int(request.content_length)
+        max_body = int(request.adj.max_request_body_size) - 1
+        if self.app is None:
+            return None, max_body
+        authorization = str(request.headers.get("AUTHORIZATION", ""))
+        refusal = self.app.refuse_body(method, path, authorization, length)
+        limit = min(self.app.body_limit(method, path), max_body)
+        if refusal is None and not self.reserve(request, limit if length is None else length):
+            refusal = error(
+                "503 Service Unavailable",
+                "too many request bodies being read at once; retry later",
+                [("Retry-After", "5")],
+            )
+        return refusal, limit
+
+    def reserve(self, request: _GatedRequest, size: int) -> bool:
+        budget = BODY_BUDGET_BODIES * (int(request.adj.max_request_body_size) - 1)
+        with self._lock:
+            if self.reserved + size > budget:
+                return False
+            self.reserved += size
+            request.reserved = size
+        return True
+
+    def release(self, request: _GatedRequest) -> None:
+        with self._lock:
+            self.reserved -= request.reserved
+            request.reserved = 0
+
+
+class _GatedRequest(waitress.parser.HTTPRequestParser):  # type: ignore[misc]
+    """waitress' request parser, stopping at the end of the headers to ask the gate
+    whether the body may be read. A refused body is never buffered: up to DRAIN_BODY of it
+    is read and dropped (its client then reads the answer), a larger one is cut off."""
+
+    reserved = 0  # bytes of the gate's budget this request holds
+    discard = 0  # bytes of a refused body still to read and drop
+    limit = 0  # the most this body may hold (checked as a chunked body streams in)
+    expect = False  # the client had asked for "100 Continue"
+
+    def __init__(self, adj: Any, gate: _BodyGate) -> None:
+        super().__init__(adj)
+        self.gate = gate
+
+    def received(self, data: bytes) -> int:
+        if self.discard:
+            dropped = min(self.discard, len(data))
+            self.discard -= dropped
+            self.completed = not self.discard
+            return dropped
+        had_headers = self.headers_finished
+        consumed = int(super().received(data))
+        if self.body_rcv is None:
+            return consumed
+        if had_headers:
+            if self.error is None and self.chunked and len(self.body_rcv) > self.limit:
+                self._refuse(error("413 Content Too Large", f"body larger than {self.limit} bytes"))
+                self.completed = True
+            return consumed
+        too_large = isinstance(self.error, waitress.utilities.RequestEntityTooLarge)
+        if self.headers_finished and (self.error is None or too_large):
+            # Asked even when waitress found the length over its limit, so that a client
+            # without the webhook's token learns only that, and a page's limit is its own.
+            refusal, self.limit = self.gate.admit(self)
+            if refusal is not None:
+                self._refuse(refusal)
+                if not self.chunked and self.content_length <= DRAIN_BODY and not self.expect:
+                    self.discard = int(self.content_length)
+                self.completed = not self.discard
+        return consumed
+
+    def _refuse(self, refusal: Response) -> None:
+        self.error = _Refusal(refusal)
+        # A client waiting for "100 Continue" gets the refusal instead, and sends nothing.
+        self.expect = bool(getattr(self, "expect_continue", False))
+        self.expect_continue = False
+        self.close()
+        self.body_rcv = None
+
+    def close(self) -> None:
+        self.gate.release(self)
+        super().close()
+
+
 class _JsonErrorTask(waitress.task.ErrorTask):  # type: ignore[misc]
     """Waitress' own refusals (a body over the limit, malformed HTTP) as JSON, like the
-    app's: `{"error": "..."}` instead of its text/plain page."""
+    app's: `{"error": "..."}` instead of its text/plain page; the gate's refusals as the
+    app wrote them."""
 
     def execute(self) -> None:
         err = self.request.error
-        if err.code == 413:
-            limit = int(self.channel.server.adj.max_request_body_size) - 1
-            reason = f"body larger than {limit} bytes (alertmanager.max_body)"
+        if isinstance(err, _Refusal):
+            response = err.response
+            body = response.body
+            self.response_headers.extend(
+                [
+                    ("Content-Type", response.content_type),
+                    ("Cache-Control", "no-store"),
+                    *SECURITY_HEADERS,
+                    *response.headers,
+                ]
+            )
         else:
-            reason = f"{err.reason}: {err.body}"
-        body = json.dumps({"error": reason}).encode("utf-8") + b"\n"
+            if err.code == 413:
+                limit = int(self.channel.server.adj.max_request_body_size) - 1
+                reason = f"body larger than {limit} bytes (alertmanager.max_body)"
+            else:
+                reason = f"{err.reason}: {err.body}"
+            body = json.dumps({"error": reason}).encode("utf-8") + b"\n"
+            self.response_headers.append(("Content-Type", "application/json"))
         self.status = f"{err.code} {err.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -596,6 +759,20 @@ class _JsonErrorTask(waitress.task.ErrorTask):  # type: ignore[misc]
 
 class _Channel(waitress.channel.HTTPChannel):  # type: ignore[misc]
     error_task_class = _JsonErrorTask
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        gate = getattr(server, "body_gate", None) or _BodyGate(None)
+        self.parser_class = functools.partial(_GatedRequest, gate=gate)
+        super().__init__(server, sock, addr, adj, map)
+
+    def del_channel(self, map: Any = None) -> None:
+        # A request cut off mid-body gives back its share of the budget (and its buffer's
+        # temporary file) now, not when the garbage collector finds it.
+        request: _GatedRequest | None = getattr(self, "request", None)
+        if request is not None:
+            self.request = None
+            request.close()
+        super().del_channel(map)
 
 
 class ApiServer:
@@ -692,9 +869,11 @@ def serve(
     except OSError as exc:
         waitress.wasyncore.close_all(socket_map)
         raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    gate = _BodyGate(app if isinstance(app, ApiApp) else None)
     for dispatcher in socket_map.values():
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             dispatcher.channel_class = _Channel
+            dispatcher.body_gate = gate
     # "Task queue depth is N" at WARNING for every queued request under load is noise;
     # the latency it hints at is measured, not logged.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from probes.base import Fault, Observation, Status
 from probes.facts import ClientHarm, Facts
 from recorder.alertmanager import Alert
-from recorder.api import ApiServer, make_app, serve
+from recorder.api import BODY_BUDGET_BODIES, ApiServer, make_app, serve
 from recorder.config import Config
 from recorder.incidents import IncidentBook, apply_alerts
 from recorder.metrics import METRIC_NAMES, Metrics
@@ -594,6 +594,115 @@ def test_garbage_does_not_hurt_the_server(api: Api) -> None:
         assert 400 <= status < 500 or status == 501, data[:60]  # 501: unknown encoding
         assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"], reply
     still_serving(api)
+
+
+def _head_only(api: Api, head: bytes) -> tuple[int, bytes]:
+    """Send a request's headers and none of the body they announce; the answer (a server
+    that waits for the body answers nothing, and this fails)."""
+    return raw_request(api, head, timeout=3.0)
+
+
+def test_a_webhook_without_the_token_is_refused_before_its_body(api: Api, tmp_path: Path) -> None:
+    """#22.1: the token is checked when the headers are complete, so a client without it
+    never gets a body buffered (waitress spilled bodies over 512 KiB to temporary files)."""
+    api.engine.config = lab_config(
+        tmp_path / "state", prefix="/", token_file=api.token_file, max_body=1024 * 1024
+    )
+    api.server.set_max_body(1024 * 1024)
+    webhook = b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
+    for extra in (
+        b"Content-Length: 700000\r\n",
+        b"Authorization: Bearer wrong\r\nContent-Length: 700000\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Content-Length: 15000\r\nExpect: 100-continue\r\n",
+    ):
+        status, reply = _head_only(api, webhook + extra + b"\r\n")
+        assert status == 401, reply
+        assert b"100 Continue" not in reply
+        assert b'www-authenticate: bearer realm="recorder"' in reply.lower()
+        assert b"content-security-policy" in reply.lower()
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"].startswith(
+            ("missing bearer token", "wrong bearer token")
+        )
+    # A small refused body is read and dropped, so its client reads the answer whole.
+    body = json.dumps(notification(am_alert())).encode()
+    status, reply = raw_request(
+        api, webhook + b"Content-Length: %d\r\n\r\n" % len(body) + body, timeout=3
+    )
+    assert status == 401, reply
+    # Without a token file, the same: refused (503) before the body.
+    api.token_file.unlink()
+    status, reply = _head_only(api, webhook + b"Content-Length: 700000\r\n\r\n")
+    assert status == 503 and b"alertmanager.token_file" in reply, reply
+    assert api.engine.submitted == []
+    refused = api.engine.metrics_registry.get_sample_value(
+        "recorder_webhook_refusals_total", {"reason": "unauthorized"}
+    )
+    assert refused == 5
+    api.token_file.write_text(TOKEN)
+    still_serving(api)
+
+
+def test_other_requests_may_not_send_large_bodies(api: Api) -> None:
+    """Only the webhook takes a body larger than the login form's, checked on the headers."""
+    token = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+    for request in (
+        # Cut off at the headers: not a byte of the body is sent.
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n",
+        # Small enough to be read and dropped (within the webhook's max_body).
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n" + b"a" * 9000,
+        # The webhook's path with another method is not the webhook.
+        b"PUT /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
+        + token
+        + b"Content-Length: 9000\r\n\r\n"
+        + b"a" * 9000,
+    ):
+        status, reply = _head_only(api, request)
+        assert status == 413, reply
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {
+            "error": "body larger than 8192 bytes"
+        }
+    # Chunked, so no length announces it: refused once it passes the limit.
+    chunks = b"".join(b"1000\r\n" + b"a" * 4096 + b"\r\n" for _ in range(3)) + b"0\r\n\r\n"
+    status, reply = raw_request(
+        api,
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
+    )
+    assert status == 413, reply
+    # A small body is still the app's to judge.
+    status, reply = raw_request(
+        api, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    assert status == 405, reply
+    still_serving(api)
+
+
+def test_bodies_being_read_at_once_share_a_budget(api: Api) -> None:
+    """Even with the token, at most BODY_BUDGET_BODIES full-size bodies are buffered at
+    once; the next is told to retry, and a closed connection gives its share back."""
+    limit = api.engine.config.alertmanager.max_body
+    head = (
+        b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Length: %d\r\n\r\n" % limit
+    )
+    holders = []
+    try:
+        for _ in range(BODY_BUDGET_BODIES):
+            sock = socket.create_connection(("127.0.0.1", api.server.port), timeout=5)
+            sock.sendall(head + b" " * (limit // 2))  # half a body, then nothing
+            holders.append(sock)
+        time.sleep(0.3)
+        status, reply = raw_request(api, head + b" " * limit)
+        assert status == 503, reply
+        assert b"retry-after: 5" in reply.lower()
+        assert b"too many request bodies" in reply
+    finally:
+        for sock in holders:
+            sock.close()
+    time.sleep(0.3)
+    assert api.post(notification(am_alert())).status_code == 200
 
 
 def test_concurrent_clients(api: Api) -> None:
