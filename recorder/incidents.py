@@ -363,13 +363,19 @@ class IncidentBook:
         return ""
 
     def _window(self, service: str, hosts: list[str], at: datetime) -> Window | None:
+        """The window covering this harm. A store that cannot be read now hides only the
+        one-off windows: the config's recurring ones still apply (`_windows_error` says
+        the answer is partial)."""
         try:
             found = covering(self.config, self.store, service, hosts, at)
         except (sqlite3.Error, OSError, StoreError) as exc:
             if str(exc) != self._windows_error:  # once per change, not once per look
-                log.warning("cannot read maintenance windows (treated as none): %s", exc)
+                log.warning(
+                    "cannot read one-off maintenance windows (recurring ones still apply): %s",
+                    exc,
+                )
             self._windows_error = str(exc)
-            return None
+            return covering(self.config, None, service, hosts, at)
         self._windows_error = None
         return found
 
@@ -381,6 +387,8 @@ class IncidentBook:
                 continue
             if self._window(incident.service, incident.hosts, now) is not None:
                 continue
+            if self._windows_error is not None:
+                continue  # its one-off window may still be on: page nobody on a guess
             # The harm outlasted the window: from now on a normal incident. started_at
             # stays the first harm; the notifications start now.
             incident.data["planned"] = False

@@ -86,15 +86,17 @@ def recurring(config: Config, at: datetime) -> list[Window]:
     return found
 
 
-def active(config: Config, store: Store, at: datetime) -> list[Window]:
-    """Every window on at `at`, one-off and recurring."""
-    return [*(one_off(r) for r in store.windows(at)), *recurring(config, at)]
+def active(config: Config, store: Store | None, at: datetime) -> list[Window]:
+    """Every window on at `at`, one-off (from the store; none without one) and recurring."""
+    rows = store.windows(at) if store is not None else []
+    return [*(one_off(r) for r in rows), *recurring(config, at)]
 
 
 def covering(
-    config: Config, store: Store, service: str, hosts: Iterable[str], at: datetime
+    config: Config, store: Store | None, service: str, hosts: Iterable[str], at: datetime
 ) -> Window | None:
-    """The window covering harm on `hosts` of `service` at `at`: the one ending last."""
+    """The window covering harm on `hosts` of `service` at `at`: the one ending last.
+    With no store, only the config's recurring windows count."""
     hosts = list(hosts)
     on = [w for w in active(config, store, at) if w.covers(service, hosts, at)]
     return max(on, key=lambda w: w.ends_at) if on else None

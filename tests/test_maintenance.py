@@ -4,10 +4,12 @@ that outlasts its window, alerts during a window, and the CLI."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -170,3 +172,47 @@ def test_maintenance_cli_start_list_end(tmp_path: Path) -> None:
     )
     assert bad.exit_code == 2 and "--for: invalid duration" in bad.output
     assert Store(tmp_path / "state").windows() == []
+
+
+def _unreadable(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    def windows(at: datetime | None = None) -> list[dict[str, object]]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(h.store, "windows", windows)
+
+
+def test_recurring_windows_apply_while_the_store_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path)
+    with_notify(h, tmp_path, "http://127.0.0.1:9/webhook")
+    daily = MaintenanceWindow.model_validate(
+        {"services": ["web"], "start": "11:30", "duration": "1h", "timezone": "UTC"}
+    )
+    h.config = h.book.config = h.config.model_copy(update={"maintenance": [daily]})
+    _unreadable(h, monkeypatch)
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    assert h.only_incident().to_json()["planned"] is True
+    assert outbox(h.store) == []
+
+
+def test_an_unreadable_store_does_not_end_a_one_off_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path)
+    with_notify(h, tmp_path, "http://127.0.0.1:9/webhook")
+    h.store.add_window("web", None, T0, T0 + timedelta(minutes=5), "kernel upgrade", "cli")
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    assert h.only_incident().to_json()["planned"] is True
+    with monkeypatch.context() as m:
+        _unreadable(h, m)
+        for _ in range(3):
+            h.sweep(MISSING_SYMLINK)
+        assert h.only_incident().to_json()["planned"] is True  # nobody paged on a guess
+        assert outbox(h.store) == []
+    h.now = T0 + timedelta(minutes=5)
+    h.sweep(MISSING_SYMLINK)
+    assert h.only_incident().to_json()["planned"] is False
+    assert [r["event"] for r in outbox(h.store)] == ["opened"]
