@@ -87,8 +87,9 @@ say "recorder run --config $CONFIG (background, log in $LAB/recorder.log)"
 "$REC" --config "$CONFIG" run >"$LAB/recorder.log" 2>&1 &
 daemon_pid=$!
 
-say "recorder lab traffic --dir $LAB --clients 50 --rps 20 --seconds $((WAIT * 3 + 60)) (background)"
-"$REC" lab traffic --dir "$LAB" --clients 50 --rps 20 --seconds $((WAIT * 3 + 60)) \
+traffic_seconds=$((WAIT * 3 + 60))  # outlasts the fault, its fix and the resolution
+say "recorder lab traffic --dir $LAB --clients 50 --rps 20 --seconds $traffic_seconds (background)"
+"$REC" lab traffic --dir "$LAB" --clients 50 --rps 20 --seconds "$traffic_seconds" \
     >"$LAB/traffic.log" 2>&1 &
 traffic_pid=$!
 

@@ -141,6 +141,7 @@ def demo_hints(lab: Lab) -> list[str]:
         "$LAB": str(lab.dir),
         "$CONFIG": str(lab.config_path),
         "$id": "1",
+        "$traffic_seconds": "330",
         "${args[*]}": f"missing-symlink --dir {lab.dir}",
     }
     found = []
