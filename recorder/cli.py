@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from recorder import __version__
+from recorder.formats import POSTMORTEM_FORMATS
 from recorder.model import (
     NOTE_KINDS,
     EntryKind,
@@ -451,7 +452,13 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout."
 )
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(POSTMORTEM_FORMATS)),
+    default="md",
+    show_default=True,
+)
 @config_option
 @pass_ctx
 def draft_cmd(ctx: Context, incident_id: str, output: str | None, fmt: str) -> None:

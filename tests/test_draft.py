@@ -703,3 +703,15 @@ def test_leading_time_in_people_text() -> None:
     late = datetime(2026, 11, 23, 20, 50, tzinfo=UTC)  # 23:50 EAT
     at, _ = leading_time("00:10 rolled back", zone, late, late + timedelta(hours=1))
     assert at == datetime(2026, 11, 23, 21, 10, tzinfo=UTC)
+
+
+def test_output_formats_are_one_table_the_cli_reads(config: Config) -> None:
+    """`recorder draft --format` offers the table's names (#15), and each renders."""
+    from recorder.cli import draft_cmd
+    from recorder.formats import POSTMORTEM_FORMATS
+
+    (fmt_option,) = [p for p in draft_cmd.params if p.name == "fmt"]
+    assert list(fmt_option.type.choices) == list(POSTMORTEM_FORMATS)  # type: ignore[attr-defined]
+    incident = build_incident(LAB_FAULTS["missing-symlink"], config)
+    for fmt in POSTMORTEM_FORMATS:
+        assert "missing-symlink" in render_draft(incident, config, fmt)

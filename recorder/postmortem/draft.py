@@ -31,6 +31,7 @@ from probes.base import Fault
 from probes.facts import Subjects
 from recorder.config import Config
 from recorder.fillin import PLACEHOLDER_MARK, fill_in
+from recorder.formats import POSTMORTEM_FORMATS
 from recorder.model import (
     Cause,
     EntryKind,
@@ -44,7 +45,7 @@ from recorder.model import (
 from recorder.resources import data_path
 from recorder.runbooks import Runbook, RunbookError, load_runbooks
 
-FORMATS = ("md", "html")
+FORMATS = POSTMORTEM_FORMATS
 
 # How each kind of note a person wrote (`recorder note --kind`) reads in the timeline.
 _PEOPLE_LABELS = {
@@ -803,10 +804,10 @@ def render_draft(
     except RunbookError as exc:
         raise DraftError(f"cannot read the runbooks: {exc}") from None
     try:
-        template = _environment(fmt).get_template(f"postmortem.{fmt}.j2")
+        template = _environment(fmt).get_template(FORMATS[fmt])
         return template.render(context)
     except jinja2.TemplateError as exc:
-        raise DraftError(f"cannot render postmortem.{fmt}.j2: {exc}") from None
+        raise DraftError(f"cannot render {FORMATS[fmt]}: {exc}") from None
 
 
 __all__ = [
