@@ -45,6 +45,16 @@ def echo_json(data: Any) -> None:
     click.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
+# Where the packaged systemd unit reads its config: a command given neither --config nor
+# RECORDER_CONFIG reads it too, so an operator on the server types `recorder incidents
+# list` and sees what the service sees.
+DEFAULT_CONFIG = Path("/etc/recorder/recorder.yml")
+
+
+def default_config() -> str | None:
+    return str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None
+
+
 class Context:
     """What the group passes to commands: the config path, loaded on first use."""
 
@@ -56,7 +66,9 @@ class Context:
     def config(self) -> Config:
         if self._config is None:
             if not self.config_path:
-                fail("no config: give --config FILE or set RECORDER_CONFIG")
+                fail(
+                    f"no config: give --config FILE, set RECORDER_CONFIG or create {DEFAULT_CONFIG}"
+                )
             from recorder.config import ConfigError, load_config
 
             try:
@@ -71,7 +83,10 @@ class Context:
 
 pass_ctx = click.make_pass_decorator(Context)
 
-CONFIG_HELP = "The config file (or RECORDER_CONFIG); before or after the command."
+CONFIG_HELP = (
+    "The config file (or RECORDER_CONFIG, else /etc/recorder/recorder.yml if it exists);"
+    " before or after the command."
+)
 
 
 def config_option(f: F) -> F:
@@ -123,7 +138,7 @@ class Commands(click.Group):
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Watch Nginx servers and load balancers, open incidents by itself, and draft
     their postmortems."""
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path or default_config())
 
 
 @main.group("config")
@@ -149,7 +164,7 @@ def config_check(ctx: Context, file: str | None, no_file_checks: bool) -> None:
 
     file = file or ctx.config_path
     if not file:
-        fail("no config: give FILE, --config FILE or set RECORDER_CONFIG")
+        fail(f"no config: give FILE, --config FILE, set RECORDER_CONFIG or create {DEFAULT_CONFIG}")
     try:
         check_config(file, files=not no_file_checks)
     except ConfigError as exc:

@@ -24,6 +24,19 @@ import pytest
 
 from recorder.config import SSHHostConfig
 
+
+@pytest.fixture(autouse=True)
+def _no_machine_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The CLI falls back to /etc/recorder/recorder.yml; a machine that has one must not
+    change what a test's commands read."""
+    import recorder.cli
+
+    missing = tmp_path_factory.getbasetemp() / "no-etc-recorder.yml"
+    monkeypatch.setattr(recorder.cli, "DEFAULT_CONFIG", missing)
+
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 

@@ -123,6 +123,22 @@ def test_config_given_by_environment(tmp_path: Path) -> None:
     assert "no incidents" in result.output
 
 
+def test_the_services_config_is_read_when_none_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recorder.cli
+
+    state = tmp_path / "state"
+    cfg = tmp_path / "recorder.yml"
+    cfg.write_text(f"state_dir: {state}\nhosts:\n  local: {{local: {{}}}}\n")
+    monkeypatch.setattr(recorder.cli, "DEFAULT_CONFIG", cfg)
+    result = CliRunner().invoke(main, ["incidents", "list"], env={"RECORDER_CONFIG": None})
+    assert result.exit_code == 0, result.output
+    assert "no incidents" in result.output
+    result = CliRunner().invoke(main, ["config", "check"], env={"RECORDER_CONFIG": None})
+    assert result.exit_code == 0 and result.output.strip() == "ok", result.output
+
+
 def test_missing_config_is_a_clear_error() -> None:
     result = CliRunner().invoke(main, ["incidents", "list"], env={"RECORDER_CONFIG": ""})
     assert result.exit_code == 2
