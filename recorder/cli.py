@@ -363,7 +363,7 @@ def incidents_list(ctx: Context, status: str | None, as_json: bool) -> None:
     rows = [
         (
             i.ref,
-            i.status,
+            i.status_label,
             local_time(i.started_at, zone),
             f"{i.affected.ratio:.0%}" if i.affected.ratio is not None else "-",
             printable(i.title),

@@ -161,6 +161,16 @@ class Incident:
         return f"INC-{self.id}"
 
     @property
+    def planned(self) -> bool:
+        """Harm inside a maintenance window: recorded, and nobody was paged."""
+        return bool(self.data.get("planned", False))
+
+    @property
+    def status_label(self) -> str:
+        """The status as lists and headers print it: `open (planned)` inside a window."""
+        return f"{self.status} (planned)" if self.planned else str(self.status)
+
+    @property
     def ruled_out(self) -> list[RuledOut]:
         """The checks that passed while it was open, in the order they were made."""
         found = [RuledOut.from_json(v) for v in self.data.get("ruled_out") or []]
@@ -196,7 +206,7 @@ class Incident:
             "detected_at": iso(self.detected_at),
             "resolved_at": iso(self.resolved_at),
             "closed_at": iso(self.closed_at),
-            "planned": bool(self.data.get("planned", False)),
+            "planned": self.planned,
             "affected": asdict(self.affected),
             "root_causes": [asdict(c) for c in self.root_causes],
             "timeline": [e.to_json() for e in sorted(self.timeline, key=lambda e: e.at)],

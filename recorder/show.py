@@ -36,7 +36,7 @@ def _lines(incident: Incident, config: Config) -> list[str]:
     else:
         affected = incident.affected.evidence
     out = [
-        f"{incident.ref}  {incident.status}  {incident.title}",
+        f"{incident.ref}  {incident.status_label}  {incident.title}",
         f"service:   {incident.service}   hosts: {', '.join(incident.hosts)}",
         f"started:   {local_time(incident.started_at, zone)}",
         f"detected:  {local_time(incident.detected_at, zone)}",

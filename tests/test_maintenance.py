@@ -17,6 +17,7 @@ from probes.base import Fault
 from recorder.cli import main
 from recorder.config import MaintenanceWindow
 from recorder.maintenance import occurrence, recurring
+from recorder.show import incident_lines
 from recorder.store import Store
 from tests.fixtures import MISSING_SYMLINK, T0, Harness
 from tests.test_notify import outbox, with_notify
@@ -68,6 +69,10 @@ def test_harm_inside_a_window_is_planned_and_notifies_nobody(tmp_path: Path) -> 
     entry = next(e for e in inc.timeline if e.kind == "maintenance")
     assert "maintenance window #1 (kernel upgrade" in entry.text
     assert outbox(h.store) == []
+    # It reads as planned where people look, not only in the JSON.
+    assert incident_lines(inc, h.config)[0].startswith("INC-1  resolved (planned)  ")
+    listed = h.store.list()[0]
+    assert listed.status_label == "resolved (planned)"
 
 
 def test_harm_outlasting_its_window_becomes_a_normal_incident(tmp_path: Path) -> None:
