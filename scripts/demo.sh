@@ -118,7 +118,8 @@ if [ -z "$id" ]; then
 fi
 say "recorder incidents show $id --config $CONFIG"
 rec incidents show "$id"
-say "in a browser, while the demo runs: $("$BIN/python" -c 'import sys; from recorder.config import load_config; print(load_config(sys.argv[1]).base_url)' "$CONFIG")incidents/$id"
+base_url=$("$BIN/python" -c 'import sys; from recorder.config import load_config; print(load_config(sys.argv[1]).base_url)' "$CONFIG")
+say "in a browser, while the demo runs: ${base_url}incidents/$id"
 
 say "recorder lab fix --dir $LAB"
 "$REC" lab fix --dir "$LAB"
@@ -143,3 +144,11 @@ rec incidents show "$id"
 
 say "recorder draft $id --config $CONFIG"
 rec draft "$id"
+
+# A person at a terminal gets time to look at the pages before everything stops; a script
+# (or the demo's test) does not wait.
+if [ -t 0 ] && [ -t 1 ]; then
+    say "the daemon and the lab are still up: ${base_url} (incidents), ${base_url}status"
+    read -r -t 600 -p "press Enter to stop them (or wait 10 minutes) " _ || true
+    echo
+fi
