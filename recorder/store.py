@@ -619,24 +619,7 @@ class Store:
             f" ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, max(0, limit), max(0, offset)],
         ).fetchall()
-        found = [
-            Incident(
-                id=r["id"],
-                status=IncidentStatus(r["status"]),
-                severity=Severity(r["severity"]),
-                title=r["title"],
-                service=r["service"],
-                fault=r["fault"],
-                hosts=json.loads(r["hosts"]),
-                started_at=_required(r["started_at"]),
-                detected_at=_required(r["detected_at"]),
-                resolved_at=parse_iso(r["resolved_at"]),
-                closed_at=parse_iso(r["closed_at"]),
-                affected=Affected(**json.loads(r["affected"] or "{}")),
-                root_causes=[Cause(**c) for c in json.loads(r["root_causes"])],
-            )
-            for r in rows
-        ]
+        found = [_listed(r) for r in rows]
         return found, total
 
     def distinct(self, column: str) -> builtins.list[str]:
@@ -676,25 +659,10 @@ class Store:
     def _incident(
         self, db: sqlite3.Connection, row: sqlite3.Row, with_timeline: bool = True
     ) -> Incident:
-        affected = json.loads(row["affected"] or "{}")
-        incident = Incident(
-            id=row["id"],
-            status=IncidentStatus(row["status"]),
-            severity=Severity(row["severity"]),
-            title=row["title"],
-            service=row["service"],
-            fault=row["fault"],
-            hosts=json.loads(row["hosts"]),
-            started_at=_required(row["started_at"]),
-            detected_at=_required(row["detected_at"]),
-            resolved_at=parse_iso(row["resolved_at"]),
-            closed_at=parse_iso(row["closed_at"]),
-            affected=Affected(**affected) if affected else Affected(),
-            root_causes=[Cause(**c) for c in json.loads(row["root_causes"])],
-            tasks=[Task(**t) for t in json.loads(row["tasks"])],
-            data=json.loads(row["data"]),
-            postmortem=json.loads(row["postmortem"]),
-        )
+        incident = _listed(row)
+        incident.tasks = [Task(**t) for t in json.loads(row["tasks"])]
+        incident.data = json.loads(row["data"])
+        incident.postmortem = json.loads(row["postmortem"])
         if with_timeline:
             entries = db.execute(
                 "SELECT * FROM timeline WHERE incident_id=? ORDER BY at, id", (incident.id,)
@@ -912,6 +880,26 @@ def deploy_entry(
         text=f"Deploy of {service} version {version} (recorded by {source})",
         source=source,
         key=f"deploy:{event_id}",
+    )
+
+
+def _listed(row: sqlite3.Row) -> Incident:
+    """An incident from its row's list columns (what a list shows); `_incident` adds the
+    rest."""
+    return Incident(
+        id=row["id"],
+        status=IncidentStatus(row["status"]),
+        severity=Severity(row["severity"]),
+        title=row["title"],
+        service=row["service"],
+        fault=row["fault"],
+        hosts=json.loads(row["hosts"]),
+        started_at=_required(row["started_at"]),
+        detected_at=_required(row["detected_at"]),
+        resolved_at=parse_iso(row["resolved_at"]),
+        closed_at=parse_iso(row["closed_at"]),
+        affected=Affected(**json.loads(row["affected"] or "{}")),
+        root_causes=[Cause(**c) for c in json.loads(row["root_causes"])],
     )
 
 
