@@ -9,6 +9,8 @@ that stands in for the lab. Tests pin what the lab leaves to the machine: the ti
 
 from __future__ import annotations
 
+import ast
+import gc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,20 @@ MISSING_SYMLINK = {
     ),
     ("lb-01", "http"): (Fault.PORT_CLOSED, "connection refused on http://127.0.0.1:18080/", {}),
 }
+
+
+def parse_source(path: Path) -> ast.Module:
+    """`ast.parse` of a source file, with the garbage collector held off. CPython before
+    3.11.8 keeps the AST conversion's depth count in one struct shared by every thread
+    (gh-106905): a collection during the conversion runs finalizers, another thread gets
+    the GIL and converts an AST too (a test server's thread printing a traceback: 3.11's
+    traceback module parses the line), and the parse fails with "SystemError: AST
+    constructor recursion depth mismatch". Seen in CI in test_private."""
+    text = path.read_text(encoding="utf-8")
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(text, filename=str(path))
+    finally:
+        if enabled:
+            gc.enable()

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 from recorder.lab.templates import recorder_config
-from tests.fixtures import HOSTS, LISTEN, PORTS, ZONE, lab_config, lab_config_data
+from tests.fixtures import HOSTS, LISTEN, PORTS, ZONE, lab_config, lab_config_data, parse_source
 
 TESTS = Path(__file__).parent
 USERS = ("test_incidents.py", "test_draft.py", "test_api.py", "test_close.py")
@@ -26,7 +26,7 @@ def test_the_config_is_the_labs_own(tmp_path: Path) -> None:
 
 def test_no_test_module_keeps_its_own_copy() -> None:
     for name in USERS:
-        tree = ast.parse((TESTS / name).read_text())
+        tree = parse_source(TESTS / name)
         defined = {
             node.name
             for node in ast.walk(tree)

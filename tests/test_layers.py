@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.fixtures import parse_source
+
 RECORDER = Path(__file__).resolve().parents[1] / "recorder"
 DISPLAY = (RECORDER / "display.py", "shown")
 
@@ -14,7 +16,7 @@ DISPLAY = (RECORDER / "display.py", "shown")
 def _details_reads(path: Path) -> list[str]:
     """Every place in `path` that reads an observation's details: `x.details` and
     `x["details"]` / `x.get("details")` on its JSON, outside the display function."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse_source(path)
     allowed: set[int] = set()
     if path == DISPLAY[0]:
         for node in ast.walk(tree):
@@ -70,7 +72,7 @@ ENGINE = (RECORDER / "incidents.py", RECORDER / "postmortem" / "draft.py")
 def _probe_names_in(path: Path) -> list[str]:
     from probes.registry import PROBES
 
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse_source(path)
     return [
         f"{path.name}:{node.lineno}: {node.value!r}"
         for node in ast.walk(tree)
@@ -97,7 +99,7 @@ def test_no_probe_imports_another_probe() -> None:
     probes_dir = RECORDER.parent / "probes"
     found = []
     for name in PROBES:
-        tree = ast.parse((probes_dir / f"{name}.py").read_text())
+        tree = parse_source(probes_dir / f"{name}.py")
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 imported = node.module.removeprefix("probes.")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from recorder.postmortem import SECTIONS, Gap, fill_in, lint_bytes, lint_file, lint_text, to_json
 from recorder.postmortem.lint import MAX_BYTES, MAX_LINES, is_specific_task
+from tests.fixtures import parse_source
 
 FIXTURES = Path(__file__).parent / "postmortems"
 DOCUMENTS = sorted(p for p in FIXTURES.iterdir() if p.suffix != ".expected")
@@ -588,7 +589,7 @@ def test_the_rules_module_does_not_parse_documents() -> None:
 
     import recorder.postmortem.lint as lint
 
-    tree = ast.parse(Path(lint.__file__).read_text())
+    tree = parse_source(Path(lint.__file__))
     imported = {
         alias.name if isinstance(node, ast.Import) else node.module or ""
         for node in ast.walk(tree)

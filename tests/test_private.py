@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from probes.private import write_private
+from tests.fixtures import parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def test_no_module_has_its_own_copy_of_the_atomic_write() -> None:
     for path in sorted([*ROOT.glob("recorder/**/*.py"), *ROOT.glob("probes/**/*.py")]):
         if path.name == "private.py":
             continue
-        used = _calls(ast.parse(path.read_text())) & {"os.fsync", "os.O_EXCL", "tempfile.mkstemp"}
+        used = _calls(parse_source(path)) & {"os.fsync", "os.O_EXCL", "tempfile.mkstemp"}
         if used:
             copies[str(path.relative_to(ROOT))] = sorted(used)
     assert copies == {}

@@ -22,6 +22,7 @@ from recorder.runbooks import (
     load_runbooks,
     parse_runbook,
 )
+from tests.fixtures import parse_source
 
 SHIPPED = data_path("runbooks")
 SECTIONS = [
@@ -294,7 +295,7 @@ def test_runbooks_import_nothing_from_the_postmortem_package() -> None:
 
     import recorder.runbooks
 
-    tree = ast.parse(Path(recorder.runbooks.__file__).read_text(encoding="utf-8"))
+    tree = parse_source(Path(recorder.runbooks.__file__))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in imported if m and m.startswith("recorder.postmortem")]
