@@ -116,6 +116,9 @@ HTML = "text/html; charset=utf-8"
 OPEN_PATHS = frozenset(
     {"/healthz", "/login", "/static/style.css", "/static/favicon.svg", "/favicon.ico", WEBHOOK_PATH}
 )
+# Unknown paths under these answer JSON, as their neighbours do (for scripts and scrapers);
+# every other unknown path gets an HTML page.
+MACHINE_PATHS = ("/api/", "/metrics", "/healthz")
 _PAGE_ID = re.compile(r"^/(incidents|postmortems)/(?P<id>[^/]+)$")
 
 
@@ -272,7 +275,10 @@ class ApiApp:
             return self.incident(path[len(INCIDENTS_PATH) + 1 :])
         entry = self.routes.get(path)
         if entry is None:
-            return error("404 Not Found", f"no such resource: {path[:200]}")
+            if path.startswith(MACHINE_PATHS):
+                return error("404 Not Found", f"no such resource: {path[:200]}")
+            # Anything else is where a person (a mistyped or stale link) would be: a page.
+            return self._page_error("404 Not Found", f"no page at {path[:200]}")
         allowed, handler = entry
         if method not in allowed:
             return _not_allowed(allowed)
