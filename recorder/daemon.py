@@ -226,6 +226,9 @@ class Daemon:
             self.config.listen,
             self.config.state_path,
         )
+        # Where to look, as a link to click: web.base_url when set (behind a proxy), else
+        # the listen address.
+        log.info("web pages at %s", self.config.base_url)
         self.notifier.ready(self._status_line())
         try:
             self._engine_loop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,14 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 HOSTILE_NOTE = "<script>document.title='owned'</script> restarted nginx on lb-01"
 HOSTILE_LABEL = '"><img src=x onerror=alert(1)>'
 WEBHOOK_TOKEN = "browser-test-webhook-token-0123456789"
+# What a person types for each gap the page's `recorder close` command leaves as `...`.
+CLOSE_VALUES = {
+    "--root-cause": "A cleanup script removed the sites-enabled link of example on lb-01",
+    "--resolution": "Recreated the link with ln -s and reloaded nginx",
+    "--misleading": "none",
+    "--escalated-to": "platform-team at once",
+    "--task": "Declare example enabled in the configuration-management role",
+}
 RULED_OUT = re.compile(r"^Checked (?P<probe>\S+) on (?P<host>\S+): .* \(ruled out\)$")
 
 
@@ -214,7 +223,10 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
         lab.fix()
     resolved(daemon, incident.id)
 
-    browser.open(daemon.base + "/")
+    # Where the daemon said, at start, its pages are.
+    (pages,) = re.findall(r"web pages at (\S+)$", daemon.log.read_text(), re.MULTILINE)
+    assert pages == daemon.base + "/"
+    browser.open(pages)
     assert browser.problems() == []
     assert "recorder" in browser.driver.title
     browser.screenshot("incidents")
@@ -260,7 +272,8 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     assert harm.size["width"] >= 2
     # The draft, its gaps highlighted, and how to finish it.
     assert browser.driver.find_elements(By.CSS_SELECTOR, "#draft mark.fill-in")
-    assert browser.one("#close-command").text.startswith(f"recorder close {incident.id} ")
+    command = browser.one("#close-command").text
+    assert command.startswith(f"recorder close {incident.id} ")
     assert browser.one("a#json").get_attribute("href").endswith(f"/api/v1/incidents/{incident.id}")
     browser.driver.execute_script("window.scrollTo(0, 0)")
     browser.screenshot("incident-top", full=False)
@@ -275,21 +288,15 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     browser.screenshot("incident-phone", full=False)
     browser.driver.set_window_size(1280, 900)  # the browser is shared by the next tests
 
-    closed = recorder(
-        daemon,
-        "close",
-        str(incident.id),
-        "--root-cause",
-        "A cleanup script removed the sites-enabled link of example on lb-01",
-        "--resolution",
-        "Recreated the link with ln -s and reloaded nginx",
-        "--misleading",
-        "none",
-        "--escalated-to",
-        "platform-team at once",
-        "--task",
-        "Declare example enabled in the configuration-management role",
-    )
+    # Finish it the way the page says: its command, word for word, with each `...` given.
+    words = shlex.split(command)
+    assert words[:3] == ["recorder", "close", str(incident.id)], command
+    flags = words[3::2]
+    assert words[4::2] == ["..."] * len(flags), command
+    # A resolved incident's draft needs no editor: every gap has a flag.
+    assert "--edit" not in words and flags and set(flags) <= set(CLOSE_VALUES), command
+    given = [w for f in flags for w in (f, CLOSE_VALUES[f])]
+    closed = recorder(daemon, *words[1:3], *given)
     assert closed.returncode == 0, closed.stdout + closed.stderr
     assert show_json(daemon, incident.id)["status"] == "closed"
     browser.open(daemon.base + "/postmortems")
@@ -298,8 +305,8 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     wait_until(lambda: "/postmortems/" in browser.driver.current_url, 10, "the postmortem page")
     assert browser.problems() == []
     document = browser.one("#document").text
-    assert "A cleanup script removed the sites-enabled link of example on lb-01" in document
-    assert "Recreated the link with ln -s and reloaded nginx" in document
+    for flag in flags:
+        assert CLOSE_VALUES[flag] in document, flag
     assert "FILL IN" not in document
     # The note as the person wrote it: the file's `&lt;` reads as `<`, and as text.
     assert HOSTILE_NOTE in document and "&lt;" not in document
