@@ -14,7 +14,8 @@ Routes:
     GET  /                          the incidents page (HTML; web/pages.py)
     GET  /incidents/{id}            one incident's page
     GET  /postmortems[/{id}]        closed incidents and their final documents
-    GET  /status                    every check now, and its availability (recorder/history.py)
+    GET  /status                    every check now, and its availability (recorder/history.py),
+                                    100 hosts a page
     GET  /static/style.css          the pages' one stylesheet
     GET  /login, POST /login        the read token as a cookie (only with web.read_token_file)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
@@ -338,7 +339,13 @@ class ApiApp:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
 
     def status_page(self, environ: WSGIEnvironment) -> Response:
-        return html_response(pages.status_page(self.engine.history, self.engine.config))
+        try:
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=20)
+        except ValueError as exc:
+            return self._page_error("400 Bad Request", f"invalid query string: {exc}")
+        return html_response(
+            pages.status_page(self.engine.history, self.engine.config, _page_number(query))
+        )
 
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
         return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")

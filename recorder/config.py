@@ -480,9 +480,11 @@ class Config(Strict):
         svc = self.services.get(service)
         if svc is None:
             return [service] if service in self.hosts else []
-        named = [*svc.entrypoints, *(h for h in svc.hosts if h not in svc.entrypoints)]
+        named = list(dict.fromkeys([*svc.entrypoints, *svc.hosts]))
         if len(self.services) == 1:
-            named += [h for h in self.hosts if h not in named]
+            # A set to look in: a fleet's one service has thousands of hosts.
+            known = set(named)
+            named += [h for h in self.hosts if h not in known]
         return named
 
     def entrypoints_of(self, service: str) -> list[str]:
