@@ -350,6 +350,10 @@ def test_hostile_alert_label_is_text_and_every_page_has_the_csp(
         csp = got.headers.get("Content-Security-Policy", "")
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
         assert "script-src" not in csp and "unsafe-inline" not in csp, path
+    # A mistyped link reads as a page in the browser, with the way back.
+    browser.open(daemon.base + "/incident/1")
+    assert browser.one("h1").text == "Not Found"
+    assert browser.one('nav a[href="/"]').text == "Incidents"
 
 
 @requires_browser
