@@ -287,6 +287,18 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     browser.driver.execute_script("window.scrollTo(0, 0)")
     browser.screenshot("incident-phone", full=False)
     browser.driver.set_window_size(1280, 900)  # the browser is shared by the next tests
+    # In print: the document without the navigation and the command, the gaps still marked.
+    browser.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert not browser.one("header.top nav").is_displayed()
+        assert not browser.one("#close-command").is_displayed()
+        assert browser.one("#draft .howto").text == "Highlighted FILL IN gaps are for people."
+        assert browser.one("#timeline").is_displayed() and browser.one("#draft").is_displayed()
+        assert browser.one("#draft mark.fill-in").is_displayed()
+        browser.screenshot("incident-print")
+    finally:
+        browser.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert browser.one("header.top nav").is_displayed()
 
     # Finish it the way the page says: its command, word for word, with each `...` given.
     words = shlex.split(command)
