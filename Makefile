@@ -1,5 +1,5 @@
 # Shortcuts for the scripts the README names (they work without make, too).
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench reliability-receiver clean
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,9 @@ lint:
 
 bench:
 	bash bench/run-all.sh
+
+reliability-receiver:  # 10 minutes: a hanging/500 webhook receiver beside probing and detection
+	bash scripts/reliability-receiver.sh
 
 clean:
 	rm -rf .venv dist build .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,9 @@ Routes:
                                     a `Link: <...>; rel="next"` header while more follow
     GET  /api/v1/incidents/{id}     like `recorder incidents show ID --json`; 3 or INC-3
     POST /api/v1/alertmanager       the Alertmanager webhook (bearer token)
+    GET  /api/v1/maintenance        like `recorder maintenance list --json` (write token)
+    POST /api/v1/maintenance        `maintenance start`: {"service", "host", "for", "reason"}
+    DELETE /api/v1/maintenance/{id} `maintenance end ID`
 
 Errors are JSON `{"error": "<reason>"}` (plain text on /healthz, HTML on pages). Nothing
 a client sends reaches the engine unchecked, and any failure in a handler is a 500 for
@@ -33,7 +36,9 @@ that request only.
 Every response carries the security headers (a CSP that allows no script and nothing from
 elsewhere, nosniff, no framing). With `web.read_token_file` set, everything but /healthz,
 the login form, the stylesheet and the webhook (which has its own token) needs the read
-token: `Authorization: Bearer TOKEN`, or the cookie the login form sets.
+token: `Authorization: Bearer TOKEN`, or the cookie the login form sets. Maintenance needs
+the write token (`api.write_token_file`), whatever the read token: it silences paging, so
+neither the read token nor the webhook's works there, and without the file it is off.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ log = logging.getLogger("recorder.api")
 
 WEBHOOK_PATH = "/api/v1/alertmanager"
 INCIDENTS_PATH = "/api/v1/incidents"
+MAINTENANCE_PATH = "/api/v1/maintenance"
 PAGE_DEFAULT = 100  # incidents per page of the list: one answer stays small however many
 PAGE_MAX = 1000
 _INCIDENT_ID = re.compile(r"(?:INC-)?([0-9]{1,12})", re.IGNORECASE)
@@ -153,6 +159,10 @@ class EngineAPI(Protocol):
         """The read token (web.read_token_file); None when reads are open (loopback)."""
         ...
 
+    def write_token(self) -> str | None:
+        """The token for maintenance over HTTP (api.write_token_file); None disables it."""
+        ...
+
 
 @dataclass
 class Response:
@@ -217,6 +227,7 @@ class ApiApp:
             "/healthz": (("GET", "HEAD"), self.healthz),
             INCIDENTS_PATH: (("GET", "HEAD"), self.incidents),
             WEBHOOK_PATH: (("POST",), self.alertmanager),
+            MAINTENANCE_PATH: (("GET", "HEAD", "POST"), self.maintenance),
         }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -249,6 +260,8 @@ class ApiApp:
 
     def guard(self, method: str, path: str, environ: WSGIEnvironment) -> Response | None:
         """None when the request may go on; else the refusal (a login page for pages)."""
+        if _is_maintenance(path):
+            return None  # its own, stronger token, checked by its handler
         token = self.engine.read_token()
         if not token or path in OPEN_PATHS or _has_read_token(environ, token):
             return None
@@ -274,6 +287,10 @@ class ApiApp:
             if method not in allowed:
                 return _not_allowed(allowed)
             return self.incident(path[len(INCIDENTS_PATH) + 1 :])
+        if path.startswith(MAINTENANCE_PATH + "/"):
+            if method != "DELETE":
+                return _not_allowed(("DELETE",))
+            return self.maintenance_end(environ, path[len(MAINTENANCE_PATH) + 1 :])
         entry = self.routes.get(path)
         if entry is None:
             if path.startswith(MACHINE_PATHS):
@@ -501,6 +518,82 @@ class ApiApp:
         )
         return json_response({"incidents": incidents})
 
+    def maintenance(self, environ: WSGIEnvironment) -> Response:
+        from recorder.maintenance import listing, start
+        from recorder.model import utcnow
+
+        denied = self._authorize_write(environ)
+        if denied is not None:
+            return denied
+        config = self.engine.config
+        if str(environ.get("REQUEST_METHOD", "GET")).upper() != "POST":
+            windows = listing(config, self.engine.store, utcnow())
+            return json_response([w.to_json() for w in windows])
+        try:
+            length = int(str(environ.get("CONTENT_LENGTH") or "0"))
+        except ValueError:
+            return error("400 Bad Request", "invalid Content-Length")
+        body = environ["wsgi.input"].read(min(length, FORM_BODY) + 1)
+        if len(body) > FORM_BODY:
+            return error("413 Content Too Large", f"body larger than {FORM_BODY} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return error("400 Bad Request", "the body is not JSON")
+        fields: dict[str, type | tuple[type, ...]] = {
+            "service": str,
+            "host": (str, type(None)),
+            "for": str,
+            "reason": str,
+        }
+        if not isinstance(data, dict):
+            return error("400 Bad Request", "the body must be a JSON object")
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            return error("400 Bad Request", f"unknown field {unknown[0][:60]!r}")
+        for name, kind in fields.items():
+            if name != "host" and name not in data:
+                return error("400 Bad Request", f"{name}: required")
+            if not isinstance(data.get(name), kind):
+                return error("400 Bad Request", f"{name}: must be a string")
+        try:
+            window = start(
+                config,
+                self.engine.store,
+                data["service"],
+                data.get("host"),
+                data["for"],
+                data["reason"],
+                "api",
+                utcnow(),
+            )
+        except ValueError as exc:
+            return error("400 Bad Request", str(exc))
+        log.info("maintenance window %d started over HTTP for %s", window.id, window.service)
+        return json_response(window.to_json(), "201 Created")
+
+    def maintenance_end(self, environ: WSGIEnvironment, raw_id: str) -> Response:
+        from recorder.model import utcnow
+
+        denied = self._authorize_write(environ)
+        if denied is not None:
+            return denied
+        if not raw_id.isdigit() or len(raw_id) > 12:
+            return error("404 Not Found", f"no maintenance window {raw_id[:40]}")
+        if not self.engine.store.end_window(int(raw_id), utcnow()):
+            return error("404 Not Found", f"no maintenance window {raw_id} is on or ahead")
+        log.info("maintenance window %s ended over HTTP", raw_id)
+        return json_response({"id": int(raw_id), "ended": True})
+
+    def _authorize_write(self, environ: WSGIEnvironment) -> Response | None:
+        token = self.engine.write_token()
+        if not token:
+            return error(
+                "403 Forbidden",
+                "maintenance over HTTP is off: api.write_token_file is not set or not usable",
+            )
+        return _check_bearer(environ, token)
+
     def body_limit(self, method: str, path: str) -> int:
         """The largest body a request to `path` may send."""
         if method == "POST" and _route_path(path) == WEBHOOK_PATH:
@@ -520,7 +613,11 @@ class ApiApp:
                 return denied
             if length is not None and length > limit:
                 return _too_large(limit)
-        elif length is not None and length > limit:
+        if _is_maintenance(path):  # no body read without the write token either
+            denied = self._authorize_write({"HTTP_AUTHORIZATION": authorization})
+            if denied is not None:
+                return denied
+        if length is not None and length > limit:
             return error("413 Content Too Large", f"body larger than {limit} bytes")
         return None
 
@@ -534,21 +631,32 @@ class ApiApp:
                 "503 Service Unavailable",
                 "the webhook is disabled: alertmanager.token_file is not set or not readable",
             )
-        given = str(environ.get("HTTP_AUTHORIZATION", ""))
-        scheme, _, credentials = given.strip().partition(" ")
-        challenge = [("WWW-Authenticate", 'Bearer realm="recorder"')]
-        if scheme.lower() != "bearer" or not credentials.strip():
+        denied = _check_bearer(environ, token)
+        if denied is not None:
             self.refusals.labels("unauthorized").inc()
-            return error(
-                "401 Unauthorized", "missing bearer token (Authorization: Bearer ...)", challenge
-            )
-        # Constant time, on bytes: compare_digest refuses non-ASCII str.
-        if not hmac.compare_digest(
-            credentials.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace")
-        ):
-            self.refusals.labels("unauthorized").inc()
-            return error("401 Unauthorized", "wrong bearer token", challenge)
-        return None
+        return denied
+
+
+def _check_bearer(environ: WSGIEnvironment, token: str) -> Response | None:
+    """None when the request carries `Authorization: Bearer <token>`; else the 401."""
+    given = str(environ.get("HTTP_AUTHORIZATION", ""))
+    scheme, _, credentials = given.strip().partition(" ")
+    challenge = [("WWW-Authenticate", 'Bearer realm="recorder"')]
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return error(
+            "401 Unauthorized", "missing bearer token (Authorization: Bearer ...)", challenge
+        )
+    # Constant time, on bytes: compare_digest refuses non-ASCII str.
+    if not hmac.compare_digest(
+        credentials.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace")
+    ):
+        return error("401 Unauthorized", "wrong bearer token", challenge)
+    return None
+
+
+def _is_maintenance(path: str) -> bool:
+    path = _route_path(path)
+    return path == MAINTENANCE_PATH or path.startswith(MAINTENANCE_PATH + "/")
 
 
 def _route_path(path: str) -> str:

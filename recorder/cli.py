@@ -678,28 +678,17 @@ def maintenance_group() -> None:
 @pass_ctx
 def maintenance_start(ctx: Context, service: str, host: str | None, for_: str, reason: str) -> None:
     """Start a maintenance window now."""
-    from datetime import timedelta
-
-    from probes.durations import parse_duration
+    from recorder.maintenance import start
 
     config = ctx.config
-    if config.services and service not in config.services:
-        fail(f"unknown service {service!r} (known: {', '.join(sorted(config.services))})")
-    if host is not None and host not in config.hosts:
-        fail(f"unknown host {host!r} (known: {', '.join(sorted(config.hosts))})")
     try:
-        seconds = parse_duration(for_)
+        window = start(config, open_store(ctx), service, host, for_, reason, "cli", utcnow())
     except ValueError as exc:
-        fail(f"--for: {exc}")
-    if seconds <= 0:
-        fail("--for: must be greater than 0")
-    now = utcnow()
-    ends = now + timedelta(seconds=seconds)
-    window_id = open_store(ctx).add_window(service, host, now, ends, reason, "cli")
+        fail(f"--{exc}")
     where = f"{service} on {host}" if host else f"{service} (every host)"
     click.echo(
-        f"maintenance window {window_id}: {where} until {local_time(ends, config.zone)}: "
-        f"{printable(reason)}"
+        f"maintenance window {window.id}: {where} until "
+        f"{local_time(window.ends_at, config.zone)}: {printable(reason)}"
     )
 
 
@@ -709,11 +698,11 @@ def maintenance_start(ctx: Context, service: str, host: str | None, for_: str, r
 @pass_ctx
 def maintenance_list(ctx: Context, as_json: bool) -> None:
     """One-off windows on now or later, and the config's recurring windows."""
-    from recorder.maintenance import one_off, upcoming
+    from recorder.maintenance import listing
 
     config = ctx.config
     now = utcnow()
-    windows = [one_off(r) for r in open_store(ctx).windows()] + upcoming(config, now)
+    windows = listing(config, open_store(ctx), now)
     if as_json:
         echo_json([w.to_json() for w in windows])
         return

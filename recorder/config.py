@@ -403,6 +403,12 @@ class WebConfig(Strict):
     history_days: int = Field(30, ge=1, le=400)
 
 
+class ApiConfig(Strict):
+    # The token that writes over HTTP (maintenance windows). Its own: the Alertmanager
+    # webhook's token must not be able to silence paging. Unset: no writes over HTTP.
+    write_token_file: str | None = None
+
+
 class Config(Strict):
     # Times are shown in this zone (stored in UTC); by default the machine's own.
     timezone: str = Field(default_factory=machine_zone)
@@ -416,6 +422,7 @@ class Config(Strict):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     web: WebConfig = Field(default_factory=WebConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -457,6 +464,12 @@ class Config(Strict):
             for h in window.hosts:
                 if h not in self.hosts:
                     problems.append(f"maintenance.{i}.hosts: unknown host {h!r}")
+        write, hook = self.api.write_token_file, self.alertmanager.token_file
+        if write and hook and Path(write).expanduser() == Path(hook).expanduser():
+            problems.append(
+                "api.write_token_file: must not be alertmanager.token_file (whoever can post "
+                "alerts must not be able to silence paging)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -664,16 +677,19 @@ def referenced_files(data: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
             # Trusting on first use, the recorder writes it: missing is fine then.
             first_use = ssh.get("trust_on_first_use") is True
             found.append((f"hosts.{name}.ssh.known_hosts", known, False, first_use))
-    alertmanager = data.get("alertmanager")
-    token = alertmanager.get("token_file") if isinstance(alertmanager, dict) else None
-    if isinstance(token, str):
-        found.append(("alertmanager.token_file", token, True, False))
-    # The read token guards the pages, the API's reads and /metrics off loopback: a typo
-    # there is found by `config check`, not by the first person locked out.
-    web = data.get("web")
-    read_token = web.get("read_token_file") if isinstance(web, dict) else None
-    if isinstance(read_token, str):
-        found.append(("web.read_token_file", read_token, True, False))
+    # The webhook's token, the read token (pages, the API's reads and /metrics off loopback)
+    # and the maintenance API's write token: a typo there is found by `config check`, not by
+    # the first person locked out.
+    tokens = (
+        ("alertmanager", "token_file"),
+        ("web", "read_token_file"),
+        ("api", "write_token_file"),
+    )
+    for section, key in tokens:
+        block = data.get(section)
+        named = block.get(key) if isinstance(block, dict) else None
+        if isinstance(named, str):
+            found.append((f"{section}.{key}", named, True, False))
     return found
 
 

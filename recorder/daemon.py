@@ -127,15 +127,31 @@ class Daemon:
             secret = ""
             why = getattr(exc, "strerror", None) or str(exc)
             problem = f"cannot read {name.replace('.', ' ')} {path}: {why}"
+        self._secret_problem(name, problem, f"{name.replace('.', ' ')} {path} readable again")
+        return secret or None
+
+    def _secret_problem(self, name: str, problem: str | None, fixed: str = "") -> None:
+        """Log a token's problem once per change of condition (None: no problem now)."""
         with self._token_lock:
             before = self._token_problems.get(name)
             if problem != before:
                 if problem:
                     log.error("%s; requests that need it are refused until it can be read", problem)
-                else:
-                    log.warning("%s %s readable again", name.replace(".", " "), path)
+                elif fixed:
+                    log.warning("%s", fixed)
                 self._token_problems[name] = problem
-        return secret or None
+
+    def write_token(self) -> str | None:
+        """The token for writes over HTTP (api.write_token_file); None disables them. The
+        webhook's token never works here, even when someone writes the same text into both
+        files: whoever can post alerts must not be able to silence paging."""
+        token = self._secret(self.config.api.write_token_file, "api.write_token_file")
+        same = token is not None and token == self.token()
+        self._secret_problem(
+            "api.write_token_file is the webhook's",
+            "api.write_token_file holds the webhook's token; writes over HTTP" if same else None,
+        )
+        return None if same else token
 
     def read_token(self) -> str | None:
         path = self.config.web.read_token_file

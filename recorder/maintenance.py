@@ -136,3 +136,41 @@ def upcoming(config: Config, now: datetime) -> list[Window]:
             for host in hosts:
                 found.append(Window(0, service, host, start, end, window.reason, "config"))
     return found
+
+
+def start(
+    config: Config,
+    store: Store,
+    service: str,
+    host: str | None,
+    for_: str,
+    reason: str,
+    source: str,
+    now: datetime,
+) -> Window:
+    """Start a one-off window now (the CLI's `maintenance start` and the API's POST: one set
+    of checks). ValueError, naming the field, when the service, host or length is wrong."""
+    from probes.durations import parse_duration
+
+    if config.services and service not in config.services:
+        raise ValueError(
+            f"service: unknown service {service!r} (known: {', '.join(sorted(config.services))})"
+        )
+    if host is not None and host not in config.hosts:
+        raise ValueError(f"host: unknown host {host!r} (known: {', '.join(sorted(config.hosts))})")
+    try:
+        seconds = parse_duration(for_)
+    except ValueError as exc:
+        raise ValueError(f"for: {exc}") from None
+    if seconds <= 0:
+        raise ValueError("for: must be greater than 0")
+    if not reason.strip():
+        raise ValueError("reason: must not be empty")
+    ends = now + timedelta(seconds=seconds)
+    window_id = store.add_window(service, host, now, ends, reason, source)
+    return Window(window_id, service, host, now, ends, reason, source)
+
+
+def listing(config: Config, store: Store, now: datetime) -> list[Window]:
+    """One-off windows on now or later, then each recurring window's current or next one."""
+    return [one_off(r) for r in store.windows()] + upcoming(config, now)

@@ -6,7 +6,8 @@
 #   1. `recorder lab up` in a new temporary directory (or $DEMO_LAB_DIR, new or empty)
 #   2. `recorder run` on the lab's recorder.yml, and client traffic, in the background
 #   3. `recorder lab break $DEMO_FAULT` (backend-5xx at rate 0.3 by default)
-#   4. wait (bounded) until an incident is open; show it
+#   4. wait (bounded) until an incident is open; show it, and the message the lab's
+#      webhook sink received for it (signature checked by the sink)
 #   5. `recorder lab fix`; wait (bounded) until the incident is resolved; print the draft
 #
 # Everything it starts is stopped on exit, by pid, even on failure or Ctrl-C.
@@ -118,6 +119,26 @@ if [ -z "$id" ]; then
 fi
 say "recorder incidents show $id --config $CONFIG"
 rec incidents show "$id"
+say "the lab's webhook sink received ($LAB/notify/messages.jsonl):"
+# The sink verified the HMAC signature before keeping the message; wait (bounded) for it.
+"$BIN/python" - "$LAB/notify/messages.jsonl" "$id" "$WAIT" <<'PY'
+import json, sys, time
+path, incident, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + wait
+while True:
+    with open(path, encoding="utf-8") as f:
+        got = [json.loads(line) for line in f if line.strip()]
+    mine = [m for m in got if m["body"]["incident"]["id"] == incident]
+    if mine or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+if not mine:
+    sys.exit(f"demo: the webhook sink received no message for incident {incident}")
+m = mine[0]
+b = m["body"]
+print(f"{m['received_at']}  {b['event']}  delivery {m['delivery_id']}  (signature verified)")
+print(b["text"])
+PY
 base_url=$("$BIN/python" -c 'import sys; from recorder.config import load_config; print(load_config(sys.argv[1]).base_url)' "$CONFIG")
 say "in a browser, while the demo runs: ${base_url}incidents/$id"
 

@@ -38,6 +38,11 @@ SCRIPTS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["median s", "top cause right", "false incidents", "Gatus"],
         ["per_fault", "overall", "healthy", "runs"],
     ),
+    "notify": (
+        [],
+        ["break to detection", "opening to message", "target: every message within 1 s"],
+        ["runs", "summary", "faults"],
+    ),
     "scale": ([], ["CPU % of 1 core", "peak RSS MB"], ["sizes"]),
     "endpoint": ([], ["/metrics with 10 targets", "webhook ingest"], ["metrics", "webhook"]),
     "noise": ([], ["false verdicts", "by the sudden-rise test", "failed after"], ["rows"]),

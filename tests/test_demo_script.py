@@ -1,10 +1,11 @@
-"""The README's demo, run for real: it opens and resolves an incident, and leaves no
-process behind (each process that mentions the demo's lab directory is looked up by pid
-in /proc after the script exits).
+"""The README's demo, run for real: it opens and resolves an incident, prints the message
+the lab's webhook sink received for it, and leaves no process behind (each process that
+mentions the demo's lab directory is looked up by pid in /proc after the script exits).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,19 @@ def test_demo_opens_an_incident_and_leaves_no_process(tmp_path: Path) -> None:
         assert "recorder draft" in result.stdout
         page = r"in a browser, .*: http://127\.0\.0\.1:\d+/incidents/\d+\n"
         assert re.search(page, result.stdout), result.stdout[-3000:]
+        # The lab's webhook sink got the incident's opening, signature verified.
+        incident = re.search(r"/incidents/(\d+)\n", result.stdout)
+        assert incident, result.stdout[-3000:]
+        received = (
+            r"webhook sink received .*\n"
+            r".*  opened  delivery [0-9a-f-]{36}  \(signature verified\)\n"
+        )
+        assert re.search(received, result.stdout), result.stdout[-3000:]
+        kept = [
+            json.loads(line) for line in (lab / "notify/messages.jsonl").read_text().splitlines()
+        ]
+        mine = [m["event"] for m in kept if m["body"]["incident"]["id"] == int(incident[1])]
+        assert mine[0] == "opened" and "resolved" in mine, mine
         assert "# Postmortem" in result.stdout or "Postmortem" in result.stdout
         left = processes_mentioning(str(lab))
         assert left == {}, f"the demo left processes running: {left}"

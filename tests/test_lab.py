@@ -129,6 +129,8 @@ def lab_pids(lab: Lab) -> list[int]:
                 pids.append(host[key])
                 pids.extend(children(host[key]))
     pids += [f["pid"] for f in status["faults"] if f.get("pid")]
+    if (status.get("notify") or {}).get("pid"):
+        pids.append(status["notify"]["pid"])
     return pids
 
 
@@ -170,6 +172,44 @@ def test_recorder_config_watches_the_lab(lab: Lab) -> None:
     result = CliRunner().invoke(main, ["config", "check", str(lab.config_path)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "ok"
+
+
+def post_webhook(address: str, body: bytes, headers: dict[str, str]) -> int:
+    parts = urlsplit(address)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        conn.request("POST", parts.path, body=body, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_webhook_sink_keeps_signed_messages_and_refuses_others(lab: Lab) -> None:
+    sink = lab.status()["notify"]
+    assert pid_alive(sink["pid"])
+    assert os.stat(sink["secret_file"]).st_mode & 0o777 == 0o600
+    config = load_config(lab.config_path)
+    webhook = config.notify.receivers["lab-sink"].webhook
+    assert webhook is not None and webhook.url == sink["url"]
+    assert all(route.receivers == ["lab-sink"] for route in config.notify.routes)
+    assert config.notify.receivers_for("web", "opened") == ["lab-sink"]
+    messages = Path(sink["messages"])
+    before = messages.read_text().splitlines()
+    result = CliRunner().invoke(
+        main, ["--config", str(lab.config_path), "notify", "test", "lab-sink"]
+    )
+    assert result.exit_code == 0, result.output
+    delivery = result.output.split("delivery id ")[1].strip()
+    got = [json.loads(line) for line in messages.read_text().splitlines()[len(before) :]]
+    assert [(m["delivery_id"], m["event"]) for m in got] == [(delivery, "test")]
+    assert got[0]["body"]["delivery_id"] == delivery
+    # A forged message (no secret, so no valid signature) is refused and not kept.
+    body = json.dumps(got[0]["body"]).encode()
+    stamp = str(int(time.time()))
+    forged = {"X-Recorder-Timestamp": stamp, "X-Recorder-Signature-256": "sha256=" + "0" * 64}
+    assert post_webhook(sink["url"], body, forged) == 401
+    assert post_webhook(sink["url"], body, {}) == 401
+    assert len(messages.read_text().splitlines()) == len(before) + 1
 
 
 def test_lb_passes_the_client_address_to_the_web_tier(lab: Lab) -> None:
@@ -459,8 +499,9 @@ def test_down_stops_every_process_it_started(tmp_path: Path) -> None:
         lab.break_("traffic-spike", rps=20, seconds=30)
         pids = lab_pids(lab)
         ports = [h["port"] for h in lab.hosts.values()]
-        assert len(pids) >= 3 + 3 + 2 + 1  # masters, workers, apps, the spike
+        assert len(pids) >= 3 + 3 + 2 + 1 + 1  # masters, workers, apps, the spike, the sink
         assert all(pid_alive(p) for p in pids)
+        ports.append(lab.status()["notify"]["port"])
         result = runner.invoke(main, ["lab", "down", "--dir", str(directory)])
         assert result.exit_code == 0, result.output
         assert [p for p in pids if pid_alive(p)] == []

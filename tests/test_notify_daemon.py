@@ -4,9 +4,14 @@ arrives, once per delivery id."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -152,6 +157,81 @@ def test_a_hanging_receiver_does_not_slow_detection(lab: Lab, tmp_path: Path) ->
     finally:
         daemon.stop()
         sink.stop()
+
+
+def samples_taken(state_dir: Path) -> int:
+    """Every probe observation the daemon has counted (history.db, hour buckets)."""
+    db = sqlite3.connect(f"file:{state_dir / 'history.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT SUM(ok + fail + error) FROM samples WHERE width = 3600").fetchone()
+    finally:
+        db.close()
+    return int(row[0] or 0)
+
+
+def cycles(lab: Lab, daemon: Daemon, seconds: float, between: Callable[[int], None]) -> Phase:
+    """Break/detect/fix/resolve cycles for `seconds`; `between(n)` runs before cycle n."""
+    phase = Phase()
+    taken, start = samples_taken(daemon.state_dir), time.monotonic()
+    while not phase.detections or time.monotonic() - start < seconds:
+        between(len(phase.detections))
+        phase.detections.append(detection_seconds(lab, daemon))
+    phase.elapsed = time.monotonic() - start
+    phase.sample_rate = (samples_taken(daemon.state_dir) - taken) / phase.elapsed
+    return phase
+
+
+@dataclass
+class Phase:
+    detections: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    sample_rate: float = 0.0  # probe observations a second
+
+    def line(self) -> str:
+        d = sorted(self.detections)
+        return (
+            f"{len(d)} outages in {self.elapsed:.0f}s, detection median "
+            f"{statistics.median(d):.2f}s worst {d[-1]:.2f}s, {self.sample_rate:.2f} samples/s"
+        )
+
+
+def receiver_soak(lab: Lab, tmp_path: Path, seconds: float) -> None:
+    """A healthy baseline, then `seconds` of a receiver that alternately hangs past the
+    timeout and answers 500, with outages broken and fixed all along: probing (samples a
+    second) and detection stay as with the healthy receiver, nothing is lost from the
+    outbox. RELIABILITY.md has the figures of the 60 s and 10-minute runs."""
+    sink = Sink(secret=SECRET).start()
+    daemon = Daemon(daemon_config(lab, tmp_path, sink.port), tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        time.sleep(2)  # the first sweep's start-up out of the baseline's sample rate
+        healthy = cycles(lab, daemon, min(15.0, seconds / 4), lambda n: None)
+
+        def misbehave(n: int) -> None:
+            sink.hang, sink.status = (30.0, 200) if n % 2 == 0 else (0.0, 500)
+
+        bad = cycles(lab, daemon, seconds, misbehave)
+        print(f"\nreceiver healthy: {healthy.line()}\nreceiver hanging/500: {bad.line()}")
+        assert sink.started > len(healthy.detections) * 2, "the receiver was tried throughout"
+        worst_ok = max(healthy.detections)
+        assert max(bad.detections) < max(2 * worst_ok, worst_ok + 1.5), (healthy, bad)
+        # The median sits near half the 1 s interval (where in it the break falls).
+        median_ok = statistics.median(healthy.detections)
+        assert statistics.median(bad.detections) < max(median_ok, 0.5) + 0.5, (healthy, bad)
+        assert bad.sample_rate > 0.9 * healthy.sample_rate, (healthy, bad)
+        assert requests.get(daemon.base + "/healthz", timeout=5).status_code == 200
+        rows = outbox(daemon.state_dir)
+        # Every event of every outage is in the outbox: sent, or waiting (none dropped).
+        assert len(rows) == 2 * (len(healthy.detections) + len(bad.detections))
+        assert {r["state"] for r in rows} <= {"sent", "pending"}
+    finally:
+        daemon.stop()
+        sink.stop()
+
+
+def test_a_hanging_or_failing_receiver_slows_nothing(lab: Lab, tmp_path: Path) -> None:
+    # scripts/reliability-receiver.sh runs this for 10 minutes (RECORDER_RECEIVER_SOAK=600).
+    receiver_soak(lab, tmp_path, float(os.environ.get("RECORDER_RECEIVER_SOAK", "60")))
 
 
 def test_lab_fault_inside_a_window_notifies_nobody_one_outlasting_it_once(

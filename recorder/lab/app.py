@@ -153,27 +153,29 @@ def daemonize(pid_file: str, log_file: str) -> None:
     os.close(null)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The fault lab's application server.")
+def server_parser(description: str) -> argparse.ArgumentParser:
+    """The options every lab server takes (this app and the webhook sink)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--faults", required=True, help="the fault file (JSON)")
     parser.add_argument("--daemon", action="store_true")
     parser.add_argument("--pid-file")
     parser.add_argument("--log", default=os.devnull)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def serve(prog: str, args: argparse.Namespace, handler: type[BaseHTTPRequestHandler]) -> int:
+    """Bind, detach when asked (after binding, so the port answers once `up` returns), and
+    serve until stopped; the exit code."""
     try:
-        server = ThreadingHTTPServer(
-            (args.bind, args.port), make_handler(args.name, FaultFile(args.faults))
-        )
+        server = ThreadingHTTPServer((args.bind, args.port), handler)
     except OSError as exc:
-        print(f"lab-app: cannot listen on {args.bind}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(f"{prog}: cannot listen on {args.bind}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
     server.daemon_threads = True
     if args.daemon:
         if not args.pid_file:
-            print("lab-app: --daemon needs --pid-file", file=sys.stderr)
+            print(f"{prog}: --daemon needs --pid-file", file=sys.stderr)
             return 2
         daemonize(args.pid_file, args.log)
     try:
@@ -181,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = server_parser("The fault lab's application server.")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--faults", required=True, help="the fault file (JSON)")
+    args = parser.parse_args(argv)
+    return serve("lab-app", args, make_handler(args.name, FaultFile(args.faults)))
 
 
 if __name__ == "__main__":

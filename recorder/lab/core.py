@@ -119,7 +119,7 @@ def prepare_lab_dir(directory: Path) -> None:
                 "give --dir an empty or new directory",
                 2,
             )
-    for name in (*t.HOSTS, "state"):
+    for name in (*t.HOSTS, "state", "notify"):
         if (directory / name).is_dir():
             shutil.rmtree(directory / name)
     for name in ("recorder.yml", STATE_FILE):
@@ -250,6 +250,7 @@ class Lab:
                 "hosts": started["hosts"],
                 "recorder": {},
                 "docker": started.get("docker"),
+                "notify": started.get("notify"),
                 "faults": [],
             }
             try:
@@ -283,6 +284,7 @@ class Lab:
             listen=listen,
             hosts={n: {"local": {"prefix": h["prefix"]}} for n, h in state["hosts"].items()},
             urls={n: h["url"] for n, h in state["hosts"].items()},
+            webhook=started.get("notify"),
             header=(
                 f"Written by `recorder lab up` for the lab in {self.dir}.\n"
                 f"Watch it with: recorder run --config {self.dir / 'recorder.yml'}"
@@ -532,6 +534,7 @@ class Lab:
             "config": state.get("recorder", {}).get("config"),
             "recorder": state.get("recorder", {}),
             "capacity": state.get("capacity"),
+            "notify": state.get("notify"),
             "hosts": hosts,
             "faults": faults,
         }

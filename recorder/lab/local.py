@@ -14,6 +14,7 @@ the default worker user cannot read. As another user the directive is left out.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -36,6 +37,8 @@ from recorder.lab.state import (
 
 APP_PID = "/run/lab-app.pid"
 APP_LOG = "/var/log/lab-app.log"
+# The webhook sink's files, in `<dir>/notify/` (not a host: it stands for whoever is paged).
+SINK_DIR = "notify"
 START_TIMEOUT = 5.0
 
 
@@ -73,6 +76,33 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def spawn(argv: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
+    """Start a process that detaches (`--daemon`); its output goes to a temporary file."""
+    err = tempfile.TemporaryFile()
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err), err
+
+
+def finish(proc: subprocess.Popen[bytes], err: Any) -> tuple[int, str]:
+    """Wait (bounded) for a spawned process's starting half to exit: its code and output."""
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = -1
+    err.seek(0)
+    message = err.read().decode("utf-8", "replace").strip()
+    err.close()
+    return code, message
+
+
+def sink_pid(state: dict[str, Any]) -> int | None:
+    """The webhook sink's pid from its pid file, if that process is still ours."""
+    sink = state.get("notify") or {}
+    pid = read_pid(sink["pid_file"]) if sink.get("pid_file") else None
+    return pid if pid is not None and owned(pid, sink["messages"]) else None
 
 
 class LocalOps:
@@ -202,7 +232,7 @@ class LocalBackend:
 
     def up(self, directory: Path, capacity_rps: int, capacity_burst: int) -> dict[str, Any]:
         """Lay out, start and check the stack; returns the lab's state (not yet saved)."""
-        lb_port, web1_port, web2_port, app1_port, app2_port, rec_port = free_ports(6)
+        lb_port, web1_port, web2_port, app1_port, app2_port, rec_port, sink_port = free_ports(7)
         ports = {t.LB: lb_port, "web-01": web1_port, "web-02": web2_port}
         app_ports = {"web-01": app1_port, "web-02": app2_port}
         user = "root" if os.geteuid() == 0 else None
@@ -229,7 +259,11 @@ class LocalBackend:
             }
             if name in app_ports:
                 hosts[name]["app_port"] = app_ports[name]
-        state: dict[str, Any] = {"hosts": hosts, "recorder_port": rec_port}
+        state: dict[str, Any] = {
+            "hosts": hosts,
+            "recorder_port": rec_port,
+            "notify": self._lay_out_sink(directory, sink_port),
+        }
         try:
             self._start_apps(state)
             for name in t.HOSTS:
@@ -263,8 +297,27 @@ class LocalBackend:
             Path(p(t.APP_FAULTS)).parent.mkdir(parents=True, exist_ok=True)
             Path(p(t.APP_FAULTS)).write_text("{}\n", encoding="utf-8")
 
+    def _lay_out_sink(self, directory: Path, port: int) -> dict[str, Any]:
+        """The sink's directory and its signing secret (0600, as the recorder demands)."""
+        sink_dir = directory / SINK_DIR
+        sink_dir.mkdir()
+        secret = sink_dir / "webhook-secret"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        messages = sink_dir / "messages.jsonl"
+        messages.touch()
+        return {
+            "url": f"http://127.0.0.1:{port}/webhook",
+            "port": port,
+            "secret_file": str(secret),
+            "messages": str(messages),
+            "pid_file": str(sink_dir / "sink.pid"),
+            "log": str(sink_dir / "sink.log"),
+        }
+
     def _start_apps(self, state: dict[str, Any]) -> None:
-        # Both at once: interpreter start-up is most of `up`'s time.
+        # All at once: interpreter start-up is most of `up`'s time.
         started: list[tuple[str, subprocess.Popen[bytes], Any]] = []
         for name in t.WEB_HOSTS:
             ops = self.ops(state, name)
@@ -284,24 +337,36 @@ class LocalBackend:
                 "--log",
                 ops.real(APP_LOG),
             ]
-            err = tempfile.TemporaryFile()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-            started.append((name, proc, err))
+            started.append((name, *spawn(argv)))
+        sink = state["notify"]
+        sink_argv = [
+            sys.executable,
+            "-I",
+            str(Path(__file__).with_name("sink.py")),
+            "--port",
+            str(sink["port"]),
+            "--secret-file",
+            sink["secret_file"],
+            "--out",
+            sink["messages"],
+            "--daemon",
+            "--pid-file",
+            sink["pid_file"],
+            "--log",
+            sink["log"],
+        ]
+        sink_proc, sink_err = spawn(sink_argv)
         problems = []
         for name, proc, err in started:
-            try:
-                code = proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                code = -1
-            err.seek(0)
-            message = err.read().decode("utf-8", "replace").strip()
-            err.close()
+            code, message = finish(proc, err)
             pid = self.ops(state, name).app_pid()
             if code != 0 or pid is None:
                 problems.append(f"{name}: the app does not start: {message or f'exit {code}'}")
             state["hosts"][name]["app_pid"] = pid
+        code, message = finish(sink_proc, sink_err)
+        sink["pid"] = sink_pid(state)
+        if code != 0 or sink["pid"] is None:
+            problems.append(f"the webhook sink does not start: {message or f'exit {code}'}")
         if problems:
             raise LabError("; ".join(problems))
 
@@ -325,6 +390,12 @@ class LocalBackend:
                 watched.append(app_pid)
                 if not stop_pid(app_pid, ops.app_marker):
                     problems.append(f"{name}: app pid {app_pid} does not stop")
+        sink = state.get("notify") or {}
+        for candidate in {sink.get("pid"), sink_pid(state)}:
+            if candidate and owned(candidate, sink["messages"]):
+                watched.append(candidate)
+                if not stop_pid(candidate, sink["messages"]):
+                    problems.append(f"webhook sink pid {candidate} does not stop")
         left = wait_gone(watched, 2.0)
         problems += [f"pid {p} still running" for p in left]
         return problems

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from recorder.config import NOTIFY_EVENTS
+
 SITE = "example"
 LB = "lb-01"
 WEB_HOSTS = ("web-01", "web-02")
@@ -199,12 +201,14 @@ def recorder_config(
     recover_after: str = "5s",
     token_file: str | None = None,
     read_token_file: str | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A recorder config watching the lab: YAML text and the data it holds.
 
     hosts: name -> the transport mapping (`{"local": {"prefix": ...}}` or
     `{"docker": {"container": ...}}`); urls: name -> the site's URL as the recorder
-    reaches it.
+    reaches it; webhook: the lab's sink (`url`, `secret_file`), which then gets every
+    event of every incident.
     """
     checks: list[dict[str, Any]] = []
     for name in HOSTS:
@@ -234,5 +238,14 @@ def recorder_config(
         data["alertmanager"] = {"token_file": token_file}
     if read_token_file:
         data["web"] = {"read_token_file": read_token_file}
+    if webhook:
+        data["notify"] = {
+            "receivers": {
+                "lab-sink": {
+                    "webhook": {"url": webhook["url"], "secret_file": webhook["secret_file"]}
+                }
+            },
+            "routes": [{"events": list(NOTIFY_EVENTS), "receivers": ["lab-sink"]}],
+        }
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     return "".join(f"# {line}\n" for line in header.splitlines()) + text, data
