@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from probes.base import Fault, Observation, Status
@@ -149,6 +150,14 @@ class _Open:
     # The signals changed since last written: each is a row of its own (store.py
     # migration 4), so a flush writes these, not every signal the incident holds.
     dirty: set[str] = field(default_factory=set)
+    # Firing alerts with a fault, by evidence term ("alert:http-5xx"): key -> evidence
+    # line. Kept as signals change, so ranking the causes after each alert does not go
+    # through every signal the incident holds.
+    alerting: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, sig in self.signals.items():
+            self._index(key, sig)
 
     @property
     def signals(self) -> dict[str, dict[str, Any]]:
@@ -157,9 +166,18 @@ class _Open:
 
     def put(self, key: str, sig: dict[str, Any]) -> None:
         """Set signal `key`; written at the next flush when it changed."""
-        if self.signals.get(key) != sig:
+        was = self.signals.get(key)
+        if was != sig:
+            if was is not None:
+                self.alerting.get(f"alert:{was.get('fault')}", {}).pop(key, None)
             self.signals[key] = sig
+            self._index(key, sig)
             self.dirty.add(key)
+
+    def _index(self, key: str, sig: dict[str, Any]) -> None:
+        if sig.get("probe") == "alertmanager" and sig.get("state") == "firing" and sig.get("fault"):
+            line = f"{sig.get('host')}: {sig.get('summary')}"
+            self.alerting.setdefault(f"alert:{sig['fault']}", {})[key] = line
 
     def update(self, key: str, **values: Any) -> None:
         """Change fields of signal `key`; written at the next flush when they changed."""
@@ -672,23 +690,16 @@ class IncidentBook:
             if oks and all(oks) and probe not in failed_probes:
                 terms[f"{probe}:ok"] = [f"{probe} ok on every host of {service}"]
         if item:
-            more: dict[str, int] = {}
-            for sig in item.signals.values():
-                if (
-                    sig["probe"] == "alertmanager"
-                    and sig.get("state") == "firing"
-                    and sig.get("fault")
-                ):
-                    term = f"alert:{sig['fault']}"
-                    lines = terms.setdefault(term, [])
-                    # A few alerts say what the term rests on; all of them would make the
-                    # stored ranking grow with every alert that joins.
-                    if len(lines) < ALERT_EVIDENCE_LINES:
-                        lines.append(f"{sig['host']}: {sig['summary']}")
-                    else:
-                        more[term] = more.get(term, 0) + 1
-            for term, n in more.items():
-                terms[term].append(f"and {n:,} more firing alert{'s' if n > 1 else ''}")
+            for term, firing in item.alerting.items():
+                if not firing:
+                    continue
+                # A few alerts say what the term rests on; all of them would make the
+                # stored ranking grow with every alert that joins.
+                lines = terms.setdefault(term, [])
+                lines += islice(firing.values(), ALERT_EVIDENCE_LINES)
+                n = len(firing) - ALERT_EVIDENCE_LINES
+                if n > 0:
+                    lines.append(f"and {n:,} more firing alert{'s' if n > 1 else ''}")
         start = since or (item.incident.started_at if item else self.clock())
         for deploy in self._suspect_deploys(service, start):
             terms.setdefault("deploy:recent", []).append(

@@ -140,6 +140,10 @@ def test_bytes_written_per_alert_stay_flat_as_the_incident_grows(tmp_path: Path)
     late = apply(2000, 100)  # 2,000 signals in the incident by now
     incident = store.get(1)
     assert incident is not None and len(incident.data["signals"]) == 2100
+    # The cause's evidence names five of the alerts and counts the rest.
+    top = incident.root_causes[0]
+    assert top.fault == "http-5xx" and "and 2,095 more firing alerts" in top.evidence
+    assert len(top.evidence) < 10
     # One alert adds a signal, a timeline entry and an alert row, and updates the
     # incident's fixed-size fields: the same work at 2,000 signals as at 50. The whole
     # incident rewritten per alert grew it about 40 times over (issue 22: 3.5 s, 7.6 s,
