@@ -83,14 +83,16 @@ def post(port: int, token: str, body: bytes) -> tuple[int, float, str]:
         conn.close()
 
 
-def stored(state_dir: Path) -> tuple[int, int]:
-    """(alerts stored, incidents they landed in), read after the daemon stopped."""
+def stored(state_dir: Path) -> tuple[int, int, int]:
+    """(alerts stored, incidents they landed in, the store's schema version: which
+    recorder wrote it), read after the daemon stopped."""
     with sqlite3.connect(state_dir / "recorder.db") as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         alerts = db.execute("SELECT count(*) FROM alerts").fetchone()[0]
         incidents = db.execute(
             "SELECT count(DISTINCT incident_id) FROM alerts WHERE incident_id IS NOT NULL"
         ).fetchone()[0]
-    return int(alerts), int(incidents)
+    return int(alerts), int(incidents), int(version)
 
 
 def measure(
@@ -112,7 +114,8 @@ def measure(
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(source)}
     out: dict[str, Any] = {"source": str(source), "batches": []}
-    command = [bl.PYTHON, "-m", "recorder"]
+    # -P: not the current directory first on the path, so PYTHONPATH picks the checkout.
+    command = [bl.PYTHON, "-P", "-m", "recorder"]
     with bl.running_daemon(config, data["listen"], work / "daemon.log", command, env) as daemon:
         time.sleep(WARMUP)
         daemon.check_alive()
@@ -125,7 +128,12 @@ def measure(
                 flush=True,
             )
         daemon.check_alive()
-    out["alerts_stored"], out["incidents"] = stored(work / "state")
+    out["alerts_stored"], out["incidents"], out["schema"] = stored(work / "state")
+    print(
+        f"{name}: {out['alerts_stored']:,} alerts stored in {out['incidents']} incident(s),"
+        f" store schema {out['schema']}",
+        flush=True,
+    )
     return out
 
 
