@@ -299,10 +299,20 @@ def http_get(
 class Daemon:
     """`recorder --config CFG run` as our child: started, watched, stopped by its pid."""
 
-    def __init__(self, config: Path, listen: str, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        listen: str,
+        log: Path,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.listen = listen
         self.log_path = log
+        # Another recorder than this checkout's (a peer version measured in the same run).
+        self.command = list(command) if command is not None else [RECORDER]
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -317,7 +327,8 @@ class Daemon:
     def start(self, ready_timeout: float = 90.0) -> Daemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [RECORDER, "--config", str(self.config), "run"],
+                [*self.command, "--config", str(self.config), "run"],
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -359,8 +370,14 @@ class Daemon:
 
 
 @contextmanager
-def running_daemon(config: Path, listen: str, log: Path) -> Iterator[Daemon]:
-    daemon = Daemon(config, listen, log)
+def running_daemon(
+    config: Path,
+    listen: str,
+    log: Path,
+    command: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Daemon]:
+    daemon = Daemon(config, listen, log, command, env)
     try:
         yield daemon.start()
     finally:

@@ -227,7 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     bl.save_results(
         args.out,
         "notify",
-        {"faults": list(faults), "runs": results, "summary": summary, "target": TARGET},
+        {
+            "smoke": args.smoke,
+            "faults": list(faults),
+            "runs": results,
+            "summary": summary,
+            "target": TARGET,
+        },
     )
     return 0
 

@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from probes.base import Fault, Observation, Status
@@ -51,7 +52,7 @@ from recorder.model import (
 )
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
-from recorder.store import Store, StoreError, deploy_entry
+from recorder.store import SIGNALS, Store, StoreError, data_row, deploy_entry
 
 log = logging.getLogger("recorder.incidents")
 
@@ -63,6 +64,8 @@ ALERT_SILENCE = timedelta(hours=12)
 # An alert that does carry an end (a lease, from a client that sets endsAt) ends this long
 # after it unless renewed.
 ALERT_LEASE_GRACE = timedelta(minutes=5)
+# Firing alerts named as evidence for a cause; the rest are counted ("and 1,995 more").
+ALERT_EVIDENCE_LINES = 5
 # Log times have whole seconds, so harm can appear to start up to a second before the
 # deploy that caused it.
 DEPLOY_SLACK = timedelta(seconds=1)
@@ -144,11 +147,41 @@ class _Open:
     clients_from: datetime | None = None  # the start the recent seconds were merged from
     clients_view: ClientMerge | None = None  # `clients` and the held seconds: the figure
     affected_merged: bool = False  # incident.affected is the figure over the incident
+    # The signals changed since last written: each is a row of its own (store.py
+    # migration 4), so a flush writes these, not every signal the incident holds.
+    dirty: set[str] = field(default_factory=set)
+    # Firing alerts with a fault, by evidence term ("alert:http-5xx"): key -> evidence
+    # line. Kept as signals change, so ranking the causes after each alert does not go
+    # through every signal the incident holds.
+    alerting: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, sig in self.signals.items():
+            self._index(key, sig)
 
     @property
     def signals(self) -> dict[str, dict[str, Any]]:
-        signals: dict[str, dict[str, Any]] = self.incident.data.setdefault("signals", {})
+        signals: dict[str, dict[str, Any]] = self.incident.data.setdefault(SIGNALS, {})
         return signals
+
+    def put(self, key: str, sig: dict[str, Any]) -> None:
+        """Set signal `key`; written at the next flush when it changed."""
+        was = self.signals.get(key)
+        if was != sig:
+            if was is not None:
+                self.alerting.get(f"alert:{was.get('fault')}", {}).pop(key, None)
+            self.signals[key] = sig
+            self._index(key, sig)
+            self.dirty.add(key)
+
+    def _index(self, key: str, sig: dict[str, Any]) -> None:
+        if sig.get("probe") == "alertmanager" and sig.get("state") == "firing" and sig.get("fault"):
+            line = f"{sig.get('host')}: {sig.get('summary')}"
+            self.alerting.setdefault(f"alert:{sig['fault']}", {})[key] = line
+
+    def update(self, key: str, **values: Any) -> None:
+        """Change fields of signal `key`; written at the next flush when they changed."""
+        self.put(key, {**self.signals[key], **values})
 
     def add(
         self,
@@ -159,8 +192,6 @@ class _Open:
         key: str,
         step: Step | None = None,
     ) -> None:
-        if step is not None:
-            self.incident.note_step(key, step)
         self.pending.append(
             TimelineEntry(at=at, kind=kind, text=text, source=source, key=key, step=step)
         )
@@ -216,6 +247,9 @@ class IncidentBook:
                 clients_view=clients.copy() if clients else None,
                 affected_merged=clients is not None
                 and incident.affected.method not in ENTRYPOINT_METHODS,
+                # Written again as rows on the first flush: an incident stored inside its
+                # `data` (a row inserted after migration 4) moves over then.
+                dirty=set(incident.data.get(SIGNALS) or {}),
             )
             for sig in incident.data.get("signals", {}).values():
                 if sig.get("state") == "firing" and sig.get("probe") != "alertmanager":
@@ -254,7 +288,7 @@ class IncidentBook:
             sig = item.signals.get(key)
             if sig and sig.get("state") == "firing" and obs.status is Status.FAIL:
                 # What it names now (a second backend down): the drafter's task values.
-                sig["subjects"] = obs.facts.subjects.to_json()
+                item.update(key, subjects=obs.facts.subjects.to_json())
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
@@ -307,9 +341,9 @@ class IncidentBook:
                 at=starts_at,
             )
             item = self._join_or_open(service, obs, starts_at, key, source="alertmanager")
-            item.signals[key]["heard"] = iso(self.clock())
+            item.update(key, heard=iso(self.clock()))
             if ends_at is not None and ends_at > starts_at:
-                item.signals[key]["ends_at"] = iso(ends_at)
+                item.update(key, ends_at=iso(ends_at))
             self.flush()
             return item.incident.id
         for item in self._open.values():
@@ -412,7 +446,7 @@ class IncidentBook:
         item = self._join_or_open(service, sig.observation, sig.since, sig.key, source=sig.probe)
         if sig.kind is SignalKind.FLAPPED:
             n = item.signals[sig.key].get("flaps", 0) + 1
-            item.signals[sig.key]["flaps"] = n
+            item.update(sig.key, flaps=n)
             item.add(
                 sig.observation.at,
                 EntryKind.NOTE,
@@ -447,7 +481,7 @@ class IncidentBook:
         if started < item.incident.started_at:
             item.incident.started_at = started
         was = item.signals.get(key, {})
-        item.signals[key] = {
+        new = {
             "host": obs.host,
             "probe": obs.probe,
             "fault": str(obs.fault) if obs.fault else None,
@@ -457,6 +491,7 @@ class IncidentBook:
             "summary": obs.summary,
             "subjects": obs.facts.subjects.to_json(),
         }
+        item.put(key, new)
         if obs.host not in item.incident.hosts:
             item.incident.hosts.append(obs.host)
         if item.incident.status != IncidentStatus.OPEN:
@@ -558,14 +593,17 @@ class IncidentBook:
                 "detection",
             )
             log.warning("cannot reach %s: %s", sig.host, obs.summary)
-        item.signals[sig.key] = {
-            "host": sig.host,
-            "probe": sig.probe,
-            "fault": None,
-            "state": "firing",
-            "since": iso(sig.since),
-            "summary": obs.summary,
-        }
+        item.put(
+            sig.key,
+            {
+                "host": sig.host,
+                "probe": sig.probe,
+                "fault": None,
+                "state": "firing",
+                "since": iso(sig.since),
+                "summary": obs.summary,
+            },
+        )
 
     # ---- recovery -----------------------------------------------------------------------
 
@@ -582,7 +620,7 @@ class IncidentBook:
         sig = item.signals[key]
         if sig.get("state") == "recovered":
             return
-        sig["state"], sig["recovered_at"] = "recovered", iso(since)
+        item.update(key, state="recovered", recovered_at=iso(since))
         item.add(
             since,
             EntryKind.NOTE,
@@ -652,15 +690,16 @@ class IncidentBook:
             if oks and all(oks) and probe not in failed_probes:
                 terms[f"{probe}:ok"] = [f"{probe} ok on every host of {service}"]
         if item:
-            for sig in item.signals.values():
-                if (
-                    sig["probe"] == "alertmanager"
-                    and sig.get("state") == "firing"
-                    and sig.get("fault")
-                ):
-                    terms.setdefault(f"alert:{sig['fault']}", []).append(
-                        f"{sig['host']}: {sig['summary']}"
-                    )
+            for term, firing in item.alerting.items():
+                if not firing:
+                    continue
+                # A few alerts say what the term rests on; all of them would make the
+                # stored ranking grow with every alert that joins.
+                lines = terms.setdefault(term, [])
+                lines += islice(firing.values(), ALERT_EVIDENCE_LINES)
+                n = len(firing) - ALERT_EVIDENCE_LINES
+                if n > 0:
+                    lines.append(f"and {n:,} more firing alert{'s' if n > 1 else ''}")
         start = since or (item.incident.started_at if item else self.clock())
         for deploy in self._suspect_deploys(service, start):
             terms.setdefault("deploy:recent", []).append(
@@ -1054,6 +1093,7 @@ class IncidentBook:
                 item.incident.id
                 and not item.pending
                 and not item.notices
+                and not item.dirty
                 and snapshot == item.written
             ):
                 continue
@@ -1065,13 +1105,16 @@ class IncidentBook:
                     if self.on_opened:
                         self.on_opened(item.incident)
                     log.warning("opened %s: %s", item.incident.ref, item.incident.title)
-                elif not self.store.save_detection(item.incident, item.pending, item.notices):
+                elif not self.store.save_detection(
+                    item.incident, item.pending, item.notices, signals=item.dirty
+                ):
                     del self._open[book_key]  # people closed it: no longer ours to write
                     continue
             except (sqlite3.Error, OSError, StoreError) as exc:
                 self._store_failed(exc)
                 return
             item.pending, item.notices = [], []
+            item.dirty = set()
             item.written = snapshot
             if item.incident.status != IncidentStatus.OPEN:
                 del self._open[book_key]
@@ -1117,7 +1160,9 @@ def _stored_fields(incident: Incident) -> tuple[Any, ...]:
         incident.resolved_at,
         json.dumps(asdict(incident.affected), sort_keys=True, default=str),
         json.dumps([asdict(c) for c in incident.root_causes], default=str),
-        json.dumps(incident.data, sort_keys=True, default=str),
+        # The signals are rows of their own, written by `_Open.dirty`: comparing them
+        # here would cost work in proportion to the incident's size on every flush.
+        json.dumps(data_row(incident.data), sort_keys=True, default=str),
     )
 
 

@@ -49,6 +49,11 @@ class Step(StrEnum):
     RECOVERED = "recovered"  # one signal healthy again
 
     @classmethod
+    def read(cls, value: str | None) -> Step | None:
+        """A step from the timeline's column; None when unset or unknown to this version."""
+        return cls(value) if value is not None and value in cls._value2member_map_ else None
+
+    @classmethod
     def of_legacy_key(cls, key: str) -> Step | None:
         """The step of an entry stored before steps were recorded (their idempotency keys
         began with the step's name); read only for such rows (store.py)."""
@@ -69,7 +74,7 @@ class TimelineEntry:
     # Unique per incident: makes writing the same entry twice (a restart, a retried
     # save, a repeated webhook) a no-op instead of a duplicate.
     key: str = ""
-    step: Step | None = None  # the recorder's own entries: what happened (kept in `data`)
+    step: Step | None = None  # the recorder's own entries: what happened (timeline.step)
 
     def to_json(self) -> dict[str, Any]:
         return {"at": iso(self.at), "kind": self.kind, "text": self.text, "source": self.source}
@@ -150,8 +155,8 @@ class Incident:
     root_causes: list[Cause] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
-    # Engine bookkeeping: signals that joined it, flaps, checks ruled out, last evidence,
-    # the steps of its own timeline entries. Read the typed parts through the properties.
+    # Engine bookkeeping: signals that joined it (stored as rows of their own), flaps,
+    # checks ruled out, last evidence. Read the typed parts through the properties.
     data: dict[str, Any] = field(default_factory=dict)
     # What people wrote when closing: root cause, resolution, misleading, escalated_to.
     postmortem: dict[str, Any] = field(default_factory=dict)
@@ -179,14 +184,10 @@ class Incident:
     def rule_out(self, ruled: RuledOut) -> None:
         self.data.setdefault("ruled_out", []).append(ruled.to_json())
 
-    def note_step(self, key: str, step: Step) -> None:
-        """Remember the step of the recorder's entry `key` (the timeline table has no
-        column for it; the store gives it back to the entry on reading)."""
-        self.data.setdefault("steps", {})[key] = str(step)
-
     def step_of(self, key: str) -> Step | None:
-        """The recorded step of entry `key`; for an entry written before steps were
-        recorded (a store of an older version), the one its key names."""
+        """The step of entry `key` when its row has none: as a store of an older version
+        recorded it in `data` (a row inserted after migration 4 moved them), else the one
+        its key names (written before steps were recorded)."""
         stored = (self.data.get("steps") or {}).get(key)
         if isinstance(stored, str) and stored in Step._value2member_map_:
             return Step(stored)

@@ -34,6 +34,7 @@ from recorder.model import (
     IncidentStatus,
     Notice,
     Severity,
+    Step,
     Task,
     TimelineEntry,
     iso,
@@ -41,7 +42,7 @@ from recorder.model import (
     utcnow,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each migration takes the schema from version i to i+1; never edit one that shipped.
 MIGRATIONS: list[str] = [
@@ -127,7 +128,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX maintenance_ends ON maintenance(ends_at);
     """,
+    # 4: an incident's signals are rows, and its timeline entries carry their step (#22.2).
+    # Both lived in the incident's `data` JSON, one member per alert that joined it, so
+    # applying one alert rewrote (and fsynced) the whole incident: work that grew with
+    # every alert. Existing incidents are moved over as they are: same signals, in the
+    # same order (rowid), same steps.
+    """
+    CREATE TABLE signals (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        UNIQUE (incident_id, key)
+    );
+    INSERT INTO signals (incident_id, key, body)
+        SELECT incidents.id, s.key, s.value
+        FROM incidents, json_each(incidents.data, '$.signals') AS s
+        WHERE json_type(incidents.data, '$.signals') = 'object'
+        ORDER BY incidents.id, s.id;
+    ALTER TABLE timeline ADD COLUMN step TEXT;
+    UPDATE timeline SET step = (
+        SELECT s.value FROM incidents AS i, json_each(i.data, '$.steps') AS s
+        WHERE i.id = timeline.incident_id AND s.key = timeline.key
+          AND json_type(i.data, '$.steps') = 'object' AND s.type = 'text');
+    UPDATE incidents SET data = json_remove(data, '$.signals', '$.steps')
+        WHERE json_type(data, '$.signals') IS NOT NULL OR json_type(data, '$.steps') IS NOT NULL;
+    """,
 ]
+
+# The members of an incident's `data` kept in rows of their own (migration 4).
+SIGNALS = "signals"
+
+
+def data_row(data: dict[str, Any]) -> dict[str, Any]:
+    """What of an incident's `data` its own row keeps: all but the signals (rows)."""
+    return {k: v for k, v in data.items() if k != SIGNALS}
+
 
 # Delivery ids are UUIDs derived from what the delivery is, so a retry, or a row rebuilt
 # after a crash, carries the same id and a receiver can drop the duplicate.
@@ -412,11 +448,12 @@ class Store:
                     json.dumps(asdict(incident.affected)),
                     json.dumps([asdict(c) for c in incident.root_causes]),
                     json.dumps([asdict(t) for t in incident.tasks]),
-                    json.dumps(incident.data, default=str),
+                    json.dumps(data_row(incident.data), default=str),
                 ),
             )
             assert cur.lastrowid is not None
             new_id = cur.lastrowid
+            self._put_signals(db, new_id, incident.data.get(SIGNALS) or {}, None)
             self._insert_entries(db, new_id, incident.timeline)
             incident.id = new_id  # the notices' snapshots carry it
             self._insert_notices(db, incident, notices)
@@ -427,8 +464,11 @@ class Store:
         incident: Incident,
         new_entries: Iterable[TimelineEntry] = (),
         notices: Iterable[Notice] = (),
+        signals: Iterable[str] | None = None,
     ) -> bool:
-        """Write the daemon's fields and new timeline entries in one transaction.
+        """Write the daemon's fields, new timeline entries and the signals named in
+        `signals` (None: every signal) in one transaction: the engine names the signals
+        that changed, so one alert writes one signal row, not all of them.
 
         Returns False (and writes nothing) when people closed the incident meanwhile.
         """
@@ -446,12 +486,13 @@ class Store:
                     iso(incident.resolved_at),
                     json.dumps(asdict(incident.affected)),
                     json.dumps([asdict(c) for c in incident.root_causes]),
-                    json.dumps(incident.data, default=str),
+                    json.dumps(data_row(incident.data), default=str),
                     incident.id,
                 ),
             )
             if cur.rowcount == 0:
                 return False
+            self._put_signals(db, incident.id, incident.data.get(SIGNALS) or {}, signals)
             self._insert_entries(db, incident.id, new_entries)
             self._insert_notices(db, incident, notices)
         return True
@@ -461,14 +502,40 @@ class Store:
             self._insert_entries(db, incident_id, entries)
 
     @staticmethod
+    def _put_signals(
+        db: sqlite3.Connection,
+        incident_id: int,
+        signals: dict[str, Any],
+        keys: Iterable[str] | None,
+    ) -> None:
+        """Upsert the signals named by `keys` (None: all). A signal keeps its row, so
+        reading them back by rowid gives the order they joined in."""
+        for key in signals if keys is None else keys:
+            if key not in signals:
+                continue
+            db.execute(
+                """INSERT INTO signals (incident_id, key, body) VALUES (?,?,?)
+                   ON CONFLICT(incident_id, key) DO UPDATE SET body=excluded.body""",
+                (incident_id, key, json.dumps(signals[key], default=str)),
+            )
+
+    @staticmethod
     def _insert_entries(
         db: sqlite3.Connection, incident_id: int, entries: Iterable[TimelineEntry]
     ) -> None:
         for e in entries:
             db.execute(
-                """INSERT OR IGNORE INTO timeline (incident_id, key, at, kind, text, source)
-                   VALUES (?,?,?,?,?,?)""",
-                (incident_id, e.key or uuid.uuid4().hex, iso(e.at), e.kind, e.text, e.source),
+                """INSERT OR IGNORE INTO timeline (incident_id, key, at, kind, text, source,
+                   step) VALUES (?,?,?,?,?,?,?)""",
+                (
+                    incident_id,
+                    e.key or uuid.uuid4().hex,
+                    iso(e.at),
+                    e.kind,
+                    e.text,
+                    e.source,
+                    str(e.step) if e.step is not None else None,
+                ),
             )
 
     def add_notices(self, incident: Incident, notices: Iterable[Notice]) -> int:
@@ -662,6 +729,14 @@ class Store:
         incident = _listed(row)
         incident.tasks = [Task(**t) for t in json.loads(row["tasks"])]
         incident.data = json.loads(row["data"])
+        rows = db.execute(
+            "SELECT key, body FROM signals WHERE incident_id=? ORDER BY id", (incident.id,)
+        ).fetchall()
+        if rows:
+            # Rows since migration 4; an incident's `data` from before keeps its own.
+            signals = incident.data.setdefault(SIGNALS, {})
+            for r in rows:
+                signals[r["key"]] = json.loads(r["body"])
         incident.postmortem = json.loads(row["postmortem"])
         if with_timeline:
             entries = db.execute(
@@ -674,7 +749,7 @@ class Store:
                     text=e["text"],
                     source=e["source"],
                     key=e["key"],
-                    step=incident.step_of(e["key"]),
+                    step=Step.read(e["step"]) or incident.step_of(e["key"]),
                 )
                 for e in entries
             ]

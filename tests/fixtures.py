@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from recorder.config import Config, parse_config
 from recorder.detector import Detector
 from recorder.incidents import IncidentBook
 from recorder.lab import templates as lab
-from recorder.store import Store
+from recorder.store import MIGRATIONS, Store
 
 ZONE = "Africa/Nairobi"
 HOSTS = lab.HOSTS
@@ -162,6 +163,20 @@ MISSING_SYMLINK = {
     ),
     ("lb-01", "http"): (Fault.PORT_CLOSED, "connection refused on http://127.0.0.1:18080/", {}),
 }
+
+
+def store_at(state: Path, version: int, rows: Path) -> Path:
+    """A store as an earlier recorder left it: the shipped migrations up to `version`,
+    then `rows` (SQL it wrote). Store(state) migrates it to today's schema."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "recorder.db"
+    with sqlite3.connect(path) as db:
+        for migration in MIGRATIONS[:version]:
+            db.executescript(migration)
+        db.execute(f"PRAGMA user_version = {version}")
+        db.executescript(rows.read_text())
+    path.chmod(0o600)
+    return path
 
 
 def parse_source(path: Path) -> ast.Module:

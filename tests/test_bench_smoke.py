@@ -45,6 +45,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str], list[str]]] = {
     ),
     "scale": ([], ["CPU % of 1 core", "peak RSS MB"], ["sizes"]),
     "endpoint": ([], ["/metrics with 10 targets", "webhook ingest"], ["metrics", "webhook"]),
+    "alerts": ([], ["this: batch 3 of 50 new alerts"], ["this"]),
     "noise": ([], ["false verdicts", "by the sudden-rise test", "failed after"], ["rows"]),
     "pages": (
         [],

@@ -13,7 +13,7 @@ from recorder.model import EntryKind, IncidentStatus, RuledOut, Severity, Step
 from recorder.postmortem.draft import render_draft
 from recorder.show import incident_lines
 from recorder.store import Store
-from tests.fixtures import MISSING_SYMLINK, Harness
+from tests.fixtures import MISSING_SYMLINK, Harness, store_at
 
 BEFORE = Path(__file__).parent / "stores" / "before-typed-state.sql"
 
@@ -34,10 +34,9 @@ def record(h: Harness) -> None:
 
 
 def old_store(state: Path) -> Store:
-    store = Store(state)  # today's schema, then the rows as the earlier version wrote them
-    with sqlite3.connect(store.path) as db:
-        db.executescript(BEFORE.read_text())
-    return store
+    """The rows as the earlier version wrote them, at its schema (3), migrated."""
+    store_at(state, 3, BEFORE)
+    return Store(state)
 
 
 def test_the_engine_writes_typed_state(tmp_path: Path) -> None:
@@ -48,8 +47,10 @@ def test_the_engine_writes_typed_state(tmp_path: Path) -> None:
     assert all(isinstance(e.kind, EntryKind) for e in inc.timeline)
     steps = {e.step for e in inc.timeline}
     assert {Step.FAILED_AGAIN, Step.ALSO_FAILING, Step.RECOVERED} <= steps
-    # Each step is recorded, not read from the entry's key.
-    assert set(inc.data["steps"].values()) == {"flap", "join", "recovered"}
+    # Each step is recorded (in the timeline's own column), not read from the entry's key.
+    with sqlite3.connect(h.store.path) as db:
+        stored = {r[0] for r in db.execute("SELECT step FROM timeline WHERE step IS NOT NULL")}
+    assert stored == {"flap", "join", "recovered"}
     ruled = inc.ruled_out
     assert RuledOut("web-01", "http", "http fine on web-01") in ruled
     assert all(isinstance(r, RuledOut) for r in ruled)
