@@ -7,10 +7,11 @@ escapes and validates every label name and value), while the probe threads compe
 the interpreter lock. As Prometheus exporters with many series do, their text is kept:
 
 - `CachedFamilies` holds those families; `ExpositionCache` keeps their text in each format
-  scraped, and a thread of its own rebuilds it after they change (at most every `refresh`
-  seconds, only while someone scrapes). A scrape builds the other families (incidents,
-  notifications, log counters: about a hundred series, and the store's counts read now,
-  so they always agree with `recorder incidents list`) and appends them to the kept text.
+  scraped, and a thread of its own rebuilds it after they change, shortly before the next
+  scrape is expected (at most every `refresh` seconds, only while someone scrapes). A
+  scrape builds the other families (incidents, notifications, log counters: about a
+  hundred series, and the store's counts read now, so they always agree with `recorder
+  incidents list`) and appends them to the kept text.
   The per-probe values are at most `max_age` seconds old, less than a probe interval
   (text older than that, and changed, is rebuilt in the request as before).
 - `TextEncoder` writes what `generate_latest` writes, byte for byte (a test holds them
@@ -180,7 +181,8 @@ class ExpositionCache:
         self._kept_text = TextEncoder()
         # content type -> (encoder, version, built at (monotonic), text) of the cached families
         self._kept: dict[str, tuple[Encoder, int, float, bytes]] = {}
-        self._asked = 0.0
+        self._asked = 0.0  # when the last scrape came (monotonic)
+        self._gap = 0.0  # the time between the last two scrapes: the next one is expected then
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -193,7 +195,7 @@ class ExpositionCache:
             return (self._rest_text if text else encoder)(self.registry), content_type
         now = time.monotonic()
         with self._lock:
-            self._asked = now
+            self._gap, self._asked = (now - self._asked if self._asked else 0.0), now
             kept = self._kept.get(content_type)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -227,10 +229,17 @@ class ExpositionCache:
         while True:
             time.sleep(self.refresh)
             with self._lock:
-                if time.monotonic() - self._asked > self.idle:
+                now = time.monotonic()
+                if now - self._asked > self.idle:
                     self._kept.clear()
                     self._thread = None
                     return
+                # Rebuild only near the next scrape expected (a Prometheus server scrapes
+                # at a steady interval): a scrape every 15 s then costs one or two builds,
+                # not fifteen; one that comes unexpectedly late builds in the request.
+                expected = self._asked + self._gap
+                if not expected - 2 * self.refresh <= now <= expected + self.refresh:
+                    continue
                 stale = [(c, k[0]) for c, k in self._kept.items() if k[1] != families.version]
             for content_type, encoder in stale:
                 try:

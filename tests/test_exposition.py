@@ -147,3 +147,27 @@ def test_series_of_removed_hosts_leave_the_kept_text(metrics: Metrics) -> None:
     body = cache.body("")[0]
     assert b"target-0002" not in body
     assert body == generate_latest(registry)
+
+
+def test_the_refresher_builds_near_the_next_scrape_expected(tmp_path: Path) -> None:
+    # Scrapes 2 s apart: a change is rebuilt shortly before the next one is due, not at
+    # once (a Prometheus server every 15 s would otherwise cost a build every second).
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, store=Store(tmp_path / "state"))
+    observe(metrics, "web-01", Status.OK, 0.5)
+    cache = ExpositionCache(registry, refresh=0.1, max_age=60)
+    cache.body("")
+    time.sleep(2.0)
+    cache.body("")
+    asked = time.monotonic()
+    observe(metrics, "web-01", Status.FAIL, 1.5)
+
+    def kept() -> bytes:
+        return cache._kept[next(iter(cache._kept))][3]
+
+    time.sleep(0.8)
+    assert b"1.5" not in kept()  # not yet: the next scrape is expected 2 s after the last
+    while time.monotonic() < asked + 6 and b"1.5" not in kept():
+        time.sleep(0.05)
+    assert b'recorder_probe_duration_seconds{host="web-01",probe="http"} 1.5' in kept()
+    assert time.monotonic() - asked > 1.5
