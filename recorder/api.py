@@ -66,10 +66,10 @@ import waitress.trigger
 import waitress.utilities
 import waitress.wasyncore
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import choose_encoder
 
 from recorder.alertmanager import Alert, PayloadError, parse_payload, to_alerts
 from recorder.config import Config, split_listen
+from recorder.exposition import ExpositionCache
 from recorder.history import History
 from recorder.model import IncidentStatus
 from recorder.store import Store, StoreError
@@ -213,6 +213,7 @@ class ApiApp:
             engine.metrics_registry.register(self.refusals)
         except ValueError:
             pass  # a second app over the same registry: the first one's counter is shown
+        self.exposition = ExpositionCache(engine.metrics_registry)
         # path -> (allowed methods, handler); incident ids are matched separately.
         self.routes = {
             "/": (("GET", "HEAD"), self.incidents_page),
@@ -400,8 +401,8 @@ class ApiApp:
         return html_response(pages.message_page(self.engine.config, title, text), status)
 
     def metrics(self, environ: WSGIEnvironment) -> Response:
-        encoder, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT", "")))
-        return Response("200 OK", encoder(self.engine.metrics_registry), content_type)
+        body, content_type = self.exposition.body(str(environ.get("HTTP_ACCEPT", "")))
+        return Response("200 OK", body, content_type)
 
     def healthz(self, environ: WSGIEnvironment) -> Response:
         try:

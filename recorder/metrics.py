@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from probes.base import Fault, Observation, Status
 from probes.facts import STATUS_CLASSES, LogCounters
 from recorder import __version__
+from recorder.exposition import CachedFamilies
 from recorder.store import Store
 
 log = logging.getLogger("recorder.metrics")
@@ -70,24 +71,30 @@ class Metrics:
         version: str = __version__,
     ) -> None:
         self.registry = registry
+        # The per-probe families hold most of the series (three per target): they are
+        # collected together, first, so /metrics can keep their text between scrapes
+        # (recorder/exposition.py) and build the rest in the request.
         self.probe_success = Gauge(
             "recorder_probe_success",
             "1 when the last run of the probe found the host healthy, 0 when it failed "
             "or could not look",
             ["host", "probe"],
-            registry=registry,
+            registry=None,
         )
         self.probe_duration = Gauge(
             "recorder_probe_duration_seconds",
             "How long the last run of the probe took",
             ["host", "probe"],
-            registry=registry,
+            registry=None,
         )
         self.probe_errors = Counter(
             "recorder_probe_errors_total",
             "Probe runs that could not look at the host (unreachable, timeout, permission)",
             ["host", "probe"],
-            registry=registry,
+            registry=None,
+        )
+        self.probe_families = CachedFamilies(
+            registry, (self.probe_success, self.probe_duration, self.probe_errors)
         )
         self.http_responses = Counter(
             "recorder_http_responses_total",
@@ -146,6 +153,7 @@ class Metrics:
         errors = self.probe_errors.labels(obs.host, obs.probe)  # exported as 0 until one
         if obs.status is Status.ERROR:
             errors.inc()
+        self.probe_families.changed()  # after the values: a rebuild then has them
         if obs.status is not Status.ERROR:
             self._ratios(obs)
         if obs.facts.counters is not None:
@@ -220,6 +228,7 @@ class Metrics:
         for host, probe in gone:
             for metric in (self.probe_success, self.probe_duration, self.probe_errors):
                 _remove(metric, host, probe)
+        self.probe_families.changed()
         for host in {h for h, _ in gone}:
             for metric in (self.http_5xx_ratio, self.affected_ratio):
                 _remove(metric, host)
