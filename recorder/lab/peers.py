@@ -91,15 +91,32 @@ class Server:
                 self.proc.wait(timeout=5)
 
 
-def start_blackbox(directory: Path, timeout: str = "1s") -> Server:
-    """blackbox_exporter with one module, http_2xx (any 2xx within `timeout`)."""
-    config = directory / "blackbox.yml"
-    config.write_text(
-        yaml.safe_dump({"modules": {"http_2xx": {"prober": "http", "timeout": timeout}}})
-    )
+def start_blackbox(
+    directory: Path, timeout: str | None = "1s", name: str = "blackbox_exporter"
+) -> Server:
+    """blackbox_exporter with one module, http_2xx (any 2xx within `timeout`; None: its
+    default, the scrape's timeout less half a second)."""
+    module: dict[str, Any] = {"prober": "http"}
+    if timeout is not None:
+        module["timeout"] = timeout
+    return _start(directory, name, BLACKBOX, {"modules": {"http_2xx": module}}, [])
+
+
+def _start(
+    directory: Path, name: str, program: str, config: dict[str, Any], flags: Sequence[str]
+) -> Server:
+    """program --config.file=(config written to directory/name.yml) --web.listen-address=
+    (a free loopback port) *flags."""
+    config_file = directory / f"{name}.yml"
+    config_file.write_text(yaml.safe_dump(config))
     port = free_port()
-    argv = [binary(BLACKBOX), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"]
-    return Server("blackbox_exporter", argv, port, directory)
+    argv = [
+        binary(program),
+        f"--config.file={config_file}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *flags,
+    ]
+    return Server(name, argv, port, directory)
 
 
 def start_alertmanager(
@@ -109,33 +126,15 @@ def start_alertmanager(
     arguments in `extra` it runs alone (no gossip port to collide with other runs)."""
     storage = directory / name
     storage.mkdir()
-    config_file = directory / f"{name}.yml"
-    config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    argv = [
-        binary(ALERTMANAGER),
-        f"--config.file={config_file}",
-        f"--storage.path={storage}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        *(extra or ["--cluster.listen-address="]),
-    ]
-    return Server(name, argv, port, directory)
+    flags = [f"--storage.path={storage}", *(extra or ["--cluster.listen-address="])]
+    return _start(directory, name, ALERTMANAGER, config, flags)
 
 
 def start_prometheus(
     directory: Path, name: str, config: dict[str, Any], extra: Sequence[str] = ()
 ) -> Server:
-    config_file = directory / f"{name}.yml"
-    config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    argv = [
-        binary(PROMETHEUS),
-        f"--config.file={config_file}",
-        f"--storage.tsdb.path={directory / (name + '-data')}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        *extra,
-    ]
-    return Server(name, argv, port, directory)
+    flags = [f"--storage.tsdb.path={directory / (name + '-data')}", *extra]
+    return _start(directory, name, PROMETHEUS, config, flags)
 
 
 def site_down_rules(for_: str = "0s") -> dict[str, Any]:
