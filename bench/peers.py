@@ -310,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.smoke:
         faults = ["nginx-down"]
     else:
-        # 5xx faults last (traffic has run for minutes by then); bad-deploy's deploy event
-        # stays recent, so it is the very last.
+        # The faults seen in the access log last: traffic has run for minutes by then, so
+        # error_rate has the history a sudden rise is compared with.
         faults = [f for f in FAULTS if f not in LOGGED_5XX] + list(LOGGED_5XX)
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
