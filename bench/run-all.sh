@@ -3,7 +3,7 @@
 # goaccess, wrk, the virtualenv), then run each script; figures go to stdout and to
 # bench/out/NAME.json (with the machine they came from), logs to bench/out/NAME.txt.
 #
-#   bash bench/run-all.sh            # the full run (about 90 minutes: see BENCHMARKS.md)
+#   bash bench/run-all.sh            # the full run (about 115 minutes: see BENCHMARKS.md)
 #   bash bench/run-all.sh --smoke    # every script tiny and fast (also BENCH_SMOKE=1)
 #
 # Any other arguments are passed to every script (e.g. --out DIR).
