@@ -47,6 +47,12 @@ SCRIPTS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "endpoint": ([], ["/metrics with 10 targets", "webhook ingest"], ["metrics", "webhook"]),
     "alerts": ([], ["this: batch 3 of 50 new alerts"], ["this"]),
     "noise": ([], ["false verdicts", "by the sudden-rise test", "failed after"], ["rows"]),
+    # nginx-down once: the recorder twice and the Prometheus stack at 1 s (about 20 s).
+    "peers": (
+        [],
+        ["Prometheus stack 1s", "recorder 1s", "worked out", "Gatus"],
+        ["runs", "summary"],
+    ),
     "pages": (
         [],
         ["p99 ms", "/incidents/ID (draft)", "/status (", "bytes per target per day"],
@@ -84,12 +90,28 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
+def selected(request: pytest.FixtureRequest) -> set[str]:
+    """The scripts whose smoke test this session runs."""
+    return {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.module is request.module
+        and hasattr(item, "callspec")
+        and "name" in item.callspec.params
+    }
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Run]]:
     base = tmp_path_factory.mktemp("bench")
     started: dict[str, Run] = {}
     try:
         for name, (extra, _, _) in SCRIPTS.items():
+            if name not in selected(request):
+                continue  # `-k peers` starts bench/peers.py alone, not every script
             work = base / name
             work.mkdir()
             env = {**os.environ, "BENCH_TMP": str(work / "tmp"), "BENCH_SMOKE": "1"}

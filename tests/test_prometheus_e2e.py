@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -35,9 +33,11 @@ import requests
 import yaml
 
 from recorder.api import WEBHOOK_PATH
+from recorder.lab import peers
 from recorder.lab.core import Lab
+from recorder.lab.peers import Server
 from recorder.model import Incident
-from tests.conftest import free_port, stop_process
+from tests.conftest import free_port
 from tests.test_daemon import Daemon, wait_until
 
 pytestmark = pytest.mark.slow
@@ -68,74 +68,12 @@ TYPES = {
     "recorder_webhook_refusals": "counter",
 }
 
-# The blackbox rule of the "recorder behind Prometheus" setup: the site does not answer.
-# `instance` names the recorder's host, as the shipped rules do.
-BLACKBOX_RULES = {
-    "groups": [
-        {
-            "name": "blackbox",
-            "rules": [
-                {
-                    "alert": "SiteDown",
-                    "expr": 'probe_success{job="blackbox"} == 0',
-                    "for": "0s",
-                    "labels": {
-                        "severity": "page",
-                        "component": "nginx",
-                        "instance": "{{ $labels.host }}",
-                    },
-                    "annotations": {
-                        "summary": "{{ $labels.url }} does not answer blackbox_exporter",
-                        "description": "probe_success is 0.",
-                    },
-                }
-            ],
-        }
-    ]
-}
 
-
-def binary(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} not installed: run scripts/test-setup.sh (Debian package {package})",
-            pytrace=False,
-        )
-    return path
-
-
-class Server:
-    """One of the Prometheus family as a process we started; stderr kept in a file."""
-
-    def __init__(self, name: str, argv: list[str], port: int, directory: Path) -> None:
-        self.name, self.log = name, directory / f"{name}.log"
-        self.base = f"http://127.0.0.1:{port}"
-        with open(self.log, "ab") as err:
-            self.proc = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
-            )
-
-    def ready(self, path: str, timeout: float = 30) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
-            try:
-                return requests.get(self.base + path, timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(up, timeout, f"{self.name} to answer {path}")
-
-    def get(self, path: str, **params: str) -> Any:
-        response = requests.get(self.base + path, params=params, timeout=5)
-        response.raise_for_status()
-        return response.json()
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+def binary(name: str) -> str:
+    try:
+        return peers.binary(name)
+    except peers.PeerError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 @dataclass
@@ -192,44 +130,10 @@ def alertmanager_config(daemon: Daemon, token_file: Path) -> dict[str, Any]:
     return config
 
 
-def prometheus_config(
-    daemon: Daemon, blackbox: str, alertmanagers: list[Server], site_url: str, rules: Path
-) -> dict[str, Any]:
-    return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES), str(rules)],
-        "alerting": {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [am.base.split("//")[1] for am in alertmanagers]}]}
-            ]
-        },
-        "scrape_configs": [
-            {
-                "job_name": "recorder",
-                "static_configs": [{"targets": [daemon.base.split("//")[1]]}],
-            },
-            {
-                "job_name": "blackbox",
-                "metrics_path": "/probe",
-                "params": {"module": ["http_2xx"]},
-                "static_configs": [
-                    {"targets": [site_url], "labels": {"host": "lb-01", "url": site_url}}
-                ],
-                "relabel_configs": [
-                    {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["__param_target"], "target_label": "instance"},
-                    {"target_label": "__address__", "replacement": blackbox},
-                ],
-            },
-        ],
-    }
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus_bin = binary("prometheus", "prometheus")
-    alertmanager_bin = binary("prometheus-alertmanager", "prometheus-alertmanager")
-    blackbox_bin = binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
+    for name in (peers.PROMETHEUS, peers.ALERTMANAGER, peers.BLACKBOX):
+        binary(name)
     top = tmp_path_factory.mktemp("prometheus-e2e")
     with ExitStack() as cleanup:
         lab = cleanup.enter_context(Lab(top / "lab"))
@@ -247,42 +151,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         cleanup.callback(daemon.stop)
         daemon.start()
 
-        port = free_port()
-        blackbox_config = top / "blackbox.yml"
-        blackbox_config.write_text(
-            yaml.safe_dump({"modules": {"http_2xx": {"prober": "http", "timeout": "1s"}}})
-        )
-        blackbox = Server(
-            "blackbox_exporter",
-            [
-                blackbox_bin,
-                f"--config.file={blackbox_config}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            port,
-            top,
-        )
+        blackbox = peers.start_blackbox(top)
         cleanup.callback(blackbox.stop)
 
         # Two Alertmanagers gossiping on loopback. A peer timeout of 1 ms and gossip every
         # 2 s make both deliver every notification (the second does not wait for the
         # first's log entry to arrive): the at-least-once delivery of an HA pair, at its
         # worst, which the webhook must absorb.
-        amdir = top / "alertmanager.yml"
-        amdir.write_text(yaml.safe_dump(alertmanager_config(daemon, token_file)))
-        web = [free_port(), free_port()]
         gossip = [free_port(), free_port()]
         alertmanagers = []
         for i in (0, 1):
-            storage = top / f"alertmanager-{i}"
-            storage.mkdir()
-            am = Server(
+            am = peers.start_alertmanager(
+                top,
                 f"alertmanager-{i}",
+                alertmanager_config(daemon, token_file),
                 [
-                    alertmanager_bin,
-                    f"--config.file={amdir}",
-                    f"--storage.path={storage}",
-                    f"--web.listen-address=127.0.0.1:{web[i]}",
                     f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
                     f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
                     f"--cluster.peer=127.0.0.1:{gossip[1 - i]}",
@@ -290,35 +173,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     "--cluster.gossip-interval=2s",
                     "--cluster.settle-timeout=1s",
                 ],
-                web[i],
-                top,
             )
             cleanup.callback(am.stop)
             alertmanagers.append(am)
 
         rules = top / "blackbox-rules.yml"
-        rules.write_text(yaml.safe_dump(BLACKBOX_RULES))
-        port = free_port()
-        prometheus_yml = top / "prometheus.yml"
-        prometheus_yml.write_text(
-            yaml.safe_dump(
-                prometheus_config(
-                    daemon, blackbox.base.split("//")[1], alertmanagers, site_url, rules
-                )
-            )
-        )
-        storage = top / "prometheus-data"
-        prometheus = Server(
-            "prometheus",
-            [
-                prometheus_bin,
-                f"--config.file={prometheus_yml}",
-                f"--storage.tsdb.path={storage}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--rules.alert.resend-delay=1s",
-            ],
-            port,
+        rules.write_text(yaml.safe_dump(peers.site_down_rules()))
+        recorder_job = {
+            "job_name": "recorder",
+            "static_configs": [{"targets": [daemon.base.split("//")[1]]}],
+        }
+        prometheus = peers.start_prometheus(
             top,
+            "prometheus",
+            peers.prometheus_config(
+                "1s",
+                [RULES, rules],
+                alertmanagers,
+                [recorder_job, peers.blackbox_job(blackbox, site_url, "lb-01")],
+            ),
+            ["--rules.alert.resend-delay=1s"],
         )
         cleanup.callback(prometheus.stop)
 
