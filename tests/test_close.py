@@ -313,3 +313,28 @@ def test_cli_draft_and_close_end_to_end(tmp_path: Path, config: Config, store: S
     assert path.read_text() == before
     stored = store.get(incident.id)
     assert stored is not None and all(e.text != "one more thing" for e in stored.timeline)
+
+
+def test_a_one_word_root_cause_or_a_vague_task_is_refused(store: Store, config: Config) -> None:
+    """The recorder's candidate beside a one-word --root-cause made the section long
+    enough, and a vague --task beside the runbook's tasks passed (#16): each flag is held
+    to the standard itself, and its hint names that flag."""
+    incident = recorded(store, config)
+    result = close_incident(
+        store,
+        config,
+        incident.id,
+        **flags(root_cause="nginx", resolution="fixed it", tasks=["Improve monitoring"]),
+        now=CLOSED_AT,
+    )
+    assert not result.ok
+    assert result.gaps == [
+        "Root cause and resolution: --root-cause is not explained in detail (1 words; at least 20)",
+        "Root cause and resolution: --resolution is not explained in detail (2 words; at least 20)",
+        "Corrective and preventative measures: --task 'Improve monitoring' is too vague to "
+        "act on (name an action and what it acts on: a host, file, command, tool or number)",
+    ]
+    assert result.fills == ["--root-cause", "--resolution", "--task"]
+    stored = store.get(incident.id)
+    assert stored is not None and "Improve monitoring" not in stored.postmortem.get("tasks", [])
+    assert close_incident(store, config, incident.id, **flags(), now=CLOSED_AT).ok
