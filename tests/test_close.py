@@ -109,6 +109,17 @@ def test_refuses_a_draft_with_placeholders_listing_gaps_by_section(
         ]
         == "--resolution"
     )
+    # Each hint names each option once, and --edit only where no flag fills the gap (#16).
+    for gap, hint in fills.items():
+        options = hint.split(" or ")
+        assert len(options) == len(set(options)), (gap, hint)
+        assert "," not in hint, (gap, hint)
+    misled = "Timeline: no misleading investigation or debugging path"
+    (gap,) = [g for g in fills if g.startswith(misled)]
+    assert fills[gap] == "--misleading"
+    actions = "Timeline: placeholder left: [[FILL IN: what people investigated or changed, and "
+    (gap,) = [g for g in fills if g.startswith(actions)]
+    assert fills[gap] == f"`recorder note {incident.id} --kind action TEXT`"
     # Nothing changed: still resolved, no final file.
     again = store.get(incident.id)
     assert again is not None and again.status == "resolved" and again.closed_at is None

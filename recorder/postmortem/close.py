@@ -181,9 +181,17 @@ _FILLED_BY = {
     'misleading paths taken, or "none"': "--misleading",
     "the share of users affected, as a percentage": "--affected",
     "specific corrective tasks, one per line": "--task",
+    # What people did is recorded as it happens; `close` has no flag for it.
     "what people investigated or changed, and what they assumed the cause was": (
-        "--misleading, or `recorder note ID --kind action TEXT`"
+        "`recorder note ID --kind action TEXT`"
     ),
+}
+# The timeline parts lint finds missing (lint's _COVERAGE messages) that a flag adds.
+_COVERED_BY = {
+    "no misleading investigation": "--misleading",
+    "no entry says how the incident was resolved": "--resolution",
+    "no entry describes the actions taken": "`recorder note ID --kind action TEXT`",
+    "no escalation": "--escalated-to",
 }
 _PLACEHOLDER_GAP = re.compile(r"placeholder left: \[\[FILL IN: (?P<what>.*?)\]\]")
 _PLACEHOLDER = re.compile(r"\[\[FILL IN: (?P<what>.*?)\]\]")
@@ -199,6 +207,9 @@ def fill_hint(gap: str, text: str, section_tasks: Sequence[str] = ()) -> str:
     for given in ("--root-cause", "--resolution", "--task"):
         if f": {given} " in gap:  # a flag given too short or too vague: give it again
             return given
+    for start, flag in _COVERED_BY.items():
+        if start in gap:
+            return flag
     match = _PLACEHOLDER_GAP.search(gap)
     if match is None:
         return _EDIT
