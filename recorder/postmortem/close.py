@@ -207,9 +207,9 @@ def fill_hint(gap: str, text: str, section_tasks: Sequence[str] = ()) -> str:
     for given in ("--root-cause", "--resolution", "--task"):
         if f": {given} " in gap:  # a flag given too short or too vague: give it again
             return given
-    for start, flag in _COVERED_BY.items():
+    for start, option in _COVERED_BY.items():
         if start in gap:
-            return flag
+            return option
     match = _PLACEHOLDER_GAP.search(gap)
     if match is None:
         return _EDIT
