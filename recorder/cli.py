@@ -19,6 +19,7 @@ from recorder.model import (
     NOTE_KINDS,
     EntryKind,
     Incident,
+    IncidentStatus,
     TimelineEntry,
     check_time,
     local_time,
@@ -477,17 +478,31 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
 @config_option
 @pass_ctx
 def draft_cmd(ctx: Context, incident_id: str, output: str | None, fmt: str) -> None:
-    """Render the postmortem draft of an incident."""
+    """Render the postmortem draft of an incident (a closed one: its final postmortem)."""
     from recorder.postmortem.draft import DraftError, render_draft
 
     incident = get_incident(ctx, incident_id)
+    closed = incident.status == IncidentStatus.CLOSED
+    final = str(incident.postmortem.get("path") or "")
+    text = None
+    if closed and fmt == "md" and final:
+        # What `close` wrote is the document (it may have been edited): shown as it is.
+        try:
+            text = Path(final).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
     try:
-        text = render_draft(incident, ctx.config, fmt=fmt)
+        if text is None:
+            overrides = incident.postmortem if closed else None
+            text = render_draft(incident, ctx.config, fmt=fmt, overrides=overrides, final=closed)
     except DraftError as exc:
         fail(str(exc), 1)
+    what = "final postmortem" if closed else "draft"
+    if closed:
+        click.echo(f"{incident.ref} is closed: this is its final postmortem", err=True)
     if output:
         write_private(output, text)
-        click.echo(f"{incident.ref}: draft written to {output}", err=True)
+        click.echo(f"{incident.ref}: {what} written to {output}", err=True)
     else:
         click.echo(text, nl=False)
 

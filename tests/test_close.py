@@ -324,6 +324,15 @@ def test_cli_draft_and_close_end_to_end(tmp_path: Path, config: Config, store: S
     assert path.read_text() == before
     stored = store.get(incident.id)
     assert stored is not None and all(e.text != "one more thing" for e in stored.timeline)
+    # `draft` of a closed incident shows its final postmortem, not the draft (#16).
+    shown = runner.invoke(main, [*base, "draft", str(incident.id)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == before
+    assert "Draft kept by the recorder" not in shown.stdout
+    assert "is closed: this is its final postmortem" in shown.stderr
+    html = runner.invoke(main, [*base, "draft", str(incident.id), "--format", "html"])
+    assert html.exit_code == 0 and PLACEHOLDER_MARK not in html.stdout
+    assert "Draft kept by the recorder" not in html.stdout
 
 
 def test_a_one_word_root_cause_or_a_vague_task_is_refused(store: Store, config: Config) -> None:
