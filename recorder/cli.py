@@ -759,7 +759,8 @@ def maintenance_end(ctx: Context, window_id: int) -> None:
 
 
 @main.command("lint")
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+# A file that is not there is bad input (2, like a directory), not a postmortem with gaps.
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--standard", is_flag=True, help="Print the postmortem standard and exit.")
 def lint_cmd(files: tuple[str, ...], as_json: bool, standard: bool) -> None:

@@ -428,7 +428,9 @@ def test_cli_bad_input_exits_2_with_the_valid_choices(
     assert lab.faults == []
 
 
-@pytest.mark.parametrize("command", [["break", "nginx-down"], ["fix"], ["traffic"]])
+@pytest.mark.parametrize(
+    "command", [["break", "nginx-down"], ["fix"], ["traffic"], ["status"], ["status", "--json"]]
+)
 def test_cli_on_a_lab_that_is_not_up(tmp_path: Path, command: list[str]) -> None:
     missing = tmp_path / "nolab"
     result = CliRunner().invoke(main, ["lab", *command, "--dir", str(missing)])

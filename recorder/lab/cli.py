@@ -96,11 +96,11 @@ def status_cmd(directory: str, as_json: bool) -> None:
         status = Lab(directory).status()
     except LabError as exc:
         _fail(str(exc), exc.code)
+    if not status["hosts"]:
+        # Nothing to report on is an error, as for break/fix/traffic on a missing lab.
+        _fail(f"no lab in {status['dir']} (run `recorder lab up` first)", 2)
     if as_json:
         _json(status)
-        return
-    if not status["hosts"]:
-        click.echo(f"no lab in {status['dir']}")
         return
     click.echo(f"lab in {status['dir']} ({status['backend']}): {'up' if status['up'] else 'down'}")
     for name, host in status["hosts"].items():
