@@ -19,6 +19,7 @@ from recorder.model import (
     NOTE_KINDS,
     EntryKind,
     Incident,
+    IncidentStatus,
     TimelineEntry,
     check_time,
     local_time,
@@ -479,17 +480,31 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
 @config_option
 @pass_ctx
 def draft_cmd(ctx: Context, incident_id: str, output: str | None, fmt: str) -> None:
-    """Render the postmortem draft of an incident."""
+    """Render the postmortem draft of an incident (a closed one: its final postmortem)."""
     from recorder.postmortem.draft import DraftError, render_draft
 
     incident = get_incident(ctx, incident_id)
+    closed = incident.status == IncidentStatus.CLOSED
+    final = str(incident.postmortem.get("path") or "")
+    text = None
+    if closed and fmt == "md" and final:
+        # What `close` wrote is the document (it may have been edited): shown as it is.
+        try:
+            text = Path(final).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
     try:
-        text = render_draft(incident, ctx.config, fmt=fmt)
+        if text is None:
+            overrides = incident.postmortem if closed else None
+            text = render_draft(incident, ctx.config, fmt=fmt, overrides=overrides, final=closed)
     except DraftError as exc:
         fail(str(exc), 1)
+    what = "final postmortem" if closed else "draft"
+    if closed:
+        click.echo(f"{incident.ref} is closed: this is its final postmortem", err=True)
     if output:
         write_private(output, text)
-        click.echo(f"{incident.ref}: draft written to {output}", err=True)
+        click.echo(f"{incident.ref}: {what} written to {output}", err=True)
     else:
         click.echo(text, nl=False)
 
@@ -737,7 +752,8 @@ def maintenance_end(ctx: Context, window_id: int) -> None:
 
 
 @main.command("lint")
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+# A file that is not there is bad input (2, like a directory), not a postmortem with gaps.
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--standard", is_flag=True, help="Print the postmortem standard and exit.")
 def lint_cmd(files: tuple[str, ...], as_json: bool, standard: bool) -> None:

@@ -65,6 +65,14 @@ class Step(StrEnum):
 NOTE_KINDS = ("action", "misleading", "escalation", "resolution", "note")
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """What a deploy entry records, as `recorder event deploy` stored it (events table)."""
+
+    service: str
+    version: str
+
+
 @dataclass
 class TimelineEntry:
     at: datetime
@@ -75,6 +83,8 @@ class TimelineEntry:
     # save, a repeated webhook) a no-op instead of a duplicate.
     key: str = ""
     step: Step | None = None  # the recorder's own entries: what happened (timeline.step)
+    # A deploy entry's service and version, read from its event row: the text is display.
+    deployed: Deployed | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"at": iso(self.at), "kind": self.kind, "text": self.text, "source": self.source}

@@ -29,6 +29,7 @@ from probes.private import make_private_dirs
 from recorder.model import (
     Affected,
     Cause,
+    Deployed,
     EntryKind,
     Incident,
     IncidentStatus,
@@ -739,8 +740,14 @@ class Store:
                 signals[r["key"]] = json.loads(r["body"])
         incident.postmortem = json.loads(row["postmortem"])
         if with_timeline:
+            # A deploy entry's key names its event row (deploy_entry), which holds the
+            # service and version as typed columns.
             entries = db.execute(
-                "SELECT * FROM timeline WHERE incident_id=? ORDER BY at, id", (incident.id,)
+                """SELECT t.*, ev.service AS deploy_service, ev.version AS deploy_version
+                   FROM timeline t LEFT JOIN events ev
+                     ON t.kind = 'deploy' AND ev.kind = 'deploy' AND t.key = 'deploy:' || ev.id
+                   WHERE t.incident_id=? ORDER BY t.at, t.id""",
+                (incident.id,),
             ).fetchall()
             incident.timeline = [
                 TimelineEntry(
@@ -750,6 +757,11 @@ class Store:
                     source=e["source"],
                     key=e["key"],
                     step=Step.read(e["step"]) or incident.step_of(e["key"]),
+                    deployed=(
+                        Deployed(e["deploy_service"], e["deploy_version"])
+                        if e["deploy_version"] is not None
+                        else None
+                    ),
                 )
                 for e in entries
             ]
@@ -955,6 +967,7 @@ def deploy_entry(
         text=f"Deploy of {service} version {version} (recorded by {source})",
         source=source,
         key=f"deploy:{event_id}",
+        deployed=Deployed(service, version),
     )
 
 

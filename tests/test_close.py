@@ -109,6 +109,17 @@ def test_refuses_a_draft_with_placeholders_listing_gaps_by_section(
         ]
         == "--resolution"
     )
+    # Each hint names each option once, and --edit only where no flag fills the gap (#16).
+    for gap, hint in fills.items():
+        options = hint.split(" or ")
+        assert len(options) == len(set(options)), (gap, hint)
+        assert "," not in hint, (gap, hint)
+    misled = "Timeline: no misleading investigation or debugging path"
+    (gap,) = [g for g in fills if g.startswith(misled)]
+    assert fills[gap] == "--misleading"
+    actions = "Timeline: placeholder left: [[FILL IN: what people investigated or changed, and "
+    (gap,) = [g for g in fills if g.startswith(actions)]
+    assert fills[gap] == f"`recorder note {incident.id} --kind action TEXT`"
     # Nothing changed: still resolved, no final file.
     again = store.get(incident.id)
     assert again is not None and again.status == "resolved" and again.closed_at is None
@@ -313,3 +324,37 @@ def test_cli_draft_and_close_end_to_end(tmp_path: Path, config: Config, store: S
     assert path.read_text() == before
     stored = store.get(incident.id)
     assert stored is not None and all(e.text != "one more thing" for e in stored.timeline)
+    # `draft` of a closed incident shows its final postmortem, not the draft (#16).
+    shown = runner.invoke(main, [*base, "draft", str(incident.id)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == before
+    assert "Draft kept by the recorder" not in shown.stdout
+    assert "is closed: this is its final postmortem" in shown.stderr
+    html = runner.invoke(main, [*base, "draft", str(incident.id), "--format", "html"])
+    assert html.exit_code == 0 and PLACEHOLDER_MARK not in html.stdout
+    assert "Draft kept by the recorder" not in html.stdout
+
+
+def test_a_one_word_root_cause_or_a_vague_task_is_refused(store: Store, config: Config) -> None:
+    """The recorder's candidate beside a one-word --root-cause made the section long
+    enough, and a vague --task beside the runbook's tasks passed (#16): each flag is held
+    to the standard itself, and its hint names that flag."""
+    incident = recorded(store, config)
+    result = close_incident(
+        store,
+        config,
+        incident.id,
+        **flags(root_cause="nginx", resolution="fixed it", tasks=["Improve monitoring"]),
+        now=CLOSED_AT,
+    )
+    assert not result.ok
+    assert result.gaps == [
+        "Root cause and resolution: --root-cause is not explained in detail (1 words; at least 20)",
+        "Root cause and resolution: --resolution is not explained in detail (2 words; at least 20)",
+        "Corrective and preventative measures: --task 'Improve monitoring' is too vague to "
+        "act on (name an action and what it acts on: a host, file, command, tool or number)",
+    ]
+    assert result.fills == ["--root-cause", "--resolution", "--task"]
+    stored = store.get(incident.id)
+    assert stored is not None and "Improve monitoring" not in stored.postmortem.get("tasks", [])
+    assert close_incident(store, config, incident.id, **flags(), now=CLOSED_AT).ok

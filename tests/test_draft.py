@@ -43,6 +43,7 @@ from recorder.postmortem.draft import (
 from recorder.postmortem.lint import PLACEHOLDER_MARK, lint_text
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
+from recorder.store import deploy_entry
 from tests.fixtures import HOSTS, PORTS, SERVICE, lab_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -115,9 +116,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
     )
     if rec.deploy:
         at = T0 - timedelta(minutes=3)
-        add(
-            at, "deploy", f"Deploy of web version {rec.deploy} (recorded by lab)", "lab", "deploy:1"
-        )
+        entries.append(deploy_entry(SERVICE, rec.deploy, at, "lab", 1))
     for (host, probe), (_, summary) in list(rec.failing.items())[1:]:
         add(
             detected + timedelta(milliseconds=400),
@@ -715,3 +714,19 @@ def test_output_formats_are_one_table_the_cli_reads(config: Config) -> None:
     incident = build_incident(LAB_FAULTS["missing-symlink"], config)
     for fmt in POSTMORTEM_FORMATS:
         assert "missing-symlink" in render_draft(incident, config, fmt)
+
+
+def test_deploy_version_is_the_stored_event_not_the_prose(tmp_path: Path) -> None:
+    """`recorder event deploy` stores service and version; the draft reads them as stored
+    (a version holding a space was cut at it when the timeline's text was parsed)."""
+    from tests.test_hostile_values import Case
+
+    case = Case(tmp_path)
+    version = "2.4.1 (canary build)"
+    result = case.invoke("event", "deploy", "--service", "web", "--version", version)
+    assert result.exit_code == 0, result.output
+    incident = case.stored()
+    assert task_context(incident, case.config, None)["version"] == version
+    assert f"Deploy {version} :milestone, deploy1," in render_draft(incident, case.config)
+    (entry,) = [e for e in incident.timeline if e.kind == EntryKind.DEPLOY]
+    assert entry.deployed is not None and entry.deployed.version == version

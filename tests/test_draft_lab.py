@@ -8,6 +8,7 @@ value the evidence holds."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -92,3 +93,53 @@ def test_draft_tasks_hold_what_the_probes_named(
         assert value in tasks, tasks
     if fault == "config-syntax":
         assert re.search(r"Fix /etc/nginx/sites-enabled/example line \d+ on lb-01", tasks), tasks
+
+
+# ---- golden drafts from real observations ------------------------------------------------
+# The faults that one sweep shows (no traffic needed). Their drafts are rendered from what
+# the real probes observed in the lab and compared with tests/golden/lab/<fault>.md after
+# the run-specific parts (times, durations, ports, the lab's directory) are normalized.
+# `UPDATE_GOLDEN=1 pytest tests/test_draft_lab.py` rewrites them: read the diff first.
+GOLDEN_LAB = Path(__file__).parent / "golden" / "lab"
+SWEEP_FAULTS = (
+    "missing-symlink",
+    "dangling-symlink",
+    "config-syntax",
+    "nginx-down",
+    "upstream-down",
+)
+_NORMALIZE = (
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?"), "<time>"),
+    (re.compile(r"\b\d\d:\d\d(?::\d\d)?\b"), "<hh:mm>"),
+    (re.compile(r"\b\d+(?:\.\d+)? ?(?:ms|s|min)\b"), "<n> <unit>"),
+    (re.compile(r"(127\.0\.0\.1|localhost):\d+"), r"\1:<port>"),
+    (re.compile(r"\bpid \d+"), "pid <n>"),
+)
+_RULED_OUT = re.compile(r"(passed, so ruled out: )(.*)$", re.M)
+
+
+def normalized(text: str, lab: Lab) -> str:
+    text = text.replace(str(lab.dir), "<lab>")
+    for pattern, repl in _NORMALIZE:
+        text = pattern.sub(repl, text)
+    # Probes of one sweep run in parallel: which answers first, and so the order of the
+    # checks a host passed and of the timeline's entries of one sweep, varies by run.
+    text = _RULED_OUT.sub(lambda m: m[1] + "; ".join(sorted(m[2].split("; "))), text)
+    lines = text.splitlines(keepends=True)
+    timed = [n for n, line in enumerate(lines) if line.startswith("- <time> ")]
+    for n, line in zip(timed, sorted(lines[n] for n in timed), strict=True):
+        lines[n] = line
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("fault", SWEEP_FAULTS)
+def test_lab_draft_matches_golden(lab: Lab, fault: str, tmp_path: Path) -> None:
+    config = load_config(str(lab.config_path))
+    incident = recorded(lab, fault, config, tmp_path / "state")
+    text = normalized(render_draft(incident, config), lab)
+    path = GOLDEN_LAB / f"{fault}.md"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing: run UPDATE_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(encoding="utf-8"), f"{path.name} differs; UPDATE_GOLDEN=1"

@@ -443,7 +443,23 @@ def test_cli_break_status_fix(lab: Lab) -> None:
     result = runner.invoke(main, ["lab", "fix", *d])
     assert result.exit_code == 0, result.output
     assert "fixed: missing-symlink on web-02" in result.output
+    assert result.output.splitlines()[-1] == "healthy"
     assert http_status(url(lab, "web-02")) == 200
+    # Nothing left to fix, said in words (it said "nothing is not active", #16).
+    result = runner.invoke(main, ["lab", "fix", *d])
+    assert result.output == "no fault is active: nothing to fix\n", result.output
+    result = runner.invoke(main, ["lab", "fix", "nginx-down", *d])
+    assert result.output == "nginx-down is not active: nothing to fix\n", result.output
+    # Fixing one fault while another stays broken does not call the stack healthy.
+    for fault in ("missing-symlink", "nginx-down"):
+        result = runner.invoke(main, ["lab", "break", fault, "--host", "web-02", *d])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["lab", "fix", "missing-symlink", *d])
+    assert result.exit_code == 0, result.output
+    assert "healthy" not in result.output
+    assert "still active: nginx-down on web-02" in result.output
+    result = runner.invoke(main, ["lab", "fix", *d])
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == "healthy", result.output
 
 
 @pytest.mark.parametrize(
@@ -468,7 +484,9 @@ def test_cli_bad_input_exits_2_with_the_valid_choices(
     assert lab.faults == []
 
 
-@pytest.mark.parametrize("command", [["break", "nginx-down"], ["fix"], ["traffic"]])
+@pytest.mark.parametrize(
+    "command", [["break", "nginx-down"], ["fix"], ["traffic"], ["status"], ["status", "--json"]]
+)
 def test_cli_on_a_lab_that_is_not_up(tmp_path: Path, command: list[str]) -> None:
     missing = tmp_path / "nolab"
     result = CliRunner().invoke(main, ["lab", *command, "--dir", str(missing)])

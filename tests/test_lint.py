@@ -434,6 +434,18 @@ def test_measures_need_broad_improvements_and_specific_tasks() -> None:
     assert lint_text(markdown(broad=broad)) == []
 
 
+def test_a_vague_item_listed_as_a_task_is_a_gap() -> None:
+    """Under a Tasks label every item is a promise: "improve monitoring" beside a specific
+    task passed before (#16); among prose it stays a broad improvement."""
+    tasks = [*TASKS, "Improve monitoring"]
+    assert found(lint_text(markdown(broad=BROAD + "\n\nTasks:", tasks=tasks))) == [
+        'Corrective and preventative measures: task too vague to act on: "Improve '
+        'monitoring" (name an action and what it acts on: a host, file, command, tool or '
+        "number)"
+    ]
+    assert lint_text(markdown(tasks=tasks)) == []
+
+
 # ---- placeholders -------------------------------------------------------------------------
 
 

@@ -532,10 +532,11 @@ def test_lint_names_what_is_wrong_with_a_file(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.md"
         path.write_bytes(LINT_FILES[name])
         assert any(message in gap.message for gap in lint_file(path)), name
-    # click refuses a directory itself (usage error, 2); a missing file is a gap (1).
+    # click refuses a directory and a missing file itself (bad input, 2; a missing file
+    # was a gap and exit 1, as if it were a postmortem: #16).
     for path, message, code in (
         (tmp_path, "is a directory", 2),
-        (tmp_path / "absent.md", "cannot read", 1),
+        (tmp_path / "absent.md", "does not exist", 2),
     ):
         result = CliRunner().invoke(main, ["lint", str(path)])
         _assert_clean_exit(result, code)

@@ -96,11 +96,11 @@ def status_cmd(directory: str, as_json: bool) -> None:
         status = Lab(directory).status()
     except LabError as exc:
         _fail(str(exc), exc.code)
+    if not status["hosts"]:
+        # Nothing to report on is an error, as for break/fix/traffic on a missing lab.
+        _fail(f"no lab in {status['dir']} (run `recorder lab up` first)", 2)
     if as_json:
         _json(status)
-        return
-    if not status["hosts"]:
-        click.echo(f"no lab in {status['dir']}")
         return
     click.echo(f"lab in {status['dir']} ({status['backend']}): {'up' if status['up'] else 'down'}")
     for name, host in status["hosts"].items():
@@ -163,18 +163,28 @@ def break_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the fixed faults as JSON.")
 def fix_cmd(fault: str | None, directory: str, host: str | None, as_json: bool) -> None:
     """Undo FAULT (or every active fault) and check the stack is healthy again."""
+    lab_obj = Lab(directory)
     try:
-        fixed = Lab(directory).fix(fault, host)
+        fixed = lab_obj.fix(fault, host)
+        remaining = lab_obj.faults
     except LabError as exc:
         _fail(str(exc), exc.code)
     if as_json:
         _json(fixed)
         return
     if not fixed:
-        click.echo(f"{fault or 'nothing'} is not active: nothing to fix")
+        where = f" on {host}" if host else ""
+        click.echo(
+            f"{fault} is not active{where}: nothing to fix"
+            if fault
+            else f"no fault is active{where}: nothing to fix"
+        )
     for truth in fixed:
         click.echo(f"fixed: {truth['fault']} on {truth['host']}")
-    if fixed:
+    if remaining:
+        # The stack is not healthy while another fault stays broken: say which.
+        click.echo("still active: " + ", ".join(_describe(t) for t in remaining))
+    elif fixed:
         click.echo("healthy")
 
 

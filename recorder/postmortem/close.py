@@ -26,8 +26,14 @@ from probes.private import write_private
 from recorder.config import Config
 from recorder.fillin import PLACEHOLDER_MARK
 from recorder.model import Incident, IncidentStatus, Notice, Task, utcnow
+from recorder.postmortem.document import MEASURES, ROOT
 from recorder.postmortem.draft import one_line, render_draft
-from recorder.postmortem.lint import DOCUMENT, lint_text
+from recorder.postmortem.lint import (
+    DOCUMENT,
+    MIN_EXPLANATION_WORDS,
+    is_specific_task,
+    lint_text,
+)
 from recorder.store import Store, StoreError, ensure_private_dir
 
 
@@ -175,9 +181,17 @@ _FILLED_BY = {
     'misleading paths taken, or "none"': "--misleading",
     "the share of users affected, as a percentage": "--affected",
     "specific corrective tasks, one per line": "--task",
+    # What people did is recorded as it happens; `close` has no flag for it.
     "what people investigated or changed, and what they assumed the cause was": (
-        "--misleading, or `recorder note ID --kind action TEXT`"
+        "`recorder note ID --kind action TEXT`"
     ),
+}
+# The timeline parts lint finds missing (lint's _COVERAGE messages) that a flag adds.
+_COVERED_BY = {
+    "no misleading investigation": "--misleading",
+    "no entry says how the incident was resolved": "--resolution",
+    "no entry describes the actions taken": "`recorder note ID --kind action TEXT`",
+    "no escalation": "--escalated-to",
 }
 _PLACEHOLDER_GAP = re.compile(r"placeholder left: \[\[FILL IN: (?P<what>.*?)\]\]")
 _PLACEHOLDER = re.compile(r"\[\[FILL IN: (?P<what>.*?)\]\]")
@@ -190,6 +204,12 @@ def fill_hint(gap: str, text: str, section_tasks: Sequence[str] = ()) -> str:
     A `time` placeholder belongs to its timeline line: it is filled by the flag of the
     other placeholder on that line (`--escalated-to` gives the escalation and its time).
     A runbook task still missing a value is replaced by giving tasks of your own."""
+    for given in ("--root-cause", "--resolution", "--task"):
+        if f": {given} " in gap:  # a flag given too short or too vague: give it again
+            return given
+    for start, option in _COVERED_BY.items():
+        if start in gap:
+            return option
     match = _PLACEHOLDER_GAP.search(gap)
     if match is None:
         return _EDIT
@@ -209,6 +229,22 @@ def fill_hint(gap: str, text: str, section_tasks: Sequence[str] = ()) -> str:
     if gap.startswith("Corrective") or any(f"[[FILL IN: {what}]]" in t for t in section_tasks):
         return "--task"
     return _EDIT
+
+
+def _short_flags(merged: Mapping[str, Any]) -> list[str]:
+    """The root cause and resolution people gave, each held to the standard's length on
+    its own: in the rendered section the recorder's candidate and evidence stand beside
+    them, so lint's count of the section passed a one-word `--root-cause`."""
+    gaps: list[str] = []
+    for key, flag in (("root_cause", "--root-cause"), ("resolution", "--resolution")):
+        value = str(merged.get(key) or "")
+        n = len(value.split())
+        if value and n < MIN_EXPLANATION_WORDS:
+            gaps.append(
+                f"{ROOT}: {flag} is not explained in detail ({n} words; at least "
+                f"{MIN_EXPLANATION_WORDS})"
+            )
+    return gaps
 
 
 def _gaps(text: str, name: str) -> list[str]:
@@ -255,13 +291,16 @@ def close_incident(
             f"{ref} is still open: the recorder has not seen every signal recover. "
             "Close it anyway with --force once the outage is over."
         )
+    # A vague --task is refused before it is stored: tasks add up over attempts, and a
+    # kept "improve monitoring" could then only be removed in the editor.
+    vague = [t.strip() for t in tasks if t.strip() and not is_specific_task(t)]
     merged = merge_postmortem(
         incident.postmortem,
         root_cause=root_cause,
         resolution=resolution,
         misleading=misleading,
         escalated_to=escalated_to,
-        tasks=tasks,
+        tasks=[t for t in tasks if t.strip() not in vague],
         affected=affected,
     )
     if edited_text is not None:
@@ -284,6 +323,16 @@ def close_incident(
             f"(edit {incident.postmortem.get('path') or path} by hand instead)"
         )
     gaps = _gaps(text, str(path))
+    if edited_text is None:
+        gaps = (
+            _short_flags(merged)
+            + gaps
+            + [
+                f"{MEASURES}: --task {one_line(t)!r} is too vague to act on (name an action and "
+                "what it acts on: a host, file, command, tool or number)"
+                for t in vague
+            ]
+        )
     if gaps:
         try:
             store.save_postmortem(incident.id, merged)  # the next attempt keeps these flags

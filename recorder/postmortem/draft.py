@@ -57,8 +57,6 @@ _PEOPLE_LABELS = {
 PEOPLE_SOURCE = "cli"  # what `recorder note` records as the source of a person's entry
 _ACTIONS_WANTED = "what people investigated or changed, and what they assumed the cause was"
 
-_DEPLOY = re.compile(r"^Deploy of (?P<service>\S+) version (?P<version>\S+)")
-
 
 class DraftError(Exception):
     """The draft cannot be rendered (unknown format, templates or runbooks unusable)."""
@@ -208,8 +206,6 @@ def _leading_time(
 
 # ---- what the evidence names -----------------------------------------------------------------
 
-_DEPLOY_EVIDENCE = re.compile(r"^deploy of \S+ (?P<version>\S+) at ")
-
 
 def _signals(incident: Incident) -> list[Mapping[str, Any]]:
     signals = incident.data.get("signals") or {}
@@ -257,19 +253,20 @@ def service_url(config: Config, incident: Incident, hosts: Sequence[str]) -> str
     return None
 
 
-def _deployed_version(incident: Incident, top: Cause | None) -> str | None:
+def _deployed_version(incident: Incident) -> str | None:
+    """The version of the service's latest deploy before harm began (else the
+    latest after), from the deploy entries' stored event data; the engine writes an entry for
+    every deploy it holds as a suspect (incidents.py, DEPLOY_LOOKBACK)."""
     deploys = [
-        (e.at, m["version"])
+        (e.at, e.deployed.version)
         for e in incident.timeline
-        if e.kind == EntryKind.DEPLOY and (m := _DEPLOY.match(e.text))
+        if e.kind == EntryKind.DEPLOY
+        and e.deployed is not None
+        and e.deployed.service == incident.service
     ]
     before = [d for d in deploys if d[0] <= incident.started_at]
     if before or deploys:
         return max(before or deploys, key=lambda d: d[0])[1]
-    for line in top.evidence if top else []:
-        found = _DEPLOY_EVIDENCE.match(line)
-        if found:
-            return found["version"]
     return None
 
 
@@ -294,7 +291,7 @@ def task_context(incident: Incident, config: Config, top: Cause | None) -> dict[
             values.pop("line", None)  # a line belongs to its own file
         for name, value in values.items():
             context.setdefault(name, value)
-    version = _deployed_version(incident, top)
+    version = _deployed_version(incident)
     if version:
         context["version"] = version
     return context
@@ -538,8 +535,7 @@ def _mermaid(incident: Incident, zone: ZoneInfo) -> list[str]:
         f"Detected :milestone, detected, {at(detected)}, 0m",
     ]
     for n, entry in enumerate(deploys, 1):
-        found = _DEPLOY.match(entry.text)
-        name = f"Deploy {found['version']}" if found else "Deploy"
+        name = f"Deploy {entry.deployed.version}" if entry.deployed else "Deploy"
         name = re.sub(r"[^A-Za-z0-9 ._/()-]", "-", name)
         lines.append(f"{name} :milestone, deploy{n}, {at(entry.at)}, 0m")
     lines += [

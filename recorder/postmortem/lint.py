@@ -38,7 +38,9 @@ worded in many ways, so the document is read by meaning:
    nginx directive (`proxy_next_upstream`), a tool (`curl`, `systemctl`, Prometheus,
    the CI pipeline), a concrete mechanism (symlinks, health checks, canary, 5xx rate),
    or a number with a unit (`5%`, `2 minutes`). "Improve monitoring", "Be more careful"
-   and "Fix nginx" name nothing concrete and do not count.
+   and "Fix nginx" name nothing concrete and do not count. Under a "Tasks" label every
+   item must be such a task: a vague one there is a gap of its own (elsewhere it counts
+   as a broad improvement).
 
 4. Any `[[FILL IN` marker left by `recorder draft` is a gap in the section holding it.
 """
@@ -557,6 +559,7 @@ def is_specific_task(text: str) -> bool:
 
 def _check_measures(section: Section) -> list[str]:
     items: list[tuple[str, bool]] = []  # (text, under a "broad improvements" label)
+    listed: list[int] = []  # the items under a "Tasks" label: each must be a task
     prose = 0
     broad_label = task_label = False
     joinable = False  # the last task line ended mid-sentence: a lower-case line continues it
@@ -570,6 +573,8 @@ def _check_measures(section: Section) -> list[str]:
             joinable = False
         elif line.kind in ("bullet", "row") and text:
             items.append((text, broad_label))
+            if task_label:
+                listed.append(len(items) - 1)
             joinable = False
         elif line.kind == "text" and task_label and text:
             # Under a "Tasks:" label each unmarked line is a task, as each unmarked line
@@ -578,6 +583,7 @@ def _check_measures(section: Section) -> list[str]:
                 items[-1] = (f"{items[-1][0]} {text}", items[-1][1])
             else:
                 items.append((text, False))
+                listed.append(len(items) - 1)
             joinable = not text.endswith((".", "!", "?", ";"))
         elif line.kind == "text":
             prose += _words(text)
@@ -594,6 +600,15 @@ def _check_measures(section: Section) -> list[str]:
     elif not specific:
         shown = ", ".join(_quote(t, 40) for t in vague[:5])
         gaps.append(f"no specific task; too vague to act on: {shown}")
+    else:
+        # A vague item among prose is a broad improvement; listed as a task it is a
+        # promise nobody can act on or check ("improve monitoring"), so each is a gap.
+        for n in listed:
+            if not verdicts[n][1]:
+                gaps.append(
+                    f"task too vague to act on: {_quote(verdicts[n][0], 60)} (name an "
+                    "action and what it acts on: a host, file, command, tool or number)"
+                )
     return gaps
 
 
