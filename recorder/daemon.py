@@ -366,7 +366,7 @@ class Daemon:
             except StoreError:
                 pass  # check_writable below says why, once per change
             else:
-                log.warning("store opened at %s", self.store.path)
+                log.warning("store opened at %s", self.store.where)
                 self._continue_open_incidents()
         self.book.tick()
         try:
