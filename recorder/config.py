@@ -403,6 +403,28 @@ class WebConfig(Strict):
     history_days: int = Field(30, ge=1, le=400)
 
 
+class StoreConfig(Strict):
+    # Unset: SQLite in state_dir, nothing to set up. postgresql://user@host:5432/db: a
+    # shared PostgreSQL (pip install 'nginx-recorder[postgres]'); libpq's own settings
+    # apply too (PGHOST, PGSSLMODE, ...).
+    url: str | None = None
+    # The password, from a 0600 file; without one libpq reads PGPASSWORD or ~/.pgpass.
+    password_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected postgresql://user@host:port/database (or unset: SQLite)")
+        userinfo = v.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]
+        if ":" in userinfo or "password=" in v:
+            # The URL shows in logs, errors and `ps`; a secret belongs in a 0600 file.
+            raise ValueError("no password in the URL: use store.password_file or ~/.pgpass")
+        return v
+
+
 class Config(Strict):
     # Times are shown in this zone (stored in UTC); by default the machine's own.
     timezone: str = Field(default_factory=machine_zone)
@@ -416,6 +438,7 @@ class Config(Strict):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     web: WebConfig = Field(default_factory=WebConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -672,6 +695,10 @@ def referenced_files(data: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
     read_token = web.get("read_token_file") if isinstance(web, dict) else None
     if isinstance(read_token, str):
         found.append(("web.read_token_file", read_token, True, False))
+    store = data.get("store")
+    password = store.get("password_file") if isinstance(store, dict) else None
+    if isinstance(password, str):
+        found.append(("store.password_file", password, True, False))
     return found
 
 

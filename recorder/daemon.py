@@ -73,7 +73,12 @@ class Daemon:
         self.config = load_config(config_path)
         # Lazy: a state dir that cannot be written at start (read-only, full) must not
         # stop the recorder from watching; incidents wait in memory until it can.
-        self.store = Store(self.config.state_path, lazy=True)
+        self.store = Store(
+            self.config.state_path,
+            lazy=True,
+            url=self.config.store.url,
+            password_file=self.config.store.password_file,
+        )
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
         self.history = History(self.config.state_path, self.config.web.history_days)
