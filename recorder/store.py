@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -148,6 +148,15 @@ MIGRATIONS: list[str | Migration] = [
     CREATE INDEX maintenance_ends ON maintenance(ends_at);
     """
     ),
+    # 4: the leadership lease (#21): one row per lease, taken over by a conditional
+    # update once expired (no advisory lock: those break behind transaction pooling).
+    """
+    CREATE TABLE lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1000,6 +1009,44 @@ class Store:
                 (iso(at), window_id, iso(at)),
             )
             return cur.rowcount > 0
+
+    # ---- the leadership lease -----------------------------------------------------------
+
+    def take_lease(self, holder: str, seconds: float, now: datetime, name: str = "leader") -> bool:
+        """Take or renew the lease `name` for `holder` until now + seconds; False (nothing
+        written) while another holder's lease runs. One conditional UPDATE decides, so
+        of two recorders taking an expired lease at once exactly one gets it. Times are
+        the recorders' clocks: keep them in sync well within the lease."""
+        expires = iso(now + timedelta(seconds=seconds))
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO lease (name, holder, expires_at) VALUES (?,?,?)"
+                " ON CONFLICT DO NOTHING",
+                (name, holder, iso(now)),
+            )
+            cur = db.execute(
+                "UPDATE lease SET holder=?, expires_at=? WHERE name=?"
+                " AND (holder=? OR expires_at <= ?)",
+                (holder, expires, name, holder, iso(now)),
+            )
+            return cur.rowcount == 1
+
+    def release_lease(self, holder: str, now: datetime, name: str = "leader") -> None:
+        """End `holder`'s lease now (a clean stop hands over at once); no-op otherwise."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE lease SET expires_at=? WHERE name=? AND holder=?",
+                (iso(now), name, holder),
+            )
+
+    def lease(self, name: str = "leader") -> tuple[str, datetime] | None:
+        """(holder, expires_at) of the lease, or None when nobody ever took it."""
+        row = (
+            self._read()
+            .execute("SELECT holder, expires_at FROM lease WHERE name=?", (name,))
+            .fetchone()
+        )
+        return None if row is None else (str(row[0]), _required(row[1]))
 
     # ---- alerts (Alertmanager fingerprints) --------------------------------------------
 

@@ -38,6 +38,15 @@ def new_incident(**kw: object) -> Incident:
 Opener = Callable[[], Store]
 
 
+def in_threads(work: Callable[[int], None], count: int) -> None:
+    """work(0) .. work(count - 1) at once, each in a thread of its own."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """Store(tmp_path, **store_args): SQLite in tmp_path, or an empty PostgreSQL database
@@ -143,11 +152,7 @@ def test_concurrent_writers_lose_nothing(open_store: Opener) -> None:
             mine.add_entries(inc.id, [TimelineEntry(T0, "note", f"{n}-{i}", "cli", key=f"{n}-{i}")])
         mine.close()
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(writer, 4)
     got = store.get(inc.id)
     assert got is not None and len(got.timeline) == 200
     assert store.integrity_ok()
@@ -212,3 +217,37 @@ def test_every_query_runs_on_the_engine(open_store: Opener) -> None:
     assert store.resolved_between("web", T0, T0 + timedelta(hours=1)) == 0
     store.check_writable()
     assert store.integrity_ok()
+
+
+def test_lease_is_held_by_one_holder_until_it_expires(open_store: Opener) -> None:
+    store = open_store()
+    assert store.lease() is None
+    assert store.take_lease("a", 10, T0)
+    assert not store.take_lease("b", 10, T0 + timedelta(seconds=5))  # a's runs
+    assert store.take_lease("a", 10, T0 + timedelta(seconds=5))  # renewed to T0+15
+    assert not store.take_lease("b", 10, T0 + timedelta(seconds=14))
+    assert store.take_lease("b", 10, T0 + timedelta(seconds=15))  # expired: taken over
+    assert not store.take_lease("a", 10, T0 + timedelta(seconds=16))  # a lost it
+    assert store.lease() == ("b", T0 + timedelta(seconds=25))
+    store.release_lease("a", T0 + timedelta(seconds=17))  # not a's: nothing changes
+    assert store.lease() == ("b", T0 + timedelta(seconds=25))
+    store.release_lease("b", T0 + timedelta(seconds=17))
+    assert store.take_lease("a", 10, T0 + timedelta(seconds=17))
+
+
+def test_an_expired_lease_goes_to_exactly_one_of_many(open_store: Opener) -> None:
+    open_store().take_lease("old", 1, T0)
+    won: list[str] = []
+    start = threading.Barrier(6)
+
+    def contender(n: int) -> None:
+        mine = open_store()
+        start.wait()
+        if mine.take_lease(f"r{n}", 10, T0 + timedelta(seconds=5)):
+            won.append(f"r{n}")
+        mine.close()
+
+    in_threads(contender, 6)
+    assert len(won) == 1, won
+    lease = open_store().lease()
+    assert lease is not None and lease[0] == won[0]
