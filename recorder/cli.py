@@ -188,7 +188,8 @@ def parse_incident_id(value: str) -> int:
 
 def open_store(ctx: Context) -> Store:
     try:
-        return Store(ctx.config.state_path)
+        store = ctx.config.store
+        return Store(ctx.config.state_path, url=store.url, password_file=store.password_file)
     except StoreError as exc:
         fail(str(exc), 1)
 
@@ -454,7 +455,14 @@ def event_deploy(ctx: Context, service: str, version: str) -> None:
         known = ", ".join(ctx.config.services) or "none configured"
         fail(f"unknown service {service!r} (services: {known})")
     try:
-        record_deploy(ctx.config.state_path, service, version, source="cli")
+        record_deploy(
+            ctx.config.state_path,
+            service,
+            version,
+            source="cli",
+            url=ctx.config.store.url,
+            password_file=ctx.config.store.password_file,
+        )
     except StoreError as exc:
         fail(str(exc), 1)
     except ValueError as exc:

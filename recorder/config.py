@@ -409,6 +409,28 @@ class ApiConfig(Strict):
     write_token_file: str | None = None
 
 
+class StoreConfig(Strict):
+    # Unset: SQLite in state_dir, nothing to set up. postgresql://user@host:5432/db: a
+    # shared PostgreSQL (pip install 'nginx-recorder[postgres]'); libpq's own settings
+    # apply too (PGHOST, PGSSLMODE, ...).
+    url: str | None = None
+    # The password, from a 0600 file; without one libpq reads PGPASSWORD or ~/.pgpass.
+    password_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected postgresql://user@host:port/database (or unset: SQLite)")
+        userinfo = v.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]
+        if ":" in userinfo or "password=" in v:
+            # The URL shows in logs, errors and `ps`; a secret belongs in a 0600 file.
+            raise ValueError("no password in the URL: use store.password_file or ~/.pgpass")
+        return v
+
+
 class Config(Strict):
     # Times are shown in this zone (stored in UTC); by default the machine's own.
     timezone: str = Field(default_factory=machine_zone)
@@ -423,6 +445,7 @@ class Config(Strict):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     web: WebConfig = Field(default_factory=WebConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -677,13 +700,14 @@ def referenced_files(data: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
             # Trusting on first use, the recorder writes it: missing is fine then.
             first_use = ssh.get("trust_on_first_use") is True
             found.append((f"hosts.{name}.ssh.known_hosts", known, False, first_use))
-    # The webhook's token, the read token (pages, the API's reads and /metrics off loopback)
-    # and the maintenance API's write token: a typo there is found by `config check`, not by
-    # the first person locked out.
+    # The webhook's token, the read token (pages, the API's reads and /metrics off loopback),
+    # the maintenance API's write token and the store's password: a typo there is found by
+    # `config check`, not by the first person locked out.
     tokens = (
         ("alertmanager", "token_file"),
         ("web", "read_token_file"),
         ("api", "write_token_file"),
+        ("store", "password_file"),
     )
     for section, key in tokens:
         block = data.get(section)

@@ -74,7 +74,12 @@ class Daemon:
         self.config = load_config(config_path)
         # Lazy: a state dir that cannot be written at start (read-only, full) must not
         # stop the recorder from watching; incidents wait in memory until it can.
-        self.store = Store(self.config.state_path, lazy=True)
+        self.store = Store(
+            self.config.state_path,
+            lazy=True,
+            url=self.config.store.url,
+            password_file=self.config.store.password_file,
+        )
         # No `<counter>_created` series: one more per counter series (a third of the body at
         # 1,000 targets), which Prometheus stores as plain gauges nobody queries. The names
         # of DESIGN.md are the counters themselves. Process-wide, so before any counter.
@@ -391,7 +396,7 @@ class Daemon:
             except StoreError:
                 pass  # check_writable below says why, once per change
             else:
-                log.warning("store opened at %s", self.store.path)
+                log.warning("store opened at %s", self.store.where)
                 self._continue_open_incidents()
         self.book.tick()
         try:

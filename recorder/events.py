@@ -17,6 +17,8 @@ def record_deploy(
     *,
     source: str = "cli",
     at: datetime | None = None,
+    url: str | None = None,
+    password_file: str | None = None,
 ) -> int:
     """Record a deploy of `service`; it shows in open incidents' timelines and in ranking.
     ValueError for a version or service that is empty or holds a newline or another
@@ -26,7 +28,7 @@ def record_deploy(
             raise ValueError(
                 f"{what} {printable(value)!r}: must be one line without control characters"
             )
-    store = Store(state_dir)
+    store = Store(state_dir, url=url, password_file=password_file)
     try:
         return store.add_deploy(service, version, at or utcnow(), source)
     finally:

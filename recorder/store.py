@@ -1,4 +1,5 @@
-"""The store: SQLite in the state directory (WAL, versioned schema, 0600 files).
+"""The store: SQLite in the state directory (WAL, versioned schema, 0600 files), or a
+shared PostgreSQL (`store.url`) behind the same interface.
 
 The daemon and the CLI use it at the same time. Every change is committed before it is
 reported, and every write is idempotent (timeline entries carry a per-incident key), so a
@@ -18,12 +19,12 @@ import sqlite3
 import stat
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from probes.private import make_private_dirs
 from recorder.model import (
@@ -43,11 +44,26 @@ from recorder.model import (
     utcnow,
 )
 
-SCHEMA_VERSION = 4
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step with its SQL per engine where they differ (a plain string in
+    MIGRATIONS is the same SQL on both)."""
+
+    sqlite: str
+    postgres: str
+
+    @classmethod
+    def serial_ids(cls, sql: str) -> Migration:
+        """SQLite's AUTOINCREMENT ids are SERIAL on PostgreSQL; the rest is the same."""
+        return cls(sql, sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "SERIAL PRIMARY KEY"))
+
 
 # Each migration takes the schema from version i to i+1; never edit one that shipped.
-MIGRATIONS: list[str] = [
-    """
+# SQLite keeps the version in PRAGMA user_version, PostgreSQL in the schema_version table.
+MIGRATIONS: list[str | Migration] = [
+    Migration.serial_ids(
+        """
     CREATE TABLE incidents (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         status TEXT NOT NULL,
@@ -95,10 +111,12 @@ MIGRATIONS: list[str] = [
         ends_at TEXT,
         updated_at TEXT NOT NULL
     );
-    """,
+    """
+    ),
     # 2: the notification outbox (#17), written in the transaction of the incident change
     # that produced each event; the sender marks rows sent or failed.
-    """
+    Migration.serial_ids(
+        """
     CREATE TABLE outbox (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         delivery_id TEXT NOT NULL UNIQUE,
@@ -114,9 +132,11 @@ MIGRATIONS: list[str] = [
         sent_at TEXT
     );
     CREATE INDEX outbox_due ON outbox(state, receiver, next_attempt_at, id);
-    """,
-    # 3: one-off maintenance windows (#17); recurring ones live in the config.
     """
+    ),
+    # 3: one-off maintenance windows (#17); recurring ones live in the config.
+    Migration.serial_ids(
+        """
     CREATE TABLE maintenance (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         service TEXT NOT NULL,
@@ -128,13 +148,16 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     CREATE INDEX maintenance_ends ON maintenance(ends_at);
-    """,
+    """
+    ),
     # 4: an incident's signals are rows, and its timeline entries carry their step (#22.2).
     # Both lived in the incident's `data` JSON, one member per alert that joined it, so
     # applying one alert rewrote (and fsynced) the whole incident: work that grew with
     # every alert. Existing incidents are moved over as they are: same signals, in the
-    # same order (rowid), same steps.
-    """
+    # same order (rowid), same steps. PostgreSQL's json (not jsonb) keeps the members'
+    # order; a CASE hands json_each NULL (no rows) where `signals` is not an object.
+    Migration(
+        """
     CREATE TABLE signals (
         id INTEGER PRIMARY KEY,
         incident_id INTEGER NOT NULL REFERENCES incidents(id),
@@ -155,7 +178,41 @@ MIGRATIONS: list[str] = [
     UPDATE incidents SET data = json_remove(data, '$.signals', '$.steps')
         WHERE json_type(data, '$.signals') IS NOT NULL OR json_type(data, '$.steps') IS NOT NULL;
     """,
+        """
+    CREATE TABLE signals (
+        id SERIAL PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        UNIQUE (incident_id, key)
+    );
+    INSERT INTO signals (incident_id, key, body)
+        SELECT i.id, s.key, s.value::text
+        FROM incidents AS i,
+             json_each(CASE WHEN json_typeof(i.data::json -> 'signals') = 'object'
+                            THEN i.data::json -> 'signals' END) WITH ORDINALITY AS s(key, value, n)
+        ORDER BY i.id, s.n;
+    ALTER TABLE timeline ADD COLUMN step TEXT;
+    UPDATE timeline SET step = (
+        SELECT i.data::json -> 'steps' ->> timeline.key FROM incidents AS i
+        WHERE i.id = timeline.incident_id
+          AND json_typeof(i.data::json -> 'steps') = 'object'
+          AND json_typeof(i.data::json -> 'steps' -> timeline.key) = 'string');
+    UPDATE incidents SET data = (data::jsonb - 'signals' - 'steps')::text
+        WHERE data::json -> 'signals' IS NOT NULL OR data::json -> 'steps' IS NOT NULL;
+    """,
+    ),
+    # 5: the leadership lease (#21): one row per lease, taken over by a conditional
+    # update once expired (no advisory lock: those break behind transaction pooling).
+    """
+    CREATE TABLE lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # The members of an incident's `data` kept in rows of their own (migration 4).
 SIGNALS = "signals"
@@ -264,17 +321,129 @@ def _touch_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-class Store:
-    """One SQLite database. Thread-safe: each thread gets its own connection."""
+class _Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, lazy: bool = False) -> None:
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> builtins.list[Any]: ...
+
+
+class _DB(Protocol):
+    """What the store needs of a connection: sqlite3's, or _Postgres around psycopg's."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor: ...
+
+    def close(self) -> None: ...
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Held in the migrating transaction only (released at its end), so it is safe behind a
+# transaction-pooling PgBouncer: two recorders starting at once migrate one after the other.
+_MIGRATE_LOCK = 0x7265636F72646572  # "recorder"
+
+
+class _Row:
+    """A PostgreSQL row read like sqlite3.Row: by column name or by position, iterated
+    (unpacked) as its values, and `dict(row)` by name."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: dict[str, int], values: Sequence[Any]) -> None:
+        self._index = index
+        self._values = values
+
+    def __getitem__(self, key: str | int) -> Any:
+        return self._values[key if isinstance(key, int) else self._index[key]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> builtins.list[str]:
+        return builtins.list(self._index)
+
+
+class _Postgres:
+    """A psycopg connection with sqlite3's calling convention: `?` placeholders, rows by
+    name or position, and its errors raised as StoreError (which every caller handles, as
+    it does sqlite3.Error)."""
+
+    def __init__(self, url: str, password_file: str | None) -> None:
+        import psycopg  # only when PostgreSQL is configured: the extra is optional
+
+        self._error = psycopg.Error
+        kwargs: dict[str, Any] = {}
+        if password_file:
+            # Read at each connect so a rotated password is picked up; never in the URL
+            # (which shows in errors and `ps`).
+            kwargs["password"] = Path(password_file).read_text().strip()
+        try:
+            # autocommit: a read holds no transaction open; writes say BEGIN themselves.
+            self.conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=10, row_factory=_row_factory, **kwargs
+            )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {redact(url)}: {exc}") from None
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
+        try:
+            # No literal % in the store's SQL, so only the placeholders change.
+            cur = self.conn.execute(sql.replace("?", "%s"), tuple(parameters) or None)
+        except self._error as exc:
+            raise StoreError(f"PostgreSQL: {exc}".strip()) from None
+        return cur
+
+    @property
+    def usable(self) -> bool:
+        return not (self.conn.closed or self.conn.broken)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
+    index = {d.name: i for i, d in enumerate(cursor.description or ())}
+    return lambda values: _Row(index, values)
+
+
+def redact(url: str) -> str:
+    """The URL without a password, should one be in it (the config refuses that)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+class Store:
+    """One SQLite database, or a PostgreSQL one (`url`). Thread-safe: each thread gets its
+    own connection."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        lazy: bool = False,
+        url: str | None = None,
+        password_file: str | None = None,
+    ) -> None:
         """Open (create, migrate) the store. `lazy`: a store that cannot be opened now
-        (read-only or full filesystem, missing permissions) is not an error yet; every
-        write tries again and raises StoreError until it can, and reads fall back to a
-        read-only view of what is on disk. The daemon starts this way so that it keeps
-        probing, and says why on /healthz, while its state dir is unusable."""
+        (read-only or full filesystem, missing permissions, PostgreSQL down) is not an
+        error yet; every write tries again and raises StoreError until it can, and reads
+        fall back to a read-only view of what is on disk (SQLite). The daemon starts this
+        way so that it keeps probing, and says why on /healthz, while its store is
+        unusable. `url`: postgresql://user@host:port/db, the password from
+        `password_file` or libpq's own PGPASSWORD / ~/.pgpass."""
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / "recorder.db"
+        self.url = url
+        self.password_file = password_file
+        self.postgres = bool(url)
+        self.where = redact(url) if url else str(self.path)
         self._local = threading.local()
         self._ready = False
         self._open_lock = threading.Lock()
@@ -299,26 +468,36 @@ class Store:
             if self._ready:
                 return
             try:
-                ensure_private_dir(self.state_dir)
-                if not self.path.exists():
-                    _touch_private(self.path)
+                if not self.postgres:
+                    ensure_private_dir(self.state_dir)
+                    if not self.path.exists():
+                        _touch_private(self.path)
                 with self._tx(self._connect()) as db:
                     self._migrate(db)
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error, StoreError) as exc:
                 # A connection made while the filesystem refused writes stays unusable.
                 self._drop("conn")
-                raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+                if isinstance(exc, StoreSchemaError):
+                    raise
+                raise StoreError(f"cannot open the store at {self.where}: {exc}") from None
             self._ready = True
 
     # ---- connections -------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> _DB:
         """This thread's read-write connection (opening the store first if needed)."""
         if not self._ready:
             self.open()
         return self._connect()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _DB:
+        if self.postgres:
+            pg: _Postgres | None = getattr(self._local, "conn", None)
+            if pg is None or not pg.usable:  # reconnect after the server went away
+                assert self.url is not None
+                pg = _Postgres(self.url, self.password_file)
+                self._local.conn = pg
+            return pg
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
@@ -342,13 +521,13 @@ class Store:
                     os.chmod(side, 0o600)
         return conn
 
-    def _read(self) -> sqlite3.Connection:
+    def _read(self) -> _DB:
         """A connection for reading: the read-write one when the store opens, otherwise
         a read-only view of the file as it is on disk."""
         try:
             return self._conn()
         except StoreError:
-            if not self.path.exists():
+            if self.postgres or not self.path.exists():
                 raise
         conn: sqlite3.Connection | None = getattr(self._local, "ro", None)
         if conn is None:
@@ -372,22 +551,25 @@ class Store:
         return conn
 
     def _drop(self, name: str) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, name, None)
+        conn: _DB | None = getattr(self._local, name, None)
         if conn is not None:
             conn.close()
             setattr(self._local, name, None)
 
     @contextmanager
-    def _tx(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _tx(self, conn: _DB | None = None) -> Iterator[_DB]:
         """One write transaction, on this thread's connection unless given one (the open
         itself, before the store is ready)."""
         if conn is None:
             conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        # IMMEDIATE: SQLite takes the write lock now, not at the first write (which could
+        # then fail with SQLITE_BUSY mid-transaction).
+        conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if not self.postgres or conn.usable:  # type: ignore[attr-defined]
+                conn.execute("ROLLBACK")
             raise
         else:
             conn.execute("COMMIT")
@@ -396,19 +578,38 @@ class Store:
         self._drop("conn")
         self._drop("ro")
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self, db: _DB) -> None:
+        if self.postgres:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK,))
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = int(row[0] or 0)
+        else:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreSchemaError(
                 f"the store's schema {version} is newer than this recorder ({SCHEMA_VERSION})"
             )
         for i in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[i].split(";"):
+            step = MIGRATIONS[i]
+            sql = step if isinstance(step, str) else step.postgres if self.postgres else step.sqlite
+            for statement in sql.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute(f"PRAGMA user_version = {i + 1}")
+            if self.postgres:
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (i + 1,))
+            else:
+                db.execute(f"PRAGMA user_version = {i + 1}")
+
+    def schema_version(self) -> int:
+        if self.postgres:
+            return int(self._read().execute("SELECT version FROM schema_version").fetchone()[0])
+        return int(self._read().execute("PRAGMA user_version").fetchone()[0])
 
     def integrity_ok(self) -> bool:
+        if self.postgres:
+            return True  # PostgreSQL checks its own pages (data checksums, amcheck)
         return bool(self._read().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
     def check_writable(self) -> None:
@@ -418,7 +619,7 @@ class Store:
                 db.execute("CREATE TABLE IF NOT EXISTS probe_write (x INTEGER)")
                 db.execute("DELETE FROM probe_write")
                 db.execute("INSERT INTO probe_write VALUES (1)")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             raise StoreError(f"store not writable: {exc}") from None
 
     # ---- incidents ---------------------------------------------------------------------
@@ -435,7 +636,7 @@ class Store:
             cur = db.execute(
                 """INSERT INTO incidents (status, severity, title, service, fault, hosts,
                    started_at, detected_at, resolved_at, affected, root_causes, tasks, data)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id""",
                 (
                     incident.status,
                     incident.severity,
@@ -452,8 +653,7 @@ class Store:
                     json.dumps(data_row(incident.data), default=str),
                 ),
             )
-            assert cur.lastrowid is not None
-            new_id = cur.lastrowid
+            new_id = int(cur.fetchone()[0])
             self._put_signals(db, new_id, incident.data.get(SIGNALS) or {}, None)
             self._insert_entries(db, new_id, incident.timeline)
             incident.id = new_id  # the notices' snapshots carry it
@@ -504,7 +704,7 @@ class Store:
 
     @staticmethod
     def _put_signals(
-        db: sqlite3.Connection,
+        db: _DB,
         incident_id: int,
         signals: dict[str, Any],
         keys: Iterable[str] | None,
@@ -521,13 +721,11 @@ class Store:
             )
 
     @staticmethod
-    def _insert_entries(
-        db: sqlite3.Connection, incident_id: int, entries: Iterable[TimelineEntry]
-    ) -> None:
+    def _insert_entries(db: _DB, incident_id: int, entries: Iterable[TimelineEntry]) -> None:
         for e in entries:
             db.execute(
-                """INSERT OR IGNORE INTO timeline (incident_id, key, at, kind, text, source,
-                   step) VALUES (?,?,?,?,?,?,?)""",
+                """INSERT INTO timeline (incident_id, key, at, kind, text, source, step)
+                   VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
                 (
                     incident_id,
                     e.key or uuid.uuid4().hex,
@@ -546,16 +744,15 @@ class Store:
             return self._insert_notices(db, incident, notices)
 
     @staticmethod
-    def _insert_notices(
-        db: sqlite3.Connection, incident: Incident, notices: Iterable[Notice]
-    ) -> int:
+    def _insert_notices(db: _DB, incident: Incident, notices: Iterable[Notice]) -> int:
         added = 0
         for notice in notices:
             payload = json.dumps(notice_snapshot(incident, notice))
             for receiver in notice.receivers:
                 cur = db.execute(
-                    """INSERT OR IGNORE INTO outbox (delivery_id, receiver, event, incident_id,
-                       payload, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?)""",
+                    """INSERT INTO outbox (delivery_id, receiver, event, incident_id,
+                       payload, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?)
+                       ON CONFLICT DO NOTHING""",
                     (
                         delivery_id(incident.id, incident.detected_at, notice.key, receiver),
                         receiver,
@@ -642,12 +839,18 @@ class Store:
     def detection_delays(self) -> tuple[int, float]:
         """(count, sum of seconds) of detected_at - started_at over every outage, by one
         aggregate query: /metrics reads no incident rows into Python."""
+        seconds = (
+            "CAST(EXTRACT(EPOCH FROM CAST(detected_at AS timestamptz)"
+            " - CAST(started_at AS timestamptz)) AS numeric)"
+            if self.postgres
+            else "(julianday(detected_at) - julianday(started_at)) * 86400.0"
+        )
+        biggest = "GREATEST" if self.postgres else "MAX"  # SQLite's two-argument MAX
         row = (
             self._read()
             .execute(
-                """SELECT COUNT(*), COALESCE(SUM(MAX(0.0, ROUND(
-                   (julianday(detected_at) - julianday(started_at)) * 86400.0, 3))), 0.0)
-                   FROM incidents WHERE severity='outage'"""
+                f"SELECT COUNT(*), COALESCE(SUM({biggest}(0.0, ROUND({seconds}, 3))), 0.0)"
+                " FROM incidents WHERE severity='outage'"
             )
             .fetchone()
         )
@@ -714,19 +917,21 @@ class Store:
 
     def counts_by_fault(self) -> dict[str, int]:
         """Incidents by the fault they were opened with (a re-ranking never moves them)."""
+        opened = (
+            "CAST(data AS jsonb)->>'opened_fault'"
+            if self.postgres
+            else "json_extract(data, '$.opened_fault')"
+        )
         rows = (
             self._read()
             .execute(
-                "SELECT COALESCE(json_extract(data, '$.opened_fault'), fault, 'unknown'),"
-                " COUNT(*) FROM incidents GROUP BY 1"
+                f"SELECT COALESCE({opened}, fault, 'unknown'), COUNT(*) FROM incidents GROUP BY 1"
             )
             .fetchall()
         )
         return {r[0]: r[1] for r in rows}
 
-    def _incident(
-        self, db: sqlite3.Connection, row: sqlite3.Row, with_timeline: bool = True
-    ) -> Incident:
+    def _incident(self, db: _DB, row: Any, with_timeline: bool = True) -> Incident:
         incident = _listed(row)
         incident.tasks = [Task(**t) for t in json.loads(row["tasks"])]
         incident.data = json.loads(row["data"])
@@ -773,11 +978,11 @@ class Store:
         """Record a deploy and write it into the timeline of the service's open incident."""
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO events (kind, service, version, at, source) VALUES ('deploy',?,?,?,?)",
+                "INSERT INTO events (kind, service, version, at, source)"
+                " VALUES ('deploy',?,?,?,?) RETURNING id",
                 (service, version, iso(at), source),
             )
-            assert cur.lastrowid is not None
-            event_id = cur.lastrowid
+            event_id = int(cur.fetchone()[0])
             for (incident_id,) in db.execute(
                 "SELECT id FROM incidents WHERE status='open' AND service=?", (service,)
             ).fetchall():
@@ -889,11 +1094,10 @@ class Store:
         with self._tx() as db:
             cur = db.execute(
                 """INSERT INTO maintenance (service, host, starts_at, ends_at, reason, source,
-                   created_at) VALUES (?,?,?,?,?,?,?)""",
+                   created_at) VALUES (?,?,?,?,?,?,?) RETURNING id""",
                 (service, host, iso(starts_at), iso(ends_at), reason, source, iso(utcnow())),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            return int(cur.fetchone()[0])
 
     def windows(self, at: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """One-off windows on at `at`; with no time, those not yet over now."""
@@ -918,6 +1122,44 @@ class Store:
                 (iso(at), window_id, iso(at)),
             )
             return cur.rowcount > 0
+
+    # ---- the leadership lease -----------------------------------------------------------
+
+    def take_lease(self, holder: str, seconds: float, now: datetime, name: str = "leader") -> bool:
+        """Take or renew the lease `name` for `holder` until now + seconds; False (nothing
+        written) while another holder's lease runs. One conditional UPDATE decides, so
+        of two recorders taking an expired lease at once exactly one gets it. Times are
+        the recorders' clocks: keep them in sync well within the lease."""
+        expires = iso(now + timedelta(seconds=seconds))
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO lease (name, holder, expires_at) VALUES (?,?,?)"
+                " ON CONFLICT DO NOTHING",
+                (name, holder, iso(now)),
+            )
+            cur = db.execute(
+                "UPDATE lease SET holder=?, expires_at=? WHERE name=?"
+                " AND (holder=? OR expires_at <= ?)",
+                (holder, expires, name, holder, iso(now)),
+            )
+            return cur.rowcount == 1
+
+    def release_lease(self, holder: str, now: datetime, name: str = "leader") -> None:
+        """End `holder`'s lease now (a clean stop hands over at once); no-op otherwise."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE lease SET expires_at=? WHERE name=? AND holder=?",
+                (iso(now), name, holder),
+            )
+
+    def lease(self, name: str = "leader") -> tuple[str, datetime] | None:
+        """(holder, expires_at) of the lease, or None when nobody ever took it."""
+        row = (
+            self._read()
+            .execute("SELECT holder, expires_at FROM lease WHERE name=?", (name,))
+            .fetchone()
+        )
+        return None if row is None else (str(row[0]), _required(row[1]))
 
     # ---- alerts (Alertmanager fingerprints) --------------------------------------------
 
@@ -971,7 +1213,7 @@ def deploy_entry(
     )
 
 
-def _listed(row: sqlite3.Row) -> Incident:
+def _listed(row: Any) -> Incident:
     """An incident from its row's list columns (what a list shows); `_incident` adds the
     rest."""
     return Incident(

@@ -19,6 +19,10 @@ have prometheus-blackbox-exporter || need+=(prometheus-blackbox-exporter)
 # WebDriver, both from Debian: nothing is downloaded at test time.
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
+# The store tests on PostgreSQL (#21): tests/postgres_fixture.py runs initdb and postgres
+# from /usr/lib/postgresql/*/bin as an unprivileged user; policy-rc.d below keeps the
+# package's own cluster from starting.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

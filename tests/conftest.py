@@ -224,3 +224,15 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
         yield server
     finally:
         stop_process_tree(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server on a free loopback port for the whole session."""
+    from tests.postgres_fixture import start_postgres, stop_postgres
+
+    server, proc = start_postgres()
+    try:
+        yield server
+    finally:
+        stop_postgres(server, proc)

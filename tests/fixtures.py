@@ -172,7 +172,7 @@ def store_at(state: Path, version: int, rows: Path) -> Path:
     path = state / "recorder.db"
     with sqlite3.connect(path) as db:
         for migration in MIGRATIONS[:version]:
-            db.executescript(migration)
+            db.executescript(migration if isinstance(migration, str) else migration.sqlite)
         db.execute(f"PRAGMA user_version = {version}")
         db.executescript(rows.read_text())
     path.chmod(0o600)

@@ -5,7 +5,7 @@ plausible started_at and detected_at, the affected share close to the lab's trut
 timeline holding detection; fix it, and the incident resolves, and its draft names the
 fault and leaves no FILL IN for a value the recorded evidence holds (the contract from
 probe to postmortem, for every fault kind). A healthy stack under steady traffic opens
-nothing; kill -9 mid-incident loses nothing.
+nothing; kill -9 mid-incident loses nothing, on SQLite and on PostgreSQL (store.url).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from probes.facts import Subjects
 from recorder.lab.core import Lab
 from recorder.model import Incident, parse_iso
 from recorder.store import Store
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +47,7 @@ class Daemon:
         data = yaml.safe_load(config.read_text())
         self.base = f"http://{data['listen']}"
         self.state_dir = Path(data["state_dir"])
+        self.store_args: dict[str, Any] = data.get("store") or {}  # url, password_file
 
     def start(self) -> None:
         with open(self.log, "ab") as err:
@@ -83,7 +85,7 @@ class Daemon:
                 self.proc.wait(5)
 
     def incidents(self) -> list[Incident]:
-        store = Store(self.state_dir)
+        store = Store(self.state_dir, **self.store_args)
         try:
             return [i for i in (store.get(x.id) for x in store.list()) if i is not None]
         finally:
@@ -384,3 +386,41 @@ def test_affected_share_is_over_the_whole_incident(
         {k: v for k, v in truth.items() if k != "per_client"},
     )
     assert "counted over the incident" in affected.evidence
+
+
+def test_postgres_store_opens_survives_kill_9_and_resolves(
+    lab: Lab, postgres: Any, tmp_path: Path
+) -> None:
+    """A second `recorder run` with store.url on a real PostgreSQL (its own state dir and
+    listen port): the incident opens there, a kill -9 and restart continue it, and the fix
+    resolves it. Last in this module: the SQLite daemon above may record the same fault."""
+    data = yaml.safe_load(lab.config_path.read_text())
+    data["defaults"]["recover_after"] = f"{RECOVER_AFTER:g}s"
+    data["state_dir"] = str(tmp_path / "state")
+    data["listen"] = f"127.0.0.1:{free_port()}"
+    data["store"] = {"url": postgres.new_database(), "password_file": str(postgres.password_file)}
+    config = tmp_path / "recorder.yml"
+    config.write_text(yaml.safe_dump(data))
+    pg = Daemon(config, tmp_path / "daemon.log")
+    pg.start()
+    try:
+        assert not (tmp_path / "state" / "recorder.db").exists()
+        lab.break_("missing-symlink")
+        try:
+            first = new_incident(pg, set())
+            time.sleep(1.5)
+            before = next(i for i in pg.incidents() if i.id == first.id)
+            pg.kill9()
+            pg.start()
+            time.sleep(2.5)
+            after = pg.incidents()
+            assert [i.id for i in after] == [first.id], "a restart must not open a second one"
+            assert after[0].detected_at == before.detected_at
+            assert {e.key for e in before.timeline} <= {e.key for e in after[0].timeline}
+        finally:
+            lab.fix("missing-symlink")
+        done = resolved(pg, first.id)
+        assert [e.kind for e in done.timeline].count("detection") == 1
+        assert "resolution" in [e.kind for e in done.timeline]
+    finally:
+        pg.stop()

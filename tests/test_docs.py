@@ -27,6 +27,7 @@ from recorder.config import (
     Service,
     SlackReceiver,
     SSHHostConfig,
+    StoreConfig,
     WebConfig,
     WebhookReceiver,
 )
@@ -84,6 +85,7 @@ def test_every_config_field_is_in_configuration_md() -> None:
         Receiver,
         Route,
         WebConfig,
+        StoreConfig,
     ]
     for model in models:
         missing += [f for f in fields(model) if f"`{f}`" not in CONFIGURATION]
