@@ -599,8 +599,9 @@ def test_read_only_from_the_first_start_then_writable(
     log = daemon.log.read_text()
     assert "Traceback" not in log, daemon.tail()
     # Once per reader, not once per tick: the store's open, the deploy and maintenance
-    # lookups, the book's write, the probe history's write, the API's read.
-    assert 1 <= len([ln for ln in log.splitlines() if "Read-only" in ln]) <= 6, daemon.tail()
+    # lookups, the book's write, the health check's write, the probe history's write, the
+    # API's read.
+    assert 1 <= len([ln for ln in log.splitlines() if "Read-only" in ln]) <= 7, daemon.tail()
 
 
 def _incident_for(service: str) -> Incident:

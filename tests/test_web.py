@@ -229,6 +229,16 @@ def test_unknown_pages_are_html_404_pages_and_machine_paths_stay_json(site: Site
         assert got.json()["error"], path
 
 
+ROOT_CAUSE = (
+    "A nightly cleanup script on lb-01 deleted the sites-enabled symlink for the "
+    "example site, so nginx loaded no server block for it and port 80 refused every request"
+)
+RESOLUTION = (
+    "Recreated the symlink with ln -s from sites-available to sites-enabled on "
+    "lb-01, ran nginx -t and reloaded nginx, after which the site answered 200 again"
+)
+
+
 def test_postmortem_page_shows_the_final_document(site: Site) -> None:
     h = site.h
     for _ in range(8):
@@ -240,11 +250,11 @@ def test_postmortem_page_shows_the_final_document(site: Site) -> None:
         h.store,
         h.config,
         incident.id,
-        root_cause="A deploy script removed the sites-enabled link",
-        resolution="Recreated the link and reloaded nginx",
+        root_cause=ROOT_CAUSE,
+        resolution=RESOLUTION,
         misleading=["none"],
         escalated_to="platform-team at 14:40",
-        tasks=["Declare example enabled in the Ansible role"],
+        tasks=["Enforce the sites-enabled symlink of example in the Ansible nginx role on lb-01"],
         affected=None,
         force=False,
     )
@@ -253,7 +263,7 @@ def test_postmortem_page_shows_the_final_document(site: Site) -> None:
     assert f'href="/postmortems/{incident.id}"' in listing
     page = site.get(f"/postmortems/{incident.id}")
     assert page.status_code == 200
-    assert "A deploy script removed the sites-enabled link" in page.text
+    assert ROOT_CAUSE in page.text
     assert "FILL IN" not in page.text
     assert "Postmortem (final)" in site.get(f"/incidents/{incident.id}").text
 

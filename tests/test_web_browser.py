@@ -48,8 +48,14 @@ HOSTILE_LABEL = '"><img src=x onerror=alert(1)>'
 WEBHOOK_TOKEN = "browser-test-webhook-token-0123456789"
 # What a person types for each gap the page's `recorder close` command leaves as `...`.
 CLOSE_VALUES = {
-    "--root-cause": "A cleanup script removed the sites-enabled link of example on lb-01",
-    "--resolution": "Recreated the link with ln -s and reloaded nginx",
+    "--root-cause": (
+        "A nightly cleanup script on lb-01 deleted the sites-enabled symlink for "
+        "the example site, so nginx loaded no server block for it and port 80 refused every request"
+    ),
+    "--resolution": (
+        "Recreated the symlink with ln -s from sites-available to sites-enabled "
+        "on lb-01, ran nginx -t and reloaded nginx, after which the site answered 200 again"
+    ),
     "--misleading": "none",
     "--escalated-to": "platform-team at once",
     "--task": "Declare example enabled in the configuration-management role",

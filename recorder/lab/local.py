@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import CommandResult
+from probes.private import write_private
 from recorder.lab import templates as t
 from recorder.lab.state import (
     LabError,
@@ -302,9 +303,7 @@ class LocalBackend:
         sink_dir = directory / SINK_DIR
         sink_dir.mkdir()
         secret = sink_dir / "webhook-secret"
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(secrets.token_hex(32) + "\n")
+        write_private(secret, secrets.token_hex(32) + "\n", exclusive=True)
         messages = sink_dir / "messages.jsonl"
         messages.touch()
         return {
