@@ -665,9 +665,15 @@ class IncidentBook:
         """Ranking evidence: runbook symptom terms present now on the service's hosts."""
         terms: dict[str, list[str]] = {}
         health: dict[str, list[bool]] = {}
+        # The latest observations by host, read once: scanning them once per host of the
+        # service made every observation cost hosts x observations, and an outage on
+        # 200 hosts of one service about 0.4-0.8 s of engine CPU per second of probing.
+        by_host: dict[str, list[tuple[str, Observation]]] = {}
+        for (h, probe), obs in self.latest.items():
+            by_host.setdefault(h, []).append((probe, obs))
         for host in self.config.hosts_of(service):
-            for (h, probe), obs in self.latest.items():
-                if h != host or obs.status is Status.ERROR:
+            for probe, obs in by_host.get(host, ()):
+                if obs.status is Status.ERROR:
                     continue
                 health.setdefault(probe, []).append(obs.status is Status.OK)
                 if obs.status is Status.FAIL and obs.fault:

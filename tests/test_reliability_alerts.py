@@ -472,6 +472,8 @@ def test_the_webhook_answer_is_the_truth_when_the_engine_is_slow(
     assert daemon.engine_behind() >= 59
     healthy, reason = daemon.health()
     assert not healthy and "engine behind" in reason
+    status, text = fresh.get("/healthz")  # what a load balancer or systemd check sees
+    assert status == 503 and "engine behind" in text, (status, text)
     release.set()
     threading.Event().wait(1.0)
     assert len(Store(fresh.state).list()) == 1

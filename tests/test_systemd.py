@@ -157,6 +157,20 @@ def test_unit_has_what_the_issue_asks() -> None:
     assert "-/var/log/nginx" in s["ReadWritePaths"][0].split()
 
 
+def test_the_descriptor_limit_is_raised_deliberately_and_the_docs_say_the_real_limit() -> None:
+    # #22.1: the default soft limit of 1,024 ran out under a flood of webhook bodies. The
+    # unit leaves room for every connection the server holds, a spilled body each and the
+    # probes' sockets; RELIABILITY.md said 256 connections while the code held 512.
+    from recorder.api import CONNECTION_LIMIT
+
+    (nofile,) = unit_settings()["LimitNOFILE"]
+    assert int(nofile) >= 4 * CONNECTION_LIMIT
+    reliability = " ".join((ROOT / "RELIABILITY.md").read_text().split())
+    assert f"limit of {CONNECTION_LIMIT} connections" in reliability
+    assert f"more than {CONNECTION_LIMIT} connections" in reliability
+    assert "LimitNOFILE=" + nofile in reliability
+
+
 def test_the_install_command_in_the_unit_matches_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "/opt/recorder/bin/pip install" in readme
