@@ -12,9 +12,10 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from recorder.incidents import apply_alert_batches
-from recorder.store import Store
+from recorder.store import Store, StoreError
 from tests.conftest import free_port
 from tests.fixtures import Harness
 from tests.test_reliability_alerts import RunningDaemon, _alert, _notification
@@ -26,6 +27,7 @@ from tests.test_reliability_daemon import (  # noqa: F401 (fixtures)
     webhook_config,
 )
 from tests.test_signal_rows import alert
+from tests.test_store import store_args  # noqa: F401 (the fixture)
 
 TOKEN = "group-commit-token-" + "y" * 16
 PER_NOTIFICATION = 10
@@ -56,25 +58,43 @@ def stored_signals(state: Path) -> dict[int, set[str]]:
         db.close()
 
 
-def test_a_failed_group_rolls_back_and_each_batch_is_answered_alone(tmp_path: Path) -> None:
-    """Three notifications applied as one group; the store refuses the second's alert.
-    The group is rolled back and retried one by one: the second fails alone, the others
-    are recorded, and memory holds exactly what the store holds."""
+PG_REFUSE = (
+    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN"
+    " IF NEW.key = '{key}' THEN RAISE EXCEPTION 'the store refused this write'; END IF;"
+    " RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER refuse BEFORE INSERT ON signals FOR EACH ROW EXECUTE FUNCTION refuse()",
+)
+
+
+def test_a_failed_group_rolls_back_and_each_batch_is_answered_alone(
+    tmp_path: Path,
+    store_args: dict[str, Any],  # noqa: F811 (the fixture)
+) -> None:
+    """Three notifications applied as one group; the store (SQLite, PostgreSQL) refuses
+    the second's alert. The group is rolled back and retried one by one: the second fails
+    alone, the others are recorded, and memory holds exactly what the store holds."""
     h = Harness(tmp_path / "state")
+    if store_args:
+        h.book.store = h.store = Store(tmp_path / "state", **store_args)
     assert apply_alert_batches(h.book, h.store, [[alert(1)]]) == [[1]]
-    refuse_signal(tmp_path / "state", f"alert:{2:016x}")
+    refused = f"alert:{2:016x}"
+    if store_args:
+        for statement in PG_REFUSE:
+            h.store._conn().execute(statement.format(key=refused))
+    else:
+        refuse_signal(tmp_path / "state", refused)
     outcomes = apply_alert_batches(h.book, h.store, [[alert(3)], [alert(2), alert(4)], [alert(5)]])
     assert outcomes[0] == [1] and outcomes[2] == [1], outcomes
-    assert isinstance(outcomes[1], sqlite3.Error), outcomes
+    assert isinstance(outcomes[1], sqlite3.Error | StoreError), outcomes
     memory = {i.id: set(i.data["signals"]) for i in h.book.open_incidents()}
-    keys = {f"alert:{n:016x}" for n in (1, 3, 5)}
-    assert memory == stored_signals(tmp_path / "state") == {1: keys}
-    fingerprints = {r["fingerprint"] for r in map(dict, _rows(h.store, "alerts"))}
+    db = h.store._read()
+    stored: dict[int, set[str]] = {}
+    for incident_id, key in db.execute("SELECT incident_id, key FROM signals").fetchall():
+        stored.setdefault(incident_id, set()).add(key)
+    assert memory == stored == {1: {f"alert:{n:016x}" for n in (1, 3, 5)}}
+    fingerprints = {r[0] for r in db.execute("SELECT fingerprint FROM alerts").fetchall()}
     assert fingerprints == {f"{n:016x}" for n in (1, 3, 5)}
-
-
-def _rows(store: Store, table: str) -> list[sqlite3.Row]:
-    return list(store._read().execute(f"SELECT * FROM {table}").fetchall())  # type: ignore[arg-type]
+    h.store.close()
 
 
 def test_a_commit_the_store_refuses_is_an_error_and_memory_matches_the_store(
