@@ -34,7 +34,7 @@ from recorder.api import ApiServer, make_app, serve
 from recorder.config import ConfigError, load_config, split_listen
 from recorder.detector import Detector
 from recorder.history import History
-from recorder.incidents import IncidentBook, apply_alerts
+from recorder.incidents import IncidentBook, apply_alert_batches
 from recorder.metrics import Metrics
 from recorder.model import Incident, Severity
 from recorder.notify import NotifyMetrics, Sender
@@ -51,6 +51,9 @@ ALERT_WAIT = 10.0  # seconds a webhook request waits for the engine before a 503
 # so that its answer is the truth: a 503 for alerts that were applied made Alertmanager
 # send them again.
 ALERT_APPLY_WAIT = 120.0
+# Alerts committed in one transaction at most (group commit): Alertmanager sends up to
+# 1,000 per notification; a bigger group would hold the engine from observations longer.
+GROUP_ALERTS = 2000
 ENGINE_BEHIND = 30.0  # /healthz fails when the engine's oldest queued input is older
 
 
@@ -348,10 +351,12 @@ class Daemon:
                 item = self.queue.get(timeout=0.5)
             except queue.Empty:
                 item = None
-            try:
-                self._handle(item)
-            except Exception:  # the engine must outlive any one bad input
-                log.exception("engine error while handling %s", type(item).__name__)
+            while item is not None:
+                try:
+                    item = self._handle(item)
+                except Exception:  # the engine must outlive any one bad input
+                    log.exception("engine error while handling %s", type(item).__name__)
+                    item = None
             now = time.monotonic()
             if now - last_tick >= 1.0:
                 last_tick = now
@@ -360,13 +365,33 @@ class Daemon:
                 last_ping = now
                 self.notifier.watchdog()
 
-    def _handle(self, item: _Obs | _Alerts | str | None) -> None:
+    def _handle(self, item: _Obs | _Alerts | str | None) -> _Obs | _Alerts | str | None:
+        """Handle one input; returns the next one when it was taken from the queue already
+        (the input after a group of alert batches), to be handled in its turn."""
         if isinstance(item, _Obs):
             self._on_observation(item.obs, item.job)
         elif isinstance(item, _Alerts):
-            self._on_alerts(item)
+            group, after = self._alert_group(item)
+            self._on_alerts(group)
+            return after
         elif item == "reload":
             self._reload()
+        return None
+
+    def _alert_group(self, first: _Alerts) -> tuple[list[_Alerts], _Obs | _Alerts | str | None]:
+        """The alert batches queued one after another from `first` on (up to GROUP_ALERTS
+        alerts), committed together; and the input after them, if one was taken."""
+        group, count = [first], len(first.alerts)
+        while count < GROUP_ALERTS:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return group, None
+            if not isinstance(item, _Alerts):
+                return group, item  # arrival order kept: handled right after the group
+            group.append(item)
+            count += len(item.alerts)
+        return group, None
 
     def _on_observation(self, obs: Observation, job: Job) -> None:
         self.metrics.observe(obs)  # log counters included (obs.facts.counters)
@@ -378,16 +403,23 @@ class Daemon:
             self.book.on_signal(sig)
         self._drafts_dirty |= before | {i.id for i in self.book.open_incidents()}
 
-    def _on_alerts(self, batch: _Alerts) -> None:
-        if not batch.reply.set_running_or_notify_cancel():
-            return  # the request gave up waiting and said so: apply nothing
+    def _on_alerts(self, group: list[_Alerts]) -> None:
+        # A request that gave up waiting (and said so) is not applied.
+        batches = [b for b in group if b.reply.set_running_or_notify_cancel()]
         try:
-            results = apply_alerts(self.book, self.store, batch.alerts)
-        except Exception as exc:
-            batch.reply.set_exception(exc)
+            outcomes = apply_alert_batches(self.book, self.store, [b.alerts for b in batches])
+        except BaseException as exc:
+            for batch in batches:
+                batch.reply.set_exception(exc)
             raise
-        self._drafts_dirty |= {i for i in results if i}
-        batch.reply.set_result(results)
+        # Answered only now, after the commit: an acknowledged alert survives a kill -9.
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("cannot record %d alerts: %s", len(batch.alerts), outcome)
+                batch.reply.set_exception(outcome)
+            else:
+                self._drafts_dirty |= {i for i in outcome if i}
+                batch.reply.set_result(outcome)
 
     def _tick(self) -> None:
         if not self._restored:

@@ -16,6 +16,7 @@ Single-threaded by design: the daemon's engine thread is the only caller.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sqlite3
@@ -217,6 +218,8 @@ class IncidentBook:
         self._deploys_error: str | None = None
         self._windows_error: str | None = None
         self.on_opened: Callable[[Incident], None] | None = None
+        # A batch's commit failed and the open incidents could not be read back yet.
+        self.stale = False
 
     # ---- start-up ---------------------------------------------------------------------
 
@@ -267,6 +270,46 @@ class IncidentBook:
                 iso(incident.detected_at),
             )
         return firing
+
+    def snapshot(self) -> tuple[dict[str, _Open], str | None]:
+        """Before a batch of alerts: copies of the open incidents whose changes the store
+        does not have yet (made while it could not be written), normally none. The rest
+        is as stored, so `rollback` reads it back instead: copying every open incident
+        before each batch cost more than applying the batch."""
+        unsynced = {k: copy.deepcopy(i) for k, i in self._open.items() if not self._in_sync(i)}
+        return unsynced, self.store_error
+
+    def rollback(self, snapshot: tuple[dict[str, _Open], str | None]) -> None:
+        """A batch's commit failed, so the store holds none of it: memory is put back to
+        what it was before the batch, the stored open incidents and the unsynced copies."""
+        unsynced, self.store_error = snapshot
+        self._open = {}
+        self.stale = True
+        self.reload_open()
+        self._open.update(unsynced)
+
+    def reload_open(self) -> bool:
+        """Read the open incidents back from the store after a rollback (`stale`); False
+        while it cannot be read: alerts are refused until it can (see apply_alert_batches)."""
+        if not self.stale:
+            return True
+        try:
+            self.restore()
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            log.error("cannot read the open incidents back after a failed commit: %s", exc)
+            return False
+        self.stale = False
+        return True
+
+    def _in_sync(self, item: _Open) -> bool:
+        """The store holds exactly what memory holds of this incident (see flush)."""
+        return bool(
+            item.incident.id
+            and not item.pending
+            and not item.notices
+            and not item.dirty
+            and _stored_fields(item.incident) == item.written
+        )
 
     def open_incidents(self) -> list[Incident]:
         return [o.incident for o in self._open.values()]
@@ -344,20 +387,29 @@ class IncidentBook:
             item.update(key, heard=iso(self.clock()))
             if ends_at is not None and ends_at > starts_at:
                 item.update(key, ends_at=iso(ends_at))
-            self.flush()
+            self._flush_alert(item)
             return item.incident.id
         for item in self._open.values():
             if key in item.signals:
                 self._recover_signal(item, key, ends_at or self.clock(), f"alert {name} resolved")
                 incident_id = item.incident.id
-                self.flush()
+                self._flush_alert(item)
                 return incident_id
         return None
+
+    def _flush_alert(self, item: _Open) -> None:
+        """Write what an alert changed; inside a batch (group commit), once at its end
+        (apply_alerts) unless the incident is new (its answer needs the id) or no longer
+        open (flush lets it go, so the next alert opens a new one, as without a batch)."""
+        if self.store.in_batch and item.incident.id and item.incident.status == IncidentStatus.OPEN:
+            return
+        self.flush()
 
     def tick(self) -> None:
         """Periodic work: end signals that can no longer end by themselves, end planned
         incidents whose window is over while the harm goes on, and retry writes that
         failed (disk full, read-only store)."""
+        self.reload_open()
         self._end_orphans()
         self._windows_over()
         self._settled_causes()
@@ -1117,6 +1169,8 @@ class IncidentBook:
                     del self._open[book_key]  # people closed it: no longer ours to write
                     continue
             except (sqlite3.Error, OSError, StoreError) as exc:
+                if self.store.in_batch:
+                    raise  # the batch rolls back, memory with it (apply_alert_batches)
                 self._store_failed(exc)
                 return
             item.pending, item.notices = [], []
@@ -1233,4 +1287,37 @@ def apply_alerts(book: IncidentBook, store: Store, alerts: Iterable[Alert]) -> l
             alert.starts_at,
             alert.ends_at,
         )
+    if store.in_batch:
+        book.flush()  # what the batch's alerts left unwritten (IncidentBook._flush_alert)
+    return results
+
+
+def apply_alert_batches(
+    book: IncidentBook, store: Store, batches: list[list[Alert]]
+) -> list[list[int | None] | Exception]:
+    """Group commit: apply several webhook notifications' alerts in one store transaction,
+    so that one fsync acknowledges them all. Returns, per batch, what `apply_alerts`
+    returned, or the exception that kept it from being recorded; a caller answers a batch
+    only from this, after the commit, so an acknowledged alert is durable.
+
+    When the group cannot be committed the store holds none of it and the book's memory is
+    put back as it was; the batches are then tried one at a time, so a batch that fails
+    (a bug, a value the store refuses) fails alone and a store that cannot commit at all
+    fails each."""
+    if not batches:
+        return []
+    if not book.reload_open():
+        refused = StoreError("the open incidents cannot be read back after a failed commit")
+        return [refused for _ in batches]
+    before = book.snapshot()
+    try:
+        with store.batch():
+            results: list[list[int | None] | Exception] = [
+                apply_alerts(book, store, alerts) for alerts in batches
+            ]
+    except Exception as exc:
+        book.rollback(before)
+        if len(batches) == 1:
+            return [exc]
+        return [r for alerts in batches for r in apply_alert_batches(book, store, [alerts])]
     return results

@@ -441,10 +441,10 @@ def test_the_webhook_answer_is_the_truth_when_the_engine_is_slow(
     release = threading.Event()
     real_handle = daemon._handle
 
-    def blocked(item: Any) -> None:
+    def blocked(item: Any) -> Any:
         if item is not None:
             release.wait(10)
-        real_handle(item)
+        return real_handle(item)
 
     monkeypatch.setattr(daemon, "_handle", blocked)
     daemon.queue.put("wake")  # the engine now sits in `blocked` until released
