@@ -279,6 +279,7 @@ def cli_config(tmp_path: Path, url: str) -> Path:
                         "pager": {
                             "pagerduty": {"url": url + "/pagerduty", "routing_key_file": str(key)}
                         },
+                        "chat": {"slack": {"url": url + "/slack"}},
                     },
                     "routes": [{"events": ["opened"], "receivers": ["hook"]}],
                 },
@@ -305,7 +306,7 @@ def test_notify_test_sends_now_and_says_when_refused(tmp_path: Path, sink: Sink)
     assert "hook (webhook) refused the test message: HTTP 500" in result.output
     result = CliRunner().invoke(main, ["notify", "test", "nobody", "--config", str(config)])
     assert result.exit_code == 2
-    assert "no receiver 'nobody' in the config (known: hook, pager)" in result.output
+    assert "no receiver 'nobody' in the config (known: chat, hook, pager)" in result.output
 
 
 def test_notify_status_lists_pending_and_failed(tmp_path: Path, sink: Sink) -> None:
@@ -419,3 +420,18 @@ def test_failing_again_before_the_resolution_is_written_sends_reopened(
     rows = outbox(h.store)
     assert [r["event"] for r in rows] == ["opened", "resolved", "reopened"]
     assert len({r["delivery_id"] for r in rows}) == 3
+
+
+def test_the_slack_test_message_does_not_look_like_an_open_incident(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """Tried by hand (#17): `notify test` on a Slack receiver read "Status open", "Harm
+    began <now>", "Affected: not measured yet" on the phone, like a real incident."""
+    config = cli_config(tmp_path, sink.url)
+    result = CliRunner().invoke(main, ["notify", "test", "chat", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    [got] = [r for r in sink.received if r.path == "/slack"]
+    shown = json.dumps(got.body)
+    assert "recorder notify test" in got.body["text"]
+    for alarming in ("Status* open", "Harm began", "Affected:", "Likely cause"):
+        assert alarming not in shown, shown
