@@ -80,6 +80,10 @@ class Arrivals:
         with self.lock:
             return next((at for at, p, body in self.got if p == path and opens(body, ref)), None)
 
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
 
 def opens(body: dict[str, Any], ref: str) -> bool:
     """A Slack or PagerDuty body announcing that incident `ref` opened."""
@@ -87,10 +91,6 @@ def opens(body: dict[str, Any], ref: str) -> bool:
         details = body.get("payload", {}).get("custom_details", {})
         return bool(body["dedup_key"] == ref and details.get("event") == "opened")
     return str(body.get("text", "")).startswith(f"Incident opened: {ref} ")
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def sink_first_after(messages: Path, incident_id: int) -> float | None:
