@@ -11,7 +11,8 @@ PagerDuty-format receiver on loopback (in this process, stamping arrival too). P
 
 1. `Lab.break_(FAULT)`; the clock starts when it returns (as `recorder lab break` would);
 2. the incident's `detected_at` (wall clock, written by the daemon) is the detection time;
-3. each receiver's first message after the break (`opened`) is its arrival time;
+3. each receiver's `opened` message for that incident (matched by the incident, so one
+   sent before `break_()` returned counts too) is its arrival time;
 4. `Lab.fix(FAULT)`, wait for the resolution and its messages, then the next run.
 
 Target (issue 17): every message within 1 s of the incident opening (detected_at).
@@ -72,13 +73,24 @@ class Arrivals:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
-    def first_after(self, path: str, since: float) -> float | None:
+    def opened(self, path: str, ref: str) -> float | None:
+        """When this incident's `opened` message reached `path`. Matched by the incident,
+        not by arrival after the break: the recorder can see a fault (a missing symlink)
+        and send before `Lab.break_()` has finished reloading nginx and returned."""
         with self.lock:
-            return next((at for at, p, _ in self.got if p == path and at >= since), None)
+            return next((at for at, p, body in self.got if p == path and opens(body, ref)), None)
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def opens(body: dict[str, Any], ref: str) -> bool:
+    """A Slack or PagerDuty body announcing that incident `ref` opened."""
+    if "dedup_key" in body:  # PagerDuty: the incident ref is the dedup_key
+        details = body.get("payload", {}).get("custom_details", {})
+        return bool(body["dedup_key"] == ref and details.get("event") == "opened")
+    return str(body.get("text", "")).startswith(f"Incident opened: {ref} ")
 
 
 def sink_first_after(messages: Path, incident_id: int) -> float | None:
@@ -130,13 +142,14 @@ def one_run(lab: Any, fault: str, store: Any, daemon: bl.Daemon, rx: Arrivals) -
             daemon,
         )
         messages = Path(lab.status()["notify"]["messages"])
+        ref = incident.ref
         arrived = {
             "webhook": wait(
                 "the webhook message", 10, lambda: sink_first_after(messages, incident.id), daemon
             ),
-            "slack": wait("the Slack message", 10, lambda: rx.first_after("/slack", broke), daemon),
+            "slack": wait("the Slack message", 10, lambda: rx.opened("/slack", ref), daemon),
             "pagerduty": wait(
-                "the PagerDuty message", 10, lambda: rx.first_after("/pagerduty", broke), daemon
+                "the PagerDuty message", 10, lambda: rx.opened("/pagerduty", ref), daemon
             ),
         }
     finally:

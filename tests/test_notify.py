@@ -25,6 +25,7 @@ from recorder.store import Store, delivery_id
 from tests.fixtures import MISSING_SYMLINK, T0, Harness, lab_config
 from tests.notify_sink import Sink
 from tests.test_close import CLOSED_AT, flags, recorded
+from tests.test_incidents import fill, small_fs  # noqa: F401 (small_fs: a fixture)
 
 SECRET = "s3cret-hook-key"
 ALL_EVENTS = ["opened", "cause-changed", "affected-step", "resolved", "reopened", "closed"]
@@ -278,6 +279,7 @@ def cli_config(tmp_path: Path, url: str) -> Path:
                         "pager": {
                             "pagerduty": {"url": url + "/pagerduty", "routing_key_file": str(key)}
                         },
+                        "chat": {"slack": {"url": url + "/slack"}},
                     },
                     "routes": [{"events": ["opened"], "receivers": ["hook"]}],
                 },
@@ -304,7 +306,7 @@ def test_notify_test_sends_now_and_says_when_refused(tmp_path: Path, sink: Sink)
     assert "hook (webhook) refused the test message: HTTP 500" in result.output
     result = CliRunner().invoke(main, ["notify", "test", "nobody", "--config", str(config)])
     assert result.exit_code == 2
-    assert "no receiver 'nobody' in the config (known: hook, pager)" in result.output
+    assert "no receiver 'nobody' in the config (known: chat, hook, pager)" in result.output
 
 
 def test_notify_status_lists_pending_and_failed(tmp_path: Path, sink: Sink) -> None:
@@ -387,3 +389,49 @@ def test_cause_changed_and_affected_step_once_settled(tmp_path: Path) -> None:
     assert [r["event"] for r in rows][2:] == ["affected-step", "cause-changed"]
     payload = json.loads(h.store._read().execute("SELECT payload FROM outbox").fetchall()[-1][0])
     assert payload["text"] == "Top root cause now nginx-down (was http-5xx)"
+
+
+def test_failing_again_before_the_resolution_is_written_sends_reopened(
+    small_fs: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """`reopened` (docs/notifications.md): the disk is full when the incident resolves, so
+    the resolution waits in memory; the service fails again before it can be written. The
+    outage goes on in the same incident, and the outbox gets `resolved` then `reopened`
+    with it once the disk has room: nothing queued while the store failed is lost."""
+    h = Harness(small_fs)
+    with_notify(h, tmp_path, "http://127.0.0.1:9/webhook")
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    assert [r["event"] for r in outbox(h.store)] == ["opened"]
+    fill(small_fs / "filler")
+    for _ in range(8):
+        h.sweep({})
+        fill(small_fs / f"filler-{h.now.timestamp()}")  # take back what SQLite released
+    assert h.book.store_error is not None
+    h.sweep(MISSING_SYMLINK)  # failing again, the resolution still unwritten
+    for f in small_fs.glob("filler*"):
+        f.unlink()
+    h.sweep(MISSING_SYMLINK)
+    assert h.book.store_error is None
+    inc = h.only_incident()
+    assert inc.status == "open"
+    rows = outbox(h.store)
+    assert [r["event"] for r in rows] == ["opened", "resolved", "reopened"]
+    assert len({r["delivery_id"] for r in rows}) == 3
+
+
+def test_the_slack_test_message_does_not_look_like_an_open_incident(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """Tried by hand (#17): `notify test` on a Slack receiver read "Status open", "Harm
+    began <now>", "Affected: not measured yet" on the phone, like a real incident."""
+    config = cli_config(tmp_path, sink.url)
+    result = CliRunner().invoke(main, ["notify", "test", "chat", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    [got] = [r for r in sink.received if r.path == "/slack"]
+    shown = json.dumps(got.body)
+    assert "recorder notify test" in got.body["text"]
+    for alarming in ("Status* open", "Harm began", "Affected:", "Likely cause"):
+        assert alarming not in shown, shown

@@ -113,6 +113,15 @@ def test_kill_9_with_the_receiver_down_loses_no_notification(lab: Lab, tmp_path:
         metrics = requests.get(daemon.base + "/metrics", timeout=5).text
         assert 'recorder_notifications_total{outcome="sent",receiver="hook"} 2.0' in metrics
         assert "recorder_notify_outbox_depth 0.0" in metrics
+        # Delivery latency runs from the event, not the last attempt: both waited out two
+        # kills and a receiver that was down, seconds at least.
+        assert "recorder_notify_delivery_seconds_count 2.0" in metrics
+        (total,) = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("recorder_notify_delivery_seconds_sum")
+        ]
+        assert total >= 2.0, metrics
     finally:
         daemon.stop()
         sink.stop()
