@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,20 @@ import pytest
 import requests
 import yaml
 
+from recorder.api import WEBHOOK_PATH
+from recorder.lab import peers
 from recorder.lab.core import Lab
+from recorder.lab.peers import Server
 from recorder.model import Incident
 from recorder.receivers import DELIVERY_HEADER
 from recorder.store import Store
 from tests.conftest import free_port
 from tests.test_daemon import RECOVER_AFTER, Daemon, new_incident, resolved, wait_until
+from tests.test_prometheus_e2e import (
+    alertmanager_config,
+    http_5xx_alert,
+    webhook_notifications,
+)
 
 LEASE = 2.0  # seconds: short, so a takeover takes seconds (the default is 15 s)
 # The standby renews every LEASE / 3 and its engine wakes every 0.5 s: a dead leader's
@@ -74,6 +83,15 @@ def receiver() -> Iterator[Receiver]:
         r.close()
 
 
+def token_file(tmp_path: Path) -> Path:
+    """The webhook's bearer token, shared by both recorders and both Alertmanagers."""
+    path = tmp_path / "webhook-token"
+    if not path.exists():
+        path.write_text("failover-" + "5" * 40 + "\n")
+        path.chmod(0o600)
+    return path
+
+
 def pair(lab: Lab, postgres: Any, tmp_path: Path, receiver: Receiver) -> tuple[Daemon, Daemon]:
     """Two daemons, `a` and `b`, on one new database; neither started."""
     url = postgres.new_database()
@@ -89,6 +107,7 @@ def pair(lab: Lab, postgres: Any, tmp_path: Path, receiver: Receiver) -> tuple[D
             "lease": f"{LEASE:g}s",
             "holder": name,
         }
+        data["alertmanager"] = {"token_file": str(token_file(tmp_path))}
         data["notify"] = {
             "receivers": {"hook": {"webhook": {"url": receiver.url}}},
             "routes": [{"receivers": ["hook"], "events": ["opened", "resolved", "cause-changed"]}],
@@ -232,3 +251,65 @@ def test_sqlite_is_always_the_leader(lab: Lab, tmp_path: Path) -> None:
         assert leader_gauge(d) == 1
     finally:
         d.stop()
+
+
+def test_alertmanager_pair_delivering_to_both_recorders_makes_one_incident(
+    two: tuple[Daemon, Daemon], tmp_path: Path, receiver: Receiver
+) -> None:
+    """Two real Alertmanagers clustered on loopback, each with one webhook per recorder:
+    every notification reaches both recorders twice. The leader records one incident,
+    opened by the firing alert and resolved by the resolved one; the standby answers 200
+    (no failed notification) and records nothing."""
+    a, b = two
+    binary = peers.binary  # a missing Alertmanager fails (PeerError), never skips
+    binary(peers.ALERTMANAGER)
+    config = alertmanager_config(a, token_file(tmp_path))
+    (receiver_cfg,) = [r for r in config["receivers"] if r["name"] == "recorder"]
+    (hook,) = receiver_cfg["webhook_configs"]
+    receiver_cfg["webhook_configs"] = [hook, {**hook, "url": b.base + WEBHOOK_PATH}]
+    gossip = [free_port(), free_port()]
+    ams: list[Server] = []
+    try:
+        for i in (0, 1):
+            ams.append(
+                peers.start_alertmanager(
+                    tmp_path,
+                    f"alertmanager-{i}",
+                    config,
+                    peers.pair_flags(gossip, i),
+                )
+            )
+        for am in ams:
+            am.ready("/-/ready")
+        alert = http_5xx_alert()
+
+        def send(body: dict[str, Any]) -> None:
+            for am in ams:
+                response = requests.post(am.base + "/api/v2/alerts", json=[body], timeout=5)
+                assert response.status_code == 200, response.text
+
+        def delivered() -> list[float]:
+            return [webhook_notifications(am) for am in ams]
+
+        send(alert)
+        incident = new_incident(a, set(), timeout=15)
+        assert incident.fault == "http-5xx" and incident.hosts == ["web-02"]
+        # An Alertmanager counts one notification per webhook, one per recorder; both
+        # usually deliver (peer timeout 1 ms), one of them always does.
+        wait_until(lambda: sum(delivered()) >= 2, 15, "the firing alert at both recorders")
+        sent = delivered()
+        send({**alert, "endsAt": datetime.now(UTC).isoformat()})
+        wait_until(
+            lambda: sum(delivered()) >= sum(sent) + 2,
+            15,
+            "the resolved alert at both recorders",
+        )
+        done = resolved(a, incident.id, timeout=20)
+        assert [i.id for i in a.incidents()] == [incident.id]
+        keys = [e.key for e in done.timeline]
+        assert len(keys) == len(set(keys)), keys
+        assert [webhook_notifications(am, "failed_") for am in ams] == [0, 0]
+        assert "ok standby" == role(b)
+    finally:
+        for am in ams:
+            am.stop()
