@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from probes.base import Observation
 from recorder import __version__
@@ -102,11 +102,7 @@ class Daemon:
         self.holder = self.config.store.holder or f"{socket.gethostname()}/{self.config.listen}"
         self._lease_until = 0.0  # monotonic: past it, the lease is not ours until renewed
         self._lease_renewed = 0.0
-        self.leader_gauge = Gauge(
-            "recorder_leader",
-            "1 while this recorder holds the leadership lease (always with SQLite), else 0",
-            registry=self.metrics_registry,
-        )
+        self.leader_gauge = self.metrics.leader
         self.leader_gauge.set(1 if self.leader else 0)
         self.queue: queue.Queue[_Obs | _Alerts | str] = queue.Queue()
         self.scheduler: Scheduler | None = None

@@ -59,6 +59,7 @@ TYPES = {
     "recorder_log_lines": "counter",
     "recorder_log_rotations": "counter",
     "recorder_build_info": "gauge",
+    "recorder_leader": "gauge",
     "recorder_incidents_open": "gauge",
     "recorder_incidents_opened": "counter",
     "recorder_detection_delay_seconds": "summary",
