@@ -411,7 +411,8 @@ class ApiApp:
             log.exception("health check failed")
             ok, reason = False, f"health check failed: {type(exc).__name__}"
         status = "200 OK" if ok else "503 Service Unavailable"
-        text = "ok" if ok else reason
+        # With a shared store the reason says the role: "ok leader" or "ok standby".
+        text = reason if ok and reason.startswith("ok") else ("ok" if ok else reason)
         return Response(status, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
 
     def incidents(self, environ: WSGIEnvironment) -> Response:

@@ -416,6 +416,14 @@ class StoreConfig(Strict):
     url: str | None = None
     # The password, from a 0600 file; without one libpq reads PGPASSWORD or ~/.pgpass.
     password_file: str | None = None
+    # With url set, recorders sharing the store elect one leader (#21): only it opens,
+    # joins and resolves incidents and sends notifications; the others probe and serve
+    # reads. The lease lasts this long unless renewed (every third of it), so a dead
+    # leader is replaced within lease + one renewal. Ignored without url (SQLite is one
+    # recorder's own: always the leader).
+    lease: Duration = Field(15.0, gt=0)
+    # Who holds the lease, as shown by /healthz and in the logs; default hostname/listen.
+    holder: str | None = None
 
     @field_validator("url")
     @classmethod

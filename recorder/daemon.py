@@ -15,6 +15,7 @@ import os
 import queue
 import resource
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from recorder.detector import Detector
 from recorder.history import History
 from recorder.incidents import IncidentBook, apply_alert_batches
 from recorder.metrics import Metrics
-from recorder.model import Incident, Severity
+from recorder.model import Incident, Severity, utcnow
 from recorder.notify import NotifyMetrics, Sender
 from recorder.postmortem.close import write_draft
 from recorder.scheduler import Job, Scheduler, build_hosts, build_jobs, carry_states
@@ -91,13 +92,21 @@ class Daemon:
         self.metrics = Metrics(registry=self.metrics_registry, store=self.store)
         self.history = History(self.config.state_path, self.config.web.history_days)
         self.notifier = Notifier()
-        # Notifications go out from the outbox on their own threads, never the engine's.
-        self.sender = Sender(
-            self.config, self.store, NotifyMetrics(self.metrics_registry, self.store)
-        )
+        # Notifications go out from the outbox on their own threads, never the engine's;
+        # a new sender each time this recorder becomes the leader, the same counters.
+        self.notify_metrics = NotifyMetrics(self.metrics_registry, self.store)
+        self.sender = self._new_sender()
         self.detector = Detector()
-        self.book = IncidentBook(self.config, self.store, request_diagnostics=self._diagnose)
-        self.book.on_opened = self._on_opened
+        self.book = self._new_book()
+        # Leadership (#21): with a shared store (store.url) one recorder at a time holds
+        # the lease and writes incidents; without one this recorder is always the leader.
+        self.shared = self.config.store.url is not None
+        self.leader = not self.shared
+        self.holder = self.config.store.holder or f"{socket.gethostname()}/{self.config.listen}"
+        self._lease_until = 0.0  # monotonic: past it, the lease is not ours until renewed
+        self._lease_renewed = 0.0
+        self.leader_gauge = self.metrics.leader
+        self.leader_gauge.set(1 if self.leader else 0)
         self.queue: queue.Queue[_Obs | _Alerts | str] = queue.Queue()
         self.scheduler: Scheduler | None = None
         self.api: ApiServer | None = None
@@ -110,6 +119,80 @@ class Daemon:
         # Why drafts cannot be written (a full or read-only disk): logged once per change.
         self._draft_problem: str | None = None
 
+    def _new_sender(self) -> Sender:
+        return Sender(
+            self.config,
+            self.store,
+            self.notify_metrics,
+            active=self._lease_current,
+        )
+
+    def _lease_current(self) -> bool:
+        """The lease is ours now (read-only: safe from the sender's threads)."""
+        return not self.shared or (self.leader and time.monotonic() < self._lease_until)
+
+    def _new_book(self) -> IncidentBook:
+        book = IncidentBook(self.config, self.store, request_diagnostics=self._diagnose)
+        book.on_opened = self._on_opened
+        return book
+
+    # ---- leadership ---------------------------------------------------------------------
+
+    def _renew_lease(self) -> None:
+        """Take or renew the lease; become leader or standby accordingly. The local
+        deadline is counted from before the request, on the monotonic clock (which runs on
+        while the process is stopped), so it never outlasts the row in the store."""
+        if not self.shared:
+            return
+        seconds = self.config.store.lease
+        began = time.monotonic()
+        try:
+            ok = self.store.take_lease(self.holder, seconds, utcnow())
+        except StoreError as exc:
+            log.warning("cannot renew the leadership lease: %s", exc)
+            ok = False
+        self._lease_renewed = began
+        if ok:
+            self._lease_until = began + seconds
+            if not self.leader:
+                self._become_leader()
+        elif self.leader and time.monotonic() >= self._lease_until:
+            self._step_down()
+
+    def _holds_lease(self) -> bool:
+        """Checked before anything that writes incidents: a leader stopped (SIGSTOP, a VM
+        pause) past its lease finds out here, before writing, and steps down."""
+        if not self.shared:
+            return True
+        if self.leader and time.monotonic() >= self._lease_until:
+            self._renew_lease()
+        return self.leader and time.monotonic() < self._lease_until
+
+    def _become_leader(self) -> None:
+        log.warning("leader now (%s): continuing the open incidents in the store", self.holder)
+        self.leader = True
+        self.leader_gauge.set(1)
+        # Start from what the store says: what the detector saw while standby was never
+        # recorded, so it starts over, seeded with the open incidents' firing signals.
+        self.detector = Detector()
+        self.book = self._new_book()
+        self._continue_open_incidents()
+        self.sender = self._new_sender()
+        self.sender.start()
+
+    def _step_down(self) -> None:
+        log.warning(
+            "standby now (%s): the leadership lease ran out or another recorder holds it",
+            self.holder,
+        )
+        self.leader = False
+        self.leader_gauge.set(0)
+        self.sender.stop()
+        # Nothing more of ours is written: the new leader continues from the store.
+        self.book = self._new_book()
+        self.detector = Detector()
+        self._restored = False
+
     # ---- EngineAPI (used by the HTTP server's threads) ------------------------------------
 
     def health(self) -> tuple[bool, str]:
@@ -121,6 +204,8 @@ class Daemon:
         if self.book.store_error:
             return False, self.book.store_error
         ok, reason = self._store_ok
+        if ok and self.shared:
+            return True, "ok leader" if self.leader else "ok standby"
         return ok, reason
 
     def token(self) -> str | None:
@@ -236,7 +321,9 @@ class Daemon:
             except StoreError as exc:
                 log.error("%s; probing anyway, incidents kept in memory until it opens", exc)
                 self._store_ok = (False, str(exc))
-        self._continue_open_incidents()
+        self._renew_lease()
+        if self.leader:
+            self._continue_open_incidents()
         try:
             self.api = serve(
                 self.config.listen, make_app(self), max_body=self.config.alertmanager.max_body
@@ -246,7 +333,8 @@ class Daemon:
             self.store.close()
             return 1
         self._start_scheduler()
-        self.sender.start()
+        if self.leader:
+            self.sender.start()
         log.info(
             "recorder %s watching %d hosts (%d probes); listening on %s; state in %s",
             __version__,
@@ -270,9 +358,15 @@ class Daemon:
                 self.scheduler.stop()
             if self.api:
                 self.api.close()
-            self.book.flush()
+            if self._holds_lease():
+                self.book.flush()
             self.history.flush()
             self.history.close()
+            if self.shared and self.leader:
+                try:  # a clean stop hands over at once, not after the lease
+                    self.store.release_lease(self.holder, utcnow())
+                except StoreError as exc:
+                    log.warning("cannot release the leadership lease: %s", exc)
             self.store.close()
         return 0
 
@@ -358,6 +452,8 @@ class Daemon:
                     log.exception("engine error while handling %s", type(item).__name__)
                     item = None
             now = time.monotonic()
+            if self.shared and now - self._lease_renewed >= self.config.store.lease / 3:
+                self._renew_lease()
             if now - last_tick >= 1.0:
                 last_tick = now
                 self._tick()
@@ -396,6 +492,8 @@ class Daemon:
     def _on_observation(self, obs: Observation, job: Job) -> None:
         self.metrics.observe(obs)  # log counters included (obs.facts.counters)
         self.history.add(obs)
+        if not self._holds_lease():
+            return  # a standby probes and keeps history; the leader records incidents
         before = {i.id for i in self.book.open_incidents()}
         self.book.observe(obs)
         for sig in self.detector.observe(obs, job.for_, job.recover_after):
@@ -406,6 +504,16 @@ class Daemon:
     def _on_alerts(self, group: list[_Alerts]) -> None:
         # A request that gave up waiting (and said so) is not applied.
         batches = [b for b in group if b.reply.set_running_or_notify_cancel()]
+        if not batches:
+            return
+        if self.shared and not self.leader:
+            self._renew_lease()  # a leader gone quiet: take over now rather than drop these
+        if not self._holds_lease():
+            # Alertmanager delivers to every recorder (one receiver each): the leader
+            # records them; a standby answers that it applied nothing.
+            for batch in batches:
+                batch.reply.set_result([None] * len(batch.alerts))
+            return
         try:
             outcomes = apply_alert_batches(self.book, self.store, [b.alerts for b in batches])
         except BaseException as exc:
@@ -422,6 +530,11 @@ class Daemon:
                 batch.reply.set_result(outcome)
 
     def _tick(self) -> None:
+        if not self._holds_lease():
+            self._tick_store()
+            self.history.flush()
+            self.notifier.status(self._status_line())
+            return
         if not self._restored:
             try:
                 self.store.open()
@@ -431,6 +544,12 @@ class Daemon:
                 log.warning("store opened at %s", self.store.where)
                 self._continue_open_incidents()
         self.book.tick()
+        self._tick_store()
+        self._write_drafts()
+        self.history.flush()
+        self.notifier.status(self._status_line())
+
+    def _tick_store(self) -> None:
         try:
             self.store.check_writable()
             if not self._store_ok[0]:
@@ -440,9 +559,6 @@ class Daemon:
             if self._store_ok[1] != str(exc):
                 log.error("%s", exc)
             self._store_ok = (False, str(exc))
-        self._write_drafts()
-        self.history.flush()
-        self.notifier.status(self._status_line())
 
     def _write_drafts(self) -> None:
         for incident_id in sorted(self._drafts_dirty):
@@ -502,7 +618,8 @@ class Daemon:
         self.config = new
         self.history.days = new.web.history_days
         self.book.config = new  # open incidents carry over; the book reads config live
-        self.sender.update(new)
+        if self.leader:  # a standby's sender never started: it must not send
+            self.sender.update(new)
         self.metrics.retain_hosts(list(new.hosts))
         if self.api is not None:
             # The app reads the limit live; waitress refuses on its own copy, set here.

@@ -53,7 +53,15 @@ from recorder.model import (
 )
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
-from recorder.store import SIGNALS, Store, StoreError, data_row, deploy_entry
+from recorder.store import (
+    SIGNALS,
+    IncidentTaken,
+    Store,
+    StoreError,
+    book_key,
+    data_row,
+    deploy_entry,
+)
 
 log = logging.getLogger("recorder.incidents")
 
@@ -1145,7 +1153,8 @@ class IncidentBook:
         An incident whose stored fields and timeline are as last written is not written
         again: a tick with nothing new costs no transaction (it cost one fsynced write per
         open incident per second)."""
-        for book_key, item in list(self._open.items()):
+        taken = False
+        for key, item in list(self._open.items()):
             snapshot = _stored_fields(item.incident)
             if (
                 item.incident.id
@@ -1166,8 +1175,15 @@ class IncidentBook:
                 elif not self.store.save_detection(
                     item.incident, item.pending, item.notices, signals=item.dirty
                 ):
-                    del self._open[book_key]  # people closed it: no longer ours to write
+                    del self._open[key]  # people closed it: no longer ours to write
                     continue
+            except IncidentTaken:
+                # Another recorder (a leader we did not know of) opened it first: drop ours
+                # unwritten and continue the stored one below.
+                log.warning("%s is open in the store already; continuing that one", key)
+                del self._open[key]
+                taken = True
+                continue
             except (sqlite3.Error, OSError, StoreError) as exc:
                 if self.store.in_batch:
                     raise  # the batch rolls back, memory with it (apply_alert_batches)
@@ -1177,7 +1193,13 @@ class IncidentBook:
             item.dirty = set()
             item.written = snapshot
             if item.incident.status != IncidentStatus.OPEN:
-                del self._open[book_key]
+                del self._open[key]
+        if taken:
+            try:
+                self.restore()  # the detector already knows these signals fire
+            except (sqlite3.Error, OSError, StoreError) as exc:
+                self._store_failed(exc)
+                return
         if self.store_error:
             log.warning("store writable again; pending changes written")
             self.store_error = None
@@ -1203,9 +1225,7 @@ class IncidentBook:
 
     @staticmethod
     def _book_key(service: str, severity: Severity, hosts: Iterable[str]) -> str:
-        if severity is Severity.MONITORING:
-            return f"monitoring:{next(iter(hosts), service)}"
-        return service
+        return book_key(service, severity, hosts)
 
 
 def _stored_fields(incident: Incident) -> tuple[Any, ...]:

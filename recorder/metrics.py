@@ -56,6 +56,7 @@ METRIC_NAMES = (
     "recorder_log_lines_total",
     "recorder_log_rotations_total",
     "recorder_build_info",
+    "recorder_leader",
 )
 
 
@@ -134,6 +135,13 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(version).set(1)
+        # 1 while this recorder holds the leadership lease (#21); the daemon sets it.
+        self.leader = Gauge(
+            "recorder_leader",
+            "1 while this recorder holds the leadership lease (always with SQLite), else 0",
+            registry=registry,
+        )
+        self.leader.set(1)
         self.incidents = IncidentCollector(store)
         registry.register(self.incidents)
         # (host, probe) pairs seen, so series of hosts dropped by a reload can be removed.

@@ -201,10 +201,20 @@ class Sender:
     """One thread per configured receiver, plus the reminder loop; `update()` takes a new
     config (reload). Daemon threads: a receiver that hangs never holds up a stop."""
 
-    def __init__(self, config: Config, store: Store, metrics: NotifyMetrics | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: NotifyMetrics | None,
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
+        # False while this recorder does not hold the leadership lease (#21): a leader
+        # resumed after a pause past its lease sends nothing, even before its engine
+        # notices and stops this sender.
+        self.active = active
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
 
@@ -236,6 +246,9 @@ class Sender:
                 continue
             if limit is None or limit.capacity != receiver.rate_limit:
                 limit = RateLimit(receiver.rate_limit)
+            if not self.active():
+                self._stop.wait(POLL)
+                continue
             try:
                 if self.store.next_delivery(name, utcnow()) is None:
                     self._stop.wait(POLL)
@@ -255,7 +268,8 @@ class Sender:
     def _reminder_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                reminders(self.config, self.store, utcnow())
+                if self.active():
+                    reminders(self.config, self.store, utcnow())
             except Exception as exc:  # noqa: BLE001 (next round tries again)
                 log.warning("notify reminders: %s", exc)
             self._stop.wait(REMINDERS_EVERY)

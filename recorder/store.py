@@ -211,6 +211,14 @@ MIGRATIONS: list[str | Migration] = [
         expires_at TEXT NOT NULL
     );
     """,
+    # 6: at most one OPEN incident per book key (the service, or `monitoring:<host>`), so
+    # that even two recorders that both believe they lead (one paused past its lease)
+    # cannot open two records of one outage (#21). Rows from before carry no key (NULL
+    # never conflicts): they may already hold such a pair, kept for a person to merge.
+    """
+    ALTER TABLE incidents ADD COLUMN book_key TEXT;
+    CREATE UNIQUE INDEX incidents_open_key ON incidents(book_key) WHERE status = 'open';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -267,6 +275,21 @@ def notice_snapshot(incident: Incident, notice: Notice) -> dict[str, Any]:
 
 class StoreError(Exception):
     """The store cannot be opened or written (disk full, read-only, corrupt)."""
+
+
+class IncidentTaken(StoreError):
+    """Another incident with this book key is open already (another recorder opened it)."""
+
+
+class _DuplicateKey(StoreError):
+    """A unique index refused a PostgreSQL write (sqlite3 raises IntegrityError)."""
+
+
+def book_key(service: str, severity: str, hosts: Iterable[str]) -> str:
+    """The key the incident book files an open incident under, one open incident each."""
+    if severity == Severity.MONITORING:
+        return f"monitoring:{next(iter(hosts), service)}"
+    return service
 
 
 class StoreSchemaError(StoreError):
@@ -394,6 +417,8 @@ class _Postgres:
             # No literal % in the store's SQL, so only the placeholders change.
             cur = self.conn.execute(sql.replace("?", "%s"), tuple(parameters) or None)
         except self._error as exc:
+            if getattr(exc, "sqlstate", None) == "23505":  # unique_violation
+                raise _DuplicateKey(f"PostgreSQL: {exc}".strip()) from None
             raise StoreError(f"PostgreSQL: {exc}".strip()) from None
         return cur
 
@@ -657,32 +682,43 @@ class Store:
 
     def _create(self, incident: Incident, notices: Iterable[Notice]) -> Incident:
         with self._tx() as db:
-            cur = db.execute(
-                """INSERT INTO incidents (status, severity, title, service, fault, hosts,
-                   started_at, detected_at, resolved_at, affected, root_causes, tasks, data)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id""",
-                (
-                    incident.status,
-                    incident.severity,
-                    incident.title,
-                    incident.service,
-                    incident.fault,
-                    json.dumps(incident.hosts),
-                    iso(incident.started_at),
-                    iso(incident.detected_at),
-                    iso(incident.resolved_at),
-                    json.dumps(asdict(incident.affected)),
-                    json.dumps([asdict(c) for c in incident.root_causes]),
-                    json.dumps([asdict(t) for t in incident.tasks]),
-                    json.dumps(data_row(incident.data), default=str),
-                ),
-            )
+            try:
+                cur = self._insert_incident(db, incident)
+            except (sqlite3.IntegrityError, _DuplicateKey) as exc:
+                raise IncidentTaken(
+                    f"an incident for {incident.service} is open already: {exc}"
+                ) from None
             new_id = int(cur.fetchone()[0])
             self._put_signals(db, new_id, incident.data.get(SIGNALS) or {}, None)
             self._insert_entries(db, new_id, incident.timeline)
             incident.id = new_id  # the notices' snapshots carry it
             self._insert_notices(db, incident, notices)
         return incident
+
+    @staticmethod
+    def _insert_incident(db: _DB, incident: Incident) -> _Cursor:
+        return db.execute(
+            """INSERT INTO incidents (status, severity, title, service, fault, hosts,
+                   started_at, detected_at, resolved_at, affected, root_causes, tasks, data,
+                   book_key)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id""",
+            (
+                incident.status,
+                incident.severity,
+                incident.title,
+                incident.service,
+                incident.fault,
+                json.dumps(incident.hosts),
+                iso(incident.started_at),
+                iso(incident.detected_at),
+                iso(incident.resolved_at),
+                json.dumps(asdict(incident.affected)),
+                json.dumps([asdict(c) for c in incident.root_causes]),
+                json.dumps([asdict(t) for t in incident.tasks]),
+                json.dumps(data_row(incident.data), default=str),
+                book_key(incident.service, incident.severity, incident.hosts),
+            ),
+        )
 
     def save_detection(
         self,

@@ -47,7 +47,10 @@ class Daemon:
         data = yaml.safe_load(config.read_text())
         self.base = f"http://{data['listen']}"
         self.state_dir = Path(data["state_dir"])
-        self.store_args: dict[str, Any] = data.get("store") or {}  # url, password_file
+        store = data.get("store") or {}
+        self.store_args: dict[str, Any] = {
+            k: store[k] for k in ("url", "password_file") if k in store
+        }
 
     def start(self) -> None:
         with open(self.log, "ab") as err:

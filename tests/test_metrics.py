@@ -274,7 +274,7 @@ def test_every_metric_of_the_contract_keeps_its_name_and_labels(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     expected = contract()
-    assert len(expected) == 12, expected  # the list was read, not skipped
+    assert len(expected) == 13, expected  # the list was read, not skipped
     metrics.observe(obs("lb-01", "error_rate", Status.OK, error_ratio=0.0, clients=0))
     metrics.count_responses("lb-01", {"2xx": 1})
     metrics.count_log_lines("lb-01", 1)

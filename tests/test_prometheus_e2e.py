@@ -59,6 +59,7 @@ TYPES = {
     "recorder_log_lines": "counter",
     "recorder_log_rotations": "counter",
     "recorder_build_info": "gauge",
+    "recorder_leader": "gauge",
     "recorder_incidents_open": "gauge",
     "recorder_incidents_opened": "counter",
     "recorder_detection_delay_seconds": "summary",
@@ -154,10 +155,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         blackbox = peers.start_blackbox(top)
         cleanup.callback(blackbox.stop)
 
-        # Two Alertmanagers gossiping on loopback. A peer timeout of 1 ms and gossip every
-        # 2 s make both deliver every notification (the second does not wait for the
-        # first's log entry to arrive): the at-least-once delivery of an HA pair, at its
-        # worst, which the webhook must absorb.
+        # Two Alertmanagers gossiping on loopback, both delivering every notification
+        # (peers.pair_flags): an HA pair's at-least-once delivery, which the webhook absorbs.
         gossip = [free_port(), free_port()]
         alertmanagers = []
         for i in (0, 1):
@@ -165,14 +164,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 top,
                 f"alertmanager-{i}",
                 alertmanager_config(daemon, token_file),
-                [
-                    f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
-                    f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
-                    f"--cluster.peer=127.0.0.1:{gossip[1 - i]}",
-                    "--cluster.peer-timeout=1ms",
-                    "--cluster.gossip-interval=2s",
-                    "--cluster.settle-timeout=1s",
-                ],
+                peers.pair_flags(gossip, i),
             )
             cleanup.callback(am.stop)
             alertmanagers.append(am)
@@ -201,6 +193,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             am.ready("/-/ready")
         prometheus.ready("/-/ready")
         yield Stack(lab, daemon, prometheus, alertmanagers, site_url)
+
+
+def http_5xx_alert() -> dict[str, Any]:
+    """An alert as Prometheus sends it to Alertmanager, firing from now."""
+    return {
+        "labels": {
+            "alertname": "NginxHigh5xxRatio",
+            "component": "nginx",
+            "severity": "page",
+            "fault": "http-5xx",
+            "instance": "web-02",
+        },
+        "annotations": {"summary": "12% of responses on web-02 are 5xx"},
+        "startsAt": datetime.now(UTC).isoformat(),
+    }
 
 
 def no_duplicates(incident: Incident) -> None:
@@ -319,17 +326,7 @@ def test_alertmanager_pair_delivers_firing_and_resolved_as_one_incident(stack: S
     assert len(peers) == 2, peers
     known = {i.id for i in stack.daemon.incidents()}
     sent = stack.webhook_sent()
-    alert = {
-        "labels": {
-            "alertname": "NginxHigh5xxRatio",
-            "component": "nginx",
-            "severity": "page",
-            "fault": "http-5xx",
-            "instance": "web-02",
-        },
-        "annotations": {"summary": "12% of responses on web-02 are 5xx"},
-        "startsAt": datetime.now(UTC).isoformat(),
-    }
+    alert = http_5xx_alert()
     stack.send(alert)
 
     def opened() -> Incident | None:

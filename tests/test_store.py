@@ -15,7 +15,7 @@ import pytest
 
 from recorder.events import record_deploy
 from recorder.model import Affected, Incident, Notice, Task, TimelineEntry
-from recorder.store import SCHEMA_VERSION, Store, StoreError
+from recorder.store import SCHEMA_VERSION, IncidentTaken, Store, StoreError
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -233,6 +233,27 @@ def test_lease_is_held_by_one_holder_until_it_expires(open_store: Opener) -> Non
     assert store.lease() == ("b", T0 + timedelta(seconds=25))
     store.release_lease("b", T0 + timedelta(seconds=17))
     assert store.take_lease("a", 10, T0 + timedelta(seconds=17))
+
+
+def test_one_open_incident_per_book_key(open_store: Opener) -> None:
+    """Migration 6: even two recorders that both believe they lead cannot open two
+    records of one outage; the second create writes nothing and says IncidentTaken."""
+    store, other = open_store(), open_store()
+    first = store.create_incident(new_incident())
+    with pytest.raises(IncidentTaken):
+        other.create_incident(new_incident(title="web: also down"))
+    # Another service, and a monitoring gap on each host, are books of their own.
+    other.create_incident(new_incident(service="api"))
+    gap = new_incident(severity="monitoring", hosts=["lb-01"])
+    other.create_incident(gap)
+    other.create_incident(new_incident(severity="monitoring", hosts=["lb-02"]))
+    with pytest.raises(IncidentTaken):
+        other.create_incident(new_incident(severity="monitoring", hosts=["lb-01"]))
+    assert len(store.open_incidents()) == 4
+    # Resolved, the key is free again: the next outage opens a new incident.
+    first.status, first.resolved_at = "resolved", T0 + timedelta(minutes=5)  # type: ignore[assignment]
+    assert store.save_detection(first)
+    assert other.create_incident(new_incident()).id not in (0, first.id)
 
 
 def test_an_expired_lease_goes_to_exactly_one_of_many(open_store: Opener) -> None:

@@ -130,6 +130,21 @@ def start_alertmanager(
     return _start(directory, name, ALERTMANAGER, config, flags)
 
 
+def pair_flags(gossip: Sequence[int], i: int) -> list[str]:
+    """Cluster flags for Alertmanager `i` of a pair gossiping on loopback ports `gossip`.
+    A peer timeout of 1 ms and gossip every 2 s make both deliver every notification (the
+    second does not wait for the first's log entry): an HA pair's at-least-once delivery
+    at its worst, which receivers must absorb."""
+    return [
+        f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
+        f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
+        f"--cluster.peer=127.0.0.1:{gossip[1 - i]}",
+        "--cluster.peer-timeout=1ms",
+        "--cluster.gossip-interval=2s",
+        "--cluster.settle-timeout=1s",
+    ]
+
+
 def start_prometheus(
     directory: Path, name: str, config: dict[str, Any], extra: Sequence[str] = ()
 ) -> Server:
