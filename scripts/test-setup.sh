@@ -19,6 +19,13 @@ have prometheus-blackbox-exporter || need+=(prometheus-blackbox-exporter)
 # WebDriver, both from Debian: nothing is downloaded at test time.
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
+# The docker lab's test (tests/test_docker_lab.py, `make docker-test`): scripts/docker-lab.sh
+# starts its own dockerd, makes the Debian base image with debootstrap (no registry is
+# reached) and runs the compose lab with Debian's docker-compose (1.29) when the `docker
+# compose` plugin is absent.
+have dockerd || need+=(docker.io)
+have docker-compose || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+have debootstrap || need+=(debootstrap)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
