@@ -14,7 +14,8 @@ Routes:
     GET  /                          the incidents page (HTML; web/pages.py)
     GET  /incidents/{id}            one incident's page
     GET  /postmortems[/{id}]        closed incidents and their final documents
-    GET  /status                    every check now, and its availability (recorder/history.py)
+    GET  /status                    every check now, and its availability (recorder/history.py),
+                                    100 hosts a page
     GET  /static/style.css          the pages' one stylesheet
     GET  /login, POST /login        the read token as a cookie (only with web.read_token_file)
     GET  /metrics                   Prometheus text (OpenMetrics when asked for)
@@ -116,6 +117,9 @@ HTML = "text/html; charset=utf-8"
 OPEN_PATHS = frozenset(
     {"/healthz", "/login", "/static/style.css", "/static/favicon.svg", "/favicon.ico", WEBHOOK_PATH}
 )
+# Unknown paths under these answer JSON, as their neighbours do (for scripts and scrapers);
+# every other unknown path gets an HTML page.
+MACHINE_PATHS = ("/api/", "/metrics", "/healthz")
 _PAGE_ID = re.compile(r"^/(incidents|postmortems)/(?P<id>[^/]+)$")
 
 
@@ -272,7 +276,10 @@ class ApiApp:
             return self.incident(path[len(INCIDENTS_PATH) + 1 :])
         entry = self.routes.get(path)
         if entry is None:
-            return error("404 Not Found", f"no such resource: {path[:200]}")
+            if path.startswith(MACHINE_PATHS):
+                return error("404 Not Found", f"no such resource: {path[:200]}")
+            # Anything else is where a person (a mistyped or stale link) would be: a page.
+            return self._page_error("404 Not Found", f"no page at {path[:200]}")
         allowed, handler = entry
         if method not in allowed:
             return _not_allowed(allowed)
@@ -332,7 +339,13 @@ class ApiApp:
             return self._page_error("503 Service Unavailable", f"cannot read the store: {exc}")
 
     def status_page(self, environ: WSGIEnvironment) -> Response:
-        return html_response(pages.status_page(self.engine.history, self.engine.config))
+        try:
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=20)
+        except ValueError as exc:
+            return self._page_error("400 Bad Request", f"invalid query string: {exc}")
+        return html_response(
+            pages.status_page(self.engine.history, self.engine.config, _page_number(query))
+        )
 
     def stylesheet(self, environ: WSGIEnvironment) -> Response:
         return Response("200 OK", pages.static("style.css"), "text/css; charset=utf-8")

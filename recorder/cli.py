@@ -85,7 +85,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 CONFIG_HELP = (
     "The config file (or RECORDER_CONFIG, else /etc/recorder/recorder.yml if it exists);"
-    " before or after the command."
+    " before or after the command or its group."
 )
 
 
@@ -339,6 +339,7 @@ def logscan_cmd(
 
 
 @main.group("incidents")
+@config_option
 def incidents_group() -> None:
     """Read incidents."""
 
@@ -434,6 +435,7 @@ def note_cmd(ctx: Context, incident_id: str, text: str, kind: str, at_text: str 
 
 
 @main.group("event")
+@config_option
 def event_group() -> None:
     """Record events (a CI/CD pipeline calls these)."""
 
@@ -600,6 +602,7 @@ def close_cmd(
 
 
 @main.group("notify")
+@config_option
 def notify_group() -> None:
     """Notifications: try a receiver, list deliveries waiting."""
 
@@ -661,6 +664,7 @@ def notify_status(ctx: Context, as_json: bool) -> None:
 
 
 @main.group("maintenance")
+@config_option
 def maintenance_group() -> None:
     """Planned work: harm inside a window is recorded as planned and notifies nobody."""
 

@@ -480,9 +480,11 @@ class Config(Strict):
         svc = self.services.get(service)
         if svc is None:
             return [service] if service in self.hosts else []
-        named = [*svc.entrypoints, *(h for h in svc.hosts if h not in svc.entrypoints)]
+        named = list(dict.fromkeys([*svc.entrypoints, *svc.hosts]))
         if len(self.services) == 1:
-            named += [h for h in self.hosts if h not in named]
+            # A set to look in: a fleet's one service has thousands of hosts.
+            known = set(named)
+            named += [h for h in self.hosts if h not in known]
         return named
 
     def entrypoints_of(self, service: str) -> list[str]:
@@ -666,6 +668,12 @@ def referenced_files(data: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
     token = alertmanager.get("token_file") if isinstance(alertmanager, dict) else None
     if isinstance(token, str):
         found.append(("alertmanager.token_file", token, True, False))
+    # The read token guards the pages, the API's reads and /metrics off loopback: a typo
+    # there is found by `config check`, not by the first person locked out.
+    web = data.get("web")
+    read_token = web.get("read_token_file") if isinstance(web, dict) else None
+    if isinstance(read_token, str):
+        found.append(("web.read_token_file", read_token, True, False))
     return found
 
 

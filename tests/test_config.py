@@ -250,6 +250,9 @@ def test_config_after_the_command_wins_over_before_and_environment(
         (["--config", str(bad_config), "incidents", "list", "--config", str(good)], None),
         (["incidents", "list", "--config", str(good)], str(bad_config)),
         (["--config", str(good), "incidents", "list"], str(bad_config)),
+        # Between the group and its command, as `recorder incidents --config F list` reads.
+        (["incidents", "--config", str(good), "list"], str(bad_config)),
+        (["incidents", "--config", str(bad_config), "list", "--config", str(good)], None),
     ]:
         result = runner.invoke(main, args, env={"RECORDER_CONFIG": env})
         assert result.exit_code == 0, (args, result.output)
@@ -417,6 +420,31 @@ def test_config_check_reports_files_beside_schema_errors(tmp_path: Path) -> None
         "  hosts.web-02.ssh.known_hosts: ~/.ssh/known_hosts: no such file",
         f"  alertmanager.token_file: {tmp_path}/token: no such file",
     ]
+
+
+def test_config_check_reports_the_web_read_token_file(tmp_path: Path) -> None:
+    config = files_config(tmp_path, trust_on_first_use=True)
+    write_private(tmp_path / "id_ed25519", "KEY\n")
+    write_private(tmp_path / "token", "secret\n")
+    (tmp_path / "home/.ssh").mkdir(parents=True)
+    write_private(tmp_path / "home/.ssh/known_hosts", "x ssh-ed25519 AAAA\n", 0o644)
+    data = yaml.safe_load(config.read_text())
+    data["web"] = {"read_token_file": str(tmp_path / "read-token")}
+    config.write_text(yaml.safe_dump(data))
+    assert check(config) == (
+        2,
+        [
+            f"{config}: invalid",
+            f"  web.read_token_file: {tmp_path}/read-token: no such file",
+        ],
+    )
+    write_private(tmp_path / "read-token", "r3ad\n", 0o644)
+    assert check(config)[1][1:] == [
+        f"  web.read_token_file: {tmp_path}/read-token: holds a secret but is open to group "
+        f"or others (mode 0644; chmod 600 {tmp_path}/read-token)",
+    ]
+    (tmp_path / "read-token").chmod(0o600)
+    assert check(config) == (0, ["ok"])
 
 
 def _notify_config(tmp_path: Path, key_mode: int) -> Path:

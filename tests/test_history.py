@@ -14,7 +14,9 @@ import requests
 
 from probes.base import Observation, Status
 from recorder.api import make_app, serve
+from recorder.config import parse_config
 from recorder.history import DAY, HOUR, History
+from recorder.store import Store
 from tests.test_incidents import Harness
 from tests.test_web import Engine, tags
 
@@ -123,6 +125,54 @@ def test_status_page_shows_every_check_escaped(tmp_path: Path) -> None:
     finally:
         server.close()
         history.close()
+
+
+def test_status_pages_a_fleet_by_100_hosts_and_names_the_hosts_not_ok(tmp_path: Path) -> None:
+    """250 hosts: three pages; the hosts failing now are named on every page, linked to the
+    page they are on, so a failure on page 3 is not hidden behind page 1."""
+    hosts = [f"web-{i:04d}" for i in range(250)]
+    config = parse_config(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "services": {"web": {"hosts": hosts}},
+            "hosts": {h: {"local": {"prefix": "/"}} for h in hosts},
+            "checks": [{"hosts": hosts, "probes": {"sites": {}, "config": {}}}],
+        }
+    )
+    history = History(tmp_path / "history")
+    for host in hosts:
+        broken = host in ("web-0005", "web-0210")
+        history.add(obs(T0, Status.FAIL if broken else Status.OK, host, "sites"))
+        history.add(obs(T0, Status.OK, host, "config"))
+    history.flush(T0)
+    engine = Engine(config, Store(config.state_path))
+    engine.history = history
+    server = serve("127.0.0.1:0", make_app(engine))
+
+    def page(query: str) -> tuple[list[str], str]:
+        got = requests.get(f"http://127.0.0.1:{server.port}/status{query}", timeout=5)
+        assert got.status_code == 200, got.text
+        shown = [a["id"] or "" for t, a in tags(got.text) if t == "section"]
+        return [i.removeprefix("host-") for i in shown], got.text
+
+    try:
+        first, html = page("")
+        assert first == hosts[:100]
+        links = [a["href"] for t, a in tags(html) if t == "a"]
+        assert "?page=1#host-web-0005" in links and "?page=3#host-web-0210" in links
+        assert "hosts 1-100 of 250" in html and "?page=2" in links
+        assert html.count('class="check-fail"') == 1  # web-0005's; web-0210 is on page 3
+        last, html = page("?page=3")
+        assert last == hosts[200:]
+        links = [a["href"] for t, a in tags(html) if t == "a"]
+        assert "hosts 201-250 of 250" in html and "?page=2" in links and "?page=4" not in links
+        assert 'id="host-web-0210"' in html and html.count('class="check-fail"') == 1
+        assert page("?page=99")[0] == hosts[200:]  # past the end: the last page
+        assert page("?page=2")[0] == hosts[100:200]
+    finally:
+        server.close()
+        history.close()
+        engine.store.close()
 
 
 def test_history_files_are_private_whatever_the_umask(tmp_path: Path) -> None:

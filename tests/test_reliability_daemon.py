@@ -272,6 +272,24 @@ def simple_config(
     return data
 
 
+def webhook_config(
+    tmp_path: Path, port: int, url: str, token: str, mode: int = 0o600, **alertmanager: Any
+) -> Path:
+    """simple_config for one host `web-01` with the webhook on: the token in a file of
+    `mode` under tmp_path, `alertmanager` settings beside it; the config's path."""
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    os.chmod(token_file, mode)
+    data = simple_config(
+        tmp_path,
+        tmp_path / "state",
+        port,
+        {"web-01": url},
+        alertmanager={"token_file": str(token_file), **alertmanager},
+    )
+    return write_config(tmp_path / "recorder.yml", data)
+
+
 # ---- SIGHUP with a broken config --------------------------------------------------------------
 
 
@@ -353,17 +371,9 @@ def test_the_bearer_token_never_appears_in_logs_or_errors(
 ) -> None:
     token = "tok-" + uuid.uuid4().hex
     wrong = "wrong-" + uuid.uuid4().hex
-    token_file = tmp_path / "token"
-    token_file.write_text(token + "\n")
     port = free_port()
-    data = simple_config(
-        tmp_path,
-        tmp_path / "state",
-        port,
-        {"web-01": site.url},
-        alertmanager={"token_file": str(token_file)},
-    )
-    config = write_config(tmp_path / "recorder.yml", data)
+    config = webhook_config(tmp_path, port, site.url, token)
+    token_file = tmp_path / "token"
     daemon = DaemonProcess(config, tmp_path / "daemon.log", port, level="DEBUG")
     daemons.append(daemon)
     daemon.start()
@@ -1014,6 +1024,13 @@ def test_a_sighup_right_after_start_is_a_reload_not_a_death(
         tmp_path / "recorder.yml",
         simple_config(tmp_path, tmp_path / "state", port, {"w": site.url}),
     )
+    # Before `recorder run` holds SIGHUP the interpreter must start and import the command
+    # line, which nothing in Python can guard (systemd's Type=notify sends no reload before
+    # READY=1). On a loaded machine that alone took over 0.35 s and the test failed: send
+    # no earlier than 1.5 times what `recorder --version` (the same imports) takes now.
+    began = time.monotonic()
+    subprocess.run([RECORDER, "--version"], check=True, capture_output=True)
+    delay = max(delay, 1.5 * (time.monotonic() - began))
     daemon = DaemonProcess(config, tmp_path / "daemon.log", port)
     daemons.append(daemon)
     daemon.start()
@@ -1030,20 +1047,10 @@ def test_reload_applies_a_raised_max_body(
     # The app read the new limit, waitress kept the one it started with: a raised
     # max_body was refused as "larger than" the old one until the reload set it.
     token = "tok-" + uuid.uuid4().hex
-    token_file = tmp_path / "token"
-    token_file.write_text(token)
-    os.chmod(token_file, 0o600)
     port = free_port()
 
     def config_with(max_body: int) -> Path:
-        data = simple_config(
-            tmp_path,
-            tmp_path / "state",
-            port,
-            {"web-01": site.url},
-            alertmanager={"token_file": str(token_file), "max_body": max_body},
-        )
-        return write_config(tmp_path / "recorder.yml", data)
+        return webhook_config(tmp_path, port, site.url, token, max_body=max_body)
 
     daemon = DaemonProcess(config_with(1024), tmp_path / "daemon.log", port)
     daemons.append(daemon)
@@ -1073,20 +1080,11 @@ def test_an_unreadable_or_open_token_file_is_said_once_and_refusals_counted(
     # An unreadable token file logged an ERROR per request (2,000 lines in 1.4 s from one
     # client), and a world-readable one was used without a word.
     token = "tok-" + uuid.uuid4().hex
-    token_file = tmp_path / "token"
-    token_file.write_text(token)
-    os.chmod(token_file, 0o644)  # readable by everyone: warned at start and each reload
     port = free_port()
-    data = simple_config(
-        tmp_path,
-        tmp_path / "state",
-        port,
-        {"web-01": site.url},
-        alertmanager={"token_file": str(token_file)},
-    )
-    daemon = DaemonProcess(
-        write_config(tmp_path / "recorder.yml", data), tmp_path / "daemon.log", port
-    )
+    # Readable by everyone: warned at start and each reload.
+    config = webhook_config(tmp_path, port, site.url, token, mode=0o644)
+    token_file = tmp_path / "token"
+    daemon = DaemonProcess(config, tmp_path / "daemon.log", port)
     daemons.append(daemon)
     daemon.start()
     daemon.wait_healthy()

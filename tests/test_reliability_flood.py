@@ -28,8 +28,7 @@ from tests.test_reliability_daemon import (
     RECORDER,
     DaemonProcess,
     RecordingSite,
-    simple_config,
-    write_config,
+    webhook_config,
 )
 
 FLOOD_SCRIPT = r"""
@@ -150,17 +149,7 @@ def test_unauthenticated_large_bodies_cost_no_descriptors(
 ) -> None:
     seconds = float(os.environ.get("RELIABILITY_FLOOD_SECONDS", "12"))
     port = free_port()
-    token_file = tmp_path / "token"
-    token_file.write_text("flood-test-token-0123456789\n")
-    os.chmod(token_file, 0o600)
-    data = simple_config(
-        tmp_path,
-        tmp_path / "state",
-        port,
-        {"web-01": site.url},
-        alertmanager={"token_file": str(token_file)},
-    )
-    config = write_config(tmp_path / "recorder.yml", data)
+    config = webhook_config(tmp_path, port, site.url, "flood-test-token-0123456789")
     daemon = LimitedDaemon(config, tmp_path / "daemon.log", port)
     try:
         daemon.start()

@@ -201,6 +201,34 @@ def test_security_headers_on_every_response(site: Site) -> None:
     assert site.get("/favicon.ico").headers["Content-Type"] == "image/svg+xml"
 
 
+def test_unknown_pages_are_html_404_pages_and_machine_paths_stay_json(site: Site) -> None:
+    """A mistyped or stale link gets a page a person can read (with the navigation back),
+    under the same headers; scripts asking /api/ or /metrics keep getting JSON."""
+    open_one = site.h.only_incident()  # not closed: it has no postmortem yet
+    for path in (
+        "/nowhere",
+        "/incidents/99999",
+        "/incidents/abc",
+        "/postmortems/99999",
+        f"/postmortems/{open_one.id}",
+        "/status/extra",
+    ):
+        got = site.get(path)
+        assert got.status_code == 404, path
+        assert got.headers["Content-Type"] == "text/html; charset=utf-8", path
+        assert "default-src 'none'" in got.headers["Content-Security-Policy"], path
+        assert got.headers["X-Content-Type-Options"] == "nosniff", path
+        assert "<h1>Not Found</h1>" in got.text, path
+        assert [a["href"] for t, a in tags(got.text) if t == "link"][0] == "/static/style.css"
+    hostile = site.get("/%3Cscript%3Ealert(1)%3C/script%3E")
+    assert hostile.status_code == 404 and "<script>" not in hostile.text
+    for path in ("/api/v1/nothing", "/metricsx", "/healthz/x"):
+        got = site.get(path)
+        assert got.status_code == 404, path
+        assert got.headers["Content-Type"] == "application/json", path
+        assert got.json()["error"], path
+
+
 def test_postmortem_page_shows_the_final_document(site: Site) -> None:
     h = site.h
     for _ in range(8):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,10 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
 from recorder.config import load_config
 from recorder.lab.core import Lab
@@ -34,12 +39,6 @@ from recorder.postmortem.draft import percent
 from tests.test_api import am_alert, notification
 from tests.test_daemon import RECOVER_AFTER, Daemon, new_incident, resolved, wait_until
 
-selenium = pytest.importorskip("selenium", reason="selenium is in the test extra")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -47,16 +46,19 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 HOSTILE_NOTE = "<script>document.title='owned'</script> restarted nginx on lb-01"
 HOSTILE_LABEL = '"><img src=x onerror=alert(1)>'
 WEBHOOK_TOKEN = "browser-test-webhook-token-0123456789"
+# What a person types for each gap the page's `recorder close` command leaves as `...`.
+CLOSE_VALUES = {
+    "--root-cause": "A cleanup script removed the sites-enabled link of example on lb-01",
+    "--resolution": "Recreated the link with ln -s and reloaded nginx",
+    "--misleading": "none",
+    "--escalated-to": "platform-team at once",
+    "--task": "Declare example enabled in the configuration-management role",
+}
 RULED_OUT = re.compile(r"^Checked (?P<probe>\S+) on (?P<host>\S+): .* \(ruled out\)$")
 
 
 def _have_browser() -> bool:
     return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
-
-
-requires_browser = pytest.mark.skipif(
-    not _have_browser(), reason="chromium and chromium-driver: run scripts/test-setup.sh"
-)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,8 @@ class Browser:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if not _have_browser():
-        pytest.skip("chromium and chromium-driver: run scripts/test-setup.sh")
+        # A missing browser fails, never skips: CI must not pass without the browser tests.
+        pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER}: run scripts/test-setup.sh")
     b = Browser(tmp_path_factory.mktemp("chromium"))
     try:
         yield b
@@ -199,7 +202,6 @@ def show_json(daemon: Daemon, incident_id: int) -> dict[str, Any]:
     return data
 
 
-@requires_browser
 def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     lab: Lab, daemon: Daemon, browser: Browser
 ) -> None:
@@ -214,7 +216,10 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
         lab.fix()
     resolved(daemon, incident.id)
 
-    browser.open(daemon.base + "/")
+    # Where the daemon said, at start, its pages are.
+    (pages,) = re.findall(r"web pages at (\S+)$", daemon.log.read_text(), re.MULTILINE)
+    assert pages == daemon.base + "/"
+    browser.open(pages)
     assert browser.problems() == []
     assert "recorder" in browser.driver.title
     browser.screenshot("incidents")
@@ -260,7 +265,8 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     assert harm.size["width"] >= 2
     # The draft, its gaps highlighted, and how to finish it.
     assert browser.driver.find_elements(By.CSS_SELECTOR, "#draft mark.fill-in")
-    assert browser.one("#close-command").text.startswith(f"recorder close {incident.id} ")
+    command = browser.one("#close-command").text
+    assert command.startswith(f"recorder close {incident.id} ")
     assert browser.one("a#json").get_attribute("href").endswith(f"/api/v1/incidents/{incident.id}")
     browser.driver.execute_script("window.scrollTo(0, 0)")
     browser.screenshot("incident-top", full=False)
@@ -274,22 +280,28 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     browser.driver.execute_script("window.scrollTo(0, 0)")
     browser.screenshot("incident-phone", full=False)
     browser.driver.set_window_size(1280, 900)  # the browser is shared by the next tests
+    # In print: the document without the navigation and the command, the gaps still marked.
+    browser.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert not browser.one("header.top nav").is_displayed()
+        assert not browser.one("#close-command").is_displayed()
+        assert browser.one("#draft .howto").text == "Highlighted FILL IN gaps are for people."
+        assert browser.one("#timeline").is_displayed() and browser.one("#draft").is_displayed()
+        assert browser.one("#draft mark.fill-in").is_displayed()
+        browser.screenshot("incident-print")
+    finally:
+        browser.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert browser.one("header.top nav").is_displayed()
 
-    closed = recorder(
-        daemon,
-        "close",
-        str(incident.id),
-        "--root-cause",
-        "A cleanup script removed the sites-enabled link of example on lb-01",
-        "--resolution",
-        "Recreated the link with ln -s and reloaded nginx",
-        "--misleading",
-        "none",
-        "--escalated-to",
-        "platform-team at once",
-        "--task",
-        "Declare example enabled in the configuration-management role",
-    )
+    # Finish it the way the page says: its command, word for word, with each `...` given.
+    words = shlex.split(command)
+    assert words[:3] == ["recorder", "close", str(incident.id)], command
+    flags = words[3::2]
+    assert words[4::2] == ["..."] * len(flags), command
+    # A resolved incident's draft needs no editor: every gap has a flag.
+    assert "--edit" not in words and flags and set(flags) <= set(CLOSE_VALUES), command
+    given = [w for f in flags for w in (f, CLOSE_VALUES[f])]
+    closed = recorder(daemon, *words[1:3], *given)
     assert closed.returncode == 0, closed.stdout + closed.stderr
     assert show_json(daemon, incident.id)["status"] == "closed"
     browser.open(daemon.base + "/postmortems")
@@ -298,8 +310,8 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     wait_until(lambda: "/postmortems/" in browser.driver.current_url, 10, "the postmortem page")
     assert browser.problems() == []
     document = browser.one("#document").text
-    assert "A cleanup script removed the sites-enabled link of example on lb-01" in document
-    assert "Recreated the link with ln -s and reloaded nginx" in document
+    for flag in flags:
+        assert CLOSE_VALUES[flag] in document, flag
     assert "FILL IN" not in document
     # The note as the person wrote it: the file's `&lt;` reads as `<`, and as text.
     assert HOSTILE_NOTE in document and "&lt;" not in document
@@ -308,7 +320,6 @@ def test_follow_a_lab_fault_from_the_list_to_the_closed_postmortem(
     browser.screenshot("postmortem")
 
 
-@requires_browser
 def test_hostile_alert_label_is_text_and_every_page_has_the_csp(
     daemon: Daemon, browser: Browser
 ) -> None:
@@ -343,9 +354,12 @@ def test_hostile_alert_label_is_text_and_every_page_has_the_csp(
         csp = got.headers.get("Content-Security-Policy", "")
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
         assert "script-src" not in csp and "unsafe-inline" not in csp, path
+    # A mistyped link reads as a page in the browser, with the way back.
+    browser.open(daemon.base + "/incident/1")
+    assert browser.one("h1").text == "Not Found"
+    assert browser.one('nav a[href="/"]').text == "Incidents"
 
 
-@requires_browser
 def test_status_page_shows_every_check_of_the_lab(daemon: Daemon, browser: Browser) -> None:
     config = load_config(daemon.config)
 

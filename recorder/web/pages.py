@@ -35,6 +35,10 @@ from recorder.web.markdown import to_html
 from recorder.web.timeaxis import is_human, time_axis
 
 PAGE_SIZE = 100  # rows on one page of a list
+# Hosts on one /status page: a fleet's page stays a size a browser draws at once and the
+# server renders in milliseconds (BENCHMARKS.md section 6).
+STATUS_PAGE_HOSTS = 100
+TROUBLE_SHOWN = 50  # hosts not ok named (and linked) above the first host
 
 
 class NotFound(Exception):
@@ -128,13 +132,13 @@ def _page(template: str, config: Config, **context: Any) -> str:
     )
 
 
-def _pages(total: int, page: int, query: dict[str, str]) -> dict[str, str]:
+def _pages(total: int, page: int, query: dict[str, str], size: int = PAGE_SIZE) -> dict[str, str]:
     """Links to the newer and older pages of a list, keeping its filters."""
     links: dict[str, str] = {}
     kept = {k: v for k, v in query.items() if v}
     if page > 1:
         links["newer"] = "?" + urlencode({**kept, "page": page - 1} if page > 2 else kept)
-    if page * PAGE_SIZE < total:
+    if page * size < total:
         links["older"] = "?" + urlencode({**kept, "page": page + 1})
     return links
 
@@ -322,21 +326,40 @@ def _figure(availability: Availability | None) -> str:
     return percent(availability.ratio)
 
 
-def status_page(history: History | None, config: Config) -> str:
+def _status_hosts(config: Config) -> list[tuple[str, str]]:
+    """(service, host) in page order: each service's hosts (entry points first), then any
+    host no service names. Linear in the hosts: a fleet has thousands."""
+    placed: dict[str, str] = {}
+    for service in config.services:
+        for host in config.hosts_of(service):
+            if host in config.hosts:
+                placed.setdefault(host, service)
+    for host in config.hosts:
+        if host not in placed:
+            placed[host] = config.service_of(host)
+    return [(service, host) for host, service in placed.items()]
+
+
+def status_page(history: History | None, config: Config, page: int = 1) -> str:
     """`/status`: per service and host, every configured check's state, since when, and
-    its availability over the windows the history keeps."""
+    its availability over the windows the history keeps; STATUS_PAGE_HOSTS hosts a page,
+    with the hosts not ok now named on every page (they may be on another)."""
     states = history.states() if history else {}
     figures = history.availability() if history else {}
     windows = history.windows() if history else []
-    # Each service's hosts (entry points first), then any host no service names.
-    placed = [(s, h) for s in config.services for h in config.hosts_of(s)]
-    placed += [(config.service_of(h), h) for h in config.hosts]
+    placed = _status_hosts(config)
+    last = max(1, -(-len(placed) // STATUS_PAGE_HOSTS))
+    page = min(max(1, page), last)
+    first = (page - 1) * STATUS_PAGE_HOSTS
+    # From the states alone (one entry a check), not by rendering every host.
+    troubled = {host for (host, _probe), state in states.items() if state.status != "ok"}
+    trouble = [
+        (host, f"?page={n // STATUS_PAGE_HOSTS + 1}#host-{host}" if last > 1 else f"#host-{host}")
+        for n, (_service, host) in enumerate(placed)
+        if host in troubled
+    ]
     blocks: list[HostBlock] = []
-    seen: set[str] = set()
-    for service, host in placed:
-        if host in seen or host not in config.hosts:
-            continue
-        seen.add(host)
+    for service, host in placed[first : first + STATUS_PAGE_HOSTS]:
         rows = []
         for _check, probe, _cfg in config.checks_for(host):
             state = states.get((host, probe))
@@ -360,6 +383,11 @@ def status_page(history: History | None, config: Config) -> str:
         windows=windows,
         refreshed=local_time(refreshed, config.zone) if refreshed else "",
         kept=history is not None,
+        total=len(placed),
+        first=first + 1,
+        links=_pages(len(placed), page, {}, STATUS_PAGE_HOSTS),
+        trouble=trouble[:TROUBLE_SHOWN],
+        more_trouble=max(0, len(trouble) - TROUBLE_SHOWN),
     )
 
 
