@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$#" -eq 0 ]; then
-    set -- .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_docker_e2e.py
+    set -- .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/test_docker_e2e.py
     export RECORDER_DOCKER_LAB="${RECORDER_DOCKER_LAB:-short}"
 fi
 BASE=debian:bookworm-slim

@@ -239,7 +239,25 @@ def test_alertmanager_delivers_to_the_recorder_with_the_token(stack: Stack) -> N
                 failed += float(line.split()[-1])
         return sent, failed
 
+    known = {i["id"] for i in _recorder("incidents", "list")}
     # group_wait is 10 s; a wrong token is a 401 from the recorder and counts as failed.
     sent, failed = _wait(lambda: webhook_counts()[0] > 0 and webhook_counts(), 90, "delivery")
     assert failed == 0, f"{failed} webhook notifications failed (token?)"
-    print(f"\nAlertmanager: {sent:g} webhook notification(s) delivered, {failed:g} failed")
+
+    def recorded() -> list[int]:
+        # The recorder's side: an incident whose timeline holds the alert, from Alertmanager.
+        found = []
+        for listed in _recorder("incidents", "list"):
+            if listed["id"] in known:
+                continue
+            timeline = _recorder("incidents", "show", str(listed["id"]))["timeline"]
+            texts = [e["text"] for e in timeline if e["source"] == "alertmanager"]
+            if any("DockerLabTest" in text for text in texts):
+                found.append(listed["id"])
+        return found
+
+    incidents = _wait(recorded, 30, "the alert in a recorder incident")
+    print(
+        f"\nAlertmanager: {sent:g} webhook notification(s) delivered, {failed:g} failed; "
+        f"the alert is in incident {incidents[0]}"
+    )
