@@ -19,7 +19,8 @@ have prometheus-blackbox-exporter || need+=(prometheus-blackbox-exporter)
 # WebDriver, both from Debian: nothing is downloaded at test time.
 have chromium || need+=(chromium)
 have chromedriver || need+=(chromium-driver)
-# The docker lab's test (tests/test_docker_lab.py, `make docker-test`): scripts/docker-lab.sh
+# The docker lab's test (tests/test_docker_e2e.py: scripts/test.sh's short run, `make
+# docker-test`'s full one): scripts/docker-lab.sh
 # starts its own dockerd, makes the Debian base image with debootstrap (no registry is
 # reached) and runs the compose lab with Debian's docker-compose (1.29) when the `docker
 # compose` plugin is absent.

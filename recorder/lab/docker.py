@@ -94,9 +94,21 @@ def stage_context(stage: Path) -> Path:
 
     Laid out as docker/compose.yml expects: docker/ (compose file, Dockerfiles, rendered
     configs) and src/, the recorder's source tree in a checkout, or a wheel repacked from
-    the installed distribution. Only what the images need is sent to the engine (Debian's
-    docker-compose 1.29 sends the whole context and ignores per-Dockerfile ignore files).
+    the installed distribution, next to the dependencies' wheels. Only what the images
+    need is sent to the engine (Debian's docker-compose 1.29 sends the whole context and
+    ignores per-Dockerfile ignore files).
     """
+    compose_file = stage_files(stage)
+    wheels = stage / "src" / "wheels"
+    download_wheels(wheels)
+    if checkout_root() is None:
+        repack_installed_wheel(wheels)
+    return compose_file
+
+
+def stage_files(stage: Path) -> Path:
+    """The files of the build context (stage_context without the wheels): docker/, and
+    src/ with the recorder's source in a checkout; returns the compose file."""
     secrets_dir = stage / "docker" / "secrets"
     kept = {p.name: p.read_bytes() for p in secrets_dir.glob("*")} if secrets_dir.is_dir() else {}
     if stage.exists():
@@ -104,11 +116,12 @@ def stage_context(stage: Path) -> Path:
     shutil.copytree(repo_docker_dir(), stage / "docker", ignore=_ignore_stage)
     # The lab's application, the same file the local lab runs (installed or checkout).
     shutil.copy2(Path(__file__).resolve().parent / "app.py", stage / "docker" / "lab" / "app.py")
-    for name, data in kept.items():  # the same tokens across ups of one lab
+    if kept:  # the same tokens across ups of one lab (copytree skipped the directory)
+        secrets_dir.mkdir(mode=0o700)
+    for name, data in kept.items():
         write_private(secrets_dir / name, data)
     src = stage / "src"
-    wheels = src / "wheels"
-    download_wheels(wheels)
+    src.mkdir()
     root = checkout_root()
     if root is not None:
         for rel in SOURCE_FILES:
@@ -118,8 +131,6 @@ def stage_context(stage: Path) -> Path:
                 shutil.copytree(where, src / rel, ignore=_ignore_stage)
             else:
                 shutil.copy2(where, src / rel)
-    else:
-        repack_installed_wheel(wheels)
     return stage / "docker" / "compose.yml"
 
 
@@ -447,13 +458,14 @@ class DockerBackend:
             raise LabError(f"{what}: no answer from docker in {timeout:g}s") from None
 
     def up(self, directory: Path, capacity_rps: int, capacity_burst: int) -> dict[str, Any]:
+        if self.compose is None:  # which compose, or what is missing, before any download
+            self.compose = compose_command(self.docker)
         if self.compose_file is None:
             if not repo_docker_dir().is_dir():
                 raise LabError(f"{repo_docker_dir()} not found: a broken installation", 2)
             self.compose_file = stage_context(directory / "docker-context")
         elif not self.compose_file.is_file():
             raise LabError(f"{self.compose_file} not found (RECORDER_LAB_COMPOSE?)", 2)
-        self._compose()  # which compose, or say what is missing before anything runs
         ensure_webhook_token(self.compose_file.parent)
         ensure_read_token(self.compose_file.parent)
         started = self._run(self._compose("up", "-d", "--build"), COMPOSE_TIMEOUT, "up")
