@@ -1,5 +1,5 @@
 # Shortcuts for the scripts the README names (they work without make, too).
-.PHONY: setup demo test lint bench reliability-receiver clean
+.PHONY: setup demo test docker-test lint bench reliability-receiver clean
 
 setup:
 	bash scripts/setup.sh
@@ -9,6 +9,13 @@ demo:
 
 test:
 	bash scripts/test.sh
+
+# The docker lab against a real engine, every fault (README, "The docker lab"); as root
+# where no engine runs, scripts/docker-lab.sh starts its own and stops it.
+docker-test:
+	bash scripts/setup.sh
+	bash scripts/test-setup.sh
+	RECORDER_DOCKER_LAB=full bash scripts/docker-lab.sh
 
 lint:
 	.venv/bin/ruff check recorder probes tests bench

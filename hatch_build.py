@@ -1,4 +1,5 @@
-"""Build hook: compile the access-log reader's optional C counter (probes/_accesslog.c).
+"""Build hook: compile the access-log reader's optional C counter (probes/_accesslog.c),
+and carry the docker lab's files into the wheel (recorder/lab/docker_files).
 
 The counter makes `recorder logscan` several times faster (BENCHMARKS.md, section 1). It
 is optional, like PyYAML's libyaml binding: when there is no C compiler or no Python
@@ -61,6 +62,26 @@ def build(root: Path, out: Path | None = None) -> Path:
     return built
 
 
+# The docker lab's files (docker/) go into the wheel as recorder/lab/docker_files, so an
+# installed recorder can run `recorder lab up --backend docker`. Listed file by file here,
+# not by pyproject's force-include: that takes a directory whole, and docker/secrets/ holds
+# the lab's tokens when a checkout's lab was run from docker/ itself.
+DOCKER_DIR = "docker"
+DOCKER_FILES = "recorder/lab/docker_files"
+DOCKER_SKIP = {"secrets", "__pycache__"}
+
+
+def docker_files(root: Path) -> dict[str, str]:
+    """{source path: path in the wheel} for the docker lab's files."""
+    top = root / DOCKER_DIR
+    files = {}
+    for path in sorted(top.rglob("*")):
+        rel = path.relative_to(top)
+        if path.is_file() and not DOCKER_SKIP.intersection(rel.parts):
+            files[str(path)] = f"{DOCKER_FILES}/{rel.as_posix()}"
+    return files
+
+
 class CounterBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
 
@@ -69,6 +90,8 @@ class CounterBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if self.target_name != "wheel":
             return
         editable = version == "editable"
+        if not editable:  # an editable install finds docker/ in its checkout
+            build_data["force_include"].update(docker_files(Path(self.root)))
         if os.environ.get("RECORDER_NO_EXTENSION"):
             if editable:  # one left by an earlier editable build would still be imported
                 (Path(self.root) / "probes" / module_file()).unlink(missing_ok=True)

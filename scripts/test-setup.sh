@@ -23,6 +23,13 @@ have chromedriver || need+=(chromium-driver)
 # from /usr/lib/postgresql/*/bin as an unprivileged user; policy-rc.d below keeps the
 # package's own cluster from starting.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+# The docker lab's test (tests/test_docker_e2e.py: scripts/test.sh's short run, `make
+# docker-test`'s full one): scripts/docker-lab.sh starts its own dockerd, makes the Debian
+# base image with debootstrap (no registry is reached) and runs the compose lab with
+# Debian's docker-compose (1.29) when the `docker compose` plugin is absent.
+have dockerd || need+=(docker.io)
+have docker-compose || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+have debootstrap || need+=(debootstrap)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

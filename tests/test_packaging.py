@@ -44,6 +44,11 @@ def test_wheel_carries_packages_and_data(wheel: Path) -> None:
     assert any(n.startswith("recorder/runbooks/") and n.endswith(".yml") for n in names)
     assert any(n.startswith("recorder/templates/") for n in names)
     assert "recorder/postmortem-standard.md" in names
+    # The docker lab's files (hatch_build.py), never the tokens a checkout's lab wrote.
+    docker = {n for n in names if n.startswith("recorder/lab/docker_files/")}
+    for rel in ("compose.yml", "lab/Dockerfile", "lab/entrypoint.sh", "recorder.yml"):
+        assert f"recorder/lab/docker_files/{rel}" in docker, rel
+    assert not any("/secrets/" in n for n in docker)
     assert not any(n.startswith("tests/") for n in names)
     # the compiled access-log counter (setup installs a compiler), without its source
     assert any(n.startswith("probes/_accesslog.") and n.endswith(".so") for n in names)
@@ -103,6 +108,24 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
     )
     assert standard.returncode == 0, standard.stderr
     assert standard.stdout == (ROOT / "docs" / "postmortem-standard.md").read_text()
+    # The docker lab from the installed package: its files, and a wheel of this copy for
+    # the lab image (the build context `recorder lab up --backend docker` stages).
+    code = (
+        "import sys, zipfile; from pathlib import Path; from recorder.lab import docker as d;"
+        "assert d.checkout_root() is None; out = Path(sys.argv[1]);"
+        "compose = d.stage_files(out); whl = d.repack_installed_wheel(out / 'src');"
+        "names = zipfile.ZipFile(whl).namelist();"
+        "assert 'recorder/cli.py' in names and 'probes/http.py' in names, names;"
+        "print(compose.relative_to(out), (compose.parent / 'lab' / 'app.py').is_file())"
+    )
+    staged = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code, str(tmp_path / "stage")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert staged.returncode == 0, staged.stderr[-2000:]
+    assert staged.stdout.split() == ["docker/compose.yml", "True"]
     reader = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "from probes.accesslog import READER; print(READER)"],
         capture_output=True,

@@ -218,6 +218,7 @@ class Lab:
                 self.docker,
                 self.compose_file or started.get("compose_file"),
                 self.lb_port or started.get("lb_port"),
+                started.get("compose"),
             )
         raise LabError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}", 2)
 
