@@ -119,6 +119,8 @@ def test_readers_survive_a_stored_time_out_of_range(
     store.create_incident(
         incident(
             when,
+            status="resolved",  # Case's incident is the service's open one
+            resolved_at=when,
             timeline=[
                 TimelineEntry(when, "impact-start", "harm began", "http", key="impact"),
                 TimelineEntry(when, "note", "14:05 restarted nginx", "cli", key="n"),
@@ -239,6 +241,8 @@ def test_the_markdown_draft_holds_no_control_characters(case: Case) -> None:
     store.create_incident(
         incident(
             T0,
+            status="resolved",  # Case's incident is the service's open one
+            resolved_at=T0,
             title=f"web: {ESCAPES} down",
             timeline=[
                 TimelineEntry(T0, "impact-start", "harm began", "http", key="impact"),
@@ -282,6 +286,8 @@ def test_markdown_links_and_images_from_alerts_and_notes_render_as_text(case: Ca
         incident_id = store.create_incident(
             incident(
                 T0,
+                status="resolved",  # Case's incident is the service's open one
+                resolved_at=T0,
                 title=title,
                 timeline=[
                     TimelineEntry(T0, "impact-start", "harm began", "http", key="impact"),
