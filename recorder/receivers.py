@@ -48,6 +48,11 @@ HEADLINES = {
 }
 
 
+# What `recorder notify test` says on every receiver: there is no incident behind it, so
+# nothing that reads like one (INC-0, "status open", "harm began now").
+TEST_TEXT = "Test message from the recorder (recorder notify test): nothing is wrong"
+
+
 class DeliveryError(Exception):
     """The receiver did not take the message; try again later."""
 
@@ -76,6 +81,8 @@ class Delivery:
     @property
     def summary(self) -> str:
         """One line that says it all (a PagerDuty summary, a mail subject, a push text)."""
+        if self.event == "test":
+            return TEST_TEXT
         i = self.incident
         return f"{self.headline}: {i['ref']} {i['title']}"[:1024]
 
@@ -124,6 +131,17 @@ def send(name: str, receiver: Receiver, delivery: Delivery) -> None:
 
 
 def webhook_body(delivery: Delivery) -> dict[str, Any]:
+    if delivery.event == "test":
+        # Like GitHub's `ping`: the same envelope, no incident for a receiver to file.
+        return {
+            "version": WEBHOOK_VERSION,
+            "delivery_id": delivery.delivery_id,
+            "event": delivery.event,
+            "event_at": delivery.snapshot.get("at"),
+            "summary": TEST_TEXT,
+            "text": TEST_TEXT,
+            "incident": None,
+        }
     i = delivery.incident
     return {
         "version": WEBHOOK_VERSION,
@@ -196,12 +214,11 @@ def slack_body(delivery: Delivery) -> dict[str, Any]:
     if delivery.event == "test":
         # No incident behind it: status, harm and cause lines would read like a real one
         # on a phone (INC-0, "Status open", "Harm began" now).
-        said = "Test message from the recorder (recorder notify test): nothing is wrong"
         return {
-            "text": said,
+            "text": TEST_TEXT,
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": "Test message"}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": said}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": TEST_TEXT}},
                 {
                     "type": "context",
                     "elements": [{"type": "mrkdwn", "text": f"<{delivery.link}|the recorder>"}],
@@ -317,35 +334,37 @@ _JSON = {"Content-Type": "application/json"}
 
 def email_message(receiver: Receiver, delivery: Delivery) -> EmailMessage:
     """Plain text and HTML; every message of one incident in one thread: the `opened`
-    mail's Message-ID is the thread's root, every later one answers it."""
+    mail's Message-ID is the thread's root, every later one answers it. The test mail
+    stands alone and says only that it is a test (no incident behind it, no INC-0)."""
     cfg = receiver.email
     assert cfg is not None
     i = delivery.incident
+    test = delivery.event == "test"
     domain = cfg.from_.rsplit("@", 1)[-1] or "recorder.invalid"
     msg = EmailMessage()
     msg["From"] = cfg.from_
     msg["To"] = ", ".join(cfg.to)
     # One subject for the whole thread (some mail clients thread by it too); the title,
     # which changes as the ranking does, is in the body.
-    msg["Subject"] = f"[recorder] {i['ref']}: {i['service']} incident"
+    subject = TEST_TEXT if test else f"{i['ref']}: {i['service']} incident"
+    msg["Subject"] = f"[recorder] {subject}"
     msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = f"<{delivery.delivery_id}@{domain}>"
+    msg["Message-ID"] = make_msgid(domain=domain) if test else f"<{delivery.delivery_id}@{domain}>"
     detected = parse_iso(i["detected_at"])
     if delivery.event not in ("opened", "test") and detected is not None:
         root = f"<{delivery_id(i['id'], detected, 'opened', delivery.receiver)}@{domain}>"
         msg["In-Reply-To"] = root
         msg["References"] = root
-    elif delivery.event == "test":
-        msg["Message-ID"] = make_msgid(domain=domain)
     msg["X-Recorder-Delivery"] = delivery.delivery_id
     msg["X-Recorder-Event"] = delivery.event
-    text = "\n".join(line for line in delivery.lines() if line) + "\n"
-    msg.set_content(text)
-    rows = "".join(f"<p>{html.escape(line)}</p>" for line in delivery.lines()[1:-1] if line)
+    lines = [TEST_TEXT, delivery.link] if test else delivery.lines()
+    msg.set_content("\n".join(line for line in lines if line) + "\n")
+    rows = "".join(f"<p>{html.escape(line)}</p>" for line in lines[1:-1] if line)
     link = html.escape(delivery.link, quote=True)
     msg.add_alternative(
         f"<!doctype html><html><body><h2>{html.escape(delivery.summary)}</h2>{rows}"
-        f'<p><a href="{link}">Open {html.escape(i["ref"])}</a></p></body></html>\n',
+        f'<p><a href="{link}">Open {"the recorder" if test else html.escape(i["ref"])}</a></p>'
+        "</body></html>\n",
         subtype="html",
     )
     return msg

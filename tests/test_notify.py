@@ -435,3 +435,21 @@ def test_the_slack_test_message_does_not_look_like_an_open_incident(
     assert "recorder notify test" in got.body["text"]
     for alarming in ("Status* open", "Harm began", "Affected:", "Likely cause"):
         assert alarming not in shown, shown
+
+
+def test_the_webhook_test_message_is_marked_a_test_with_no_incident(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """Tried by hand (#17): `notify test` on a webhook POSTed an open incident `INC-0`
+    (status open, harm began now) that a receiver would file as real."""
+    config = cli_config(tmp_path, sink.url)
+    result = CliRunner().invoke(main, ["notify", "test", "hook", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    [got] = sink.received
+    assert got.problems == []  # signed like every delivery
+    assert got.headers["x-recorder-event"] == "test"
+    body = got.body
+    assert body["version"] == 1 and body["event"] == "test"
+    assert body["incident"] is None  # no incident behind it, nothing to file
+    assert "recorder notify test" in body["summary"] and "nothing is wrong" in body["summary"]
+    assert "INC-0" not in json.dumps(body)

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from click.testing import CliRunner
 
+from recorder.cli import main
 from recorder.config import NotifyConfig
 from recorder.notify import deliver_one
 from tests.fixtures import MISSING_SYMLINK, Harness
@@ -188,3 +191,46 @@ def test_a_server_without_starttls_is_refused_not_sent_in_clear(tmp_path: Path) 
         assert "STARTTLS" in h.store.deliveries(("pending",))[0]["last_error"]
     finally:
         controller.stop()
+
+
+def test_the_test_mail_says_it_is_a_test_not_an_open_incident(
+    tmp_path: Path, smtp: tuple[Inbox, int], cert: tuple[Path, Path]
+) -> None:
+    """Tried by hand (#17): `notify test` on an email receiver mailed "[recorder] INC-0:
+    test incident" with "status open" and "Harm began <now>", like a real incident."""
+    inbox, port = smtp
+    password = tmp_path / "smtp-password"
+    password.write_text(PASSWORD + "\n")
+    password.chmod(0o600)
+    mail = {
+        "url": f"smtp://127.0.0.1:{port}",
+        "from": "recorder@ops.example",
+        "to": ["oncall@ops.example"],
+        "ca_cert": str(cert[1]),
+        "username": USER,
+        "password_file": str(password),
+    }
+    config = tmp_path / "recorder.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "hosts": {"local": {"local": {}}},
+                "notify": {"receivers": {"mail": {"email": mail}}, "routes": []},
+            }
+        )
+    )
+    result = CliRunner().invoke(main, ["notify", "test", "mail", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    [msg] = inbox.messages
+    assert msg["Subject"].startswith("[recorder] Test message")
+    assert msg["X-Recorder-Event"] == "test"
+    text = msg.get_body(("plain",))
+    page = msg.get_body(("html",))
+    assert text is not None and page is not None
+    for part in (msg["Subject"], text.get_content(), page.get_content()):
+        assert "INC-0" not in part, part
+        for alarming in ("status open", "Harm began", "Affected:", "Likely cause"):
+            assert alarming not in part, part
+    assert "recorder notify test" in text.get_content()
+    assert "nothing is wrong" in text.get_content()
