@@ -226,6 +226,9 @@ class IncidentBook:
         self._deploys_error: str | None = None
         self._windows_error: str | None = None
         self.on_opened: Callable[[Incident], None] | None = None
+        # Created inside a group commit that has not committed yet: said opened only once
+        # it has (a rolled-back one never existed; the store gives its id out again).
+        self._uncommitted: list[Incident] = []
         # A batch's commit failed and the open incidents could not be read back yet.
         self.stale = False
 
@@ -287,9 +290,27 @@ class IncidentBook:
         unsynced = {k: copy.deepcopy(i) for k, i in self._open.items() if not self._in_sync(i)}
         return unsynced, self.store_error
 
+    def _say_opened(self, incident: Incident) -> None:
+        if self.on_opened:
+            self.on_opened(incident)
+        log.warning("opened %s: %s", incident.ref, incident.title)
+
+    def committed(self) -> None:
+        """A batch committed: the incidents it created are open now."""
+        for incident in self._uncommitted:
+            self._say_opened(incident)
+        self._uncommitted = []
+
     def rollback(self, snapshot: tuple[dict[str, _Open], str | None]) -> None:
         """A batch's commit failed, so the store holds none of it: memory is put back to
         what it was before the batch, the stored open incidents and the unsynced copies."""
+        for incident in self._uncommitted:
+            log.warning(
+                "rolled back %s (%s): its group commit failed, it was not opened",
+                incident.ref,
+                incident.title,
+            )
+        self._uncommitted = []
         unsynced, self.store_error = snapshot
         self._open = {}
         self.stale = True
@@ -622,7 +643,8 @@ class IncidentBook:
                 "recorder",
                 "maintenance:planned",
             )
-        log.warning("opened incident for %s: %s", service, obs.summary)
+        # Not "opened" yet: that is said once the store holds it (flush, committed).
+        log.warning("opening an incident for %s: %s", service, obs.summary)
         self._notify(item, "opened", "opened", f"Harm began: {obs.summary}")
         return item
 
@@ -1169,9 +1191,10 @@ class IncidentBook:
                     item.incident.timeline = item.pending
                     self.store.create_incident(item.incident, item.notices)
                     item.incident.timeline = []
-                    if self.on_opened:
-                        self.on_opened(item.incident)
-                    log.warning("opened %s: %s", item.incident.ref, item.incident.title)
+                    if self.store.in_batch:
+                        self._uncommitted.append(item.incident)
+                    else:
+                        self._say_opened(item.incident)
                 elif not self.store.save_detection(
                     item.incident, item.pending, item.notices, signals=item.dirty
                 ):
@@ -1340,4 +1363,5 @@ def apply_alert_batches(
         if len(batches) == 1:
             return [exc]
         return [r for alerts in batches for r in apply_alert_batches(book, store, [alerts])]
+    book.committed()
     return results

@@ -7,12 +7,15 @@ store nor the book's memory holding any of its alerts."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from recorder.incidents import apply_alert_batches
 from recorder.store import Store, StoreError
@@ -94,6 +97,38 @@ def test_a_failed_group_rolls_back_and_each_batch_is_answered_alone(
     assert memory == stored == {1: {f"alert:{n:016x}" for n in (1, 3, 5)}}
     fingerprints = {r[0] for r in db.execute("SELECT fingerprint FROM alerts").fetchall()}
     assert fingerprints == {f"{n:016x}" for n in (1, 3, 5)}
+    h.store.close()
+
+
+def test_an_incident_is_said_opened_only_once_its_group_commits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in a log (#22): "opened INC-1" was logged when a group opened an incident,
+    before its commit; the commit then failed, the store held no INC-1 and the next
+    incident the store created was INC-1 again. The opening is said after the commit; a
+    rolled-back one is said to be rolled back."""
+    h = Harness(tmp_path / "state")
+    said: list[str] = []
+    h.book.on_opened = lambda incident: said.append(incident.ref)
+    refuse_signal(tmp_path / "state", f"alert:{2:016x}")
+    caplog.set_level(logging.INFO, logger="recorder")
+    # One notification: the first alert opens INC-1, the second is refused; the group
+    # (this one batch) rolls back.
+    [outcome] = apply_alert_batches(h.book, h.store, [[alert(1), alert(2)]])
+    assert isinstance(outcome, sqlite3.Error), outcome
+    assert h.store.open_incidents() == [] and h.book.open_incidents() == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert said == [] and not [m for m in messages if m.startswith("opened")], messages
+    assert [m for m in messages if "INC-1" in m and "rolled back" in m], messages
+    # Two notifications, the second refused: the group rolls back, each is tried alone;
+    # the first commits and opens INC-1, said once, after that commit.
+    caplog.clear()
+    outcomes = apply_alert_batches(h.book, h.store, [[alert(1)], [alert(2)]])
+    assert outcomes[0] == [1] and isinstance(outcomes[1], sqlite3.Error), outcomes
+    messages = [r.getMessage() for r in caplog.records]
+    assert said == ["INC-1"]
+    title = h.store.open_incidents()[0].title
+    assert [m for m in messages if m.startswith("opened INC-")] == ["opened INC-1: " + title]
     h.store.close()
 
 
