@@ -19,7 +19,7 @@ if [ "${BENCH_SMOKE:-0}" != "0" ] && [[ " ${args[*]-} " != *" --smoke "* ]]; the
 fi
 mkdir -p bench/out
 status=0
-for script in logreader noise scale endpoint alerts pages detection notify peers; do
+for script in logreader noise scale endpoint alerts outage pages detection notify peers; do
     echo "== bench/$script.py ${args[*]-}"
     if ! .venv/bin/python "bench/$script.py" "${args[@]}" 2>&1 | tee "bench/out/$script.txt"; then
         echo "== bench/$script.py FAILED (see bench/out/$script.txt)"

@@ -46,6 +46,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "scale": ([], ["CPU % of 1 core", "peak RSS MB"], ["sizes"]),
     "endpoint": ([], ["/metrics with 10 targets", "webhook ingest"], ["metrics", "webhook"]),
     "alerts": ([], ["this: batch 3 of 50 new alerts"], ["this"]),
+    "outage": ([], ["hosts of one service down", "round 1 ms/s"], ["ms_per_second"]),
     "noise": ([], ["false verdicts", "by the sudden-rise test", "failed after"], ["rows"]),
     # nginx-down once: the recorder twice and the Prometheus stack at 1 s (about 20 s).
     "peers": (

@@ -14,6 +14,7 @@ from probes.base import Fault, Observation, Status
 from recorder.config import parse_config
 from recorder.events import record_deploy
 from recorder.hosts.local import LocalHost
+from recorder.incidents import IncidentBook
 from tests.fixtures import MISSING_SYMLINK, T0, Harness
 
 
@@ -476,3 +477,31 @@ def test_evidence_reads_each_latest_observation_once(tmp_path: Path) -> None:
     h.book.evidence(service)
     assert len(h.config.hosts_of(service)) > 1
     assert _CountingItems.read == len(h.book.latest)
+
+
+def test_the_affected_share_reads_each_latest_observation_once(tmp_path: Path) -> None:
+    # The affected share scanned every latest observation once per entry point, and is
+    # measured at every observation: with 200 hosts of one service all entry points (no
+    # load balancer), an outage cost about 0.5 s of engine CPU per second of probing.
+    hosts = [f"web-{i:02d}" for i in range(4)]
+    config = parse_config(
+        {
+            "state_dir": str(tmp_path),
+            "services": {"web": {"hosts": hosts}},
+            "hosts": {h: {"local": {"prefix": "/"}} for h in hosts},
+            "checks": [{"hosts": hosts, "probes": {"http": {"url": "http://{address}/"}}}],
+        }
+    )
+    h = Harness(tmp_path)
+    h.config = config
+    h.book = IncidentBook(config, h.store, clock=lambda: h.now)
+    for _ in range(3):
+        for host in hosts:
+            h.feed(host, "http", Status.FAIL, Fault.PORT_CLOSED, "connection refused")
+        h.now += timedelta(seconds=1)
+    assert [i.service for i in h.book.open_incidents()] == ["web"]
+    h.book.latest = _CountingItems(h.book.latest)
+    _CountingItems.read = 0
+    share = h.book.affected_share("web")
+    assert share is not None and share.method == "entrypoint-unreachable"
+    assert _CountingItems.read == len(h.book.latest) == len(hosts)
