@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from recorder.config import load_config
 from recorder.lab import FAULTS, Lab, LabError, http_status, run_traffic
 from recorder.lab.app import client_fails
 from recorder.lab.state import children, pid_alive, read_pid
+from tests.test_demo_script import processes_mentioning
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 
@@ -627,3 +630,44 @@ def test_up_in_a_directory_whose_path_holds_a_space_and_a_quote(tmp_path: Path) 
         assert http_status(url(lab, "lb-01")) == 200
     finally:
         lab.down()
+
+
+def test_an_interrupted_up_leaves_no_process(tmp_path: Path) -> None:
+    """Ctrl-C during `lab up` (bench/notify.py, any bench on a Lab) left the two lab
+    apps and often the webhook sink running: their pids were learnt only once the
+    starting halves had finished, and those died with the interrupt too. Here the
+    interrupt reaches the whole process group, as a terminal's Ctrl-C does, the moment
+    the first app has written its pid file."""
+    lab_dir = tmp_path / "lab"
+    runner = subprocess.Popen(
+        [sys.executable, "-c", f"from recorder.lab import Lab; Lab({str(lab_dir)!r}).up()"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group: the test's signal reaches no one else
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list(lab_dir.glob("web-0*/run/lab-app.pid")) and time.monotonic() < deadline:
+            assert runner.poll() is None, runner.stderr.read() if runner.stderr else ""
+            time.sleep(0.002)
+        assert list(lab_dir.glob("web-0*/run/lab-app.pid")), "no lab app started in 30 s"
+        os.killpg(runner.pid, signal.SIGINT)
+        _, err = runner.communicate(timeout=60)
+        assert runner.returncode != 0 and b"KeyboardInterrupt" in err, err
+        pids = {p: read_pid(p) for p in lab_dir.rglob("*.pid")}
+        assert any(p.name == "lab-app.pid" for p in pids)
+        deadline = time.monotonic() + 5
+        while any(pid and pid_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = {
+            str(p.relative_to(lab_dir)): pid for p, pid in pids.items() if pid and pid_alive(pid)
+        }
+        assert left == {}
+        assert processes_mentioning(str(lab_dir)) == {}
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        for pid in processes_mentioning(str(lab_dir)):  # what a failure left, by pid
+            os.kill(pid, signal.SIGKILL)

@@ -80,9 +80,17 @@ def free_ports(count: int) -> list[int]:
 
 
 def spawn(argv: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
-    """Start a process that detaches (`--daemon`); its output goes to a temporary file."""
+    """Start a process that detaches (`--daemon`); its output goes to a temporary file.
+
+    In a session of its own: a Ctrl-C at the terminal (SIGINT to the whole foreground
+    group) would kill its starting half after the fork and before the pid file, leaving
+    a server nobody knows of. The caller is interrupted instead, waits for it, and stops
+    what it started (LocalBackend._start_apps)."""
     err = tempfile.TemporaryFile()
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err), err
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+    )
+    return proc, err
 
 
 def finish(proc: subprocess.Popen[bytes], err: Any) -> tuple[int, str]:
@@ -318,56 +326,68 @@ class LocalBackend:
     def _start_apps(self, state: dict[str, Any]) -> None:
         # All at once: interpreter start-up is most of `up`'s time.
         started: list[tuple[str, subprocess.Popen[bytes], Any]] = []
-        for name in t.WEB_HOSTS:
-            ops = self.ops(state, name)
-            argv = [
+        sink = state["notify"]
+        try:
+            for name in t.WEB_HOSTS:
+                ops = self.ops(state, name)
+                argv = [
+                    sys.executable,
+                    "-I",  # no site-packages, no user paths: app.py is stdlib only, and fast
+                    app_script(),
+                    "--port",
+                    str(state["hosts"][name]["app_port"]),
+                    "--name",
+                    name,
+                    "--faults",
+                    ops.app_marker,
+                    "--daemon",
+                    "--pid-file",
+                    ops.real(APP_PID),
+                    "--log",
+                    ops.real(APP_LOG),
+                ]
+                started.append((name, *spawn(argv)))
+            sink_argv = [
                 sys.executable,
-                "-I",  # no site-packages, no user paths: app.py is stdlib only, and fast
-                app_script(),
+                "-I",
+                str(Path(__file__).with_name("sink.py")),
                 "--port",
-                str(state["hosts"][name]["app_port"]),
-                "--name",
-                name,
-                "--faults",
-                ops.app_marker,
+                str(sink["port"]),
+                "--secret-file",
+                sink["secret_file"],
+                "--out",
+                sink["messages"],
                 "--daemon",
                 "--pid-file",
-                ops.real(APP_PID),
+                sink["pid_file"],
                 "--log",
-                ops.real(APP_LOG),
+                sink["log"],
             ]
-            started.append((name, *spawn(argv)))
-        sink = state["notify"]
-        sink_argv = [
-            sys.executable,
-            "-I",
-            str(Path(__file__).with_name("sink.py")),
-            "--port",
-            str(sink["port"]),
-            "--secret-file",
-            sink["secret_file"],
-            "--out",
-            sink["messages"],
-            "--daemon",
-            "--pid-file",
-            sink["pid_file"],
-            "--log",
-            sink["log"],
-        ]
-        sink_proc, sink_err = spawn(sink_argv)
+            started.append(("", *spawn(sink_argv)))
+            outcomes = {name: finish(proc, err) for name, proc, err in started}
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) while they start: let each starting half
+            # finish (bounded), so every server is in its pid file for down() to stop.
+            for _, proc, err in started:
+                if not err.closed:
+                    finish(proc, err)
+            self._note_pids(state)
+            raise
+        self._note_pids(state)
         problems = []
-        for name, proc, err in started:
-            code, message = finish(proc, err)
-            pid = self.ops(state, name).app_pid()
+        for name, (code, message) in outcomes.items():
+            pid = state["hosts"][name]["app_pid"] if name else sink["pid"]
             if code != 0 or pid is None:
-                problems.append(f"{name}: the app does not start: {message or f'exit {code}'}")
-            state["hosts"][name]["app_pid"] = pid
-        code, message = finish(sink_proc, sink_err)
-        sink["pid"] = sink_pid(state)
-        if code != 0 or sink["pid"] is None:
-            problems.append(f"the webhook sink does not start: {message or f'exit {code}'}")
+                what = f"{name}: the app" if name else "the webhook sink"
+                problems.append(f"{what} does not start: {message or f'exit {code}'}")
         if problems:
             raise LabError("; ".join(problems))
+
+    def _note_pids(self, state: dict[str, Any]) -> None:
+        """The apps' and the sink's pids, from their pid files, into the state."""
+        for name in t.WEB_HOSTS:
+            state["hosts"][name]["app_pid"] = self.ops(state, name).app_pid()
+        state["notify"]["pid"] = sink_pid(state)
 
     # ---- down and status -------------------------------------------------------
 
@@ -384,11 +404,14 @@ class LocalBackend:
                     watched += [candidate, *children(candidate)]
                     if not stop_pid(candidate, ops.conf):
                         problems.append(f"{name}: nginx pid {candidate} does not stop")
-            app_pid = state["hosts"][name].get("app_pid")
-            if app_pid and owned(app_pid, ops.app_marker):
-                watched.append(app_pid)
-                if not stop_pid(app_pid, ops.app_marker):
-                    problems.append(f"{name}: app pid {app_pid} does not stop")
+            recorded = state["hosts"][name].get("app_pid")
+            # The pid file too: an `up` stopped before it noted the pid (as for nginx).
+            app_pid = ops.app_pid() if ops.role == "web" else None
+            for candidate in {app_pid, recorded}:
+                if candidate and owned(candidate, ops.app_marker):
+                    watched.append(candidate)
+                    if not stop_pid(candidate, ops.app_marker):
+                        problems.append(f"{name}: app pid {candidate} does not stop")
         sink = state.get("notify") or {}
         for candidate in {sink.get("pid"), sink_pid(state)}:
             if candidate and owned(candidate, sink["messages"]):
