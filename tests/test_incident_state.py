@@ -105,3 +105,23 @@ def test_people_entries_have_no_step_and_unknown_kinds_read_as_notes(tmp_path: P
     assert inc is not None
     entry = next(e for e in inc.timeline if e.key == "recovered-by-hand")
     assert entry.kind is EntryKind.NOTE and entry.step is None
+
+
+def test_the_drafter_reads_steps_not_key_prefixes(tmp_path: Path) -> None:
+    """An entry's key only makes writing it idempotent: keys that no longer begin with
+    the step's name ("flap:", "join:", "recovered:") draft the same, and a key that
+    begins with one names no step."""
+    h = Harness(tmp_path)
+    record(h)
+    inc = h.only_incident()
+    before = render_draft(inc, h.config)
+    assert "[[FILL IN: what fixed it]]" in before  # the resolution the recovery leads to
+    stepped = [e for e in inc.timeline if e.step is not None]
+    assert {e.step for e in stepped} == {Step.FAILED_AGAIN, Step.ALSO_FAILING, Step.RECOVERED}
+    for n, entry in enumerate(stepped):
+        entry.key = f"entry-{n}"
+    assert render_draft(inc, h.config) == before
+    for entry in stepped:
+        entry.step = None
+        entry.key = f"recovered:{entry.key}"
+    assert render_draft(inc, h.config) != before
