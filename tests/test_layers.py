@@ -139,3 +139,20 @@ def test_no_probe_imports_another_probe() -> None:
                         f"{name} imports probes.{a.name}" for a in node.names if a.name in PROBES
                     ]
     assert found == []
+
+
+def test_the_fill_in_marker_is_taken_from_its_own_module() -> None:
+    """The marker lives below runbooks, drafter, lint and the web pages (recorder/fillin.py,
+    #15): each takes it from there, not through another of them. The postmortem package
+    re-exports it as part of its public names."""
+    reexport = RECORDER / "postmortem" / "__init__.py"
+    found = [
+        f"{path.relative_to(RECORDER.parent)} from {node.module}"
+        for path in sorted(RECORDER.rglob("*.py"))
+        if path != reexport
+        for node in ast.walk(parse_source(path))
+        if isinstance(node, ast.ImportFrom)
+        and node.module != "recorder.fillin"
+        and {a.name for a in node.names} & {"PLACEHOLDER_MARK", "fill_in"}
+    ]
+    assert found == []

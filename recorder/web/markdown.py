@@ -14,7 +14,7 @@ import re
 
 from markupsafe import Markup, escape
 
-from recorder.postmortem.lint import PLACEHOLDER_MARK
+from recorder.fillin import PLACEHOLDER_MARK
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(?P<indent>\s*)(?:(?P<bullet>[-*+])|(?P<number>\d{1,3})[.)])\s+(?P<text>.*)$")
