@@ -14,8 +14,9 @@ DISPLAY = (RECORDER / "display.py", "shown")
 
 
 def _details_reads(path: Path) -> list[str]:
-    """Every place in `path` that reads an observation's details: `x.details` and
-    `x["details"]` / `x.get("details")` on its JSON, outside the display function."""
+    """Every place in `path` that reads an observation's details: `x.details`,
+    `getattr(x, "details")` and `x["details"]` / `x.get("details")` on its JSON, outside
+    the display function."""
     tree = parse_source(path)
     allowed: set[int] = set()
     if path == DISPLAY[0]:
@@ -41,6 +42,14 @@ def _details_reads(path: Path) -> list[str]:
                 and isinstance(node.args[0], ast.Constant)
                 and node.args[0].value == "details"
             )
+            or (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "getattr"
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value == "details"
+            )
         )
         if hit:
             where = path.relative_to(RECORDER.parent) if path.is_relative_to(RECORDER) else path
@@ -59,9 +68,9 @@ def test_the_check_sees_a_details_read(tmp_path: Path) -> None:
         "def f(obs, row):\n"
         "    a = obs.details.get('first_5xx')\n"
         "    b = row['details']['x']\n"
-        "    return a, b, row.get('details')\n"
+        "    return a, b, row.get('details'), getattr(obs, 'details', {})\n"
     )
-    assert len(_details_reads(sample)) == 3
+    assert len(_details_reads(sample)) == 4
 
 
 # The engine and the drafter read facts and faults, never a probe by its name (#15): a
