@@ -21,7 +21,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -42,6 +42,8 @@ from recorder.model import (
     Notice,
     RuledOut,
     Severity,
+    SignalRecord,
+    SignalState,
     Step,
     TimelineEntry,
     diagnostic_key,
@@ -54,7 +56,6 @@ from recorder.model import (
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
 from recorder.store import (
-    SIGNALS,
     IncidentTaken,
     Store,
     StoreError,
@@ -169,28 +170,27 @@ class _Open:
             self._index(key, sig)
 
     @property
-    def signals(self) -> dict[str, dict[str, Any]]:
-        signals: dict[str, dict[str, Any]] = self.incident.data.setdefault(SIGNALS, {})
-        return signals
+    def signals(self) -> dict[str, SignalRecord]:
+        return self.incident.signals
 
-    def put(self, key: str, sig: dict[str, Any]) -> None:
+    def put(self, key: str, sig: SignalRecord) -> None:
         """Set signal `key`; written at the next flush when it changed."""
         was = self.signals.get(key)
         if was != sig:
             if was is not None:
-                self.alerting.get(f"alert:{was.get('fault')}", {}).pop(key, None)
+                self.alerting.get(f"alert:{was.fault}", {}).pop(key, None)
             self.signals[key] = sig
             self._index(key, sig)
             self.dirty.add(key)
 
-    def _index(self, key: str, sig: dict[str, Any]) -> None:
-        if sig.get("probe") == "alertmanager" and sig.get("state") == "firing" and sig.get("fault"):
-            line = f"{sig.get('host')}: {sig.get('summary')}"
-            self.alerting.setdefault(f"alert:{sig['fault']}", {})[key] = line
+    def _index(self, key: str, sig: SignalRecord) -> None:
+        if sig.probe == "alertmanager" and sig.firing and sig.fault:
+            line = f"{sig.host}: {sig.summary}"
+            self.alerting.setdefault(f"alert:{sig.fault}", {})[key] = line
 
     def update(self, key: str, **values: Any) -> None:
         """Change fields of signal `key`; written at the next flush when they changed."""
-        self.put(key, {**self.signals[key], **values})
+        self.put(key, replace(self.signals[key], **values))
 
     def add(
         self,
@@ -263,17 +263,13 @@ class IncidentBook:
                 and incident.affected.method not in ENTRYPOINT_METHODS,
                 # Written again as rows on the first flush: an incident stored inside its
                 # `data` (a row inserted after migration 4) moves over then.
-                dirty=set(incident.data.get(SIGNALS) or {}),
+                dirty=set(incident.signals),
             )
-            for sig in incident.data.get("signals", {}).values():
-                if sig.get("state") == "firing" and sig.get("probe") != "alertmanager":
-                    since = parse_iso(sig.get("since")) or incident.started_at
-                    fault = (
-                        Fault(sig["fault"])
-                        if sig.get("fault") in Fault.__members__.values()
-                        else None
-                    )
-                    firing.append((sig["host"], sig["probe"], since, fault))
+            for sig in incident.signals.values():
+                if sig.firing and sig.probe != "alertmanager":
+                    since = sig.since or incident.started_at
+                    fault = next((f for f in Fault if f == sig.fault), None)
+                    firing.append((sig.host, sig.probe, since, fault))
             log.info(
                 "continuing %s (%s, opened %s)",
                 incident.ref,
@@ -358,9 +354,9 @@ class IncidentBook:
         key = f"{obs.probe}@{obs.host}"
         for item in self._open.values():
             sig = item.signals.get(key)
-            if sig and sig.get("state") == "firing" and obs.status is Status.FAIL:
+            if sig and sig.firing and obs.status is Status.FAIL:
                 # What it names now (a second backend down): the drafter's task values.
-                item.update(key, subjects=obs.facts.subjects.to_json())
+                item.update(key, subjects=obs.facts.subjects)
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
@@ -413,9 +409,9 @@ class IncidentBook:
                 at=starts_at,
             )
             item = self._join_or_open(service, obs, starts_at, key, source="alertmanager")
-            item.update(key, heard=iso(self.clock()))
+            item.update(key, heard=self.clock())
             if ends_at is not None and ends_at > starts_at:
-                item.update(key, ends_at=iso(ends_at))
+                item.update(key, ends_at=ends_at)
             self._flush_alert(item)
             return item.incident.id
         for item in self._open.values():
@@ -452,19 +448,19 @@ class IncidentBook:
         now = self.clock()
         for item in list(self._open.values()):
             for key, sig in list(item.signals.items()):
-                if sig.get("state") != "firing":
+                if not sig.firing:
                     continue
                 why = self._orphaned(sig, now)
                 if why:
                     self._recover_signal(item, key, now, why)
 
-    def _orphaned(self, sig: dict[str, Any], now: datetime) -> str:
-        host, probe = str(sig.get("host")), str(sig.get("probe"))
+    def _orphaned(self, sig: SignalRecord, now: datetime) -> str:
+        host, probe = sig.host, sig.probe
         if probe == "alertmanager":
-            ends = parse_iso(sig.get("ends_at"))
+            ends = sig.ends_at
             if ends is not None and now > ends + ALERT_LEASE_GRACE:
                 return "the alert's end time passed without a renewal (assumed ended)"
-            heard = parse_iso(sig.get("heard")) or parse_iso(sig.get("since"))
+            heard = sig.heard or sig.since
             if ends is None and heard is not None and now - heard > ALERT_SILENCE:
                 return (
                     f"no word from Alertmanager on this alert for {duration_words(now - heard)}"
@@ -526,7 +522,7 @@ class IncidentBook:
         service = self.config.service_of(sig.host)
         item = self._join_or_open(service, sig.observation, sig.since, sig.key, source=sig.probe)
         if sig.kind is SignalKind.FLAPPED:
-            n = item.signals[sig.key].get("flaps", 0) + 1
+            n = (item.signals[sig.key].flaps or 0) + 1
             item.update(sig.key, flaps=n)
             item.add(
                 sig.observation.at,
@@ -561,17 +557,17 @@ class IncidentBook:
             )
         if started < item.incident.started_at:
             item.incident.started_at = started
-        was = item.signals.get(key, {})
-        new = {
-            "host": obs.host,
-            "probe": obs.probe,
-            "fault": str(obs.fault) if obs.fault else None,
-            "state": "firing",
-            "since": was.get("since") or iso(since),
-            "flaps": was.get("flaps", 0),
-            "summary": obs.summary,
-            "subjects": obs.facts.subjects.to_json(),
-        }
+        was = item.signals.get(key)
+        new = SignalRecord(
+            host=obs.host,
+            probe=obs.probe,
+            fault=str(obs.fault) if obs.fault else None,
+            state=SignalState.FIRING,
+            since=(was.since if was else None) or since,
+            summary=obs.summary,
+            flaps=(was.flaps if was else None) or 0,
+            subjects=obs.facts.subjects,
+        )
         item.put(key, new)
         if obs.host not in item.incident.hosts:
             item.incident.hosts.append(obs.host)
@@ -675,16 +671,10 @@ class IncidentBook:
                 "detection",
             )
             log.warning("cannot reach %s: %s", sig.host, obs.summary)
+        # A gap in monitoring cannot flap and names nothing: no flaps, no subjects.
         item.put(
             sig.key,
-            {
-                "host": sig.host,
-                "probe": sig.probe,
-                "fault": None,
-                "state": "firing",
-                "since": iso(sig.since),
-                "summary": obs.summary,
-            },
+            SignalRecord(sig.host, sig.probe, None, SignalState.FIRING, sig.since, obs.summary),
         )
 
     # ---- recovery -----------------------------------------------------------------------
@@ -700,19 +690,19 @@ class IncidentBook:
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
         sig = item.signals[key]
-        if sig.get("state") == "recovered":
+        if not sig.firing:
             return
-        item.update(key, state="recovered", recovered_at=iso(since))
+        item.put(key, sig.recovered(since))
         item.add(
             since,
             EntryKind.NOTE,
-            f"{sig['probe']} on {sig['host']} healthy again: {summary}",
-            sig["probe"],
+            f"{sig.probe} on {sig.host} healthy again: {summary}",
+            sig.probe,
             f"recovered:{key}:{iso(since)}",
             Step.RECOVERED,
         )
-        if all(s.get("state") == "recovered" for s in item.signals.values()):
-            ends = [parse_iso(s.get("recovered_at")) for s in item.signals.values()]
+        if not any(s.firing for s in item.signals.values()):
+            ends = [s.recovered_at for s in item.signals.values()]
             resolved_at = max(e for e in ends if e is not None)
             item.incident.status = IncidentStatus.RESOLVED
             item.incident.resolved_at = resolved_at
@@ -1007,7 +997,7 @@ class IncidentBook:
 
     def _update_affected(self, item: _Open) -> None:
         incident = item.incident
-        if not any(s.get("state") == "firing" for s in item.signals.values()):
+        if not any(s.firing for s in item.signals.values()):
             return  # harm over: the measure is frozen at what the incident saw
         if incident.severity == "outage" and item.clients_from != incident.started_at:
             self._advance_clients(item)  # just opened, or a joining signal moved the start

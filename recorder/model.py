@@ -3,11 +3,14 @@ print, and the postmortem drafter renders. Times are UTC-aware datetimes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from probes.facts import Subjects
 
 
 class IncidentStatus(StrEnum):
@@ -148,6 +151,121 @@ class RuledOut:
         return None
 
 
+class SignalState(StrEnum):
+    """Where a signal that joined an incident is: the incident resolves once all recovered.
+    (The detector's own states, pending and recovering, never reach an incident.)"""
+
+    FIRING = "firing"
+    RECOVERED = "recovered"
+
+
+# The keys of a signal's row in the order the recorder has always written them (a new
+# signal's keys, then those added as it went on: heard, ends_at, recovered_at), so a row
+# read and written again is the same bytes.
+_SIGNAL_KEYS = (
+    "host",
+    "probe",
+    "fault",
+    "state",
+    "since",
+    "flaps",
+    "summary",
+    "subjects",
+    "heard",
+    "ends_at",
+    "recovered_at",
+)
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    """One signal that joined an incident (a check of a host, or an Alertmanager alert),
+    as the incident keeps it: a row of the store's `signals` table (migration 4)."""
+
+    host: str
+    probe: str
+    fault: str | None  # the fault's name as the probe or alert said it
+    state: SignalState
+    since: datetime | None  # when it began failing (None: a row that never said)
+    summary: str
+    # How often it failed again within recover_after. None: a monitoring gap (we could
+    # not look), which cannot flap and whose row has no such key.
+    flaps: int | None = None
+    # What it named (probes/facts.py), for the runbooks' task values; None: a gap's row.
+    subjects: Subjects | None = None
+    heard: datetime | None = None  # an alert: when Alertmanager last sent it firing
+    ends_at: datetime | None = None  # an alert that carries an end: its lease
+    recovered_at: datetime | None = None
+    # Keys this version does not know (a newer recorder's), kept and written back after
+    # the known ones: a restart rewrites every signal row of an open incident, and that
+    # must not drop what another version recorded.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def firing(self) -> bool:
+        return self.state is SignalState.FIRING
+
+    def recovered(self, at: datetime) -> SignalRecord:
+        return replace(self, state=SignalState.RECOVERED, recovered_at=at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row's body, key for key as the recorder wrote signals before they were typed
+        (absent keys stay absent)."""
+        out: dict[str, Any] = {
+            "host": self.host,
+            "probe": self.probe,
+            "fault": self.fault,
+            "state": str(self.state),
+            "since": iso(self.since),
+        }
+        if self.flaps is not None:
+            out["flaps"] = self.flaps
+        out["summary"] = self.summary
+        if self.subjects is not None:
+            out["subjects"] = self.subjects.to_json()
+        for key, at in (
+            ("heard", self.heard),
+            ("ends_at", self.ends_at),
+            ("recovered_at", self.recovered_at),
+        ):
+            if at is not None:
+                out[key] = iso(at)
+        out.update((k, v) for k, v in self.extra.items() if k not in out)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> SignalRecord | None:
+        """From a row's body as any version wrote it; None when it is not an object. A
+        state this version does not know reads as firing: the check's next healthy result
+        recovers it, where reading it as recovered could resolve an incident whose harm
+        goes on. A time that does not parse reads as absent."""
+        if not isinstance(data, Mapping):
+            return None
+        state = data.get("state")
+        flaps, fault = data.get("flaps"), data.get("fault")
+        return cls(
+            host=str(data.get("host") or ""),
+            probe=str(data.get("probe") or ""),
+            fault=str(fault) if fault else None,
+            state=SignalState(state) if state == "recovered" else SignalState.FIRING,
+            since=_time(data.get("since")),
+            summary=str(data.get("summary") or ""),
+            flaps=flaps if isinstance(flaps, int) and not isinstance(flaps, bool) else None,
+            subjects=Subjects.from_json(data["subjects"]) if "subjects" in data else None,
+            heard=_time(data.get("heard")),
+            ends_at=_time(data.get("ends_at")),
+            recovered_at=_time(data.get("recovered_at")),
+            extra={k: v for k, v in data.items() if k not in _SIGNAL_KEYS},
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_iso(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class Incident:
     id: int
@@ -165,8 +283,11 @@ class Incident:
     root_causes: list[Cause] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
-    # Engine bookkeeping: signals that joined it (stored as rows of their own), flaps,
-    # checks ruled out, last evidence. Read the typed parts through the properties.
+    # The signals that joined it, by key (`probe@host`, `alert:<fingerprint>`), in the
+    # order they joined: rows of their own in the store.
+    signals: dict[str, SignalRecord] = field(default_factory=dict)
+    # Engine bookkeeping: checks ruled out, last evidence, the clients merged. Read the
+    # typed parts through the properties.
     data: dict[str, Any] = field(default_factory=dict)
     # What people wrote when closing: root cause, resolution, misleading, escalated_to.
     postmortem: dict[str, Any] = field(default_factory=dict)

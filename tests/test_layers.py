@@ -23,24 +23,32 @@ def _details_reads(path: Path) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name == DISPLAY[1]:
                 allowed |= {id(n) for n in ast.walk(node)}
+    return _key_reads(path, tree, ("details",), allowed, attribute=True)
+
+
+def _key_reads(
+    path: Path, tree: ast.Module, keys: tuple[str, ...], allowed: set[int], attribute: bool
+) -> list[str]:
+    """Where `path` reads one of `keys` by string (`x["k"]`, `x.get("k")`, `x.pop("k")`,
+    `x.setdefault("k")`, `getattr(x, "k")`), and as an attribute (`x.k`) when `attribute`."""
     found = []
     for node in ast.walk(tree):
         if id(node) in allowed:
             continue
         hit = (
-            (isinstance(node, ast.Attribute) and node.attr == "details")
+            (attribute and isinstance(node, ast.Attribute) and node.attr in keys)
             or (
                 isinstance(node, ast.Subscript)
                 and isinstance(node.slice, ast.Constant)
-                and node.slice.value == "details"
+                and node.slice.value in keys
             )
             or (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "get"
+                and node.func.attr in ("get", "pop", "setdefault")
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
-                and node.args[0].value == "details"
+                and node.args[0].value in keys
             )
             or (
                 isinstance(node, ast.Call)
@@ -48,7 +56,7 @@ def _details_reads(path: Path) -> list[str]:
                 and node.func.id == "getattr"
                 and len(node.args) > 1
                 and isinstance(node.args[1], ast.Constant)
-                and node.args[1].value == "details"
+                and node.args[1].value in keys
             )
         )
         if hit:
@@ -165,3 +173,33 @@ def test_the_fill_in_marker_is_taken_from_its_own_module() -> None:
         and {a.name for a in node.names} & {"PLACEHOLDER_MARK", "fill_in"}
     ]
     assert found == []
+
+
+# An incident's signals are typed records (recorder/model.py SignalRecord, SignalState),
+# not dicts whose "state" strings run a second state machine beside the detector's (#15).
+# Only the store reads their rows' JSON (model.py's record converts itself). cli.py's
+# `r["state"]` is a notification delivery's column, not a signal's.
+SIGNAL_ROWS = ("store.py", "model.py", "cli.py")
+
+
+def _signal_key_reads(path: Path) -> list[str]:
+    return _key_reads(path, parse_source(path), ("signals", "state"), set(), attribute=False)
+
+
+def test_signals_are_read_as_records_above_the_store() -> None:
+    paths = [p for p in sorted(RECORDER.rglob("*.py")) if p.name not in SIGNAL_ROWS]
+    assert RECORDER / "incidents.py" in paths and RECORDER / "show.py" in paths
+    reads = [r for path in paths for r in _signal_key_reads(path)]
+    assert reads == [], "read the SignalRecord's fields (sig.firing, sig.state), not its JSON"
+
+
+def test_the_signal_check_sees_a_string_key(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def f(incident, sig):\n"
+        "    a = incident.data.get('signals', {})\n"
+        "    b = sig['state'] == 'firing'\n"
+        "    incident.data.setdefault('signals', {})\n"
+        "    return a, b, sig.state, sig.get('state')\n"
+    )
+    assert len(_signal_key_reads(sample)) == 4
