@@ -5,9 +5,12 @@ write exactly as the recorder wrote them before (#15), so no migration is needed
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from probes.base import Fault, Status
 from probes.facts import Subjects
@@ -69,6 +72,29 @@ def rows(path: Path) -> list[tuple[int, int, str, str]]:
 def old_store(state: Path) -> Path:
     assert WRITTEN_AT <= SCHEMA_VERSION
     return store_at(state, WRITTEN_AT, BEFORE)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_the_records_write_the_rows_main_wrote(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The same scenario through today's engine, on each store engine, writes the very
+    signal rows the code before the records wrote (to the byte)."""
+    h = Harness(tmp_path)
+    if engine == "postgres":
+        server = request.getfixturevalue("postgres")
+        h.store = Store(tmp_path, url=server.new_database(), password_file=server.password_file)
+        h.book.store = h.store
+    try:
+        record_signals(h)
+        written = h.store._read().execute("SELECT key, body FROM signals ORDER BY id").fetchall()
+    finally:
+        h.store.close()
+    before = re.findall(
+        r"INSERT INTO \"signals\" VALUES\(\d+,\d+,'([^']*)','(.*)'\);", BEFORE.read_text()
+    )
+    assert len(before) == 5
+    assert [(r[0], r[1]) for r in written] == before
 
 
 def test_rows_written_before_read_as_records(tmp_path: Path) -> None:
