@@ -50,7 +50,6 @@ from recorder.model import (
     duration_words,
     iso,
     local_time,
-    parse_iso,
     utcnow,
 )
 from recorder.ranking import rank_causes
@@ -83,9 +82,6 @@ CAUSE_SETTLE = 5.0  # seconds a new top root cause must hold before `cause-chang
 # Per-second client sketches kept per entry point (by the log's time) before an incident
 # opens: harm starts up to a probe window before detection (first 5xx in the window).
 RECENT_SECONDS = 300
-# Where an open incident keeps the clients it merged (seen and hurt since it started), so
-# a restarted daemon continues counting instead of starting again.
-CLIENTS_KEY = "affected_clients"
 ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
 # Faults that mean an entry point answers no one: its port is closed, or nginx is not running.
 _NO_ANSWER = frozenset({Fault.PORT_CLOSED, Fault.NGINX_DOWN})
@@ -252,7 +248,7 @@ class IncidentBook:
                     incident.service,
                 )
                 continue
-            clients = ClientMerge.from_json(incident.data.get(CLIENTS_KEY))
+            clients = ClientMerge.from_json(incident.affected_clients)
             self._open[book_key] = _Open(
                 incident=incident,
                 causes_said=_causes_line(incident.root_causes),
@@ -494,7 +490,7 @@ class IncidentBook:
         now = self.clock()
         for item in self._open.values():
             incident = item.incident
-            if not incident.data.get("planned") or incident.status != IncidentStatus.OPEN:
+            if not incident.planned or incident.status != IncidentStatus.OPEN:
                 continue
             if self._window(incident.service, incident.hosts, now) is not None:
                 continue
@@ -502,7 +498,7 @@ class IncidentBook:
                 continue  # its one-off window may still be on: page nobody on a guess
             # The harm outlasted the window: from now on a normal incident. started_at
             # stays the first harm; the notifications start now.
-            incident.data["planned"] = False
+            incident.planned = False
             item.add(
                 now,
                 EntryKind.MAINTENANCE,
@@ -753,7 +749,7 @@ class IncidentBook:
             # What failed earlier in this incident still counts: a signal that recovered
             # first (the symlink restored) must not hand the top rank to whatever
             # recovers last (the port, a second later).
-            seen: dict[str, list[str]] = item.incident.data.setdefault("seen_terms", {})
+            seen = item.incident.seen_terms
             for term, lines in terms.items():
                 seen[term] = lines[:5]
             for term, lines in seen.items():
@@ -831,13 +827,13 @@ class IncidentBook:
         """Track the top root cause; `_settled_causes()` announces a change that held.
         The ranking of the first seconds, before every probe of the service reported (the
         diagnostics), is the baseline, not a change to page about."""
-        data, top = item.incident.data, item.incident.fault
-        if not item.incident.root_causes:
+        incident, top = item.incident, item.incident.fault
+        if not incident.root_causes:
             return
-        if data.get("notified_fault") is None or item.diagnostics:
-            data["notified_fault"] = top
-        if top != data.get("top_fault"):
-            data["top_fault"], data["top_since"] = top, iso(self.clock())
+        if incident.notified_fault is None or item.diagnostics:
+            incident.notified_fault = top
+        if top != incident.top_fault:
+            incident.rank_top(top, self.clock())
 
     def _settled_causes(self) -> None:
         """`cause-changed` once a new top root cause has held for CAUSE_SETTLE and every
@@ -846,16 +842,16 @@ class IncidentBook:
         now = self.clock()
         settle = timedelta(seconds=max(CAUSE_SETTLE, 2 * self.config.defaults.interval))
         for item in self._open.values():
-            data = item.incident.data
-            top, since = data.get("top_fault"), parse_iso(data.get("top_since"))
-            if item.incident.status != IncidentStatus.OPEN or item.diagnostics:
+            incident = item.incident
+            top, since = incident.top_fault, incident.top_since
+            if incident.status != IncidentStatus.OPEN or item.diagnostics:
                 continue
-            if top is None or since is None or top == data.get("notified_fault"):
+            if top is None or since is None or top == incident.notified_fault:
                 continue
             if now - since < settle:
                 continue
-            previous, data["notified_fault"] = data.get("notified_fault"), top
-            n = data["cause_changes"] = int(data.get("cause_changes", 0)) + 1
+            previous, incident.notified_fault = incident.notified_fault, top
+            n = incident.cause_changes = incident.cause_changes + 1
             self._notify(
                 item,
                 "cause-changed",
@@ -866,14 +862,15 @@ class IncidentBook:
     def _step_notice(self, item: _Open) -> None:
         """`affected-step` when the affected share rises across a configured step; the
         share first measured is the baseline."""
-        data, ratio = item.incident.data, item.incident.affected.ratio
+        incident, ratio = item.incident, item.incident.affected.ratio
         if ratio is None:
             return
         step = max((s for s in self.config.notify.affected_steps if ratio >= s), default=0.0)
-        if "notified_step" not in data:
-            data["notified_step"] = step
-        elif step > float(data["notified_step"]):
-            data["notified_step"] = step
+        told = incident.notified_step
+        if told is None:
+            incident.notified_step = step
+        elif step > told:
+            incident.notified_step = step
             self._notify(
                 item,
                 "affected-step",
@@ -886,7 +883,7 @@ class IncidentBook:
         incident = item.incident
         if incident.severity is not Severity.OUTAGE:
             return  # a monitoring gap is for the recorder's operators, not the service's
-        if incident.data.get("planned"):
+        if incident.planned:
             return  # inside a maintenance window: nobody is paged for planned work
         receivers = self.config.notify.receivers_for(incident.service, event)
         if receivers:
@@ -977,7 +974,7 @@ class IncidentBook:
                 changed = merged.add(ClientSecond(second, seen, hurt)) or changed
         item.clients = merged
         if changed:
-            incident.data[CLIENTS_KEY] = merged.to_json()
+            incident.affected_clients = merged.to_json()
         item.clients_view = self._clients_view(item, None)
 
     def _clients_view(self, item: _Open, until: datetime | None) -> ClientMerge | None:

@@ -259,6 +259,10 @@ class SignalRecord:
         )
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _time(value: Any) -> datetime | None:
     try:
         return parse_iso(value) if isinstance(value, str) else None
@@ -296,10 +300,87 @@ class Incident:
     def ref(self) -> str:
         return f"INC-{self.id}"
 
+    # The engine's bookkeeping, read and written by name: each is a key of `data` (the
+    # incident row's JSON column, as before they were named: no migration).
+
     @property
     def planned(self) -> bool:
         """Harm inside a maintenance window: recorded, and nobody was paged."""
         return bool(self.data.get("planned", False))
+
+    @planned.setter
+    def planned(self, value: bool) -> None:
+        self.data["planned"] = value
+
+    @property
+    def opened_fault(self) -> str | None:
+        """The fault it opened with (the top cause can change after); the stats count it."""
+        return _text(self.data.get("opened_fault"))
+
+    @opened_fault.setter
+    def opened_fault(self, value: str | None) -> None:
+        self.data["opened_fault"] = value
+
+    @property
+    def seen_terms(self) -> dict[str, list[str]]:
+        """Every evidence term seen while it was open, with its lines: what failed earlier
+        still counts in the ranking. The stored mapping itself: changes to it are kept."""
+        terms = self.data.get("seen_terms")
+        if not isinstance(terms, dict):
+            terms = self.data["seen_terms"] = {}
+        return terms
+
+    @property
+    def affected_clients(self) -> Any:
+        """The clients merged since it started (incidents.ClientMerge's JSON), or None:
+        kept so a restarted daemon continues counting instead of starting again."""
+        return self.data.get("affected_clients")
+
+    @affected_clients.setter
+    def affected_clients(self, value: dict[str, Any]) -> None:
+        self.data["affected_clients"] = value
+
+    @property
+    def top_fault(self) -> str | None:
+        """The top root cause as last ranked, since `top_since`."""
+        return _text(self.data.get("top_fault"))
+
+    @property
+    def top_since(self) -> datetime | None:
+        return _time(self.data.get("top_since"))
+
+    def rank_top(self, fault: str | None, at: datetime) -> None:
+        self.data["top_fault"], self.data["top_since"] = fault, iso(at)
+
+    @property
+    def notified_fault(self) -> str | None:
+        """The top root cause people were last told of (`cause-changed`)."""
+        return _text(self.data.get("notified_fault"))
+
+    @notified_fault.setter
+    def notified_fault(self, value: str | None) -> None:
+        self.data["notified_fault"] = value
+
+    @property
+    def cause_changes(self) -> int:
+        """How many `cause-changed` notices it gave (each one's key is numbered)."""
+        value = self.data.get("cause_changes")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @cause_changes.setter
+    def cause_changes(self, value: int) -> None:
+        self.data["cause_changes"] = value
+
+    @property
+    def notified_step(self) -> float | None:
+        """The affected-share step people were last told of; None before the first
+        measure (the baseline, told nothing)."""
+        value = self.data.get("notified_step")
+        return float(value) if isinstance(value, int | float) else None
+
+    @notified_step.setter
+    def notified_step(self, value: float) -> None:
+        self.data["notified_step"] = value
 
     @property
     def status_label(self) -> str:

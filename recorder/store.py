@@ -261,7 +261,7 @@ def notice_snapshot(incident: Incident, notice: Notice) -> dict[str, Any]:
             "detected_at": iso(incident.detected_at),
             "resolved_at": iso(incident.resolved_at),
             "closed_at": iso(incident.closed_at),
-            "planned": bool(incident.data.get("planned", False)),
+            "planned": incident.planned,
             "affected": {
                 "ratio": incident.affected.ratio,
                 "method": incident.affected.method,
