@@ -48,7 +48,8 @@ Until a call has succeeded there is no such mean: a one-off `recorder probe`, or
 daemon started during a spike. Then the baseline is the history's own rate (its fading
 request count over the fading count of seconds it spans), provided the log held at
 least a window's worth of seconds before the window; otherwise there is none and a
-failing window is `http-5xx`.
+failing window is `http-5xx`. A baseline worth fewer than `min_requests` a window (a
+site that was idle) is none either.
 """
 
 from __future__ import annotations
@@ -658,6 +659,13 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
     if baseline is None:
         baseline = history_rate(tail, config.window)
         baseline_from = "history"
+    if baseline is not None and baseline * config.window < config.min_requests:
+        # Fewer than min_requests a window is a site that was (nearly) idle: the mean of
+        # an idle site decays toward 0, and any traffic was then "10^35 times the
+        # baseline", so a backend failing under its first users was named capacity. Too
+        # little traffic to judge a window is too little to learn a rate from: no
+        # baseline, as before any call, and a failing window is http-5xx.
+        baseline = None
     # A spike shows in the recent stretch before it lifts the whole window's rate.
     rate = max(float(stats["rate"]), float(sudden["rate"]) if sudden else 0.0)
     capacity = (

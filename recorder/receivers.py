@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -196,12 +197,27 @@ def send_webhook(receiver: Receiver, delivery: Delivery) -> None:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    # Every kind says who it is (Slack and PagerDuty went out as python-requests/X).
+    headers = {"User-Agent": f"nginx-recorder/{__version__}", **headers}
     try:
         response = requests.post(url, data=body, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        raise DeliveryError(without_url_path(f"{type(exc).__name__}: {exc}", url)) from None
     if not 200 <= response.status_code < 300:
         raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+def without_url_path(text: str, url: str) -> str:
+    """`text` with `url`'s path and query hidden. A Slack webhook URL's path is its secret
+    (a webhook's `url_file` may hold a token there too) and requests quotes it in its
+    errors ("Max retries exceeded with url: /services/T.../B.../..."), which reach the
+    log, the outbox's last error and `recorder notify status`."""
+    parts = urlsplit(url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    for secret in (tail, parts.path, parts.query):
+        if len(secret) > 1:  # "/" alone hides nothing and would mangle the text
+            text = text.replace(secret, "/[path hidden]")
+    return text
 
 
 # ---- slack ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -445,6 +446,32 @@ def test_config_check_reports_the_web_read_token_file(tmp_path: Path) -> None:
     ]
     (tmp_path / "read-token").chmod(0o600)
     assert check(config) == (0, ["ok"])
+
+
+def test_config_check_refuses_what_run_refuses_off_loopback(tmp_path: Path) -> None:
+    """A listen address off loopback without a read token: `recorder run` refuses to start
+    (daemon.read_access_refusal), so `config check` must not say ok."""
+    config = tmp_path / "recorder.yml"
+    for listen, web, expected in (
+        ("0.0.0.0:9468", None, 2),
+        ("10.0.0.5:9468", None, 2),
+        ("recorder.internal:9468", None, 2),
+        ("0.0.0.0:9468", {"read_token_file": str(tmp_path / "read-token")}, 0),
+        ("[::1]:9468", None, 0),
+        ("localhost:9468", None, 0),
+    ):
+        data: dict[str, Any] = {"listen": listen, "hosts": {"local": {"local": {}}}}
+        if web:
+            data["web"] = web
+        config.write_text(yaml.safe_dump(data))
+        code, lines = check(config, "--no-file-checks")
+        assert code == expected, (listen, lines)
+        if expected:
+            assert lines[1].startswith(
+                f"  listen: {listen} is not a loopback address and web.read_token_file is "
+                "not set: recorder run refuses to start"
+            ), lines
+            assert "listen on 127.0.0.1" in lines[1]
 
 
 def _notify_config(tmp_path: Path, key_mode: int) -> Path:

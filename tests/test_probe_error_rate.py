@@ -474,6 +474,26 @@ def test_first_sight_without_history_has_no_baseline(root: Path) -> None:
     assert obs.details["baseline_rate"] is None and obs.details["baseline_from"] is None
 
 
+def test_an_idle_sites_baseline_is_no_baseline(root: Path) -> None:
+    """A site that was idle (its passing calls saw a request now and then) then serves its
+    first users with a backend failing: 5xx, not capacity. Before, the idle mean (here
+    0.07 req/s, and towards 0 the longer it idles) made any traffic "N times the
+    baseline" (2.3e35x on the lab) and the outage was ranked a capacity problem."""
+    for second in range(0, 120, 20):
+        append(root, line("10.0.0.1", 200, second))
+        assert run(root, window="30s").status == Status.OK
+    for _ in range(20):  # the daemon calls every interval, idle or not
+        assert run(root, window="30s").status == Status.OK
+    tail = _state[0].tail
+    assert tail is not None and tail.baseline_rate is not None
+    assert 0 < tail.baseline_rate < 10 / 30  # the learnt mean: under min_requests a window
+    rnd = random.Random(23)
+    append(root, traffic(rnd, range(120, 130), 10, 0.3))  # 10 req/s, 30% 500
+    obs = run(root, window="30s")
+    assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX, obs.summary
+    assert obs.details["baseline_rate"] is None and "the baseline" not in obs.summary
+
+
 def test_first_sight_of_ordinary_5xx_at_the_usual_rate_is_http_5xx(root: Path) -> None:
     rnd = random.Random(22)
     append(root, traffic(rnd, range(0, 600), 5, 0.0))

@@ -145,6 +145,32 @@ def test_incident_page_shows_summary_causes_timeline_axis_and_draft(site: Site) 
     assert f'href="/api/v1/incidents/{incident.id}"' in html
 
 
+def test_incident_page_commands_before_anyone_acted(tmp_path: Path) -> None:
+    """Right after detection no action of people's is recorded: the draft's gap for it is
+    filled with `recorder note`, which the page shows on its own line; the close command
+    holds only flags `recorder close` takes (it once showed note's `--kind`)."""
+    from recorder.cli import main
+
+    h = Harness(tmp_path)
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    incident = h.only_incident()
+    s = Site(h)
+    try:
+        html = s.get(f"/incidents/{incident.id}").text
+    finally:
+        s.server.close()
+    close = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
+    assert close, html
+    close_options = {o for p in main.commands["close"].params for o in p.opts}
+    flags = re.findall(r"--[a-z-]+", close.group(1))
+    assert flags and set(flags) <= close_options, close.group(1)
+    note = re.search(r'<pre class="command" id="note-command">([^<]*)</pre>', html)
+    assert note, html
+    assert note.group(1).startswith(f"recorder note {incident.id} --kind action ")
+
+
 def test_hostile_text_is_shown_as_text(site: Site) -> None:
     incident = site.h.only_incident()
     html = site.get(f"/incidents/{incident.id}").text

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from recorder.lab.state import LabError, load_state
+from recorder.lab.state import LabError, lab_command, load_state
 
 CLIENT_BASE = "127.100.0.0"  # ordinary users: 127.100.0.1, 127.100.0.2, ...
 SPIKE_BASE = "127.200.0.0"  # the burst of traffic-spike, told apart in the logs
@@ -235,9 +235,10 @@ def run_traffic(
     """Traffic to the lab's load balancer (lb-01), from `clients` loopback addresses."""
     state = load_state(Path(lab_dir).absolute())
     if state is None:
-        raise LabError(f"no lab in {lab_dir} (run `recorder lab up` first)", 2)
+        raise LabError(f"no lab in {lab_dir} (run `{lab_command('up', lab_dir)}` first)", 2)
     if not state.get("up"):
-        raise LabError(f"the lab in {lab_dir} is not up (run `recorder lab up`)", 2)
+        up = lab_command("up", lab_dir, state.get("backend", "local"))
+        raise LabError(f"the lab in {lab_dir} is not up (run `{up}`)", 2)
     url = state["hosts"]["lb-01"]["url"]
     return traffic_to(url, clients, rps, seconds, base=base, timeout=timeout)
 
