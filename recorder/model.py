@@ -295,11 +295,11 @@ def in_zone(value: datetime, zone: tzinfo) -> datetime:
     return value
 
 
-def local_time(value: datetime, zone: ZoneInfo, seconds: bool = True) -> str:
+def local_time(value: datetime, zone: ZoneInfo) -> str:
     """`2026-11-23 14:30:05 EAT`: always with the zone written out (UTC for a stored time
     that cannot be shown in the zone)."""
     local = in_zone(value, zone)
-    clock = f"{local.hour:02d}:{local.minute:02d}" + (f":{local.second:02d}" if seconds else "")
+    clock = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
     day = f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
     return f"{day} {clock} {local.tzname() or zone.key}"
 
