@@ -294,6 +294,40 @@ def test_postmortem_page_shows_the_final_document(site: Site) -> None:
     assert "Postmortem (final)" in site.get(f"/incidents/{incident.id}").text
 
 
+def test_close_command_asks_again_for_a_root_cause_given_too_short(tmp_path: Path) -> None:
+    """A close refused for a one-word root cause keeps the word for the next attempt, and
+    the draft then reads as if the cause were given; the page's command must still ask for
+    `--root-cause`, as `recorder close` itself will."""
+    h = Harness(tmp_path)
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    for _ in range(8):
+        h.sweep({}, advance=2.0)
+    incident = h.only_incident()
+    refused = close_incident(
+        h.store,
+        h.config,
+        incident.id,
+        root_cause="symlink",
+        resolution=RESOLUTION,
+        misleading=["none"],
+        escalated_to="platform-team at 14:40",
+        tasks=["Enforce the sites-enabled symlink of example in the Ansible nginx role on lb-01"],
+        affected=None,
+        force=False,
+    )
+    assert not refused.ok and any("--root-cause" in g for g in refused.gaps), refused.gaps
+    s = Site(h)
+    try:
+        html = s.get(f"/incidents/{incident.id}").text
+    finally:
+        s.server.close()
+    close = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
+    assert close, html
+    assert "--root-cause ..." in close.group(1), close.group(1)
+
+
 def test_read_token_guards_everything_but_healthz(site: Site) -> None:
     site.engine.read_token_value = READ_TOKEN
     assert site.get("/healthz").status_code == 200

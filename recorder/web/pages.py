@@ -24,7 +24,7 @@ from markupsafe import Markup
 from recorder.config import Config
 from recorder.history import Availability, History
 from recorder.model import Incident, IncidentStatus, duration_words, local_time, utcnow
-from recorder.postmortem.close import document_tasks, fill_hint, final_path
+from recorder.postmortem.close import document_tasks, fill_hint, final_path, short_flags
 from recorder.postmortem.draft import DraftError, percent, render_draft
 from recorder.postmortem.lint import lint_text
 from recorder.resources import data_path
@@ -194,12 +194,15 @@ def close_command(incident: Incident, draft_text: str) -> tuple[str, str]:
     the draft still has, as `recorder close` itself would name it (close.fill_hint), and,
     when no action of people's is recorded yet, the `recorder note` that records one
     (close has no flag for it: naming its `--kind` in the close command made a command
-    close refuses)."""
+    close refuses). A root cause or resolution kept from a refused close is asked for
+    again when too short: the draft reads as if it were given, `close` refuses it."""
     tasks = document_tasks(draft_text)
     flags: list[str] = []
     note = ""
-    for gap in lint_text(draft_text, "draft"):
-        hint = fill_hint(f"{gap.section}: {gap.message}", draft_text, tasks)
+    gaps = short_flags(incident.postmortem)
+    gaps += [f"{gap.section}: {gap.message}" for gap in lint_text(draft_text, "draft")]
+    for gap in gaps:
+        hint = fill_hint(gap, draft_text, tasks)
         # A hint is one flag, or alternatives: "`recorder note ID ...` or --escalated-to".
         for option in hint.split(" or "):
             if option.startswith("`recorder note"):
