@@ -83,7 +83,9 @@ class Delivery:
     def affected_line(self) -> str:
         a = self.incident["affected"]
         if a.get("ratio") is None:
-            return "Affected: not measured yet"
+            # A measure that could not say gives its reason ("share unknown: ...").
+            known = a.get("method") not in (None, "unknown") and a.get("evidence")
+            return f"Affected: {a['evidence']}" if known else "Affected: not measured yet"
         return f"Affected: {a['ratio']:.0%} ({a['method']}): {a['evidence']}"
 
     @property

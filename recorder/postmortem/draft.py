@@ -33,6 +33,7 @@ from recorder.config import Config
 from recorder.fillin import PLACEHOLDER_MARK, fill_in
 from recorder.formats import POSTMORTEM_FORMATS
 from recorder.model import (
+    Affected,
     Cause,
     EntryKind,
     Incident,
@@ -612,6 +613,9 @@ def draft_context(
         affected_text = str(_given(said, "affected"))
     elif affected.ratio is None:
         affected_text = fill_in("the share of users affected, as a percentage")
+        if affected.method != Affected().method:
+            # Measured, and the measure could not say (a log without request times).
+            affected_text += f" (the recorder could not measure it: {affected.evidence})"
     else:
         affected_text = (
             f"{percent(affected.ratio)} of users (method `{affected.method}`): {affected.evidence}"
