@@ -89,6 +89,17 @@ ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
 # The affected share of slow responses: clients with at least one response slower than the
 # error_rate probe's `slow` (by the log's request time).
 SLOW_METHOD = "clients-with-slow-responses"
+# Faults that put users at risk without hurting them: a configuration that fails `nginx -t`
+# is not loaded while the running nginx keeps its last good one; the next reload or
+# restart fails. An incident opened on one claims no user harm until a check measures it.
+RISK_ONLY = frozenset({Fault.CONFIG_SYNTAX})
+NO_HARM_METHOD = "no-harm-measured"
+RISK_WORDS = (
+    "the running nginx keeps serving its last good configuration; a reload or restart would fail"
+)
+NO_HARM_EVIDENCE = (
+    "no failed user requests measured (the running nginx kept serving its last good configuration)"
+)
 # Faults that mean an entry point answers no one: its port is closed, or nginx is not running.
 _NO_ANSWER = frozenset({Fault.PORT_CLOSED, Fault.NGINX_DOWN})
 
@@ -543,6 +554,7 @@ class IncidentBook:
         if item is None:
             item = self._open_new(service, obs, started, now, source)
         elif key not in item.signals:
+            self._harm_after_risk(item, obs, started, source)
             item.add(
                 obs.at,
                 EntryKind.NOTE,
@@ -599,14 +611,32 @@ class IncidentBook:
         item = _Open(incident=incident)
         self._open[service] = item
         zone = self.config.zone
-        item.add(
-            started, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start"
-        )
+        risk = obs.fault in RISK_ONLY
+        began = "risk began" if risk else "harm began"
+        if risk:
+            # Nothing failed for users: say what is at stake, and measure no harm yet.
+            incident.data["risk"] = True
+            incident.affected = Affected(0.0, NO_HARM_METHOD, NO_HARM_EVIDENCE)
+            item.add(
+                started,
+                EntryKind.NOTE,
+                f"Risk began: {obs.summary} ({RISK_WORDS})",
+                source,
+                "risk-start",
+            )
+        else:
+            item.add(
+                started,
+                EntryKind.IMPACT_START,
+                f"Harm began: {obs.summary}",
+                source,
+                "impact-start",
+            )
         item.add(
             now,
             EntryKind.DETECTION,
             f"Incident opened by the recorder, detected by {how}: {obs.summary} "
-            f"(harm began {local_time(started, zone)})",
+            f"({began} {local_time(started, zone)})",
             source,
             "detection",
         )
@@ -636,8 +666,25 @@ class IncidentBook:
                 "maintenance:planned",
             )
         log.warning("opened incident for %s: %s", service, obs.summary)
-        self._notify(item, "opened", "opened", f"Harm began: {obs.summary}")
+        said = (
+            f"Risk began: {obs.summary}; {NO_HARM_EVIDENCE}"
+            if risk
+            else f"Harm began: {obs.summary}"
+        )
+        self._notify(item, "opened", "opened", said)
         return item
+
+    def _harm_after_risk(self, item: _Open, obs: Observation, at: datetime, source: str) -> None:
+        """A signal joining an incident opened on a risk: when it is harm users meet (nginx
+        restarted on the broken configuration and down, errors in the log), the harm
+        begins at its first failed sample. Only the first such signal starts it."""
+        incident = item.incident
+        if not incident.opened_on_risk or incident.harm_began is not None:
+            return
+        if obs.fault is None or obs.fault in RISK_ONLY:
+            return
+        incident.data["harm_began"] = iso(at)
+        item.add(at, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start")
 
     def _on_unreachable(self, sig: Signal) -> None:
         key = f"monitoring:{sig.host}"
@@ -719,12 +766,17 @@ class IncidentBook:
                     )
                     peak = item.incident.affected.peak or 0.0
                     item.incident.affected = _with_peak(final, peak)
-            harm = resolved_at - item.incident.started_at
+            harm_began = item.incident.harm_began
+            if harm_began is None:
+                # Opened on a risk that never became harm: say how long it lasted.
+                lasted = duration_words(resolved_at - item.incident.started_at)
+                span = f"{lasted} of risk, no user harm measured"
+            else:
+                span = f"{duration_words(resolved_at - harm_began)} of harm"
             item.add(
                 resolved_at,
                 EntryKind.RESOLUTION,
-                f"Every signal healthy again; incident resolved after {duration_words(harm)}"
-                " of harm",
+                f"Every signal healthy again; incident resolved after {span}",
                 "recorder",
                 f"resolved:{iso(resolved_at)}",
             )
@@ -732,7 +784,7 @@ class IncidentBook:
                 item,
                 "resolved",
                 f"resolved:{iso(resolved_at)}",
-                f"Every signal healthy again after {duration_words(harm)} of harm",
+                f"Every signal healthy again after {span}",
             )
             log.warning("resolved %s: %s", item.incident.ref, item.incident.title)
 
