@@ -158,6 +158,11 @@ class Check(Strict):
                 errors.extend(_prefixed(exc, (name,)))
         if errors:
             raise ValueError("; ".join(errors))
+        rate, http = checked.get("error_rate"), checked.get("http")
+        if rate is not None and http is not None and "slow" not in rate.model_fields_set:
+            # One bar for "slow": what the check's http probe calls slow is what counts a
+            # client's response as slow in the log (the affected share of slow-responses).
+            checked["error_rate"] = rate.model_copy(update={"slow": http.slow})
         return checked
 
 

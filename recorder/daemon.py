@@ -426,9 +426,10 @@ class Daemon:
 
     def _on_opened(self, incident: Incident) -> None:
         log.warning(
-            "incident %s opened: %s; harm began %s, detected %.1fs later",
+            "incident %s opened: %s; %s began %s, detected %.1fs later",
             incident.ref,
             incident.title,
+            "risk" if incident.opened_on_risk else "harm",
             incident.started_at.isoformat(timespec="seconds"),
             (incident.detected_at - incident.started_at).total_seconds(),
         )

@@ -181,6 +181,23 @@ class Incident:
         return bool(self.data.get("planned", False))
 
     @property
+    def opened_on_risk(self) -> bool:
+        """Opened on a risk, not on harm: `nginx -t` fails while the running nginx keeps
+        serving its last good configuration. Users are hurt only from `harm_began` on,
+        when a later check measured it (nginx restarted and down, errors in the log)."""
+        return bool(self.data.get("risk", False))
+
+    @property
+    def harm_began(self) -> datetime | None:
+        """When users were first hurt by what the recorder measured: `started_at`, or for
+        an incident opened on a risk the first harm measured after it (None while none
+        was: no failed user request is known)."""
+        if not self.opened_on_risk:
+            return self.started_at
+        began = self.data.get("harm_began")
+        return parse_iso(began) if isinstance(began, str) else None
+
+    @property
     def status_label(self) -> str:
         """The status as lists and headers print it: `open (planned)` inside a window."""
         return f"{self.status} (planned)" if self.planned else str(self.status)
@@ -214,6 +231,9 @@ class Incident:
             "hosts": list(self.hosts),
             "fault": self.fault,
             "started_at": iso(self.started_at),
+            # started_at unless the incident opened on a risk (see `harm_began`): then
+            # the first measured harm, null while no user was hurt.
+            "harm_began_at": iso(self.harm_began),
             "detected_at": iso(self.detected_at),
             "resolved_at": iso(self.resolved_at),
             "closed_at": iso(self.closed_at),

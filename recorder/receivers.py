@@ -91,8 +91,21 @@ class Delivery:
     def affected_line(self) -> str:
         a = self.incident["affected"]
         if a.get("ratio") is None:
-            return "Affected: not measured yet"
+            # A measure that could not say gives its reason ("share unknown: ...").
+            known = a.get("method") not in (None, "unknown") and a.get("evidence")
+            return f"Affected: {a['evidence']}" if known else "Affected: not measured yet"
         return f"Affected: {a['ratio']:.0%} ({a['method']}): {a['evidence']}"
+
+    @property
+    def began_line(self) -> str:
+        """When users were hurt; for an incident opened on a risk (nginx -t fails while
+        the running nginx serves), when the risk began and whether harm followed."""
+        i = self.incident
+        if "harm_began_at" not in i or i["harm_began_at"] == i["started_at"]:
+            return f"Harm began {i['started_at']}"  # (a snapshot from before it was kept)
+        if i["harm_began_at"] is None:
+            return f"Risk began {i['started_at']} (no failed user requests measured)"
+        return f"Risk began {i['started_at']}, harm began {i['harm_began_at']}"
 
     @property
     def causes_line(self) -> str:
@@ -107,7 +120,8 @@ class Delivery:
             self.summary,
             self.snapshot.get("text") or "",
             f"Service: {i['service']} (hosts: {', '.join(i['hosts'])}); status {i['status']}",
-            f"Harm began {i['started_at']}, detected {i['detected_at']}"
+            self.began_line
+            + f", detected {i['detected_at']}"
             + (f", resolved {i['resolved_at']}" if i.get("resolved_at") else ""),
             self.affected_line,
             self.causes_line,
@@ -245,6 +259,7 @@ def slack_body(delivery: Delivery) -> dict[str, Any]:
     def mrkdwn(text: str) -> str:  # Slack's three escapes
         return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
+    link = f"<{delivery.link}|open {i['ref']}>"
     details = "\n".join(
         line
         for line in (
@@ -269,7 +284,7 @@ def slack_body(delivery: Delivery) -> dict[str, Any]:
                 "elements": [
                     {
                         "type": "mrkdwn",
-                        "text": f"Harm began {i['started_at']} · <{delivery.link}|open {i['ref']}>",
+                        "text": f"{mrkdwn(delivery.began_line)} · {link}",
                     }
                 ],
             },

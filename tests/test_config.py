@@ -508,3 +508,23 @@ def test_notify_routes_choose_receivers_by_service_and_event() -> None:
     assert notify.receivers_for("web", "reopened") == []
     assert notify.receivers["chat"].rate_limit == 10
     assert notify.repeat_interval == 3600.0
+
+
+def test_error_rate_takes_the_http_probes_slow_unless_set() -> None:
+    """One bar for slow: the log's slow responses are those the check's http probe would
+    call slow, unless error_rate says otherwise."""
+    from probes import error_rate
+
+    base = {"hosts": {"a": {"local": {}}}}
+
+    def slow_of(probes: dict[str, object]) -> float:
+        config = parse_config({**base, "checks": [{"hosts": ["a"], "probes": probes}]})
+        rate = config.checks[0].probes["error_rate"]
+        assert isinstance(rate, error_rate.Config)
+        return rate.slow
+
+    assert slow_of({"http": {"url": "http://a/", "slow": "1s"}, "error_rate": {}}) == 1.0
+    assert slow_of({"http": {"url": "http://a/"}, "error_rate": {}}) == 2.0
+    assert slow_of({"error_rate": {}}) == 2.0
+    both = {"http": {"url": "http://a/", "slow": "1s"}, "error_rate": {"slow": "3s"}}
+    assert slow_of(both) == 3.0

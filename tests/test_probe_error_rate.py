@@ -656,3 +656,34 @@ def test_log_escape_reads_backslash_escaped_quotes(root: Path) -> None:
         assert d["requests"] == requests and d["malformed_lines"] == 2 - requests
     with pytest.raises(ValueError, match="log_escape"):
         cfg(root, log_escape="xml")
+
+
+TIMED = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" $request_time'
+)
+
+
+def test_clients_with_a_slow_response_when_the_log_says_how_long(root: Path) -> None:
+    """With $request_time in the format, the window counts the clients that waited longer
+    than `slow`, and each second's sketch of them goes up with the facts; without it the
+    count is unknown (None), not zero."""
+    text = "".join(
+        line(f"10.0.0.{n}", 200, n % 3).rstrip("\n") + f" {took}\n"
+        for n, took in ((1, "0.004"), (2, "2.500"), (3, "0.010"), (2, "0.003"), (4, "1.001"))
+    )
+    append(root, text)
+    obs = run(root, log_format=TIMED, slow="1s")
+    harm = obs.facts.clients
+    assert harm is not None and (harm.clients, harm.slow, harm.slow_above) == (4, 2, 1.0)
+    slow = [s.slow for s in harm.seconds]
+    assert all(s is not None for s in slow)
+    assert sum(s.count() for s in slow if s is not None) == 2
+    assert "2 got a response slower than 1s" in obs.summary
+    forget_memory()
+    plain = error_rate.probe(
+        LocalHost("web-02", prefix=str(root)), cfg(root, state_dir=None), _state[0]
+    )
+    harm = plain.facts.clients
+    assert harm is not None and harm.clients == 4 and harm.slow is None
+    assert all(s.slow is None for s in harm.seconds)

@@ -254,6 +254,14 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
         started=local_time(incident.started_at, zone),
         detected=local_time(incident.detected_at, zone),
         delay=duration_words(incident.detected_at - incident.started_at),
+        # Opened on a risk (nginx -t fails, the old configuration still serves): no harm
+        # is claimed unless a check measured it.
+        began="the risk began" if incident.opened_on_risk else "harm began",
+        harm_began=(
+            (local_time(incident.harm_began, zone) if incident.harm_began else "none measured")
+            if incident.opened_on_risk
+            else ""
+        ),
         resolved=local_time(incident.resolved_at, zone) if incident.resolved_at else "",
         closed=local_time(incident.closed_at, zone) if incident.closed_at else "",
         signals=signal_lines(incident),
