@@ -1243,11 +1243,12 @@ class IncidentBook:
             if merged.seen.exact and hurt_by.exact
             else f" (estimated: HyperLogLog, about ±{HLL_ERROR:.1%} each)"
         )
+        by_host = self._latest_by_host()
         above = next(
             (
                 o.facts.clients.slow_above
                 for host in entrypoints
-                for o in self._latest_on(host)
+                for _, o in by_host.get(host, [])
                 if o.facts.clients is not None and o.facts.clients.slow_above is not None
             ),
             None,
