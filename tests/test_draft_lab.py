@@ -29,6 +29,7 @@ from recorder.config import Config, load_config
 from recorder.detector import Detector
 from recorder.incidents import IncidentBook
 from recorder.lab.core import Lab
+from recorder.lab.faults import FAULTS
 from recorder.lab.templates import SITE
 from recorder.lab.traffic import SPIKE_BASE, client_addresses
 from recorder.lab.traffic import USER_AGENT as TRAFFIC_AGENT
@@ -41,6 +42,12 @@ pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is 
 
 # The placeholders a probe can fill (probes/facts.py Subjects), and the host and url.
 EVIDENCE_PLACEHOLDERS = ("site", "file", "line", "backend", "url", "host")
+
+
+def evidence_left(text: str) -> list[str]:
+    """The `[[FILL IN: name]]` markers of a draft for a value a probe could have named."""
+    names = re.findall(r"\[\[FILL IN: ([a-z]+)\]\]", text)
+    return [name for name in names if name in EVIDENCE_PLACEHOLDERS]
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +113,7 @@ def test_draft_tasks_hold_what_the_probes_named(
     assert incident.root_causes[0].fault == fault
     text = render_draft(incident, config)
     tasks = text.split("## Corrective and Preventative Measures", 1)[1]
-    left = re.findall(r"\[\[FILL IN: ([a-z]+)\]\]", tasks)
-    assert not [name for name in left if name in EVIDENCE_PLACEHOLDERS], tasks
+    assert not evidence_left(tasks), tasks
     for value in filled.values():
         assert value in tasks, tasks
     if fault == "config-syntax":
@@ -155,7 +161,9 @@ def normalized(text: str, lab: Lab) -> str:
 def test_lab_draft_matches_golden(lab: Lab, fault: str, tmp_path: Path) -> None:
     config = load_config(str(lab.config_path))
     incident = recorded(lab, fault, config, tmp_path / "state")
-    text = normalized(render_draft(incident, config), lab)
+    draft = render_draft(incident, config)
+    assert not evidence_left(draft), draft  # only what only people know stays to fill
+    text = normalized(draft, lab)
     path = GOLDEN_LAB / f"{fault}.md"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.parent.mkdir(exist_ok=True)
@@ -360,9 +368,18 @@ def test_lab_traffic_draft_matches_golden(traffic_lab: Lab, fault: str, tmp_path
     config = traffic_config(traffic_lab, tmp_path)
     incident = recorded_with_traffic(traffic_lab, fault, config)
     assert incident.status == "resolved", incident.to_json()
-    text = normalized(render_draft(incident, config), traffic_lab)
+    draft = render_draft(incident, config)
+    assert not evidence_left(draft), draft  # the file of the log format or the limit too
+    text = normalized(draft, traffic_lab)
     path = GOLDEN_LAB / f"{fault}.md"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"{path} is missing: run UPDATE_GOLDEN=1 pytest {__file__}"
     assert text == path.read_text(encoding="utf-8"), f"{path.name} differs; UPDATE_GOLDEN=1"
+
+
+def test_every_lab_fault_has_a_golden_draft() -> None:
+    """The contract covers the lab's every fault: each is run for real above, its draft
+    compared with its golden and checked for evidence left to fill in."""
+    assert sorted((*SWEEP_FAULTS, *TRAFFIC_FAULTS)) == sorted(FAULTS)
+    assert sorted(p.stem for p in GOLDEN_LAB.glob("*.md")) == sorted(FAULTS)
