@@ -116,13 +116,20 @@ def _check(host: Host, config: Config) -> Observation:
     def fail(fault: Fault, summary: str, reason: str) -> Observation:
         details["reason"] = reason
         # The file of the server block behind the URL's port: where a task says to fix the
-        # listen, the log format or the timeouts (only on a failure: it runs nginx -T).
+        # log format or the timeouts (only on a failure: it runs nginx -T). Not when
+        # nothing answers: nginx is likely down, and `nginx -T` would then leave an empty
+        # pid file behind (nginx creates it to test it can), which the process probe,
+        # reading it at the same moment, would report instead of a missing one.
         parts = urlsplit(url)
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             port = None
-        files = serving_files(host, port=port, name=parts.hostname or "") if port else ()
+        files = (
+            serving_files(host, port=port, name=parts.hostname or "")
+            if port and fault is not Fault.PORT_CLOSED
+            else ()
+        )
         return Observation(
             host=host.name,
             probe=NAME,
