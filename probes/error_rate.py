@@ -96,12 +96,14 @@ from probes.facts import (
     ClientSketch,
     Facts,
     LogCounters,
+    Subjects,
     client_id,
 )
 from probes.follow import STATE_VERSION, Follower, Position
 from probes.follow import load_state as load_state
 from probes.follow import save_state as save_state
 from probes.follow import state_path as state_path
+from probes.nginxcli import serving_files
 
 NAME = "error_rate"
 BASELINE_WEIGHT = 0.2
@@ -772,6 +774,9 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
             details=details,
             facts=facts,
         )
+    # The file of the server blocks writing this log: where a task says to change the log
+    # format or add a limit (only on a failure: it runs nginx -T).
+    facts = replace(facts, subjects=Subjects(file=serving_files(host, log=config.log)))
     if capacity:
         assert baseline is not None
         summary += (
