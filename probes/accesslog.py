@@ -71,6 +71,10 @@ COMBINED = (
 )
 CLIENT_VARS = ("remote_addr", "realip_remote_addr", "http_x_real_ip", "http_x_forwarded_for")
 TIME_VARS = {"time_local": rb"(.{26})", "time_iso8601": rb"(.{25})", "msec": rb"(\d++\.\d++)"}
+# How long a request took, best first: $request_time is what the client waited (from the
+# first byte read to the last byte sent); $upstream_response_time only the backends' part.
+# A format with neither cannot tell slow responses from fast ones.
+DURATION_VARS = ("request_time", "upstream_response_time")
 BLOCK_LINES = 64
 # A longer line is not something nginx wrote (its request and header buffers are far
 # smaller): readers count it once as malformed and skip to its newline, so a file
@@ -130,6 +134,10 @@ class LogFormat:
     # `strict` where a backslash takes the byte after it, for the lines that hold `\"`
     # (None with escape `none`, or when no value stops at a quote).
     escaped: re.Pattern[bytes] | None = None
+    # The position among a slot's groups of the request's duration (`DURATION_VARS`);
+    # None for a format that logs none, or whose duration cannot be read.
+    duration: int | None = None
+    duration_var: str | None = None
 
     @property
     def name(self) -> str:
@@ -142,6 +150,11 @@ def _variable_pattern(
     """The expression for one variable: fixed shapes for time and status, otherwise a
     loop up to the first character of the literal text that follows it. `escaped`: a
     value that stops at `"` may hold `\\"` (a backslash takes the byte after it)."""
+    if name in DURATION_VARS and capture:
+        # Up to the literal after it (`0.002, 1.004` when two backends were tried), or to
+        # the end of the line when it ends the format. nginx writes it: no escapes.
+        stops = rb"\n" if stop is None else re.escape(stop) + (rb"\n" if strict else b"")
+        return b"([^" + stops + b"]*+)"
     if escaped and stop == b'"' and name not in TIME_VARS and name != "status":
         unit = rb'(?:[^"\\' + (rb"\n" if strict else b"") + rb"]++|\\[^\n])"
         if name in CLIENT_VARS and capture:
@@ -195,9 +208,10 @@ def _compile(text: str, escape: str = "default") -> LogFormat:
         raise LogFormatError("log_format has no $status")
     # Only the first occurrence of each field is captured; the line is cut after the
     # last of the three (or after the start of the user agent, when it comes later).
+    duration = next((v for v in DURATION_VARS if v in names), None)
     wanted = {client, time_var, "status"}
     last = max(i for i, p in enumerate(pieces) if p[0] == "var" and p[1] in wanted)
-    plan = _plan(pieces, client, time_var, last)
+    plan = _plan(pieces, client, time_var, last, duration)
 
     def build(strict: bool, time_capture: str, escaped: bool = False) -> bytes:
         out: list[bytes] = []
@@ -253,6 +267,8 @@ def _compile(text: str, escape: str = "default") -> LogFormat:
             own=order.index("own") if "own" in order else None,
             escape=escape,
             escaped=re.compile(rb"\n" + slot(True, "first", True)) if escaped else None,
+            duration=order.index("duration") if "duration" in order else None,
+            duration_var=duration if "duration" in order else None,
         )
     except re.error as exc:  # pragma: no cover - every piece above is escaped or fixed
         raise LogFormatError(f"cannot compile log_format: {exc}") from None
@@ -264,32 +280,46 @@ def _compile(text: str, escape: str = "default") -> LogFormat:
 PlanStep = tuple[str, str, bytes | None, str | None]
 
 
-def _plan(pieces: list[tuple[str, str]], client: str, time_var: str, last: int) -> list[PlanStep]:
+def _plan(
+    pieces: list[tuple[str, str]],
+    client: str,
+    time_var: str,
+    last: int,
+    duration: str | None = None,
+) -> list[PlanStep]:
     """The pieces the reader reads: up to the last of client, time and status and the
     first character after it, capturing the first occurrence of each; then, for a format
     with $http_user_agent, the start of that value, where the recorder's own requests
-    say `recorder/` (see `OWN_AGENT`). When the user agent comes after the last field,
-    the way to it is optional: a line cut short there is read as before."""
+    say `recorder/` (see `OWN_AGENT`), and for one with a request's duration
+    (`DURATION_VARS`), that value. What comes after the last needed field is optional:
+    a line cut short there is read as before (not the recorder's, duration unknown)."""
     plan: list[PlanStep] = []
     captured: set[str] = set()
     agent = next((i for i, p in enumerate(pieces) if p == ("var", "http_user_agent")), None)
+    took = next((i for i, p in enumerate(pieces) if duration and p == ("var", duration)), None)
 
     def stop_after(i: int) -> bytes | None:
         nxt = pieces[i + 1] if i + 1 < len(pieces) else None
         return nxt[1].encode()[:1] if nxt and nxt[0] == "lit" else None
 
+    def field_of(i: int, value: str) -> str | None:
+        if i == agent:
+            return "own"
+        if i == took:
+            return "duration"
+        return {client: "client", time_var: "time", "status": "status"}.get(value)
+
     for i, (kind, value) in enumerate(pieces[: last + 1]):
         if kind == "lit":
             plan.append(("lit", value, None, None))
             continue
-        field_name = {client: "client", time_var: "time", "status": "status"}.get(value)
-        if i == agent:
-            field_name = "own"
-            if stop_after(i) is None:  # as `_variable_pattern` says of any other value
-                raise LogFormatError(
-                    f"${value} must be followed by literal text"
-                    " (it comes before a field the reader needs)"
-                )
+        field_name = field_of(i, value)
+        if field_name in ("own", "duration") and stop_after(i) is None:
+            # as `_variable_pattern` says of any other value
+            raise LogFormatError(
+                f"${value} must be followed by literal text"
+                " (it comes before a field the reader needs)"
+            )
         if field_name in captured:
             field_name = None
         if field_name is not None:
@@ -299,26 +329,30 @@ def _plan(pieces: list[tuple[str, str]], client: str, time_var: str, last: int) 
     if after:
         # The character after the last field, so `2001` is not read as status 200.
         plan.append(("lit", after[:1], None, None))
-    if agent is None or agent < last:
+    ends = [i for i in (agent, took) if i is not None and i > last]
+    if not ends or "\n" in after[1:]:
         return plan
-    if "\n" in after[1:]:
-        return plan
+    end = max(ends)
     tail: list[PlanStep] = [("optional", "", None, None)]
+    reached = 0  # the length of `tail` up to the last wanted field it reads
     if after[1:]:
         tail.append(("lit", after[1:], None, None))
-    for i in range(last + 1 + bool(after), agent + 1):
+    for i in range(last + 1 + bool(after), end + 1):
         kind, value = pieces[i]
         if kind == "lit" and "\n" in value:
-            return plan  # the way to it would cross lines
+            break  # the way on would cross lines
         if kind == "lit":
             tail.append(("lit", value, None, None))
-        elif i == agent:
-            tail.append(("var", value, None, "own"))
+        elif i in (agent, took) and (i == end or stop_after(i) is not None):
+            # The user agent is looked at, not read, when the reading ends there.
+            stop = None if i == end == agent else stop_after(i)
+            tail.append(("var", value, stop, field_of(i, value)))
+            reached = len(tail)
         elif stop_after(i) is None:
-            return plan  # two values with nothing between them: the agent is not read
+            break  # two values with nothing between them: what follows is not read
         else:
             tail.append(("var", value, stop_after(i), None))
-    return plan + tail
+    return plan + tail[:reached] if reached else plan
 
 
 def _layout(plan: list[PlanStep], escaped: bool = False) -> tuple[Step, ...] | None:
@@ -333,6 +367,11 @@ def _layout(plan: list[PlanStep], escaped: bool = False) -> tuple[Step, ...] | N
             steps.append((_LIT, 0, 0, value.encode()))
         elif kind == "optional":
             steps.append((_OPTIONAL, 0, 0, b""))
+        elif field_name == "duration":
+            # The counter keeps no durations: it only reads past one (as the pattern
+            # does, without escapes), and one that ends the reading needs no step.
+            if stop is not None:
+                steps.append((_SKIP, 0, 0, stop))
         elif field_name == "own":
             steps.append((_AGENT, 0, 0, OWN_AGENT))
             if stop is not None:
@@ -372,6 +411,10 @@ class Lines:
     # Their status classes: nginx's count of responses includes them (the metric
     # recorder_http_responses_total is nginx's count), the site's error share does not.
     own_digits: bytes = b""
+    # Each well-formed line's duration as logged (`LogFormat.duration`), aligned with
+    # `clients` (empty when the line was cut short before it); None when the format
+    # logs none.
+    durations: list[bytes] | None = None
 
     @property
     def matched(self) -> int:
@@ -409,6 +452,8 @@ class Lines:
         self.times = list(compress(self.times, flags))
         self._starts = list(compress(starts, flags))
         self.digits = bytes(compress(self.digits, flags))
+        if self.durations is not None:
+            self.durations = list(compress(self.durations, flags))
 
 
 def parse_chunk(fmt: LogFormat, buf: bytes, start: int = 0, end: int | None = None) -> Lines:
@@ -441,6 +486,8 @@ def parse_chunk(fmt: LogFormat, buf: bytes, start: int = 0, end: int | None = No
     )
     digits = b"".join(flat[si::n])
     marks = flat[fmt.own :: n] if fmt.own is not None else None
+    if fmt.duration is not None:
+        parsed.durations = flat[fmt.duration :: n]
     if len(digits) != len(parsed.clients):
         # Malformed lines filled their slots with empty groups: drop them.
         if marks is not None:
@@ -608,6 +655,30 @@ def drop_untimed(lines: Lines, seconds: dict[bytes, int | None]) -> int:
     before = len(lines.digits)
     lines.keep([t not in bad for t in lines.full_times()])
     return before - len(lines.digits)
+
+
+_DURATION_PART = re.compile(rb"[0-9]+(?:\.[0-9]+)?")
+
+
+def duration_seconds(raw: bytes) -> float | None:
+    """A logged duration in seconds: `0.153`; for $upstream_response_time the sum of the
+    backends tried (`0.002, 1.004`, `0.5 : 0.3`), which the client waited for in turn;
+    None for `-` (no backend was asked) or anything else."""
+    parts = _DURATION_PART.findall(raw)
+    return sum(map(float, parts)) if parts else None
+
+
+def slow_mask(lines: Lines, above: float) -> list[bool]:
+    """Which of the well-formed lines took longer than `above` seconds (none when the
+    format logs no duration). Each distinct logged value is converted once: they have
+    millisecond resolution, so a chunk holds few."""
+    if lines.durations is None:
+        return [False] * len(lines.clients)
+    slow = {}
+    for raw in set(lines.durations):
+        seconds = duration_seconds(raw)
+        slow[raw] = seconds is not None and seconds > above
+    return list(map(slow.__getitem__, lines.durations))
 
 
 def clients_with_5xx(lines: Lines) -> Iterable[bytes]:

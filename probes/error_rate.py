@@ -48,7 +48,8 @@ Until a call has succeeded there is no such mean: a one-off `recorder probe`, or
 daemon started during a spike. Then the baseline is the history's own rate (its fading
 request count over the fading count of seconds it spans), provided the log held at
 least a window's worth of seconds before the window; otherwise there is none and a
-failing window is `http-5xx`.
+failing window is `http-5xx`. A baseline worth fewer than `min_requests` a window (a
+site that was idle) is none either.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from probes.accesslog import (
     drop_untimed,
     iso,
     parse_chunk,
+    slow_mask,
 )
 from probes.base import (
     Fault,
@@ -94,12 +96,14 @@ from probes.facts import (
     ClientSketch,
     Facts,
     LogCounters,
+    Subjects,
     client_id,
 )
 from probes.follow import STATE_VERSION, Follower, Position
 from probes.follow import load_state as load_state
 from probes.follow import save_state as save_state
 from probes.follow import state_path as state_path
+from probes.nginxcli import serving_files
 
 NAME = "error_rate"
 BASELINE_WEIGHT = 0.2
@@ -122,6 +126,10 @@ class Config(BaseModel):
     # its escape= (accesslog.ESCAPES): default and json read `\"` inside a quoted value
     log_escape: Literal["default", "json", "none"] = "default"
     capacity_factor: float = Field(3.0, gt=1.0)  # rate above factor x baseline is capacity
+    # A response that took longer than this is slow (with $request_time or
+    # $upstream_response_time in the log_format). Unset, the recorder's config takes the
+    # http probe's `slow` of the same check; this default is that probe's own.
+    slow: Duration = 2.0
     state_dir: str | None = None  # set by the engine: where offsets survive restarts
     max_catchup: int = Field(32 << 20, ge=1 << 20)  # bytes read per call at most
 
@@ -147,6 +155,7 @@ class Second:
     counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
     clients: set[bytes] = field(default_factory=set)
     failed: set[bytes] = field(default_factory=set)
+    slow: set[bytes] = field(default_factory=set)  # clients that got a slow response
     # In the window of a failing verdict: kept out of the history, so that an incident's
     # errors do not make the next one look like noise.
     failing: bool = False
@@ -251,9 +260,10 @@ class _Reader:
 
     def __init__(self, config: Config, fmt: LogFormat, tail: Tail) -> None:
         self.config, self.fmt, self.tail = config, fmt, tail
-        # Per second of the log read by this call: the clients seen, and those with a 5xx
-        # (the observation's `ClientHarm.seconds`, merged over an incident by the engine).
-        self.clients: dict[int, tuple[set[bytes], set[bytes]]] = {}
+        # Per second of the log read by this call: the clients seen, those with a 5xx and
+        # those with a slow response (the observation's `ClientHarm.seconds`, merged over
+        # an incident by the engine).
+        self.clients: dict[int, tuple[set[bytes], set[bytes], set[bytes]]] = {}
         # Whether lines older than the window count there too: yes when catching up after
         # a pause or re-reading after a restart (an incident open meanwhile needs them);
         # not on first sight, whose history no incident can have been counting.
@@ -300,8 +310,8 @@ class _Reader:
         # sight those of the window's lines only.
         everything = self.older_clients and len(keep) < len(stamps)
         if everything:
-            pairs, failed_pairs = _client_pairs(times, lines)
-            self.note_clients(seconds, pairs, failed_pairs)
+            pairs, failed_pairs, slow_pairs = _client_pairs(times, lines, self.config.slow)
+            self.note_clients(seconds, pairs, failed_pairs, slow_pairs)
         if len(keep) < len(stamps):
             self.fold_older(times, lines.digits, seconds, oldest_kept)
         if not keep:
@@ -326,27 +336,36 @@ class _Reader:
                 sec = keep.get(raw)
                 if sec is not None:
                     buckets[sec].failed.add(client)
+            for raw, client in slow_pairs:
+                sec = keep.get(raw)
+                if sec is not None:
+                    buckets[sec].slow.add(client)
             return
         # Only the window's lines: into its buckets and this call's clients in one pass.
-        pairs, failed_pairs = _client_pairs(times, lines)
+        pairs, failed_pairs, slow_pairs = _client_pairs(times, lines, self.config.slow)
         got = self.clients
         for raw, client in pairs:
             sec = keep[raw]
             buckets[sec].clients.add(client)
             entry = got.get(sec)
             if entry is None:
-                entry = got[sec] = (set(), set())
+                entry = got[sec] = (set(), set(), set())
             entry[0].add(client)
         for raw, client in failed_pairs:
             sec = keep[raw]
             buckets[sec].failed.add(client)
             got[sec][1].add(client)
+        for raw, client in slow_pairs:
+            sec = keep[raw]
+            buckets[sec].slow.add(client)
+            got[sec][2].add(client)
 
     def note_clients(
         self,
         seconds: Mapping[bytes, int | None],
         pairs: set[tuple[bytes, bytes]],
         failed_pairs: set[tuple[bytes, bytes]],
+        slow_pairs: set[tuple[bytes, bytes]],
     ) -> None:
         """The clients of the lines read, by second: what an incident longer than the
         window counts its clients from."""
@@ -356,12 +375,16 @@ class _Reader:
             if sec is not None:
                 entry = got.get(sec)
                 if entry is None:
-                    entry = got[sec] = (set(), set())
+                    entry = got[sec] = (set(), set(), set())
                 entry[0].add(client)
         for raw, client in failed_pairs:
             sec = seconds.get(raw)
             if sec is not None:
                 got[sec][1].add(client)
+        for raw, client in slow_pairs:
+            sec = seconds.get(raw)
+            if sec is not None:
+                got[sec][2].add(client)
 
     def fold_older(
         self,
@@ -396,14 +419,21 @@ class _Reader:
             fold_into_history(tail, sec, older[sec])
 
 
-def _client_pairs(
-    times: list[bytes], lines: Lines
-) -> tuple[set[tuple[bytes, bytes]], set[tuple[bytes, bytes]]]:
-    """(time, client) of every line, and of the lines with a 5xx."""
+Pairs = set[tuple[bytes, bytes]]
+
+
+def _client_pairs(times: list[bytes], lines: Lines, slow: float) -> tuple[Pairs, Pairs, Pairs]:
+    """(time, client) of every line, of the lines with a 5xx, and of those that took
+    longer than `slow` seconds (none when the log has no durations)."""
     failed = lines.digits.translate(MASK_5XX)
+    slow_pairs: Pairs = set()
+    if lines.durations is not None:
+        mask = slow_mask(lines, slow)
+        slow_pairs = set(zip(compress(times, mask), compress(lines.clients, mask), strict=True))
     return (
         set(zip(times, lines.clients, strict=True)),
         set(zip(compress(times, failed), clients_with_5xx(lines), strict=True)),
+        slow_pairs,
     )
 
 
@@ -444,6 +474,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
     counts = [0, 0, 0, 0, 0]
     clients: set[bytes] = set()
     failed: set[bytes] = set()
+    slow: set[bytes] = set()
     first_5xx = last_5xx = None
     span = int(window)
     end = window_end(tail, now)
@@ -457,6 +488,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
             counts = [a + n for a, n in zip(counts, b.counts, strict=True)]
             clients |= b.clients
             failed |= b.failed
+            slow |= b.slow
             if b.counts[4]:
                 first_5xx = sec if first_5xx is None else first_5xx
                 last_5xx = sec
@@ -471,6 +503,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
         "clients": len(clients),
         "clients_with_5xx": len(failed),
         "affected_ratio": round(len(failed) / len(clients), 6) if clients else 0.0,
+        "clients_slow": len(slow),
         "first_5xx": iso(first_5xx),
         "last_5xx": iso(last_5xx),
         "rate": round(requests / span, 3),
@@ -653,11 +686,21 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
     if tail.lines_total > lines_before or tail.clock_offset is None:
         note_clock(tail, config.window, now)
     stats, sudden, failing = judge(tail, config, now)
+    timed = fmt.duration is not None  # the log says how long each request took
+    if not timed:
+        stats["clients_slow"] = None  # unknown, not none
     baseline = tail.baseline_rate
     baseline_from = "calls"
     if baseline is None:
         baseline = history_rate(tail, config.window)
         baseline_from = "history"
+    if baseline is not None and baseline * config.window < config.min_requests:
+        # Fewer than min_requests a window is a site that was (nearly) idle: the mean of
+        # an idle site decays toward 0, and any traffic was then "10^35 times the
+        # baseline", so a backend failing under its first users was named capacity. Too
+        # little traffic to judge a window is too little to learn a rate from: no
+        # baseline, as before any call, and a failing window is http-5xx.
+        baseline = None
     # A spike shows in the recent stretch before it lifts the whole window's rate.
     rate = max(float(stats["rate"]), float(sudden["rate"]) if sudden else 0.0)
     capacity = (
@@ -679,6 +722,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
         "baseline_rate": round(baseline, 3) if baseline is not None else None,
         "baseline_from": baseline_from if baseline is not None else None,
         "threshold": config.threshold,
+        "slow_above": config.slow if timed else None,
         "sudden": sudden,
         **_counters(tail),
         "bytes_read": bytes_read,
@@ -715,7 +759,9 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
             hurt=stats["clients_with_5xx"],
             window_start=_moment(stats["window_start"]),
             window_end=_moment(stats["window_end"]),
-            seconds=_client_seconds(reader.clients),
+            seconds=_client_seconds(reader.clients, timed),
+            slow=stats["clients_slow"],
+            slow_above=config.slow if timed else None,
         ),
         terms=terms,
     )
@@ -728,6 +774,9 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
             details=details,
             facts=facts,
         )
+    # The file of the server blocks writing this log: where a task says to change the log
+    # format or add a limit (only on a failure: it runs nginx -T).
+    facts = replace(facts, subjects=Subjects(file=serving_files(host, log=config.log)))
     if capacity:
         assert baseline is not None
         summary += (
@@ -746,8 +795,11 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
     )
 
 
-def _client_seconds(read: dict[int, tuple[set[bytes], set[bytes]]]) -> tuple[ClientSecond, ...]:
-    """The clients read, per second, as sketches of hashed addresses."""
+def _client_seconds(
+    read: dict[int, tuple[set[bytes], set[bytes], set[bytes]]], timed: bool
+) -> tuple[ClientSecond, ...]:
+    """The clients read, per second, as sketches of hashed addresses (those with a slow
+    response only when the log says how long requests took: `timed`)."""
     ids: dict[bytes, int] = {}
 
     def id_of(client: bytes) -> int:
@@ -757,8 +809,13 @@ def _client_seconds(read: dict[int, tuple[set[bytes], set[bytes]]]) -> tuple[Cli
         return found
 
     return tuple(
-        ClientSecond(sec, ClientSketch(map(id_of, seen)), ClientSketch(map(id_of, hurt)))
-        for sec, (seen, hurt) in sorted(read.items())
+        ClientSecond(
+            sec,
+            ClientSketch(map(id_of, seen)),
+            ClientSketch(map(id_of, hurt)),
+            ClientSketch(map(id_of, slow)) if timed else None,
+        )
+        for sec, (seen, hurt, slow) in sorted(read.items())
     )
 
 
@@ -793,6 +850,8 @@ def _summary(stats: dict[str, Any], config: Config) -> str:
         f"{stats['error_ratio']:.1%} of {requests:,} requests were 5xx in the last {window};"
         f" {stats['clients_with_5xx']:,} of {stats['clients']:,} clients got at least one"
     )
+    if stats["clients_slow"]:
+        text += f"; {stats['clients_slow']:,} got a response slower than {config.slow:g}s"
     if requests < config.min_requests:
         text += f" (fewer than {config.min_requests} requests: not judged)"
     return text

@@ -8,10 +8,11 @@ looks up a details key by name to learn what a probe found.
   (`{site}`, `{file}`, `{line}`, `{backend}`, `{url}`).
 - `LogCounters`: an access log's cumulative counts (lines, rotations, responses by status
   class), for counters that never fall.
-- `ClientHarm`: the clients seen and the clients hurt over a stated window of the log,
-  and, per second of the log this observation read, the clients seen and hurt in it as
-  mergeable summaries (`ClientSketch`), so the engine can count distinct clients over a
-  whole incident by merging observations.
+- `ClientHarm`: the clients seen and the clients hurt (a 5xx; a slow response, when the
+  log says how long requests took) over a stated window of the log, and, per second of
+  the log this observation read, the clients seen and hurt in it as mergeable summaries
+  (`ClientSketch`), so the engine can count distinct clients over a whole incident by
+  merging observations.
 - `error_ratio`, `first_5xx`: the share of requests answered 5xx over that window, and
   the first 5xx in it (harm began no later).
 - `dead_weight`: the share of an upstream's weight on backends that do not answer.
@@ -243,11 +244,14 @@ class ClientSketch:
 @dataclass(frozen=True)
 class ClientSecond:
     """The clients in one second of the log (epoch seconds, by the log's timestamps) that
-    an observation read: all of them, and those that got at least one 5xx."""
+    an observation read: all of them, those that got at least one 5xx, and those that
+    got at least one response slower than the probe's `slow` (None when the log does not
+    say how long requests took: unknown, not none)."""
 
     second: int
     seen: ClientSketch
     hurt: ClientSketch
+    slow: ClientSketch | None = None
 
 
 @dataclass(frozen=True)
@@ -263,11 +267,17 @@ class ClientHarm:
     window_start: datetime | None = None
     window_end: datetime | None = None
     seconds: tuple[ClientSecond, ...] = ()
+    # Clients with at least one response slower than `slow_above` seconds; both None
+    # when the log's format has no request time (the share of slow clients is unknown).
+    slow: int | None = None
+    slow_above: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "clients": self.clients,
             "hurt": self.hurt,
+            "slow": self.slow,
+            "slow_above": self.slow_above,
             "window_start": self.window_start.isoformat() if self.window_start else None,
             "window_end": self.window_end.isoformat() if self.window_end else None,
             "seconds_read": len(self.seconds),

@@ -27,6 +27,7 @@ import re
 import string
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -44,6 +45,7 @@ from probes.base import (
 )
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
+from probes.nginxcli import serving_files
 
 NAME = "http"
 _BODY_LIMIT = 1 << 20  # bytes of the body read for `body` matching; the rest is not fetched
@@ -113,6 +115,21 @@ def _check(host: Host, config: Config) -> Observation:
 
     def fail(fault: Fault, summary: str, reason: str) -> Observation:
         details["reason"] = reason
+        # The file of the server block behind the URL's port: where a task says to fix the
+        # log format or the timeouts (only on a failure: it runs nginx -T). Not when
+        # nothing answers: nginx is likely down, and `nginx -T` would then leave an empty
+        # pid file behind (nginx creates it to test it can), which the process probe,
+        # reading it at the same moment, would report instead of a missing one.
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        files = (
+            serving_files(host, port=port, name=parts.hostname or "")
+            if port and fault is not Fault.PORT_CLOSED
+            else ()
+        )
         return Observation(
             host=host.name,
             probe=NAME,
@@ -120,7 +137,7 @@ def _check(host: Host, config: Config) -> Observation:
             fault=fault,
             summary=summary,
             details=details,
-            facts=Facts(subjects=Subjects(url=url)),
+            facts=Facts(subjects=Subjects(url=url, file=files)),
         )
 
     session = requests.Session()

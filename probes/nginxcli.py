@@ -1,6 +1,7 @@
 """nginx's command line on a host, shared by the probes that run it (`config` runs
-`nginx -t`, `upstreams` runs `nginx -T`): the argv, paths as the host names them, and
-nginx's complaints on stderr parsed into {level, message, file, line}.
+`nginx -t`; `upstreams`, and `http` and `error_rate` on a failure, read `nginx -T`): the
+argv, paths as the host names them, the configuration nginx would load, and nginx's
+complaints on stderr parsed into {level, message, file, line}.
 
 nginx writes its complaints in two shapes, depending on whether its error log was open:
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from probes.base import Host
+from probes import nginxconf
+from probes.base import Host, HostUnreachable
 from probes.facts import Subjects
 
 # The fixed start of a message; the rest is split with string methods, never a regular
@@ -91,3 +93,59 @@ def subjects_of(error: dict[str, Any]) -> Subjects:
 def describe(error: dict[str, Any]) -> str:
     where = f" in {error['file']}:{error['line']}" if error["file"] else ""
     return f"{error['message']}{where}"
+
+
+class ConfigRefused(Exception):
+    """`nginx -T` ran and refused the configuration; `errors` are its parsed messages."""
+
+    def __init__(self, why: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(why)
+        self.why = why
+        self.errors = errors
+
+
+def read_tree(
+    host: Host, nginx: str, conf: str, prefix: str | None, timeout: float
+) -> list[nginxconf.Directive]:
+    """The configuration nginx would load on the host (`nginx -T`), includes expanded and
+    every file named as the host names it. Raises ConfigRefused when nginx refuses it,
+    HostUnreachable (or OSError) when it cannot be run, nginxconf.ConfigParseError when
+    its output does not parse."""
+    result = host.run(nginx_argv(host, nginx, conf, prefix, "-T"), timeout)
+    root = host_root(host)
+    if result.exit_code != 0:
+        errors = [e for e in parse_errors(result.stderr, root) if e["level"] in FAILING]
+        if errors:
+            raise ConfigRefused(describe(errors[0]), errors)
+        raise HostUnreachable(f"nginx -T failed: exit {result.exit_code}")
+    dump = nginxconf.parse_dump(result.stdout, host.real_path(conf))
+    return nginxconf.rename_files(dump.tree(), lambda p: to_host_path(root, p))
+
+
+def serving_files(
+    host: Host,
+    *,
+    port: int | None = None,
+    name: str = "",
+    log: str | None = None,
+    timeout: float = 10.0,
+) -> tuple[str, ...]:
+    """The files of the `server` blocks that serve `port` (for the name `name`) or write
+    the access log `log`, from the configuration nginx would load with its defaults
+    (`nginx`, /etc/nginx/nginx.conf): what a failing http or error_rate observation names
+    as its `file`, where a task says to add a log format or a limit. Empty when nginx
+    cannot say (not installed there, the configuration refused, no such server)."""
+    try:
+        tree = read_tree(host, "nginx", "/etc/nginx/nginx.conf", None, timeout)
+    except (ConfigRefused, HostUnreachable, OSError, nginxconf.ConfigParseError):
+        return ()
+    found = nginxconf.servers(tree)
+    root = host_root(host)
+    chosen = (
+        nginxconf.serving_port(found, port, name)
+        if port is not None
+        else nginxconf.writing_log(found, log, lambda p: to_host_path(root, p))
+        if log is not None
+        else []
+    )
+    return tuple(dict.fromkeys(s.file for s in chosen))

@@ -356,3 +356,73 @@ def rename_files(items: Sequence[Directive], to_host: Callable[[str], str]) -> l
         )
         for d in items
     ]
+
+
+# ---- which server block serves a port or writes a log ------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """One `server` block of the http context: where it is, what it listens on, its
+    names, and the access logs its requests go to (its own, or else the http block's)."""
+
+    file: str
+    line: int
+    listens: tuple[tuple[int, bool], ...]  # (port, default_server)
+    names: tuple[str, ...]
+    logs: tuple[str, ...]  # paths as written; "off" leaves it out
+
+
+def _listen_port(arg: str) -> int | None:
+    if arg.startswith("unix:"):
+        return None
+    if arg.isdigit():
+        return int(arg)
+    try:
+        return split_address(arg)[1]
+    except ValueError:
+        return None
+
+
+def _logs(items: Sequence[Directive]) -> list[str]:
+    """The access_log paths set anywhere in these directives (a location's included)."""
+    return [d.args[0] for d in walk(items) if d.name == "access_log" and d.args]
+
+
+def servers(tree: Sequence[Directive]) -> list[Server]:
+    """Every `server` block of the http context(s), in the order nginx reads them."""
+    found: list[Server] = []
+    for http in (d for d in tree if d.name == "http" and d.block is not None):
+        assert http.block is not None
+        inherited = [d.args[0] for d in http.block if d.name == "access_log" and d.args]
+        for d in http.block:
+            if d.name != "server" or d.block is None:
+                continue
+            listens = []
+            for listen in (x for x in d.block if x.name == "listen" and x.args):
+                port = _listen_port(listen.args[0])
+                if port is not None:
+                    listens.append((port, "default_server" in listen.args[1:]))
+            names = [n for x in d.block if x.name == "server_name" for n in x.args]
+            own = _logs(d.block)
+            logs = [p for p in (own or inherited) if p != "off"]
+            found.append(
+                Server(d.file, d.line, tuple(listens) or ((80, False),), tuple(names), tuple(logs))
+            )
+    return found
+
+
+def serving_port(found: Sequence[Server], port: int, name: str = "") -> list[Server]:
+    """The server that answers `name` on `port`, as nginx picks it: one that names it,
+    else the port's default_server, else the first on the port."""
+    on_port = [s for s in found if any(p == port for p, _ in s.listens)]
+    named = [s for s in on_port if name and name in s.names]
+    default = [s for s in on_port if (port, True) in s.listens]
+    return (named or default or on_port)[:1]
+
+
+def writing_log(found: Sequence[Server], log: str, to_host: Callable[[str], str]) -> list[Server]:
+    """The servers whose requests go to `log` (a host path; `to_host` names the paths
+    in the configuration as the host does)."""
+    want = posixpath.normpath(log)
+    return [s for s in found if any(posixpath.normpath(to_host(p)) == want for p in s.logs)]

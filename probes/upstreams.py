@@ -43,7 +43,7 @@ from probes.base import (
 )
 from probes.durations import Duration
 from probes.facts import Facts, Subjects
-from probes.nginxcli import FAILING, describe, host_root, nginx_argv, parse_errors, to_host_path
+from probes.nginxcli import ConfigRefused, read_tree
 
 NAME = "upstreams"
 _MAX_PARALLEL = 16
@@ -109,29 +109,11 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-class ConfigRefused(Exception):
-    """`nginx -T` ran and refused the configuration; `errors` are its parsed messages."""
-
-    def __init__(self, why: str, errors: list[dict[str, Any]]) -> None:
-        super().__init__(why)
-        self.why = why
-        self.errors = errors
-
-
 def read_upstreams(host: Host, config: Config) -> list[nginxconf.Upstream]:
-    """The upstream blocks of the configuration nginx would load on the host."""
-    argv = nginx_argv(host, config.nginx, config.conf, config.prefix, "-T")
-    result = host.run(argv, config.dump_timeout)
-    root = host_root(host)
-    if result.exit_code != 0:
-        # Without a configuration nginx accepts there are no upstreams to read; the
-        # config probe reports the syntax error itself.
-        errors = [e for e in parse_errors(result.stderr, root) if e["level"] in FAILING]
-        if errors:
-            raise ConfigRefused(describe(errors[0]), errors)
-        raise HostUnreachable(f"nginx -T failed: exit {result.exit_code}")
-    dump = nginxconf.parse_dump(result.stdout, host.real_path(config.conf))
-    tree = nginxconf.rename_files(dump.tree(), lambda p: to_host_path(root, p))
+    """The upstream blocks of the configuration nginx would load on the host. Without a
+    configuration nginx accepts there are none to read (ConfigRefused); the config probe
+    reports the syntax error itself."""
+    tree = read_tree(host, config.nginx, config.conf, config.prefix, config.dump_timeout)
     return nginxconf.upstreams(tree)
 
 

@@ -738,8 +738,8 @@ def maintenance_list(ctx: Context, as_json: bool) -> None:
             str(w.id) if w.id else "config",
             w.service,
             w.host or "*",
-            local_time(w.starts_at, zone, seconds=False),
-            local_time(w.ends_at, zone, seconds=False),
+            local_time(w.starts_at, zone),
+            local_time(w.ends_at, zone),
             "on" if w.starts_at <= now < w.ends_at else "later",
             printable(w.reason),
         )

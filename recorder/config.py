@@ -6,6 +6,7 @@ and every error names its field path (`hosts.web-01.ssh.address: ...`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -157,6 +158,11 @@ class Check(Strict):
                 errors.extend(_prefixed(exc, (name,)))
         if errors:
             raise ValueError("; ".join(errors))
+        rate, http = checked.get("error_rate"), checked.get("http")
+        if rate is not None and http is not None and "slow" not in rate.model_fields_set:
+            # One bar for "slow": what the check's http probe calls slow is what counts a
+            # client's response as slow in the log (the affected share of slow-responses).
+            checked["error_rate"] = rate.model_copy(update={"slow": http.slow})
         return checked
 
 
@@ -610,6 +616,17 @@ def split_listen(value: str) -> tuple[str, int]:
     return (match.group(1) or match.group(2)), port
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen address's host is loopback (a name other than localhost may
+    resolve to anything: not loopback)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ConfigError(Exception):
     """A config that cannot be used; `errors` lists one line per problem with its field path."""
 
@@ -684,6 +701,17 @@ def check_config(path: str | os.PathLike[str], *, files: bool = True) -> Config:
         config = parse_config(data, str(p))
     except ConfigError as exc:
         errors = exc.errors
+    if config is not None:
+        # `recorder run` refuses this config (daemon.read_access_refusal): say so here,
+        # not when systemd starts the service after `config check` said ok.
+        host, _ = split_listen(config.listen)
+        if not is_loopback_host(host) and not config.web.read_token_file:
+            errors.append(
+                f"listen: {config.listen} is not a loopback address and web.read_token_file "
+                "is not set: recorder run refuses to start (anyone who reaches the port "
+                "could read every incident); set web.read_token_file to a 0600 file holding "
+                "a read token, or listen on 127.0.0.1"
+            )
     if files and isinstance(data, dict):
         errors += file_problems(data)
     if errors or config is None:

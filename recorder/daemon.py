@@ -9,7 +9,6 @@ queue, so the book needs no locks and changes are applied in arrival order.
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 import os
 import queue
@@ -32,7 +31,7 @@ from probes.base import Observation
 from recorder import __version__
 from recorder.alertmanager import Alert
 from recorder.api import ApiServer, make_app, serve
-from recorder.config import ConfigError, load_config, split_listen
+from recorder.config import ConfigError, is_loopback_host, load_config, split_listen
 from recorder.detector import Detector
 from recorder.history import History
 from recorder.incidents import IncidentBook, apply_alert_batches
@@ -427,9 +426,10 @@ class Daemon:
 
     def _on_opened(self, incident: Incident) -> None:
         log.warning(
-            "incident %s opened: %s; harm began %s, detected %.1fs later",
+            "incident %s opened: %s; %s began %s, detected %.1fs later",
             incident.ref,
             incident.title,
+            "risk" if incident.opened_on_risk else "harm",
             incident.started_at.isoformat(timespec="seconds"),
             (incident.detected_at - incident.started_at).total_seconds(),
         )
@@ -658,22 +658,13 @@ def _read_secret(path: str | None, name: str) -> str | None:
     return secret or None
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
-
-
 def read_access_refusal(listen: str, read_token_file: str | None) -> str | None:
     """Why the daemon must not start with this listen address, or None.
 
     Off loopback, incidents (host names, log lines, people's notes) would be readable by
     anyone who can reach the port: a read token is required, and it must be readable."""
     host, _ = split_listen(listen)
-    if _is_loopback(host):
+    if is_loopback_host(host):
         return None
     if not read_token_file:
         return (

@@ -83,6 +83,20 @@ CAUSE_SETTLE = 5.0  # seconds a new top root cause must hold before `cause-chang
 # opens: harm starts up to a probe window before detection (first 5xx in the window).
 RECENT_SECONDS = 300
 ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
+# The affected share of slow responses: clients with at least one response slower than the
+# error_rate probe's `slow` (by the log's request time).
+SLOW_METHOD = "clients-with-slow-responses"
+# Faults that put users at risk without hurting them: a configuration that fails `nginx -t`
+# is not loaded while the running nginx keeps its last good one; the next reload or
+# restart fails. An incident opened on one claims no user harm until a check measures it.
+RISK_ONLY = frozenset({Fault.CONFIG_SYNTAX})
+NO_HARM_METHOD = "no-harm-measured"
+RISK_WORDS = (
+    "the running nginx keeps serving its last good configuration; a reload or restart would fail"
+)
+NO_HARM_EVIDENCE = (
+    "no failed user requests measured (the running nginx kept serving its last good configuration)"
+)
 # Faults that mean an entry point answers no one: its port is closed, or nginx is not running.
 _NO_ANSWER = frozenset({Fault.PORT_CLOSED, Fault.NGINX_DOWN})
 
@@ -97,10 +111,17 @@ class ClientMerge:
     hurt: ClientSketch = field(default_factory=ClientSketch)
     first: int | None = None  # the first and last second of the log merged (epoch)
     last: int | None = None
+    # Those that got at least one slow response; None while no second merged came from a
+    # log that says how long requests took (unknown, not none).
+    slow: ClientSketch | None = None
 
     def add(self, sec: ClientSecond) -> bool:
         changed = self.seen.merge(sec.seen)
         changed = self.hurt.merge(sec.hurt) or changed
+        if sec.slow is not None:
+            if self.slow is None:
+                self.slow, changed = ClientSketch(), True
+            changed = self.slow.merge(sec.slow) or changed
         if self.first is None or sec.second < self.first:
             self.first, changed = sec.second, True
         if self.last is None or sec.second > self.last:
@@ -108,12 +129,14 @@ class ClientMerge:
         return changed
 
     def copy(self) -> ClientMerge:
-        return ClientMerge(self.seen.copy(), self.hurt.copy(), self.first, self.last)
+        slow = self.slow.copy() if self.slow is not None else None
+        return ClientMerge(self.seen.copy(), self.hurt.copy(), self.first, self.last, slow)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "seen": self.seen.to_json(),
             "hurt": self.hurt.to_json(),
+            "slow": self.slow.to_json() if self.slow is not None else None,
             "first": self.first,
             "last": self.last,
         }
@@ -134,6 +157,7 @@ class ClientMerge:
             hurt,
             first if isinstance(first, int) and not isinstance(first, bool) else None,
             last if isinstance(last, int) and not isinstance(last, bool) else None,
+            ClientSketch.from_json(data.get("slow")),  # absent in stores before it was kept
         )
 
 
@@ -216,8 +240,8 @@ class IncidentBook:
         self.request_diagnostics = request_diagnostics
         self.latest: dict[tuple[str, str], Observation] = {}
         self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
-        # host -> log second -> (seen, hurt): the last RECENT_SECONDS of each log's clients
-        self._recent: dict[str, dict[int, tuple[ClientSketch, ClientSketch]]] = {}
+        # host -> log second -> its clients: the last RECENT_SECONDS of each log's clients
+        self._recent: dict[str, dict[int, ClientSecond]] = {}
         self.store_error: str | None = None
         self._deploys_error: str | None = None
         self._windows_error: str | None = None
@@ -543,6 +567,7 @@ class IncidentBook:
         if item is None:
             item = self._open_new(service, obs, started, now, source)
         elif key not in item.signals:
+            self._harm_after_risk(item, obs, started, source)
             item.add(
                 obs.at,
                 EntryKind.NOTE,
@@ -599,14 +624,32 @@ class IncidentBook:
         item = _Open(incident=incident)
         self._open[service] = item
         zone = self.config.zone
-        item.add(
-            started, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start"
-        )
+        risk = obs.fault in RISK_ONLY
+        began = "risk began" if risk else "harm began"
+        if risk:
+            # Nothing failed for users: say what is at stake, and measure no harm yet.
+            incident.data["risk"] = True
+            incident.affected = Affected(0.0, NO_HARM_METHOD, NO_HARM_EVIDENCE)
+            item.add(
+                started,
+                EntryKind.NOTE,
+                f"Risk began: {obs.summary} ({RISK_WORDS})",
+                source,
+                "risk-start",
+            )
+        else:
+            item.add(
+                started,
+                EntryKind.IMPACT_START,
+                f"Harm began: {obs.summary}",
+                source,
+                "impact-start",
+            )
         item.add(
             now,
             EntryKind.DETECTION,
             f"Incident opened by the recorder, detected by {how}: {obs.summary} "
-            f"(harm began {local_time(started, zone)})",
+            f"({began} {local_time(started, zone)})",
             source,
             "detection",
         )
@@ -637,8 +680,25 @@ class IncidentBook:
             )
         # Not "opened" yet: that is said once the store holds it (flush, committed).
         log.warning("opening an incident for %s: %s", service, obs.summary)
-        self._notify(item, "opened", "opened", f"Harm began: {obs.summary}")
+        said = (
+            f"Risk began: {obs.summary}; {NO_HARM_EVIDENCE}"
+            if risk
+            else f"Harm began: {obs.summary}"
+        )
+        self._notify(item, "opened", "opened", said)
         return item
+
+    def _harm_after_risk(self, item: _Open, obs: Observation, at: datetime, source: str) -> None:
+        """A signal joining an incident opened on a risk: when it is harm users meet (nginx
+        restarted on the broken configuration and down, errors in the log), the harm
+        begins at its first failed sample. Only the first such signal starts it."""
+        incident = item.incident
+        if not incident.opened_on_risk or incident.harm_began is not None:
+            return
+        if obs.fault is None or obs.fault in RISK_ONLY:
+            return
+        incident.data["harm_began"] = iso(at)
+        item.add(at, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start")
 
     def _on_unreachable(self, sig: Signal) -> None:
         key = f"monitoring:{sig.host}"
@@ -707,15 +767,24 @@ class IncidentBook:
                 # over the incident's start to its resolution.
                 view = self._clients_view(item, resolved_at)
                 if view is not None and view.seen.count():
-                    final = self._merged_affected(item.incident.service, view)
+                    final = self._merged_affected(
+                        item.incident.service,
+                        view,
+                        item.incident.fault == Fault.SLOW_RESPONSES,
+                    )
                     peak = item.incident.affected.peak or 0.0
                     item.incident.affected = _with_peak(final, peak)
-            harm = resolved_at - item.incident.started_at
+            harm_began = item.incident.harm_began
+            if harm_began is None:
+                # Opened on a risk that never became harm: say how long it lasted.
+                lasted = duration_words(resolved_at - item.incident.started_at)
+                span = f"{lasted} of risk, no user harm measured"
+            else:
+                span = f"{duration_words(resolved_at - harm_began)} of harm"
             item.add(
                 resolved_at,
                 EntryKind.RESOLUTION,
-                f"Every signal healthy again; incident resolved after {duration_words(harm)}"
-                " of harm",
+                f"Every signal healthy again; incident resolved after {span}",
                 "recorder",
                 f"resolved:{iso(resolved_at)}",
             )
@@ -723,7 +792,7 @@ class IncidentBook:
                 item,
                 "resolved",
                 f"resolved:{iso(resolved_at)}",
-                f"Every signal healthy again after {duration_words(harm)} of harm",
+                f"Every signal healthy again after {span}",
             )
             log.warning("resolved %s: %s", item.incident.ref, item.incident.title)
 
@@ -909,10 +978,17 @@ class IncidentBook:
         for sec in seconds:
             had = recent.get(sec.second)
             if had is None:
-                recent[sec.second] = (sec.seen.copy(), sec.hurt.copy())
+                slow = sec.slow.copy() if sec.slow is not None else None
+                recent[sec.second] = ClientSecond(
+                    sec.second, sec.seen.copy(), sec.hurt.copy(), slow
+                )
             else:
-                had[0].merge(sec.seen)
-                had[1].merge(sec.hurt)
+                had.seen.merge(sec.seen)
+                had.hurt.merge(sec.hurt)
+                if had.slow is not None and sec.slow is not None:
+                    had.slow.merge(sec.slow)
+                elif sec.slow is not None:
+                    recent[sec.second] = replace(had, slow=sec.slow.copy())
         oldest = max(recent) - RECENT_SECONDS
         for second in [s for s in recent if s < oldest]:
             del recent[second]
@@ -960,9 +1036,9 @@ class IncidentBook:
             # earlier: the recent seconds from the start up to what is merged already.
             item.clients_from = incident.started_at
             for ring in rings:
-                for second, (seen, hurt) in ring.items():
+                for second, sec in ring.items():
                     if start <= second <= below:
-                        changed = merged.add(ClientSecond(second, seen, hurt)) or changed
+                        changed = merged.add(sec) or changed
         for sec in fresh:  # late lines of seconds merged already
             if start <= sec.second <= below:
                 changed = merged.add(sec) or changed
@@ -970,8 +1046,7 @@ class IncidentBook:
         commit_to = newest - self._hold(incident.service)
         for ring in rings:
             for second in sorted(s for s in ring if below < s <= commit_to and s >= start):
-                seen, hurt = ring[second]
-                changed = merged.add(ClientSecond(second, seen, hurt)) or changed
+                changed = merged.add(ring[second]) or changed
         item.clients = merged
         if changed:
             incident.affected_clients = merged.to_json()
@@ -987,9 +1062,9 @@ class IncidentBook:
         below = view.last if view.last is not None else start - 1
         end = _epoch_second(until) if until is not None else None
         for host in self._entrypoints(item.incident.service):
-            for second, (seen, hurt) in self._recent.get(host, {}).items():
+            for second, sec in self._recent.get(host, {}).items():
                 if second > below and second >= start and (end is None or second <= end):
-                    view.add(ClientSecond(second, seen, hurt))
+                    view.add(sec)
         return view
 
     def _update_affected(self, item: _Open) -> None:
@@ -1058,6 +1133,8 @@ class IncidentBook:
                 ), None
         best: Affected | None = None
         window: float | None = None
+        # Slow answers hurt users without a 5xx: count the clients that waited too long.
+        slow = item is not None and item.incident.fault == Fault.SLOW_RESPONSES
         for host in entrypoints:
             # The clients the host's log shows (error_rate's facts), when it could look.
             harm = next(
@@ -1076,16 +1153,27 @@ class IncidentBook:
                     f", {local_time(harm.window_start, zone)} to"
                     f" {local_time(harm.window_end, zone)}"
                 )
-            best = Affected(
-                round(harm.hurt / harm.clients, 4),
-                "clients-with-5xx",
-                f"{harm.hurt:,} of {harm.clients:,} clients got at least one 5xx"
-                f"{span}, {host} access log",
-            )
+            if slow and (harm.slow is None or harm.slow_above is None):
+                best = Affected(None, SLOW_METHOD, no_request_time([host]))
+            elif slow:
+                assert harm.slow is not None and harm.slow_above is not None
+                best = Affected(
+                    round(harm.slow / harm.clients, 4),
+                    SLOW_METHOD,
+                    f"{harm.slow:,} of {harm.clients:,} clients got at least one response"
+                    f" slower than {harm.slow_above:g}s{span}, {host} access log",
+                )
+            else:
+                best = Affected(
+                    round(harm.hurt / harm.clients, 4),
+                    "clients-with-5xx",
+                    f"{harm.hurt:,} of {harm.clients:,} clients got at least one 5xx"
+                    f"{span}, {host} access log",
+                )
         merged = item.clients_view if item is not None else None
         if merged is not None and merged.seen.count():
             window = best.ratio if best is not None and best.ratio is not None else 0.0
-            best = self._merged_affected(service, merged)
+            best = self._merged_affected(service, merged, slow)
         for host in entrypoints:
             # The weight of the dead backends behind the host (upstreams' facts).
             up = next(
@@ -1122,10 +1210,15 @@ class IncidentBook:
             by_host.setdefault(host, []).append((probe, obs))
         return by_host
 
-    def _merged_affected(self, service: str, merged: ClientMerge) -> Affected:
-        """The share of distinct clients hurt over the incident, from merged sketches."""
+    def _merged_affected(self, service: str, merged: ClientMerge, slow: bool = False) -> Affected:
+        """The share of distinct clients hurt over the incident, from merged sketches:
+        those that got a 5xx, or with `slow` those that got a slow response."""
         zone = self.config.zone
-        seen, hurt = merged.seen.count(), min(merged.hurt.count(), merged.seen.count())
+        entrypoints = self._entrypoints(service)
+        if slow and merged.slow is None:
+            return Affected(None, SLOW_METHOD, no_request_time(entrypoints))
+        hurt_by = merged.slow if slow and merged.slow is not None else merged.hurt
+        seen, hurt = merged.seen.count(), min(hurt_by.count(), merged.seen.count())
         when = ""
         if merged.first is not None and merged.last is not None:
             when = (
@@ -1134,15 +1227,28 @@ class IncidentBook:
             )
         about = (
             ""
-            if merged.seen.exact and merged.hurt.exact
+            if merged.seen.exact and hurt_by.exact
             else f" (estimated: HyperLogLog, about ±{HLL_ERROR:.1%} each)"
+        )
+        by_host = self._latest_by_host()
+        above = next(
+            (
+                o.facts.clients.slow_above
+                for host in entrypoints
+                for _, o in by_host.get(host, [])
+                if o.facts.clients is not None and o.facts.clients.slow_above is not None
+            ),
+            None,
+        )
+        got = (
+            "5xx" if not slow else f"response slower than {above:g}s" if above else "slow response"
         )
         return Affected(
             round(hurt / seen, 4) if seen else 0.0,
-            "clients-with-5xx",
-            f"{hurt:,} of {seen:,} distinct clients got at least one 5xx{when}{about},"
+            SLOW_METHOD if slow else "clients-with-5xx",
+            f"{hurt:,} of {seen:,} distinct clients got at least one {got}{when}{about},"
             " counted over the incident (every second of the log since it started),"
-            f" {', '.join(self._entrypoints(service))} access log",
+            f" {', '.join(entrypoints)} access log",
         )
 
     # ---- diagnostics ---------------------------------------------------------------------
@@ -1269,6 +1375,14 @@ def _with_peak(measured: Affected, peak: float) -> Affected:
     if round(peak, 3) != round(measured.ratio or 0.0, 3):
         evidence += f"; the worst single window of the log: {peak:.1%}"
     return Affected(measured.ratio, measured.method, evidence, peak)
+
+
+def no_request_time(hosts: list[str]) -> str:
+    """The evidence of a slow-responses share the log cannot give: unknown, not 0%."""
+    return (
+        f"share unknown: log has no request time ({', '.join(hosts)} access log; add"
+        " $request_time to its log_format and to error_rate's log_format to measure it)"
+    )
 
 
 def _epoch_second(at: datetime) -> int:

@@ -383,6 +383,23 @@ class Incident:
         self.data["notified_step"] = value
 
     @property
+    def opened_on_risk(self) -> bool:
+        """Opened on a risk, not on harm: `nginx -t` fails while the running nginx keeps
+        serving its last good configuration. Users are hurt only from `harm_began` on,
+        when a later check measured it (nginx restarted and down, errors in the log)."""
+        return bool(self.data.get("risk", False))
+
+    @property
+    def harm_began(self) -> datetime | None:
+        """When users were first hurt by what the recorder measured: `started_at`, or for
+        an incident opened on a risk the first harm measured after it (None while none
+        was: no failed user request is known)."""
+        if not self.opened_on_risk:
+            return self.started_at
+        began = self.data.get("harm_began")
+        return parse_iso(began) if isinstance(began, str) else None
+
+    @property
     def status_label(self) -> str:
         """The status as lists and headers print it: `open (planned)` inside a window."""
         return f"{self.status} (planned)" if self.planned else str(self.status)
@@ -416,6 +433,9 @@ class Incident:
             "hosts": list(self.hosts),
             "fault": self.fault,
             "started_at": iso(self.started_at),
+            # started_at unless the incident opened on a risk (see `harm_began`): then
+            # the first measured harm, null while no user was hurt.
+            "harm_began_at": iso(self.harm_began),
             "detected_at": iso(self.detected_at),
             "resolved_at": iso(self.resolved_at),
             "closed_at": iso(self.closed_at),
@@ -497,11 +517,11 @@ def in_zone(value: datetime, zone: tzinfo) -> datetime:
     return value
 
 
-def local_time(value: datetime, zone: ZoneInfo, seconds: bool = True) -> str:
+def local_time(value: datetime, zone: ZoneInfo) -> str:
     """`2026-11-23 14:30:05 EAT`: always with the zone written out (UTC for a stored time
     that cannot be shown in the zone)."""
     local = in_zone(value, zone)
-    clock = f"{local.hour:02d}:{local.minute:02d}" + (f":{local.second:02d}" if seconds else "")
+    clock = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
     day = f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
     return f"{day} {clock} {local.tzname() or zone.key}"
 

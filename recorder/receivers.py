@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -90,8 +91,21 @@ class Delivery:
     def affected_line(self) -> str:
         a = self.incident["affected"]
         if a.get("ratio") is None:
-            return "Affected: not measured yet"
+            # A measure that could not say gives its reason ("share unknown: ...").
+            known = a.get("method") not in (None, "unknown") and a.get("evidence")
+            return f"Affected: {a['evidence']}" if known else "Affected: not measured yet"
         return f"Affected: {a['ratio']:.0%} ({a['method']}): {a['evidence']}"
+
+    @property
+    def began_line(self) -> str:
+        """When users were hurt; for an incident opened on a risk (nginx -t fails while
+        the running nginx serves), when the risk began and whether harm followed."""
+        i = self.incident
+        if "harm_began_at" not in i or i["harm_began_at"] == i["started_at"]:
+            return f"Harm began {i['started_at']}"  # (a snapshot from before it was kept)
+        if i["harm_began_at"] is None:
+            return f"Risk began {i['started_at']} (no failed user requests measured)"
+        return f"Risk began {i['started_at']}, harm began {i['harm_began_at']}"
 
     @property
     def causes_line(self) -> str:
@@ -106,7 +120,8 @@ class Delivery:
             self.summary,
             self.snapshot.get("text") or "",
             f"Service: {i['service']} (hosts: {', '.join(i['hosts'])}); status {i['status']}",
-            f"Harm began {i['started_at']}, detected {i['detected_at']}"
+            self.began_line
+            + f", detected {i['detected_at']}"
             + (f", resolved {i['resolved_at']}" if i.get("resolved_at") else ""),
             self.affected_line,
             self.causes_line,
@@ -196,12 +211,27 @@ def send_webhook(receiver: Receiver, delivery: Delivery) -> None:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    # Every kind says who it is (Slack and PagerDuty went out as python-requests/X).
+    headers = {"User-Agent": f"nginx-recorder/{__version__}", **headers}
     try:
         response = requests.post(url, data=body, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        raise DeliveryError(without_url_path(f"{type(exc).__name__}: {exc}", url)) from None
     if not 200 <= response.status_code < 300:
         raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+def without_url_path(text: str, url: str) -> str:
+    """`text` with `url`'s path and query hidden. A Slack webhook URL's path is its secret
+    (a webhook's `url_file` may hold a token there too) and requests quotes it in its
+    errors ("Max retries exceeded with url: /services/T.../B.../..."), which reach the
+    log, the outbox's last error and `recorder notify status`."""
+    parts = urlsplit(url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    for secret in (tail, parts.path, parts.query):
+        if len(secret) > 1:  # "/" alone hides nothing and would mangle the text
+            text = text.replace(secret, "/[path hidden]")
+    return text
 
 
 # ---- slack ----------------------------------------------------------------------------------
@@ -229,6 +259,7 @@ def slack_body(delivery: Delivery) -> dict[str, Any]:
     def mrkdwn(text: str) -> str:  # Slack's three escapes
         return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
+    link = f"<{delivery.link}|open {i['ref']}>"
     details = "\n".join(
         line
         for line in (
@@ -253,7 +284,7 @@ def slack_body(delivery: Delivery) -> dict[str, Any]:
                 "elements": [
                     {
                         "type": "mrkdwn",
-                        "text": f"Harm began {i['started_at']} · <{delivery.link}|open {i['ref']}>",
+                        "text": f"{mrkdwn(delivery.began_line)} · {link}",
                     }
                 ],
             },

@@ -258,6 +258,7 @@ def notice_snapshot(incident: Incident, notice: Notice) -> dict[str, Any]:
             "hosts": list(incident.hosts),
             "fault": incident.fault,
             "started_at": iso(incident.started_at),
+            "harm_began_at": iso(incident.harm_began),  # null: opened on a risk, no harm yet
             "detected_at": iso(incident.detected_at),
             "resolved_at": iso(incident.resolved_at),
             "closed_at": iso(incident.closed_at),

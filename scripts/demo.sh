@@ -57,6 +57,10 @@ cleanup() {
         "$REC" lab down --dir "$LAB" || status=1
     fi
     echo "demo: lab directory kept for inspection: $LAB (recorder log: $LAB/recorder.log)"
+    # The incidents stay in the lab's store: readable after the demo, without the daemon.
+    if [ -f "$CONFIG" ]; then
+        echo "demo: its incidents, again: $REC incidents list --config $CONFIG"
+    fi
     exit "$status"
 }
 trap cleanup EXIT
@@ -172,4 +176,6 @@ if [ -t 0 ] && [ -t 1 ]; then
     say "the daemon and the lab are still up: ${base_url} (incidents), ${base_url}status"
     read -r -t 600 -p "press Enter to stop them (or wait 10 minutes) " _ || true
     echo
+else
+    say "not at a terminal: stopping the daemon and the lab now (at a terminal the demo waits for Enter, so the pages can be read)"
 fi

@@ -22,7 +22,9 @@ from probes.accesslog import (
     TimeCache,
     clients_with_5xx,
     compile_format,
+    duration_seconds,
     parse_chunk,
+    slow_mask,
     split_complete,
     times_with_5xx,
 )
@@ -427,3 +429,63 @@ def test_with_escape_none_a_backslash_is_only_a_backslash() -> None:
     assert parsed.malformed == 2 and parsed.clients == [] and parsed.own == 1
     with pytest.raises(LogFormatError, match="unknown log escape"):
         compile_format(None, "xml")
+
+
+TIMED = COMBINED + " $request_time"
+
+
+def test_request_time_is_read_when_the_format_has_it() -> None:
+    """The lab's format (combined, then $request_time): each line's duration, aligned with
+    its client after the malformed and the recorder's own lines are left out; a line cut
+    short before it is still a request, of unknown duration (never slow)."""
+    head = '10.0.0.{n} - - [23/Nov/2026:14:00:0{n} +0300] "GET / HTTP/1.1" {s} 9 "-" "{a}"'
+    lines = [
+        head.format(n=1, s=200, a="curl") + " 0.004",
+        head.format(n=2, s=200, a="curl") + " 3.012",
+        "garbage",
+        head.format(n=3, s=200, a="recorder/0.1.0") + " 9.000",
+        head.format(n=4, s=503, a="curl"),  # cut before the duration
+        head.format(n=5, s=200, a="curl") + " 1.000",  # not above a 1 s bar
+    ]
+    fmt = compile_format(TIMED)
+    assert fmt.duration_var == "request_time"
+    parsed = parse_chunk(fmt, build([line.encode() for line in lines]))
+    assert parsed.clients == [b"10.0.0.1", b"10.0.0.2", b"10.0.0.4", b"10.0.0.5"]
+    assert parsed.durations == [b"0.004", b"3.012", b"", b"1.000"]
+    assert slow_mask(parsed, 1.0) == [False, True, False, False]
+    # A block of 64 lines reads them as each alone does.
+    many = [(lines[i % 6]).encode() for i in range(200)]
+    whole = parse_chunk(fmt, build(many))
+    alone = [parse_chunk(fmt, b"\n" + line) for line in many]
+    assert whole.durations == [d for one in alone for d in one.durations or []]
+    # The same lines read as combined: the same requests, no durations.
+    plain = parse_chunk(compile_format(None), build([line.encode() for line in lines]))
+    assert plain.clients == parsed.clients and plain.durations is None
+    assert slow_mask(plain, 1.0) == [False] * 4
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        (b"0.004", 0.004),
+        (b"3", 3.0),
+        (b"1.002, 0.500", 1.502),  # two backends tried in turn
+        (b"0.5 : 0.25", 0.75),  # an internal redirect to another upstream
+        (b"-", None),
+        (b"", None),
+    ],
+)
+def test_duration_seconds(raw: bytes, seconds: float | None) -> None:
+    assert duration_seconds(raw) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_upstream_response_time_counts_when_request_time_is_absent() -> None:
+    fmt = compile_format('$remote_addr [$time_local] $status "$upstream_response_time"')
+    assert fmt.duration_var == "upstream_response_time"
+    line = b'10.0.0.1 [23/Nov/2026:14:00:00 +0300] 502 "0.700, 0.600"'
+    parsed = parse_chunk(fmt, b"\n" + line)
+    assert parsed.durations == [b"0.700, 0.600"] and slow_mask(parsed, 1.0) == [True]
+    both = compile_format(
+        "$remote_addr [$time_local] $status $upstream_response_time $request_time"
+    )
+    assert both.duration_var == "request_time"  # what the client waited, backends and all

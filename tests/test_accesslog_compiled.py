@@ -46,6 +46,10 @@ FORMATS = [
     # ... and after them, right after a time of no fixed width, after a repeated status
     "$remote_addr $status $msec$http_user_agent",
     '$remote_addr [$time_local] $status $status "$http_user_agent" $http_user_agent',
+    # how long the request took, after the user agent and ending the line (the lab's),
+    # and quoted before it, several backends' times in one value
+    COMBINED + " $request_time",
+    '$remote_addr [$time_local] $status "$upstream_response_time" "$http_user_agent" end',
     # JSON (escape=json): every value quoted, the client too
     '{"ip":"$remote_addr","t":"$time_iso8601","r":"$request","s":$status,"ua":"$http_user_agent"}',
 ]

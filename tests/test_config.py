@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -447,6 +448,32 @@ def test_config_check_reports_the_web_read_token_file(tmp_path: Path) -> None:
     assert check(config) == (0, ["ok"])
 
 
+def test_config_check_refuses_what_run_refuses_off_loopback(tmp_path: Path) -> None:
+    """A listen address off loopback without a read token: `recorder run` refuses to start
+    (daemon.read_access_refusal), so `config check` must not say ok."""
+    config = tmp_path / "recorder.yml"
+    for listen, web, expected in (
+        ("0.0.0.0:9468", None, 2),
+        ("10.0.0.5:9468", None, 2),
+        ("recorder.internal:9468", None, 2),
+        ("0.0.0.0:9468", {"read_token_file": str(tmp_path / "read-token")}, 0),
+        ("[::1]:9468", None, 0),
+        ("localhost:9468", None, 0),
+    ):
+        data: dict[str, Any] = {"listen": listen, "hosts": {"local": {"local": {}}}}
+        if web:
+            data["web"] = web
+        config.write_text(yaml.safe_dump(data))
+        code, lines = check(config, "--no-file-checks")
+        assert code == expected, (listen, lines)
+        if expected:
+            assert lines[1].startswith(
+                f"  listen: {listen} is not a loopback address and web.read_token_file is "
+                "not set: recorder run refuses to start"
+            ), lines
+            assert "listen on 127.0.0.1" in lines[1]
+
+
 def _notify_config(tmp_path: Path, key_mode: int) -> Path:
     key = tmp_path / "pd-key"
     key.write_text("R0UTINGKEY\n")
@@ -481,3 +508,23 @@ def test_notify_routes_choose_receivers_by_service_and_event() -> None:
     assert notify.receivers_for("web", "reopened") == []
     assert notify.receivers["chat"].rate_limit == 10
     assert notify.repeat_interval == 3600.0
+
+
+def test_error_rate_takes_the_http_probes_slow_unless_set() -> None:
+    """One bar for slow: the log's slow responses are those the check's http probe would
+    call slow, unless error_rate says otherwise."""
+    from probes import error_rate
+
+    base = {"hosts": {"a": {"local": {}}}}
+
+    def slow_of(probes: dict[str, object]) -> float:
+        config = parse_config({**base, "checks": [{"hosts": ["a"], "probes": probes}]})
+        rate = config.checks[0].probes["error_rate"]
+        assert isinstance(rate, error_rate.Config)
+        return rate.slow
+
+    assert slow_of({"http": {"url": "http://a/", "slow": "1s"}, "error_rate": {}}) == 1.0
+    assert slow_of({"http": {"url": "http://a/"}, "error_rate": {}}) == 2.0
+    assert slow_of({"error_rate": {}}) == 2.0
+    both = {"http": {"url": "http://a/", "slow": "1s"}, "error_rate": {"slow": "3s"}}
+    assert slow_of(both) == 3.0

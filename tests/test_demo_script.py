@@ -73,6 +73,15 @@ def test_demo_opens_an_incident_and_leaves_no_process(tmp_path: Path) -> None:
         assert "# Postmortem" in result.stdout or "Postmortem" in result.stdout
         left = processes_mentioning(str(lab))
         assert left == {}, f"the demo left processes running: {left}"
+        # Not at a terminal it says it stops at once, and how to read its incidents again;
+        # that command works with everything stopped.
+        assert "not at a terminal: stopping" in result.stdout, result.stdout[-3000:]
+        again = re.search(r"demo: its incidents, again: (.*)\n", result.stdout)
+        assert again, result.stdout[-3000:]
+        listed = subprocess.run(
+            again[1].split(), cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        )
+        assert f"INC-{incident[1]} " in listed.stdout, listed.stdout
     finally:
         # A failed run must not leak into the rest of the suite: stop what it left, by pid.
         for pid in processes_mentioning(str(lab)):

@@ -125,6 +125,9 @@ def test_lab_refusal_hints_run_as_printed(tmp_path: Path) -> None:
     assert hints, result.output
     for hint in hints:
         assert_runs(hint)
+        # `lab up` runs with --help here: the directory is what says it is the right lab
+        # (a bare `recorder lab up` starts one in ./lab).
+        assert shlex.split(hint)[-2:] == ["--dir", str(tmp_path / "nolab")], hint
 
 
 def test_missing_config_hint_runs_as_printed(lab: Lab) -> None:

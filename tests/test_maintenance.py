@@ -157,6 +157,9 @@ def test_maintenance_cli_start_list_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith("maintenance window 1: web on web-01 until ")
     assert "EAT: kernel upgrade" in result.output
+    # The list gives the same end, to the second: a window ending 03:22:58 listed as
+    # "03:22" reads as over a minute early.
+    until = result.output.split(" until ", 1)[1].split(": ", 1)[0]
     result = run(main, ["maintenance", "list", "--json", *args])
     windows = json.loads(result.output)
     assert [(w["id"], w["host"], w["source"]) for w in windows] == [
@@ -165,6 +168,7 @@ def test_maintenance_cli_start_list_end(tmp_path: Path) -> None:
     ]
     result = run(main, ["maintenance", "list", *args])
     assert "kernel upgrade" in result.output and "config" in result.output
+    assert until in result.output, (until, result.output)
     assert run(main, ["maintenance", "end", "1", *args]).exit_code == 0
     again = run(main, ["maintenance", "end", "1", *args])
     assert again.exit_code == 1 and "no maintenance window 1 is on or ahead" in again.output

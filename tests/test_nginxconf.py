@@ -176,3 +176,42 @@ def test_real_nginx_dump(tmp_path: Path) -> None:
     assert app.file == str(tmp_path / "enabled-lb")
     renamed = nginxconf.rename_files(dump.tree(), lambda p: p.replace(str(tmp_path), ""))
     assert {d.file for d in nginxconf.walk(renamed)} == {"/nginx.conf", "/enabled-lb"}
+
+
+SERVERS_DUMP = """\
+# configuration file /etc/nginx/nginx.conf:
+http {
+    access_log /var/log/nginx/access.log combined;
+    include /etc/nginx/sites-enabled/*;
+}
+
+# configuration file /etc/nginx/sites-enabled/api:
+server {
+    listen 127.0.0.1:8080 default_server;
+    server_name api.test;
+    location / { access_log /var/log/nginx/api.log; }
+}
+
+# configuration file /etc/nginx/sites-enabled/shop:
+server { listen 8080; server_name shop.test www.shop.test; }
+server { listen [::]:443 ssl; listen unix:/run/shop.sock; access_log off; }
+"""
+
+
+def test_which_server_serves_a_port_or_writes_a_log() -> None:
+    found = nginxconf.servers(parse_dump(SERVERS_DUMP).tree())
+    assert [(s.file, s.listens, s.logs) for s in found] == [
+        ("/etc/nginx/sites-enabled/api", ((8080, True),), ("/var/log/nginx/api.log",)),
+        ("/etc/nginx/sites-enabled/shop", ((8080, False),), ("/var/log/nginx/access.log",)),
+        ("/etc/nginx/sites-enabled/shop", ((443, False),), ()),
+    ]
+    # nginx's choice on a port: the server naming the host, else its default_server.
+    assert [s.line for s in nginxconf.serving_port(found, 8080, "www.shop.test")] == [1]
+    assert [s.names for s in nginxconf.serving_port(found, 8080, "other")] == [("api.test",)]
+    assert [s.line for s in nginxconf.serving_port(found, 443)] == [2]
+    assert nginxconf.serving_port(found, 80) == []
+    # The log a server writes: its own (a location's counts), else the http block's.
+    shop = nginxconf.writing_log(found, "/var/log/nginx/../nginx/access.log", lambda p: p)
+    assert [s.file for s in shop] == ["/etc/nginx/sites-enabled/shop"]
+    lab = nginxconf.writing_log(found, "/var/log/nginx/api.log", lambda p: "/lab" + p)
+    assert lab == []

@@ -23,7 +23,7 @@ from recorder.postmortem.close import close_incident
 from recorder.receivers import signature
 from recorder.store import Store, delivery_id
 from tests.fixtures import MISSING_SYMLINK, T0, Harness, lab_config
-from tests.notify_sink import Sink
+from tests.notify_sink import Sink, free_port
 from tests.test_close import CLOSED_AT, flags, recorded
 from tests.test_incidents import fill, small_fs  # noqa: F401 (small_fs: a fixture)
 
@@ -307,6 +307,31 @@ def test_notify_test_sends_now_and_says_when_refused(tmp_path: Path, sink: Sink)
     result = CliRunner().invoke(main, ["notify", "test", "nobody", "--config", str(config)])
     assert result.exit_code == 2
     assert "no receiver 'nobody' in the config (known: chat, hook, pager)" in result.output
+
+
+def test_a_refused_slack_url_is_not_shown_and_every_kind_says_who_sends(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """A Slack incoming-webhook URL is a secret (its path); requests quoted it in the error
+    that `notify test`, the log and `notify status` show."""
+    config = cli_config(tmp_path, sink.url)
+    data = yaml.safe_load(config.read_text())
+    url_file = tmp_path / "slack-url"
+    token = "T0SECRET/B0SECRET/XXXXSECRETTOKEN"
+    url_file.write_text(f"http://127.0.0.1:{free_port()}/services/{token}?x=QUERYSECRET\n")
+    url_file.chmod(0o600)
+    data["notify"]["receivers"]["dead"] = {"slack": {"url_file": str(url_file)}}
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["notify", "test", "dead", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "dead (slack) refused the test message: ConnectionError" in result.output
+    assert "SECRET" not in result.output and "/[path hidden]" in result.output, result.output
+    for receiver in ("chat", "pager"):
+        result = CliRunner().invoke(main, ["notify", "test", receiver, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+    agents = {r.path: r.headers["user-agent"] for r in sink.received}
+    assert set(agents) == {"/slack", "/pagerduty"}
+    assert all(a.startswith("nginx-recorder/") for a in agents.values()), agents
 
 
 def test_notify_status_lists_pending_and_failed(tmp_path: Path, sink: Sink) -> None:

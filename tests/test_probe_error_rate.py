@@ -474,6 +474,26 @@ def test_first_sight_without_history_has_no_baseline(root: Path) -> None:
     assert obs.details["baseline_rate"] is None and obs.details["baseline_from"] is None
 
 
+def test_an_idle_sites_baseline_is_no_baseline(root: Path) -> None:
+    """A site that was idle (its passing calls saw a request now and then) then serves its
+    first users with a backend failing: 5xx, not capacity. Before, the idle mean (here
+    0.07 req/s, and towards 0 the longer it idles) made any traffic "N times the
+    baseline" (2.3e35x on the lab) and the outage was ranked a capacity problem."""
+    for second in range(0, 120, 20):
+        append(root, line("10.0.0.1", 200, second))
+        assert run(root, window="30s").status == Status.OK
+    for _ in range(20):  # the daemon calls every interval, idle or not
+        assert run(root, window="30s").status == Status.OK
+    tail = _state[0].tail
+    assert tail is not None and tail.baseline_rate is not None
+    assert 0 < tail.baseline_rate < 10 / 30  # the learnt mean: under min_requests a window
+    rnd = random.Random(23)
+    append(root, traffic(rnd, range(120, 130), 10, 0.3))  # 10 req/s, 30% 500
+    obs = run(root, window="30s")
+    assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX, obs.summary
+    assert obs.details["baseline_rate"] is None and "the baseline" not in obs.summary
+
+
 def test_first_sight_of_ordinary_5xx_at_the_usual_rate_is_http_5xx(root: Path) -> None:
     rnd = random.Random(22)
     append(root, traffic(rnd, range(0, 600), 5, 0.0))
@@ -636,3 +656,34 @@ def test_log_escape_reads_backslash_escaped_quotes(root: Path) -> None:
         assert d["requests"] == requests and d["malformed_lines"] == 2 - requests
     with pytest.raises(ValueError, match="log_escape"):
         cfg(root, log_escape="xml")
+
+
+TIMED = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" $request_time'
+)
+
+
+def test_clients_with_a_slow_response_when_the_log_says_how_long(root: Path) -> None:
+    """With $request_time in the format, the window counts the clients that waited longer
+    than `slow`, and each second's sketch of them goes up with the facts; without it the
+    count is unknown (None), not zero."""
+    text = "".join(
+        line(f"10.0.0.{n}", 200, n % 3).rstrip("\n") + f" {took}\n"
+        for n, took in ((1, "0.004"), (2, "2.500"), (3, "0.010"), (2, "0.003"), (4, "1.001"))
+    )
+    append(root, text)
+    obs = run(root, log_format=TIMED, slow="1s")
+    harm = obs.facts.clients
+    assert harm is not None and (harm.clients, harm.slow, harm.slow_above) == (4, 2, 1.0)
+    slow = [s.slow for s in harm.seconds]
+    assert all(s is not None for s in slow)
+    assert sum(s.count() for s in slow if s is not None) == 2
+    assert "2 got a response slower than 1s" in obs.summary
+    forget_memory()
+    plain = error_rate.probe(
+        LocalHost("web-02", prefix=str(root)), cfg(root, state_dir=None), _state[0]
+    )
+    harm = plain.facts.clients
+    assert harm is not None and harm.clients == 4 and harm.slow is None
+    assert all(s.slow is None for s in harm.seconds)

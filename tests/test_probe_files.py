@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from probes import config, process, sites, upstreams
+from probes import config, error_rate, http, process, sites, upstreams
 from probes.base import Fault, Status
 from recorder.hosts.local import LocalHost
 from tests.conftest import free_port
@@ -174,3 +174,27 @@ def test_upstreams_broken_config_is_the_config_error(nginx: NginxHost) -> None: 
     assert "nginx -T refuses the configuration" in obs.summary
     assert "unexpected end of file" in obs.summary
     assert obs.details["errors"][0]["file"] == "/etc/nginx/sites-enabled/default"
+
+
+def test_failing_http_and_error_rate_name_the_site_file(nginx: NginxHost) -> None:  # noqa: F811
+    """What a task's {file} becomes: the file of the server block behind the URL's port,
+    and of the server blocks writing the log (here inherited from the http block)."""
+    host = nginx.host()
+    url = f"http://127.0.0.1:{nginx.port}/broken"
+    failing = http.probe(host, http.Config(url=url, headers={"User-Agent": "client"}))
+    assert failing.fault == Fault.HTTP_5XX
+    assert failing.facts.subjects.file == ("/etc/nginx/sites-enabled/default",)
+    assert failing.facts.subjects.url == url
+    for _ in range(20):  # a client's 502s in the log
+        http.probe(host, http.Config(url=url, headers={"User-Agent": "client"}))
+    time.sleep(0.2)  # nginx writes the last line just after its answer
+    rate = error_rate.probe(host, error_rate.Config(window=60))
+    assert rate.fault == Fault.HTTP_5XX
+    assert rate.facts.subjects.file == ("/etc/nginx/sites-enabled/default",)
+    # Another log, or a passing probe, names nothing (and runs no nginx -T).
+    assert http.probe(host, http.Config(url=url[: -len("broken")])).facts.subjects.file == ()
+    other = error_rate.Config(log="/var/log/nginx/other.log")
+    Path(nginx.real("/var/log/nginx/other.log")).write_bytes(
+        Path(nginx.real("/var/log/nginx/access.log")).read_bytes()
+    )
+    assert error_rate.probe(host, other).facts.subjects.file == ()

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recorder.systemd import Notifier
 
@@ -178,6 +179,22 @@ def test_the_install_command_in_the_unit_matches_the_readme() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_the_example_config_works_under_the_units_sandbox() -> None:
+    """The Quickstart copies docs/recorder.example.yml and starts this unit: every file the
+    example names must be outside what ProtectHome=yes hides (the default known_hosts,
+    ~/.ssh/known_hosts, is /root/.ssh under the unit: SSH probes could not verify a host)."""
+    from recorder.config import load_config, referenced_files
+
+    assert re.search(r"^ProtectHome=yes$", UNIT.read_text(), re.M)
+    example = ROOT / "docs" / "recorder.example.yml"
+    config = load_config(example)
+    assert any(host.ssh for host in config.hosts.values())
+    named = referenced_files(yaml.safe_load(example.read_text()))
+    assert named
+    for field_path, name, _secret, _may_be_missing in named:
+        assert not name.startswith(("~", "/root/", "/home/")), (field_path, name)
+
+
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify insists that ExecStart's binary exists: point it at this environment's.
     recorder = Path(sys.executable).parent / "recorder"

@@ -145,6 +145,32 @@ def test_incident_page_shows_summary_causes_timeline_axis_and_draft(site: Site) 
     assert f'href="/api/v1/incidents/{incident.id}"' in html
 
 
+def test_incident_page_commands_before_anyone_acted(tmp_path: Path) -> None:
+    """Right after detection no action of people's is recorded: the draft's gap for it is
+    filled with `recorder note`, which the page shows on its own line; the close command
+    holds only flags `recorder close` takes (it once showed note's `--kind`)."""
+    from recorder.cli import main
+
+    h = Harness(tmp_path)
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    incident = h.only_incident()
+    s = Site(h)
+    try:
+        html = s.get(f"/incidents/{incident.id}").text
+    finally:
+        s.server.close()
+    close = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
+    assert close, html
+    close_options = {o for p in main.commands["close"].params for o in p.opts}
+    flags = re.findall(r"--[a-z-]+", close.group(1))
+    assert flags and set(flags) <= close_options, close.group(1)
+    note = re.search(r'<pre class="command" id="note-command">([^<]*)</pre>', html)
+    assert note, html
+    assert note.group(1).startswith(f"recorder note {incident.id} --kind action ")
+
+
 def test_hostile_text_is_shown_as_text(site: Site) -> None:
     incident = site.h.only_incident()
     html = site.get(f"/incidents/{incident.id}").text
@@ -266,6 +292,40 @@ def test_postmortem_page_shows_the_final_document(site: Site) -> None:
     assert ROOT_CAUSE in page.text
     assert "FILL IN" not in page.text
     assert "Postmortem (final)" in site.get(f"/incidents/{incident.id}").text
+
+
+def test_close_command_asks_again_for_a_root_cause_given_too_short(tmp_path: Path) -> None:
+    """A close refused for a one-word root cause keeps the word for the next attempt, and
+    the draft then reads as if the cause were given; the page's command must still ask for
+    `--root-cause`, as `recorder close` itself will."""
+    h = Harness(tmp_path)
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(MISSING_SYMLINK)
+    for _ in range(8):
+        h.sweep({}, advance=2.0)
+    incident = h.only_incident()
+    refused = close_incident(
+        h.store,
+        h.config,
+        incident.id,
+        root_cause="symlink",
+        resolution=RESOLUTION,
+        misleading=["none"],
+        escalated_to="platform-team at 14:40",
+        tasks=["Enforce the sites-enabled symlink of example in the Ansible nginx role on lb-01"],
+        affected=None,
+        force=False,
+    )
+    assert not refused.ok and any("--root-cause" in g for g in refused.gaps), refused.gaps
+    s = Site(h)
+    try:
+        html = s.get(f"/incidents/{incident.id}").text
+    finally:
+        s.server.close()
+    close = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
+    assert close, html
+    assert "--root-cause ..." in close.group(1), close.group(1)
 
 
 def test_read_token_guards_everything_but_healthz(site: Site) -> None:

@@ -164,11 +164,18 @@ def server_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst through lb-01 (the 51 requests
+    # traffic-spike's limit_req lets pass at once) overflowed it, and each dropped SYN
+    # waited a second for its retry, so the app, not the lab's limits, set the latency.
+    request_queue_size = 128
+
+
 def serve(prog: str, args: argparse.Namespace, handler: type[BaseHTTPRequestHandler]) -> int:
     """Bind, detach when asked (after binding, so the port answers once `up` returns), and
     serve until stopped; the exit code."""
     try:
-        server = ThreadingHTTPServer((args.bind, args.port), handler)
+        server = _Server((args.bind, args.port), handler)
     except OSError as exc:
         print(f"{prog}: cannot listen on {args.bind}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ import click
 
 from recorder.lab.core import BACKENDS, Lab
 from recorder.lab.faults import FAULTS
-from recorder.lab.state import LabError
+from recorder.lab.state import LabError, lab_command
 from recorder.lab.traffic import run_traffic
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,7 +98,7 @@ def status_cmd(directory: str, as_json: bool) -> None:
         _fail(str(exc), exc.code)
     if not status["hosts"]:
         # Nothing to report on is an error, as for break/fix/traffic on a missing lab.
-        _fail(f"no lab in {status['dir']} (run `recorder lab up` first)", 2)
+        _fail(f"no lab in {status['dir']} (run `{lab_command('up', status['dir'])}` first)", 2)
     if as_json:
         _json(status)
         return

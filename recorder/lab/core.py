@@ -40,6 +40,7 @@ from recorder.lab.state import (
     LOCK_FILE,
     STATE_FILE,
     LabError,
+    lab_command,
     load_state,
     locked,
     now_iso,
@@ -174,13 +175,14 @@ class Lab:
     def state(self) -> dict[str, Any]:
         state = load_state(self.dir)
         if state is None:
-            raise LabError(f"no lab in {self.dir} (run `recorder lab up` first)", 2)
+            raise LabError(f"no lab in {self.dir} (run `{lab_command('up', self.dir)}` first)", 2)
         return state
 
     def _up_state(self) -> dict[str, Any]:
         state = self.state()
         if not state.get("up"):
-            raise LabError(f"the lab in {self.dir} is not up (run `recorder lab up`)", 2)
+            up = lab_command("up", self.dir, state.get("backend", "local"))
+            raise LabError(f"the lab in {self.dir} is not up (run `{up}`)", 2)
         return state
 
     @property
@@ -233,7 +235,10 @@ class Lab:
         with locked(self.dir):
             old = load_state(self.dir)
             if old is not None and old.get("up"):
-                raise LabError(f"a lab is already up in {self.dir} (`recorder lab down` first)", 1)
+                raise LabError(
+                    f"a lab is already up in {self.dir} (`{lab_command('down', self.dir)}` first)",
+                    1,
+                )
             name = self._backend_name or "local"
             backend = self._backend(name)
             prepare_lab_dir(self.dir)

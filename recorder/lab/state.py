@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import signal
 import time
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,16 @@ from typing import Any
 STATE_FILE = "lab.json"
 LOCK_FILE = ".lab.lock"
 STATE_VERSION = 1
+
+
+def lab_command(action: str, directory: str | os.PathLike[str], backend: str = "local") -> str:
+    """The `recorder lab ACTION` a refusal tells a person to run, naming the lab's
+    directory: a bare `recorder lab up` would start a lab in ./lab (or
+    $RECORDER_LAB_DIR), not the one the command was about."""
+    words = ["recorder", "lab", action, "--dir", str(Path(directory).absolute())]
+    if action == "up" and backend != "local":
+        words += ["--backend", backend]
+    return shlex.join(words)
 
 
 class LabError(Exception):

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from probes.accesslog import COMBINED
 from recorder.config import NOTIFY_EVENTS
 
 SITE = "example"
@@ -38,6 +39,17 @@ ACCESS_LOG = "/var/log/nginx/access.log"
 ERROR_LOG = "/var/log/nginx/error.log"
 APP_FAULTS = "/var/lib/lab-app/faults.json"
 BACKUP_DIR = "/var/lib/lab/backup"  # where faults keep what they moved aside
+
+# The lab's access log format: combined, then how long each request took, so the log
+# shows which clients got slow responses (the affected share of slow-backend). Tools that
+# read combined still read these lines: the reader stops after the user agent.
+LOG_FORMAT_NAME = "timed"
+LOG_FORMAT = COMBINED + " $request_time"
+
+# Slower than this is slow in the lab (the http probe's `slow`, which the error_rate probe
+# takes too): its pages answer in milliseconds, so a second is already slow for them, and
+# the lower bar lets slow-backend be seen a second sooner than at the default 2s.
+SLOW_SECONDS = 1.0
 
 # Capacity of lb-01: requests per second and the burst above it before 503s. Normal lab
 # traffic stays well below; `traffic-spike` goes well above.
@@ -108,7 +120,8 @@ events {{
 
 http {{
     default_type text/plain;
-    access_log {p(ACCESS_LOG)} combined;
+    log_format {LOG_FORMAT_NAME} '{LOG_FORMAT}';
+    access_log {p(ACCESS_LOG)} {LOG_FORMAT_NAME};
     keepalive_timeout 5s;
     client_body_temp_path {p("/var/lib/nginx/body")};
     proxy_temp_path {p("/var/lib/nginx/proxy")};
@@ -213,13 +226,18 @@ def recorder_config(
     checks: list[dict[str, Any]] = []
     for name in HOSTS:
         probes: dict[str, Any] = {
-            # The lab's pages answer in milliseconds: a second is already slow for them,
-            # and the lower bar lets slow-backend be seen a second sooner than at 2s.
-            "http": {"url": urls[name], "slow": "1s"},
+            "http": {"url": urls[name], "slow": f"{SLOW_SECONDS:g}s"},
             "sites": {"expect_enabled": [SITE]},
             "config": {},
             "process": {"pid_file": PID_FILE},
-            "error_rate": {"log": ACCESS_LOG, "window": "30s", "threshold": 0.05},
+            # The log says how long each request took; a response slower than the http
+            # probe's `slow` counts its client as affected by slow-backend.
+            "error_rate": {
+                "log": ACCESS_LOG,
+                "log_format": LOG_FORMAT,
+                "window": "30s",
+                "threshold": 0.05,
+            },
         }
         if ROLES[name] == "lb":
             probes["upstreams"] = {}

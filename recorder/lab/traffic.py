@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from recorder.lab.state import LabError, load_state
+from recorder.lab.state import LabError, lab_command, load_state
+from recorder.lab.templates import SLOW_SECONDS
 
 CLIENT_BASE = "127.100.0.0"  # ordinary users: 127.100.0.1, 127.100.0.2, ...
 SPIKE_BASE = "127.200.0.0"  # the burst of traffic-spike, told apart in the logs
@@ -146,26 +147,37 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def summarize(
-    results: list[Result], *, url: str, rps: float, started: datetime, ended: datetime
+    results: list[Result],
+    *,
+    url: str,
+    rps: float,
+    started: datetime,
+    ended: datetime,
+    slow: float = SLOW_SECONDS,
 ) -> dict[str, Any]:
     """The report: totals, status classes, and per-client outcomes.
 
     clients_with_5xx counts clients that got at least one 5xx; clients_affected also
     counts those that got no answer at all (refused, reset, timeout), which no access log
-    can show; affected_ratio is clients_affected / clients.
+    can show; affected_ratio is clients_affected / clients. clients_slow counts those that
+    got at least one answer after more than `slow` seconds (the lab's bar for slow: the
+    truth of slow-backend's affected share).
     """
     per_client: dict[str, dict[str, int]] = {}
     for r in results:
         entry = per_client.setdefault(
-            r.client, {"requests": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "error": 0}
+            r.client,
+            {"requests": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "error": 0, "slow": 0},
         )
         entry["requests"] += 1
         entry[_class(r)] += 1
+        entry["slow"] += r.status is not None and r.latency > slow
     classes = Counter(_class(r) for r in results)
     with_5xx = sum(1 for c in per_client.values() if c["5xx"])
     with_errors = sum(1 for c in per_client.values() if c["error"])
     affected = sum(1 for c in per_client.values() if c["5xx"] or c["error"])
     n_clients = len(per_client)
+    with_slow = sum(1 for c in per_client.values() if c["slow"])
     duration = max((ended - started).total_seconds(), 1e-6)
     latencies = sorted(r.latency for r in results if r.status is not None)
     return {
@@ -187,6 +199,9 @@ def summarize(
         "clients_affected": affected,
         "clients_with_5xx_ratio": round(with_5xx / n_clients, 4) if n_clients else 0.0,
         "affected_ratio": round(affected / n_clients, 4) if n_clients else 0.0,
+        "slow_above": slow,
+        "clients_slow": with_slow,
+        "clients_slow_ratio": round(with_slow / n_clients, 4) if n_clients else 0.0,
         "latency_seconds": {
             "p50": _percentile(latencies, 0.5),
             "p95": _percentile(latencies, 0.95),
@@ -235,9 +250,10 @@ def run_traffic(
     """Traffic to the lab's load balancer (lb-01), from `clients` loopback addresses."""
     state = load_state(Path(lab_dir).absolute())
     if state is None:
-        raise LabError(f"no lab in {lab_dir} (run `recorder lab up` first)", 2)
+        raise LabError(f"no lab in {lab_dir} (run `{lab_command('up', lab_dir)}` first)", 2)
     if not state.get("up"):
-        raise LabError(f"the lab in {lab_dir} is not up (run `recorder lab up`)", 2)
+        up = lab_command("up", lab_dir, state.get("backend", "local"))
+        raise LabError(f"the lab in {lab_dir} is not up (run `{up}`)", 2)
     url = state["hosts"]["lb-01"]["url"]
     return traffic_to(url, clients, rps, seconds, base=base, timeout=timeout)
 

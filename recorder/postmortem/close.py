@@ -231,7 +231,7 @@ def fill_hint(gap: str, text: str, section_tasks: Sequence[str] = ()) -> str:
     return _EDIT
 
 
-def _short_flags(merged: Mapping[str, Any]) -> list[str]:
+def short_flags(merged: Mapping[str, Any]) -> list[str]:
     """The root cause and resolution people gave, each held to the standard's length on
     its own: in the rendered section the recorder's candidate and evidence stand beside
     them, so lint's count of the section passed a one-word `--root-cause`."""
@@ -325,7 +325,7 @@ def close_incident(
     gaps = _gaps(text, str(path))
     if edited_text is None:
         gaps = (
-            _short_flags(merged)
+            short_flags(merged)
             + gaps
             + [
                 f"{MEASURES}: --task {one_line(t)!r} is too vague to act on (name an action and "

@@ -33,6 +33,7 @@ from recorder.config import Config
 from recorder.fillin import PLACEHOLDER_MARK, fill_in
 from recorder.formats import POSTMORTEM_FORMATS
 from recorder.model import (
+    Affected,
     Cause,
     EntryKind,
     Incident,
@@ -498,6 +499,18 @@ def _timeline(
     return items, observed
 
 
+def _began(incident: Incident, zone: ZoneInfo) -> str:
+    """What began at `started_at`: harm, or for an incident opened on a risk (nginx -t
+    fails while the running nginx serves its last good configuration) the risk, and the
+    harm a later check measured, if any. Detection is timed from it either way."""
+    if not incident.opened_on_risk:
+        return "harm began"
+    harm = incident.harm_began
+    if harm is None:
+        return "the risk began (no failed user requests measured)"
+    return f"the risk began; user harm began {local_time(harm, zone)}"
+
+
 def _mermaid(incident: Incident, zone: ZoneInfo) -> list[str]:
     """A Mermaid gantt of the incident: harm, detection delay, response, deploys."""
 
@@ -520,7 +533,7 @@ def _mermaid(incident: Incident, zone: ZoneInfo) -> list[str]:
         "dateFormat YYYY-MM-DD HH:mm:ss",
         "axisFormat %H:%M" if len(days) == 1 else "axisFormat %m-%d %H:%M",
         "section Users",
-        f"Harm{suffix} :crit, harm, {at(start)}, {at(max(start, end))}",
+        *_user_bars(incident, start, end, suffix, at),
         "section Recorder",
         f"Until detection :done, wait, {at(start)}, {at(max(start, detected))}",
         f"Detected :milestone, detected, {at(detected)}, 0m",
@@ -536,6 +549,23 @@ def _mermaid(incident: Incident, zone: ZoneInfo) -> list[str]:
     if not still_open:
         lines.append(f"Resolved :milestone, resolved, {at(end)}, 0m")
     return lines
+
+
+def _user_bars(
+    incident: Incident, start: datetime, end: datetime, suffix: str, at: Callable[[datetime], str]
+) -> list[str]:
+    """The gantt's users section: harm; for an incident opened on a risk, the risk until
+    measured harm began (all of it when none was)."""
+    if not incident.opened_on_risk:
+        return [f"Harm{suffix} :crit, harm, {at(start)}, {at(max(start, end))}"]
+    harm = incident.harm_began
+    if harm is None:
+        name = f"Risk (no user harm measured){suffix}"
+        return [f"{name} :active, risk, {at(start)}, {at(max(start, end))}"]
+    return [
+        f"Risk :active, risk, {at(start)}, {at(max(start, harm))}",
+        f"Harm{suffix} :crit, harm, {at(harm)}, {at(max(harm, end))}",
+    ]
 
 
 def _background(runbook: Runbook) -> list[dict[str, Any]]:
@@ -603,6 +633,9 @@ def draft_context(
         affected_text = str(_given(said, "affected"))
     elif affected.ratio is None:
         affected_text = fill_in("the share of users affected, as a percentage")
+        if affected.method != Affected().method:
+            # Measured, and the measure could not say (a log without request times).
+            affected_text += f" (the recorder could not measure it: {affected.evidence})"
     else:
         affected_text = (
             f"{percent(affected.ratio)} of users (method `{affected.method}`): {affected.evidence}"
@@ -624,7 +657,7 @@ def draft_context(
         "start": local_time(start, zone),
         "end": local_time(resolved, zone) if resolved else fill_in("end time"),
         "detected": f"{local_time(detected, zone)}, {how}, "
-        f"{duration_words(detected - start)} after harm began",
+        f"{duration_words(detected - start)} after {_began(incident, zone)}",
         "service": f"{incident.service} (hosts involved: {', '.join(incident.hosts)})"
         if incident.hosts
         else incident.service,

@@ -11,7 +11,6 @@ page reads completely without JavaScript, and the CSP (api.py) forbids it.
 from __future__ import annotations
 
 import functools
-import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,7 @@ from markupsafe import Markup
 from recorder.config import Config
 from recorder.history import Availability, History
 from recorder.model import Incident, IncidentStatus, duration_words, local_time, utcnow
-from recorder.postmortem.close import document_tasks, fill_hint, final_path
+from recorder.postmortem.close import document_tasks, fill_hint, final_path, short_flags
 from recorder.postmortem.draft import DraftError, percent, render_draft
 from recorder.postmortem.lint import lint_text
 from recorder.resources import data_path
@@ -190,26 +189,35 @@ def _entry(row: TimelineRow, config: Config) -> Entry:
     )
 
 
-_FLAG = re.compile(r"--[a-z][a-z-]*")
-
-
-def close_command(incident: Incident, draft_text: str) -> str:
-    """The command that finishes the postmortem: one flag for each gap the draft still has,
-    as `recorder close` itself would name it (close.fill_hint)."""
+def close_command(incident: Incident, draft_text: str) -> tuple[str, str]:
+    """The commands that finish the postmortem: `recorder close` with one flag for each gap
+    the draft still has, as `recorder close` itself would name it (close.fill_hint), and,
+    when no action of people's is recorded yet, the `recorder note` that records one
+    (close has no flag for it: naming its `--kind` in the close command made a command
+    close refuses). A root cause or resolution kept from a refused close is asked for
+    again when too short: the draft reads as if it were given, `close` refuses it."""
     tasks = document_tasks(draft_text)
     flags: list[str] = []
-    for gap in lint_text(draft_text, "draft"):
-        hint = fill_hint(f"{gap.section}: {gap.message}", draft_text, tasks)
-        first = _FLAG.search(hint)
-        if first and first.group() not in flags:
-            flags.append(first.group())
+    note = ""
+    gaps = short_flags(incident.postmortem)
+    gaps += [f"{gap.section}: {gap.message}" for gap in lint_text(draft_text, "draft")]
+    for gap in gaps:
+        hint = fill_hint(gap, draft_text, tasks)
+        # A hint is one flag, or alternatives: "`recorder note ID ...` or --escalated-to".
+        for option in hint.split(" or "):
+            if option.startswith("`recorder note"):
+                note = f"recorder note {incident.id} --kind action {shlex.quote('...')}"
+            elif option.startswith("--"):
+                if option not in flags:
+                    flags.append(option)
+                break
     # What no flag fills (an end time while it is still open, a section rewritten by
     # hand) is done in the editor: --edit last, after the flags it starts from.
     words = [f"recorder close {incident.id}"]
     words += [f"{flag} {shlex.quote('...')}" for flag in flags if flag != "--edit"]
     if "--edit" in flags:
         words.append("--edit")
-    return " ".join(words)
+    return " ".join(words), note
 
 
 def final_document(incident: Incident, config: Config) -> str | None:
@@ -228,7 +236,7 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
     zone = config.zone
     final = final_document(incident, config)
     draft: Markup | None = None
-    draft_error = command = ""
+    draft_error = command = note_command = ""
     if final is None and incident.status != IncidentStatus.CLOSED:
         try:
             text = render_draft(incident, config, "md", overrides=incident.postmortem)
@@ -236,7 +244,7 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
             draft_error = str(exc)
         else:
             draft = to_html(text)
-            command = close_command(incident, text)
+            command, note_command = close_command(incident, text)
     return _page(
         "incident.html.j2",
         config,
@@ -246,6 +254,14 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
         started=local_time(incident.started_at, zone),
         detected=local_time(incident.detected_at, zone),
         delay=duration_words(incident.detected_at - incident.started_at),
+        # Opened on a risk (nginx -t fails, the old configuration still serves): no harm
+        # is claimed unless a check measured it.
+        began="the risk began" if incident.opened_on_risk else "harm began",
+        harm_began=(
+            (local_time(incident.harm_began, zone) if incident.harm_began else "none measured")
+            if incident.opened_on_risk
+            else ""
+        ),
         resolved=local_time(incident.resolved_at, zone) if incident.resolved_at else "",
         closed=local_time(incident.closed_at, zone) if incident.closed_at else "",
         signals=signal_lines(incident),
@@ -257,6 +273,7 @@ def incident_page(incident: Incident, config: Config, now: datetime | None = Non
         draft_error=draft_error,
         final=to_html(final) if final is not None else None,
         close_command=command,
+        note_command=note_command,
         is_closed=incident.status == IncidentStatus.CLOSED,
     )
 

@@ -1,0 +1,130 @@
+"""A configuration that fails `nginx -t` is a risk, not harm, until a check measures harm.
+
+From the real lab, through the engine's parts (as tests/test_draft_lab.py): the running
+nginx keeps serving its last good configuration, so the incident (real: the next reload or
+restart fails) must not say users were hurt: "Risk began", 0% affected with "no failed
+user requests measured", in the timeline, the draft and the notification. When a later
+check does measure harm (nginx stopped, and it cannot start again on that file), harm
+begins at that moment.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from recorder.config import Config, load_config
+from recorder.detector import Detector
+from recorder.incidents import NO_HARM_METHOD, IncidentBook
+from recorder.lab.core import Lab
+from recorder.model import EntryKind, Incident, Notice
+from recorder.postmortem.draft import render_draft
+from recorder.receivers import Delivery
+from recorder.scheduler import sweep
+from recorder.store import Store, notice_snapshot
+from tests.test_draft_lab import feed
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("risklab") / "lab")
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+def stored(store: Store) -> Incident:
+    (listed,) = store.list()
+    incident = store.get(listed.id)
+    assert incident is not None
+    return incident
+
+
+def began_line(incident: Incident) -> str:
+    notice = Notice("opened", "opened", incident.detected_at, [])
+    return Delivery("d", "r", "opened", notice_snapshot(incident, notice), "http://x/").began_line
+
+
+def broken(lab: Lab, state: Path) -> tuple[Config, Store, IncidentBook, Detector]:
+    """The engine's parts over a healthy sweep, then config-syntax broken in the lab."""
+    config = load_config(str(lab.config_path))
+    store = Store(state)
+    book, detector = IncidentBook(config, store), Detector()
+    feed(book, detector, sweep(config))
+    lab.break_("config-syntax")
+    return config, store, book, detector
+
+
+def test_a_config_that_fails_nginx_t_is_a_risk_not_harm(lab: Lab, tmp_path: Path) -> None:
+    config, store, book, detector = broken(lab, tmp_path / "state")
+    try:
+        observations = sweep(config)
+        served = [o for o in observations if o.probe == "http" and o.host == "lb-01"]
+        assert served and served[0].status == "ok", served  # users are still served
+        feed(book, detector, observations)
+        feed(book, detector, sweep(config))
+    finally:
+        lab.fix()
+    feed(book, detector, sweep(config))
+    incident = stored(store)
+    store.close()
+    assert incident.status == "resolved" and incident.fault == "config-syntax"
+    assert incident.opened_on_risk and incident.harm_began is None
+    assert incident.to_json()["harm_began_at"] is None
+    texts = [e.text for e in incident.timeline]
+    assert not [t for t in texts if "Harm began" in t or "of harm" in t], texts
+    assert not [e for e in incident.timeline if e.kind == EntryKind.IMPACT_START]
+    assert [t for t in texts if t.startswith("Risk began: nginx -t failed")], texts
+    assert incident.affected.ratio == 0.0 and incident.affected.method == NO_HARM_METHOD
+    assert incident.affected.evidence.startswith("no failed user requests measured")
+    text = render_draft(incident, config)
+    assert "Harm began" not in text and "after harm began" not in text
+    assert "after the risk began (no failed user requests measured)" in text
+    assert "0% of users (method `no-harm-measured`)" in text
+    assert "Risk (no user harm measured) :active" in text and ":crit, harm" not in text
+    assert began_line(incident).startswith("Risk began ")
+    assert began_line(incident).endswith("(no failed user requests measured)")
+
+
+def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path) -> None:
+    """nginx stopped while its configuration is broken cannot start again: the entry
+    point answers no one, and that is when harm began."""
+    config, store, book, detector = broken(lab, tmp_path / "state")
+    try:
+        feed(book, detector, sweep(config))
+        (opened,) = book.open_incidents()
+        assert opened.opened_on_risk and opened.harm_began is None
+        lab.break_("nginx-down", host="lb-01")
+        down = sweep(config)
+        feed(book, detector, down)
+        feed(book, detector, sweep(config))
+    finally:
+        lab.fix("config-syntax")
+        lab.fix()
+    feed(book, detector, sweep(config))
+    incident = stored(store)
+    store.close()
+    assert incident.status == "resolved", incident.to_json()
+    failed = [o for o in down if o.host == "lb-01" and o.fault in ("nginx-down", "port-closed")]
+    assert failed, [(o.host, o.probe, o.status, o.fault) for o in down]
+    harm = incident.harm_began
+    assert harm is not None and incident.started_at < harm
+    assert harm <= min(o.at for o in failed) + timedelta(seconds=1)
+    starts = [e for e in incident.timeline if e.kind == EntryKind.IMPACT_START]
+    assert len(starts) == 1 and starts[0].at == harm and starts[0].text.startswith("Harm began:")
+    assert incident.affected.ratio == 1.0, incident.affected
+    text = render_draft(incident, config)
+    assert re.search(r"after the risk began; user harm began \d{4}-\d\d-\d\d", text), text
+    assert "Risk :active, risk" in text and "Harm :crit, harm" in text
+    assert began_line(incident).startswith("Risk began ") and ", harm began " in began_line(
+        incident
+    )
