@@ -620,7 +620,7 @@ class IncidentBook:
         )
         # The fault it was opened with: recorder_incidents_opened_total counts by it, so a
         # later re-ranking never moves the count between faults (a false counter reset).
-        incident.data["opened_fault"] = incident.fault
+        incident.opened_fault = incident.fault
         item = _Open(incident=incident)
         self._open[service] = item
         zone = self.config.zone
@@ -628,7 +628,7 @@ class IncidentBook:
         began = "risk began" if risk else "harm began"
         if risk:
             # Nothing failed for users: say what is at stake, and measure no harm yet.
-            incident.data["risk"] = True
+            incident.opened_on_risk = True
             incident.affected = Affected(0.0, NO_HARM_METHOD, NO_HARM_EVIDENCE)
             item.add(
                 started,
@@ -668,7 +668,7 @@ class IncidentBook:
         if window is not None:
             # Planned work: recorded like any incident, announced to nobody while the
             # window lasts (see tick()).
-            incident.data["planned"] = True
+            incident.planned = True
             item.add(
                 now,
                 EntryKind.MAINTENANCE,
@@ -697,7 +697,7 @@ class IncidentBook:
             return
         if obs.fault is None or obs.fault in RISK_ONLY:
             return
-        incident.data["harm_began"] = iso(at)
+        incident.harm_began = at
         item.add(at, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start")
 
     def _on_unreachable(self, sig: Signal) -> None:

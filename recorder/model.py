@@ -389,6 +389,10 @@ class Incident:
         when a later check measured it (nginx restarted and down, errors in the log)."""
         return bool(self.data.get("risk", False))
 
+    @opened_on_risk.setter
+    def opened_on_risk(self, value: bool) -> None:
+        self.data["risk"] = value
+
     @property
     def harm_began(self) -> datetime | None:
         """When users were first hurt by what the recorder measured: `started_at`, or for
@@ -396,8 +400,11 @@ class Incident:
         was: no failed user request is known)."""
         if not self.opened_on_risk:
             return self.started_at
-        began = self.data.get("harm_began")
-        return parse_iso(began) if isinstance(began, str) else None
+        return _time(self.data.get("harm_began"))
+
+    @harm_began.setter
+    def harm_began(self, value: datetime) -> None:
+        self.data["harm_began"] = iso(value)
 
     @property
     def status_label(self) -> str:

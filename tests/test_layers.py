@@ -5,6 +5,7 @@ facts (probes/facts.py)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.fixtures import parse_source
@@ -186,20 +187,58 @@ def _signal_key_reads(path: Path) -> list[str]:
     return _key_reads(path, parse_source(path), ("signals", "state"), set(), attribute=False)
 
 
-def test_signals_are_read_as_records_above_the_store() -> None:
-    paths = [p for p in sorted(RECORDER.rglob("*.py")) if p.name not in SIGNAL_ROWS]
+# An incident's bookkeeping in its JSON column (`Incident.data`) is read and written
+# through the model's named properties (planned, seen_terms, top_fault, ...), which only
+# model.py defines; the store moves the column, and old signals out of it, as a whole.
+DATA_KEEPERS = ("model.py", "store.py")
+
+
+def _data_key_reads(path: Path) -> list[str]:
+    """`x.data["k"]`, `x.data.get(...)`, `.setdefault(...)`, `.pop(...)` in `path`."""
+    found = []
+    for node in ast.walk(parse_source(path)):
+        target = (
+            node.value
+            if isinstance(node, ast.Subscript)
+            else node.func.value
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault")
+            else None
+        )
+        if isinstance(target, ast.Attribute) and target.attr == "data":
+            found.append(f"{path.name}:{getattr(node, 'lineno', '?')}")
+    return found
+
+
+def _reads_above(keepers: tuple[str, ...], find: Callable[[Path], list[str]]) -> list[str]:
+    paths = [p for p in sorted(RECORDER.rglob("*.py")) if p.name not in keepers]
     assert RECORDER / "incidents.py" in paths and RECORDER / "show.py" in paths
-    reads = [r for path in paths for r in _signal_key_reads(path)]
+    return [r for path in paths for r in find(path)]
+
+
+def test_signals_are_read_as_records_above_the_store() -> None:
+    reads = _reads_above(SIGNAL_ROWS, _signal_key_reads)
     assert reads == [], "read the SignalRecord's fields (sig.firing, sig.state), not its JSON"
 
 
-def test_the_signal_check_sees_a_string_key(tmp_path: Path) -> None:
+def test_incident_bookkeeping_is_read_by_name() -> None:
+    reads = _reads_above(DATA_KEEPERS, _data_key_reads)
+    assert reads == [], "add a named property on recorder.model.Incident"
+
+
+def test_the_signal_and_bookkeeping_checks_see_a_key(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "def f(incident, sig):\n"
+        "def f(incident, sig, data):\n"
         "    a = incident.data.get('signals', {})\n"
-        "    b = sig['state'] == 'firing'\n"
-        "    incident.data.setdefault('signals', {})\n"
-        "    return a, b, sig.state, sig.get('state')\n"
+        "    b = sig['state'] == 'firing' or data.get('x') or data['y']\n"
+        "    incident.data['planned'] = sig.get('state')\n"
+        "    return a, b, sig.state, incident.data.setdefault('ruled_out', [])\n"
     )
-    assert len(_signal_key_reads(sample)) == 4
+    assert sorted(Path(r).name for r in _signal_key_reads(sample)) == [
+        "sample.py:2",
+        "sample.py:3",
+        "sample.py:4",
+    ]
+    assert sorted(_data_key_reads(sample)) == ["sample.py:2", "sample.py:4", "sample.py:5"]
