@@ -132,6 +132,16 @@ class Config(BaseModel):
     slow: Duration = 2.0
     state_dir: str | None = None  # set by the engine: where offsets survive restarts
     max_catchup: int = Field(32 << 20, ge=1 << 20)  # bytes read per call at most
+    # nginx's command line for naming the file of the server blocks writing the log
+    # (`nginx -T`); unset, the recorder's config takes the check's config probe's.
+    nginx: str = "nginx"
+    conf: str = "/etc/nginx/nginx.conf"
+    prefix: str | None = None
+    # Read before that lookup: no pid in it, nginx is down (the process probe says so),
+    # and `nginx -T` would leave an empty pid file behind (nginx creates it to test it
+    # can), which the process probe, reading it at the same moment, would report as
+    # "holds no pid" instead of a missing one. The process probe's pid_file.
+    pid_file: str = "/run/nginx.pid"
 
     @field_validator("log_format")
     @classmethod
@@ -657,9 +667,26 @@ def _check(host: Host, config: Config, state: LogState) -> Observation:
             host, NAME, HostUnreachable(f"a previous read of {config.log} is still running")
         )
     try:
-        return _locked_check(host, config, fmt, state)
+        obs = _locked_check(host, config, fmt, state)
     finally:
         state.lock.release()
+    if obs.status is not Status.FAIL or not _nginx_running(host, config.pid_file):
+        return obs
+    # The file of the server blocks writing this log: where a task says to change the log
+    # format or add a limit. Only on a failure (it runs nginx -T, cached and bounded
+    # short), and outside the log's lock: the next call never waits on it.
+    files = serving_files(
+        host, log=config.log, nginx=config.nginx, conf=config.conf, prefix=config.prefix
+    )
+    return replace(obs, facts=replace(obs.facts, subjects=Subjects(file=files)))
+
+
+def _nginx_running(host: Host, pid_file: str) -> bool:
+    """Whether the pid file names a pid (nginx likely up); cheap: one small read."""
+    try:
+        return host.read_text(pid_file, limit=64).strip().isdigit()
+    except (HostUnreachable, OSError):
+        return False
 
 
 def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -> Observation:
@@ -774,9 +801,6 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
             details=details,
             facts=facts,
         )
-    # The file of the server blocks writing this log: where a task says to change the log
-    # format or add a limit (only on a failure: it runs nginx -T).
-    facts = replace(facts, subjects=Subjects(file=serving_files(host, log=config.log)))
     if capacity:
         assert baseline is not None
         summary += (

@@ -63,6 +63,11 @@ class Config(BaseModel):
     slow: Duration = 2.0  # slower than this is `slow-responses`
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
+    # nginx's command line for naming the file of the server block behind a failing URL
+    # (`nginx -T`); unset, the recorder's config takes the check's config probe's.
+    nginx: str = "nginx"
+    conf: str = "/etc/nginx/nginx.conf"
+    prefix: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -126,7 +131,14 @@ def _check(host: Host, config: Config) -> Observation:
         except ValueError:
             port = None
         files = (
-            serving_files(host, port=port, name=parts.hostname or "")
+            serving_files(
+                host,
+                port=port,
+                name=parts.hostname or "",
+                nginx=config.nginx,
+                conf=config.conf,
+                prefix=config.prefix,
+            )
             if port and fault is not Fault.PORT_CLOSED
             else ()
         )

@@ -12,6 +12,8 @@ nginx writes its complaints in two shapes, depending on whether its error log wa
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any
 
 from probes import nginxconf
@@ -122,24 +124,78 @@ def read_tree(
     return nginxconf.rename_files(dump.tree(), lambda p: to_host_path(root, p))
 
 
+# `nginx -T` for a failing observation's `file` is best-effort evidence: bounded short, so
+# an overloaded host or a slow SSH link costs the observation at most this long (it then
+# goes out without the file), never the 10 s a probe of the configuration itself allows.
+LOOKUP_TIMEOUT = 2.0
+# How long one lookup's answer (or its failure) stands. A time-to-live rather than a key
+# of the config files' mtimes: those would take a stat per included file over the
+# host's transport on every failing observation (several SSH round trips on the host
+# that is struggling), where this takes none; the cost of a stale answer is a file name
+# up to a minute old after an edit moved a server block. A failure is kept as long, so a
+# host whose `nginx -T` hangs is not asked again every interval.
+TREE_TTL = 60.0
+
+_Key = tuple[str, str, str, str, str | None]
+_servers_cache: dict[_Key, tuple[float, list[nginxconf.Server] | None]] = {}
+_lookups: dict[_Key, threading.Lock] = {}
+_cache_lock = threading.Lock()
+
+
+def forget_trees() -> None:
+    """Drop every cached lookup (tests; a configuration known to have changed)."""
+    with _cache_lock:
+        _servers_cache.clear()
+
+
+def _cached_servers(
+    host: Host, nginx: str, conf: str, prefix: str | None, timeout: float
+) -> list[nginxconf.Server] | None:
+    """The server blocks of the configuration nginx would load, at most one `nginx -T` per
+    host, binary and config path per TREE_TTL; None when nginx cannot say, or when
+    another probe's lookup for the same host is running (not waited for: this is
+    evidence, not the verdict)."""
+    key: _Key = (host.name, host_root(host), nginx, conf, prefix)
+    with _cache_lock:
+        hit = _servers_cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        running = _lookups.setdefault(key, threading.Lock())
+    if not running.acquire(blocking=False):
+        return None
+    try:
+        found: list[nginxconf.Server] | None
+        try:
+            found = nginxconf.servers(read_tree(host, nginx, conf, prefix, timeout))
+        except (ConfigRefused, HostUnreachable, OSError, nginxconf.ConfigParseError):
+            found = None
+        with _cache_lock:
+            _servers_cache[key] = (time.monotonic() + TREE_TTL, found)
+        return found
+    finally:
+        running.release()
+
+
 def serving_files(
     host: Host,
     *,
     port: int | None = None,
     name: str = "",
     log: str | None = None,
-    timeout: float = 10.0,
+    nginx: str = "nginx",
+    conf: str = "/etc/nginx/nginx.conf",
+    prefix: str | None = None,
+    timeout: float = LOOKUP_TIMEOUT,
 ) -> tuple[str, ...]:
     """The files of the `server` blocks that serve `port` (for the name `name`) or write
-    the access log `log`, from the configuration nginx would load with its defaults
-    (`nginx`, /etc/nginx/nginx.conf): what a failing http or error_rate observation names
-    as its `file`, where a task says to add a log format or a limit. Empty when nginx
-    cannot say (not installed there, the configuration refused, no such server)."""
-    try:
-        tree = read_tree(host, "nginx", "/etc/nginx/nginx.conf", None, timeout)
-    except (ConfigRefused, HostUnreachable, OSError, nginxconf.ConfigParseError):
+    the access log `log`, from the configuration `nginx` would load from `conf` (the
+    check's own settings, as the config probe's): what a failing http or error_rate
+    observation names as its `file`, where a task says to add a log format or a limit.
+    Empty when nginx cannot say (not installed there, the configuration refused, no such
+    server, no answer within `timeout`). Cached: see TREE_TTL."""
+    found = _cached_servers(host, nginx, conf, prefix, timeout)
+    if found is None:
         return ()
-    found = nginxconf.servers(tree)
     root = host_root(host)
     chosen = (
         nginxconf.serving_port(found, port, name)

@@ -163,7 +163,37 @@ class Check(Strict):
             # One bar for "slow": what the check's http probe calls slow is what counts a
             # client's response as slow in the log (the affected share of slow-responses).
             checked["error_rate"] = rate.model_copy(update={"slow": http.slow})
+        _share_nginx(checked)
         return checked
+
+
+_NGINX_FIELDS = ("nginx", "conf", "prefix")
+
+
+def _share_nginx(checked: dict[str, Any]) -> None:
+    """One nginx per check: the http and error_rate probes run `nginx -T` (to name the
+    file of a failing server block) with the binary, config and prefix the check's config
+    (or upstreams) probe names, and error_rate reads the process probe's pid file; a
+    setting of their own wins."""
+    source = checked.get("config") or checked.get("upstreams")
+    process = checked.get("process")
+    for name in ("http", "error_rate"):
+        probe = checked.get(name)
+        if probe is None:
+            continue
+        update = {
+            f: getattr(source, f)
+            for f in _NGINX_FIELDS
+            if source is not None and f not in probe.model_fields_set
+        }
+        if (
+            name == "error_rate"
+            and process is not None
+            and "pid_file" not in probe.model_fields_set
+        ):
+            update["pid_file"] = process.pid_file
+        if update:
+            checked[name] = probe.model_copy(update=update)
 
 
 def _prefixed(exc: ValidationError, prefix: tuple[str, ...]) -> list[str]:

@@ -19,6 +19,7 @@ from probes import error_rate, follow, http
 from probes.base import Fault, Observation, Status
 from probes.error_rate import Config
 from recorder.hosts.local import LocalHost
+from tests.nginx_fixture import NGINX, NginxHost
 
 LOG = "/var/log/nginx/access.log"
 T0 = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
@@ -687,3 +688,31 @@ def test_clients_with_a_slow_response_when_the_log_says_how_long(root: Path) -> 
     harm = plain.facts.clients
     assert harm is not None and harm.clients == 4 and harm.slow is None
     assert all(s.slow is None for s in harm.seconds)
+
+
+def test_names_the_file_only_while_nginx_runs(tmp_path: Path) -> None:
+    """A failing window names the file of the server block writing the log (`nginx -T`,
+    with the check's nginx), but not while nginx is down: `nginx -T` then would leave an
+    empty pid file behind, which the process probe would misreport (#15)."""
+    if not os.path.exists(NGINX):
+        pytest.skip("nginx is not installed")
+    site = NginxHost(tmp_path / "root")
+    calls = tmp_path / "calls"
+    binary = tmp_path / "nginx"
+    binary.write_text(f'#!/bin/sh\necho run >> "{calls}"\nexec {NGINX} "$@"\n')
+    binary.chmod(0o755)
+    append(site.root, "".join(line(f"10.0.0.{i}", 502) for i in range(20)))
+    config = cfg(site.root, nginx=str(binary))
+    down = error_rate.probe(site.host(), config, error_rate.LogState())
+    assert down.fault == Fault.HTTP_5XX
+    assert down.facts.subjects.file == ()
+    assert not calls.exists()
+    assert not os.path.exists(site.real("/run/nginx.pid"))
+    site.start()
+    try:
+        up = error_rate.probe(site.host(), config, error_rate.LogState())
+    finally:
+        site.stop()
+    assert up.fault == Fault.HTTP_5XX
+    assert up.facts.subjects.file == ("/etc/nginx/sites-enabled/default",)
+    assert calls.read_text().splitlines() == ["run"]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from probes import http, upstreams
 from probes.accesslog import OWN_AGENT
 from probes.base import Fault, Observation, Status
 from recorder.hosts.local import LocalHost
+from tests.nginx_fixture import NGINX, NginxHost, nginx  # noqa: F401 - the fixture
 
 AGENTS: list[str] = []  # the User-Agent of every request the servers got
 
@@ -184,3 +186,73 @@ def test_the_probes_say_they_are_the_recorder(server: int) -> None:
     assert AGENTS[0].encode().startswith(OWN_AGENT)
     probe(f"http://{{address}}:{server}/", headers={"user-agent": "probe-by-hand"})
     assert AGENTS[-1] == "probe-by-hand"
+
+
+def wrapper(path: Path, body: str) -> str:
+    """An executable script configured as the check's nginx."""
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_failing_check_reads_the_configuration_once(
+    nginx: NginxHost,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The file behind a failing URL comes from `nginx -T`, run with the check's nginx and
+    cached: two failures in a row run it once, and both name the file (#15)."""
+    calls = tmp_path / "calls"
+    binary = wrapper(tmp_path / "nginx", f'echo run >> "{calls}"\nexec {NGINX} "$@"')
+    host = nginx.host()
+    for _ in range(2):
+        obs = probe(f"http://{{address}}:{nginx.port}/broken", host, nginx=binary)
+        assert obs.fault == Fault.HTTP_5XX
+        assert obs.facts.subjects.file == ("/etc/nginx/sites-enabled/default",)
+    assert calls.read_text().splitlines() == ["run"]
+
+
+def test_a_hanging_lookup_does_not_delay_the_observation(
+    nginx: NginxHost,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`nginx -T` that never answers (a struggling host) costs the failing observation
+    the short lookup timeout, not the 10 s a configuration probe allows; the observation
+    goes out without the file (#15)."""
+    binary = wrapper(tmp_path / "nginx", "exec sleep 30")
+    start = time.monotonic()
+    obs = probe(f"http://{{address}}:{nginx.port}/broken", nginx.host(), nginx=binary)
+    took = time.monotonic() - start
+    assert obs.fault == Fault.HTTP_5XX
+    assert obs.facts.subjects.file == ()
+    assert took < 4.0, took  # the lookup is bounded at 2 s (nginxcli.LOOKUP_TIMEOUT)
+
+
+def test_the_lookup_takes_the_checks_nginx() -> None:
+    """A check names its nginx once, in its config probe: the http and error_rate probes'
+    `nginx -T` runs that nginx, and error_rate reads the process probe's pid file; a
+    setting of their own wins (#15)."""
+    from recorder.config import Check
+
+    check = Check.model_validate(
+        {
+            "hosts": ["web-01"],
+            "probes": {
+                "config": {"nginx": "/opt/nginx/sbin/nginx", "conf": "/opt/nginx/nginx.conf"},
+                "process": {"pid_file": "/opt/nginx/nginx.pid"},
+                "http": {"prefix": "/srv/"},
+                "error_rate": {},
+            },
+        }
+    )
+    got, rate = check.probes["http"], check.probes["error_rate"]
+    assert (got.nginx, got.conf, got.prefix) == (
+        "/opt/nginx/sbin/nginx",
+        "/opt/nginx/nginx.conf",
+        "/srv/",
+    )
+    assert (rate.nginx, rate.conf, rate.prefix) == (
+        "/opt/nginx/sbin/nginx",
+        "/opt/nginx/nginx.conf",
+        None,
+    )
+    assert rate.pid_file == "/opt/nginx/nginx.pid"
