@@ -76,6 +76,7 @@ from probes.accesslog import (
     clients_with_5xx,
     compile_format,
     drop_untimed,
+    duration_seconds,
     iso,
     parse_chunk,
     slow_mask,
@@ -156,6 +157,9 @@ class Second:
     clients: set[bytes] = field(default_factory=set)
     failed: set[bytes] = field(default_factory=set)
     slow: set[bytes] = field(default_factory=set)  # clients that got a slow response
+    # When the earliest slow response of this second began (epoch second): see
+    # `_slow_began`.
+    slow_began: int | None = None
     # In the window of a failing verdict: kept out of the history, so that an incident's
     # errors do not make the next one look like noise.
     failing: bool = False
@@ -327,6 +331,10 @@ class _Reader:
                 bucket = buckets[keep[raw]] = Second()
             if 0x31 <= digit <= 0x35:  # b"1".."5"
                 bucket.counts[digit - 0x31] += n
+        for raw, began in _slow_began(times, lines, self.config.slow, keep).items():
+            bucket = buckets[keep[raw]]
+            if bucket.slow_began is None or began < bucket.slow_began:
+                bucket.slow_began = began
         if everything:
             for raw, client in pairs:
                 sec = keep.get(raw)
@@ -437,6 +445,29 @@ def _client_pairs(times: list[bytes], lines: Lines, slow: float) -> tuple[Pairs,
     )
 
 
+def _slow_began(
+    times: list[bytes], lines: Lines, above: float, seconds: Mapping[bytes, int]
+) -> dict[bytes, int]:
+    """By logged time, when the earliest slow response of that time began (epoch
+    second): the log line's time minus the request's duration. nginx writes the line
+    when the response is finished, so a response that took 10 s was hurting its user
+    from 10 s before its line: that is when harm began for them, and what an incident
+    counting its clients from the harm's start must reach back to (the finish time
+    would start the count after the user had already waited). Rounded down, as the
+    line's time is (its second, not its instant). Empty when the log has no durations."""
+    if lines.durations is None:
+        return {}
+    began: dict[bytes, int] = {}
+    for raw, duration in zip(times, lines.durations, strict=True):
+        took = duration_seconds(duration)
+        if took is None or took <= above or raw not in seconds:
+            continue
+        at = math.floor(seconds[raw] - took)
+        if raw not in began or at < began[raw]:
+            began[raw] = at
+    return began
+
+
 def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> tuple[_Reader, int]:
     """Bring the tail up to date with the log; returns the reader (the clients read) and
     the bytes read."""
@@ -475,7 +506,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
     clients: set[bytes] = set()
     failed: set[bytes] = set()
     slow: set[bytes] = set()
-    first_5xx = last_5xx = None
+    first_5xx = last_5xx = first_slow = None
     span = int(window)
     end = window_end(tail, now)
     first: int | None = None
@@ -492,6 +523,8 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
             if b.counts[4]:
                 first_5xx = sec if first_5xx is None else first_5xx
                 last_5xx = sec
+            if b.slow_began is not None and (first_slow is None or b.slow_began < first_slow):
+                first_slow = b.slow_began
         if tail.first_second is not None:
             span = max(1, min(span, end - tail.first_second + 1))
         first = end - span + 1
@@ -506,6 +539,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
         "clients_slow": len(slow),
         "first_5xx": iso(first_5xx),
         "last_5xx": iso(last_5xx),
+        "first_slow": iso(first_slow),
         "rate": round(requests / span, 3),
         "window_seconds": span,
         "window_start": iso(first),
@@ -754,6 +788,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
         counters=_log_counters(tail),
         error_ratio=stats["error_ratio"],
         first_5xx=_moment(stats["first_5xx"]),
+        first_slow=_moment(stats["first_slow"]),
         clients=ClientHarm(
             clients=stats["clients"],
             hurt=stats["clients_with_5xx"],

@@ -388,6 +388,7 @@ class IncidentBook:
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
+            self._slow_began_earlier(item, obs)
             if (
                 obs.host in self.config.hosts_of(item.incident.service)
                 and item.incident.severity is Severity.OUTAGE
@@ -567,11 +568,7 @@ class IncidentBook:
     ) -> _Open:
         item = self._open.get(service)
         now = self.clock()
-        # Harm began at the first failed sample, or at the first 5xx in the log when earlier.
-        started = since
-        first_5xx = obs.facts.first_5xx
-        if first_5xx and first_5xx < started:
-            started = first_5xx
+        started = self._harm_start(service, obs, since)
         if item is None:
             item = self._open_new(service, obs, started, now, source)
         elif key not in item.signals:
@@ -757,6 +754,43 @@ class IncidentBook:
             monitors = item.incident.severity is Severity.MONITORING
             if monitors == monitoring and key in item.signals:
                 self._recover_signal(item, key, since, summary)
+
+    def _harm_start(self, service: str, obs: Observation, since: datetime) -> datetime:
+        """Harm began at the first failed sample, or earlier when the log says so: at the
+        first 5xx in it, or for slow responses when the first slow response the entry
+        points logged began (error_rate's `first_slow`; that probe passes while its share
+        of 5xx is fine, so its latest observation is read, not a signal of its own)."""
+        moments = [obs.facts.first_5xx]
+        if obs.fault is Fault.SLOW_RESPONSES:
+            moments += [obs.facts.first_slow, *self._first_slow(service)]
+        return min([since, *(m for m in moments if m is not None)])
+
+    def _first_slow(self, service: str) -> list[datetime]:
+        """When the first slow response began, by the latest observation of each check
+        of the service's entry points that says it."""
+        hosts = set(self._entrypoints(service))
+        return [
+            obs.facts.first_slow
+            for (host, _), obs in self.latest.items()
+            if host in hosts and obs.facts.first_slow is not None
+        ]
+
+    def _slow_began_earlier(self, item: _Open, obs: Observation) -> None:
+        """An entry point's log shows a slow response that began before the open
+        slow-responses incident's start (nginx logs it only once it is finished, after
+        the sample that opened the incident): the harm, and the clients counted over
+        it, start there."""
+        incident = item.incident
+        first_slow = obs.facts.first_slow
+        if (
+            first_slow is not None
+            and first_slow < incident.started_at
+            and incident.status == IncidentStatus.OPEN
+            and incident.fault == Fault.SLOW_RESPONSES
+            and not incident.opened_on_risk
+            and obs.host in self._entrypoints(incident.service)
+        ):
+            incident.started_at = first_slow
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
         sig = item.signals[key]

@@ -374,6 +374,12 @@ def test_lab_traffic_draft_matches_golden(traffic_lab: Lab, fault: str, tmp_path
     config = traffic_config(traffic_lab, tmp_path)
     incident = recorded_with_traffic(traffic_lab, fault, config)
     assert incident.status == "resolved", incident.to_json()
+    if fault == "slow-backend":
+        # Every client met web-01 once, and nginx logged those slow answers only once
+        # finished: after the sample that opened the incident, whose harm (and clients
+        # counted) starts when the first of them began.
+        assert incident.affected.ratio == 1.0, incident.affected
+        assert incident.affected.evidence.startswith("12 of 12 distinct clients got at least")
     draft = render_draft(incident, config)
     assert not evidence_left(draft), draft  # the file of the log format or the limit too
     text = normalized(draft, traffic_lab)

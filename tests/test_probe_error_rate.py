@@ -687,3 +687,24 @@ def test_clients_with_a_slow_response_when_the_log_says_how_long(root: Path) -> 
     harm = plain.facts.clients
     assert harm is not None and harm.clients == 4 and harm.slow is None
     assert all(s.slow is None for s in harm.seconds)
+
+
+def test_first_slow_is_when_the_first_slow_response_began(root: Path) -> None:
+    """nginx logs a response when it is finished: the first slow one began its duration
+    before its line (the second rounded down), and may be earlier than the first slow
+    line (a longer request finished later). Fast lines and a log without durations say
+    nothing."""
+    text = "".join(
+        line(f"10.0.0.{n}", 200, second).rstrip("\n") + f" {took}\n"
+        for n, second, took in ((1, 3, "0.004"), (2, 4, "1.500"), (3, 5, "3.200"))
+    )
+    append(root, text)
+    obs = run(root, log_format=TIMED, slow="1s")
+    # 10.0.0.2: T0+4 - 1.5 s = T0+2.5; 10.0.0.3: T0+5 - 3.2 s = T0+1.8, so T0+1.
+    assert obs.facts.first_slow == T0 + timedelta(seconds=1)
+    assert obs.to_json()["facts"]["first_slow"] == (T0 + timedelta(seconds=1)).isoformat()
+    forget_memory()
+    plain = error_rate.probe(
+        LocalHost("web-02", prefix=str(root)), cfg(root, state_dir=None), _state[0]
+    )
+    assert plain.facts.first_slow is None
