@@ -91,8 +91,11 @@ ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
 SLOW_METHOD = "clients-with-slow-responses"
 # Faults that put users at risk without hurting them: a configuration that fails `nginx -t`
 # is not loaded while the running nginx keeps its last good one; the next reload or
-# restart fails. An incident opened on one claims no user harm until a check measures it.
-RISK_ONLY = frozenset({Fault.CONFIG_SYNTAX})
+# restart fails. A dangling link in sites-enabled is one such configuration (nginx -t
+# cannot open the file it includes; the lab's dangling-symlink: the reload is refused and
+# the site still answers 200). An incident opened on one claims no user harm until a
+# check measures it.
+RISK_ONLY = frozenset({Fault.CONFIG_SYNTAX, Fault.DANGLING_SYMLINK})
 NO_HARM_METHOD = "no-harm-measured"
 RISK_WORDS = (
     "the running nginx keeps serving its last good configuration; a reload or restart would fail"
