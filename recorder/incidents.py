@@ -42,19 +42,19 @@ from recorder.model import (
     Notice,
     RuledOut,
     Severity,
+    SignalRecord,
+    SignalState,
     Step,
     TimelineEntry,
     diagnostic_key,
     duration_words,
     iso,
     local_time,
-    parse_iso,
     utcnow,
 )
 from recorder.ranking import rank_causes
 from recorder.runbooks import load_runbooks
 from recorder.store import (
-    SIGNALS,
     IncidentTaken,
     Store,
     StoreError,
@@ -82,9 +82,6 @@ CAUSE_SETTLE = 5.0  # seconds a new top root cause must hold before `cause-chang
 # Per-second client sketches kept per entry point (by the log's time) before an incident
 # opens: harm starts up to a probe window before detection (first 5xx in the window).
 RECENT_SECONDS = 300
-# Where an open incident keeps the clients it merged (seen and hurt since it started), so
-# a restarted daemon continues counting instead of starting again.
-CLIENTS_KEY = "affected_clients"
 ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
 # The affected share of slow responses: clients with at least one response slower than the
 # error_rate probe's `slow` (by the log's request time).
@@ -196,28 +193,27 @@ class _Open:
             self._index(key, sig)
 
     @property
-    def signals(self) -> dict[str, dict[str, Any]]:
-        signals: dict[str, dict[str, Any]] = self.incident.data.setdefault(SIGNALS, {})
-        return signals
+    def signals(self) -> dict[str, SignalRecord]:
+        return self.incident.signals
 
-    def put(self, key: str, sig: dict[str, Any]) -> None:
+    def put(self, key: str, sig: SignalRecord) -> None:
         """Set signal `key`; written at the next flush when it changed."""
         was = self.signals.get(key)
         if was != sig:
             if was is not None:
-                self.alerting.get(f"alert:{was.get('fault')}", {}).pop(key, None)
+                self.alerting.get(f"alert:{was.fault}", {}).pop(key, None)
             self.signals[key] = sig
             self._index(key, sig)
             self.dirty.add(key)
 
-    def _index(self, key: str, sig: dict[str, Any]) -> None:
-        if sig.get("probe") == "alertmanager" and sig.get("state") == "firing" and sig.get("fault"):
-            line = f"{sig.get('host')}: {sig.get('summary')}"
-            self.alerting.setdefault(f"alert:{sig['fault']}", {})[key] = line
+    def _index(self, key: str, sig: SignalRecord) -> None:
+        if sig.probe == "alertmanager" and sig.firing and sig.fault:
+            line = f"{sig.host}: {sig.summary}"
+            self.alerting.setdefault(f"alert:{sig.fault}", {})[key] = line
 
     def update(self, key: str, **values: Any) -> None:
         """Change fields of signal `key`; written at the next flush when they changed."""
-        self.put(key, {**self.signals[key], **values})
+        self.put(key, replace(self.signals[key], **values))
 
     def add(
         self,
@@ -279,7 +275,7 @@ class IncidentBook:
                     incident.service,
                 )
                 continue
-            clients = ClientMerge.from_json(incident.data.get(CLIENTS_KEY))
+            clients = ClientMerge.from_json(incident.affected_clients)
             self._open[book_key] = _Open(
                 incident=incident,
                 causes_said=_causes_line(incident.root_causes),
@@ -290,17 +286,13 @@ class IncidentBook:
                 and incident.affected.method not in ENTRYPOINT_METHODS,
                 # Written again as rows on the first flush: an incident stored inside its
                 # `data` (a row inserted after migration 4) moves over then.
-                dirty=set(incident.data.get(SIGNALS) or {}),
+                dirty=set(incident.signals),
             )
-            for sig in incident.data.get("signals", {}).values():
-                if sig.get("state") == "firing" and sig.get("probe") != "alertmanager":
-                    since = parse_iso(sig.get("since")) or incident.started_at
-                    fault = (
-                        Fault(sig["fault"])
-                        if sig.get("fault") in Fault.__members__.values()
-                        else None
-                    )
-                    firing.append((sig["host"], sig["probe"], since, fault))
+            for sig in incident.signals.values():
+                if sig.firing and sig.probe != "alertmanager":
+                    since = sig.since or incident.started_at
+                    fault = next((f for f in Fault if f == sig.fault), None)
+                    firing.append((sig.host, sig.probe, since, fault))
             log.info(
                 "continuing %s (%s, opened %s)",
                 incident.ref,
@@ -385,9 +377,9 @@ class IncidentBook:
         key = f"{obs.probe}@{obs.host}"
         for item in self._open.values():
             sig = item.signals.get(key)
-            if sig and sig.get("state") == "firing" and obs.status is Status.FAIL:
+            if sig and sig.firing and obs.status is Status.FAIL:
                 # What it names now (a second backend down): the drafter's task values.
-                item.update(key, subjects=obs.facts.subjects.to_json())
+                item.update(key, subjects=obs.facts.subjects)
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
@@ -441,9 +433,9 @@ class IncidentBook:
                 at=starts_at,
             )
             item = self._join_or_open(service, obs, starts_at, key, source="alertmanager")
-            item.update(key, heard=iso(self.clock()))
+            item.update(key, heard=self.clock())
             if ends_at is not None and ends_at > starts_at:
-                item.update(key, ends_at=iso(ends_at))
+                item.update(key, ends_at=ends_at)
             self._flush_alert(item)
             return item.incident.id
         for item in self._open.values():
@@ -480,19 +472,19 @@ class IncidentBook:
         now = self.clock()
         for item in list(self._open.values()):
             for key, sig in list(item.signals.items()):
-                if sig.get("state") != "firing":
+                if not sig.firing:
                     continue
                 why = self._orphaned(sig, now)
                 if why:
                     self._recover_signal(item, key, now, why)
 
-    def _orphaned(self, sig: dict[str, Any], now: datetime) -> str:
-        host, probe = str(sig.get("host")), str(sig.get("probe"))
+    def _orphaned(self, sig: SignalRecord, now: datetime) -> str:
+        host, probe = sig.host, sig.probe
         if probe == "alertmanager":
-            ends = parse_iso(sig.get("ends_at"))
+            ends = sig.ends_at
             if ends is not None and now > ends + ALERT_LEASE_GRACE:
                 return "the alert's end time passed without a renewal (assumed ended)"
-            heard = parse_iso(sig.get("heard")) or parse_iso(sig.get("since"))
+            heard = sig.heard or sig.since
             if ends is None and heard is not None and now - heard > ALERT_SILENCE:
                 return (
                     f"no word from Alertmanager on this alert for {duration_words(now - heard)}"
@@ -526,7 +518,7 @@ class IncidentBook:
         now = self.clock()
         for item in self._open.values():
             incident = item.incident
-            if not incident.data.get("planned") or incident.status != IncidentStatus.OPEN:
+            if not incident.planned or incident.status != IncidentStatus.OPEN:
                 continue
             if self._window(incident.service, incident.hosts, now) is not None:
                 continue
@@ -534,7 +526,7 @@ class IncidentBook:
                 continue  # its one-off window may still be on: page nobody on a guess
             # The harm outlasted the window: from now on a normal incident. started_at
             # stays the first harm; the notifications start now.
-            incident.data["planned"] = False
+            incident.planned = False
             item.add(
                 now,
                 EntryKind.MAINTENANCE,
@@ -554,7 +546,7 @@ class IncidentBook:
         service = self.config.service_of(sig.host)
         item = self._join_or_open(service, sig.observation, sig.since, sig.key, source=sig.probe)
         if sig.kind is SignalKind.FLAPPED:
-            n = item.signals[sig.key].get("flaps", 0) + 1
+            n = (item.signals[sig.key].flaps or 0) + 1
             item.update(sig.key, flaps=n)
             item.add(
                 sig.observation.at,
@@ -586,17 +578,17 @@ class IncidentBook:
             )
         if started < item.incident.started_at:
             item.incident.started_at = started
-        was = item.signals.get(key, {})
-        new = {
-            "host": obs.host,
-            "probe": obs.probe,
-            "fault": str(obs.fault) if obs.fault else None,
-            "state": "firing",
-            "since": was.get("since") or iso(since),
-            "flaps": was.get("flaps", 0),
-            "summary": obs.summary,
-            "subjects": obs.facts.subjects.to_json(),
-        }
+        was = item.signals.get(key)
+        new = SignalRecord(
+            host=obs.host,
+            probe=obs.probe,
+            fault=str(obs.fault) if obs.fault else None,
+            state=SignalState.FIRING,
+            since=(was.since if was else None) or since,
+            summary=obs.summary,
+            flaps=(was.flaps if was else None) or 0,
+            subjects=obs.facts.subjects,
+        )
         item.put(key, new)
         if obs.host not in item.incident.hosts:
             item.incident.hosts.append(obs.host)
@@ -628,7 +620,7 @@ class IncidentBook:
         )
         # The fault it was opened with: recorder_incidents_opened_total counts by it, so a
         # later re-ranking never moves the count between faults (a false counter reset).
-        incident.data["opened_fault"] = incident.fault
+        incident.opened_fault = incident.fault
         item = _Open(incident=incident)
         self._open[service] = item
         zone = self.config.zone
@@ -636,7 +628,7 @@ class IncidentBook:
         began = "risk began" if risk else "harm began"
         if risk:
             # Nothing failed for users: say what is at stake, and measure no harm yet.
-            incident.data["risk"] = True
+            incident.opened_on_risk = True
             incident.affected = Affected(0.0, NO_HARM_METHOD, NO_HARM_EVIDENCE)
             item.add(
                 started,
@@ -676,7 +668,7 @@ class IncidentBook:
         if window is not None:
             # Planned work: recorded like any incident, announced to nobody while the
             # window lasts (see tick()).
-            incident.data["planned"] = True
+            incident.planned = True
             item.add(
                 now,
                 EntryKind.MAINTENANCE,
@@ -705,7 +697,7 @@ class IncidentBook:
             return
         if obs.fault is None or obs.fault in RISK_ONLY:
             return
-        incident.data["harm_began"] = iso(at)
+        incident.harm_began = at
         item.add(at, EntryKind.IMPACT_START, f"Harm began: {obs.summary}", source, "impact-start")
 
     def _on_unreachable(self, sig: Signal) -> None:
@@ -735,16 +727,10 @@ class IncidentBook:
                 "detection",
             )
             log.warning("cannot reach %s: %s", sig.host, obs.summary)
+        # A gap in monitoring cannot flap and names nothing: no flaps, no subjects.
         item.put(
             sig.key,
-            {
-                "host": sig.host,
-                "probe": sig.probe,
-                "fault": None,
-                "state": "firing",
-                "since": iso(sig.since),
-                "summary": obs.summary,
-            },
+            SignalRecord(sig.host, sig.probe, None, SignalState.FIRING, sig.since, obs.summary),
         )
 
     # ---- recovery -----------------------------------------------------------------------
@@ -797,19 +783,19 @@ class IncidentBook:
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
         sig = item.signals[key]
-        if sig.get("state") == "recovered":
+        if not sig.firing:
             return
-        item.update(key, state="recovered", recovered_at=iso(since))
+        item.put(key, sig.recovered(since))
         item.add(
             since,
             EntryKind.NOTE,
-            f"{sig['probe']} on {sig['host']} healthy again: {summary}",
-            sig["probe"],
+            f"{sig.probe} on {sig.host} healthy again: {summary}",
+            sig.probe,
             f"recovered:{key}:{iso(since)}",
             Step.RECOVERED,
         )
-        if all(s.get("state") == "recovered" for s in item.signals.values()):
-            ends = [parse_iso(s.get("recovered_at")) for s in item.signals.values()]
+        if not any(s.firing for s in item.signals.values()):
+            ends = [s.recovered_at for s in item.signals.values()]
             resolved_at = max(e for e in ends if e is not None)
             item.incident.status = IncidentStatus.RESOLVED
             item.incident.resolved_at = resolved_at
@@ -869,7 +855,7 @@ class IncidentBook:
             # What failed earlier in this incident still counts: a signal that recovered
             # first (the symlink restored) must not hand the top rank to whatever
             # recovers last (the port, a second later).
-            seen: dict[str, list[str]] = item.incident.data.setdefault("seen_terms", {})
+            seen = item.incident.seen_terms
             for term, lines in terms.items():
                 seen[term] = lines[:5]
             for term, lines in seen.items():
@@ -947,13 +933,13 @@ class IncidentBook:
         """Track the top root cause; `_settled_causes()` announces a change that held.
         The ranking of the first seconds, before every probe of the service reported (the
         diagnostics), is the baseline, not a change to page about."""
-        data, top = item.incident.data, item.incident.fault
-        if not item.incident.root_causes:
+        incident, top = item.incident, item.incident.fault
+        if not incident.root_causes:
             return
-        if data.get("notified_fault") is None or item.diagnostics:
-            data["notified_fault"] = top
-        if top != data.get("top_fault"):
-            data["top_fault"], data["top_since"] = top, iso(self.clock())
+        if incident.notified_fault is None or item.diagnostics:
+            incident.notified_fault = top
+        if top != incident.top_fault:
+            incident.rank_top(top, self.clock())
 
     def _settled_causes(self) -> None:
         """`cause-changed` once a new top root cause has held for CAUSE_SETTLE and every
@@ -962,16 +948,16 @@ class IncidentBook:
         now = self.clock()
         settle = timedelta(seconds=max(CAUSE_SETTLE, 2 * self.config.defaults.interval))
         for item in self._open.values():
-            data = item.incident.data
-            top, since = data.get("top_fault"), parse_iso(data.get("top_since"))
-            if item.incident.status != IncidentStatus.OPEN or item.diagnostics:
+            incident = item.incident
+            top, since = incident.top_fault, incident.top_since
+            if incident.status != IncidentStatus.OPEN or item.diagnostics:
                 continue
-            if top is None or since is None or top == data.get("notified_fault"):
+            if top is None or since is None or top == incident.notified_fault:
                 continue
             if now - since < settle:
                 continue
-            previous, data["notified_fault"] = data.get("notified_fault"), top
-            n = data["cause_changes"] = int(data.get("cause_changes", 0)) + 1
+            previous, incident.notified_fault = incident.notified_fault, top
+            n = incident.cause_changes = incident.cause_changes + 1
             self._notify(
                 item,
                 "cause-changed",
@@ -982,14 +968,15 @@ class IncidentBook:
     def _step_notice(self, item: _Open) -> None:
         """`affected-step` when the affected share rises across a configured step; the
         share first measured is the baseline."""
-        data, ratio = item.incident.data, item.incident.affected.ratio
+        incident, ratio = item.incident, item.incident.affected.ratio
         if ratio is None:
             return
         step = max((s for s in self.config.notify.affected_steps if ratio >= s), default=0.0)
-        if "notified_step" not in data:
-            data["notified_step"] = step
-        elif step > float(data["notified_step"]):
-            data["notified_step"] = step
+        told = incident.notified_step
+        if told is None:
+            incident.notified_step = step
+        elif step > told:
+            incident.notified_step = step
             self._notify(
                 item,
                 "affected-step",
@@ -1002,7 +989,7 @@ class IncidentBook:
         incident = item.incident
         if incident.severity is not Severity.OUTAGE:
             return  # a monitoring gap is for the recorder's operators, not the service's
-        if incident.data.get("planned"):
+        if incident.planned:
             return  # inside a maintenance window: nobody is paged for planned work
         receivers = self.config.notify.receivers_for(incident.service, event)
         if receivers:
@@ -1099,7 +1086,7 @@ class IncidentBook:
                 changed = merged.add(ring[second]) or changed
         item.clients = merged
         if changed:
-            incident.data[CLIENTS_KEY] = merged.to_json()
+            incident.affected_clients = merged.to_json()
         item.clients_view = self._clients_view(item, None)
 
     def _clients_view(self, item: _Open, until: datetime | None) -> ClientMerge | None:
@@ -1119,7 +1106,7 @@ class IncidentBook:
 
     def _update_affected(self, item: _Open) -> None:
         incident = item.incident
-        if not any(s.get("state") == "firing" for s in item.signals.values()):
+        if not any(s.firing for s in item.signals.values()):
             return  # harm over: the measure is frozen at what the incident saw
         if incident.severity == "outage" and item.clients_from != incident.started_at:
             self._advance_clients(item)  # just opened, or a joining signal moved the start

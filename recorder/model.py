@@ -3,11 +3,14 @@ print, and the postmortem drafter renders. Times are UTC-aware datetimes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from probes.facts import Subjects
 
 
 class IncidentStatus(StrEnum):
@@ -148,6 +151,125 @@ class RuledOut:
         return None
 
 
+class SignalState(StrEnum):
+    """Where a signal that joined an incident is: the incident resolves once all recovered.
+    (The detector's own states, pending and recovering, never reach an incident.)"""
+
+    FIRING = "firing"
+    RECOVERED = "recovered"
+
+
+# The keys of a signal's row in the order the recorder has always written them (a new
+# signal's keys, then those added as it went on: heard, ends_at, recovered_at), so a row
+# read and written again is the same bytes.
+_SIGNAL_KEYS = (
+    "host",
+    "probe",
+    "fault",
+    "state",
+    "since",
+    "flaps",
+    "summary",
+    "subjects",
+    "heard",
+    "ends_at",
+    "recovered_at",
+)
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    """One signal that joined an incident (a check of a host, or an Alertmanager alert),
+    as the incident keeps it: a row of the store's `signals` table (migration 4)."""
+
+    host: str
+    probe: str
+    fault: str | None  # the fault's name as the probe or alert said it
+    state: SignalState
+    since: datetime | None  # when it began failing (None: a row that never said)
+    summary: str
+    # How often it failed again within recover_after. None: a monitoring gap (we could
+    # not look), which cannot flap and whose row has no such key.
+    flaps: int | None = None
+    # What it named (probes/facts.py), for the runbooks' task values; None: a gap's row.
+    subjects: Subjects | None = None
+    heard: datetime | None = None  # an alert: when Alertmanager last sent it firing
+    ends_at: datetime | None = None  # an alert that carries an end: its lease
+    recovered_at: datetime | None = None
+    # Keys this version does not know (a newer recorder's), kept and written back after
+    # the known ones: a restart rewrites every signal row of an open incident, and that
+    # must not drop what another version recorded.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def firing(self) -> bool:
+        return self.state is SignalState.FIRING
+
+    def recovered(self, at: datetime) -> SignalRecord:
+        return replace(self, state=SignalState.RECOVERED, recovered_at=at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row's body, key for key as the recorder wrote signals before they were typed
+        (absent keys stay absent)."""
+        out: dict[str, Any] = {
+            "host": self.host,
+            "probe": self.probe,
+            "fault": self.fault,
+            "state": str(self.state),
+            "since": iso(self.since),
+        }
+        if self.flaps is not None:
+            out["flaps"] = self.flaps
+        out["summary"] = self.summary
+        if self.subjects is not None:
+            out["subjects"] = self.subjects.to_json()
+        for key, at in (
+            ("heard", self.heard),
+            ("ends_at", self.ends_at),
+            ("recovered_at", self.recovered_at),
+        ):
+            if at is not None:
+                out[key] = iso(at)
+        out.update((k, v) for k, v in self.extra.items() if k not in out)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> SignalRecord | None:
+        """From a row's body as any version wrote it; None when it is not an object. A
+        state this version does not know reads as firing: the check's next healthy result
+        recovers it, where reading it as recovered could resolve an incident whose harm
+        goes on. A time that does not parse reads as absent."""
+        if not isinstance(data, Mapping):
+            return None
+        state = data.get("state")
+        flaps, fault = data.get("flaps"), data.get("fault")
+        return cls(
+            host=str(data.get("host") or ""),
+            probe=str(data.get("probe") or ""),
+            fault=str(fault) if fault else None,
+            state=SignalState(state) if state == "recovered" else SignalState.FIRING,
+            since=_time(data.get("since")),
+            summary=str(data.get("summary") or ""),
+            flaps=flaps if isinstance(flaps, int) and not isinstance(flaps, bool) else None,
+            subjects=Subjects.from_json(data["subjects"]) if "subjects" in data else None,
+            heard=_time(data.get("heard")),
+            ends_at=_time(data.get("ends_at")),
+            recovered_at=_time(data.get("recovered_at")),
+            extra={k: v for k, v in data.items() if k not in _SIGNAL_KEYS},
+        )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_iso(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class Incident:
     id: int
@@ -165,8 +287,11 @@ class Incident:
     root_causes: list[Cause] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
-    # Engine bookkeeping: signals that joined it (stored as rows of their own), flaps,
-    # checks ruled out, last evidence. Read the typed parts through the properties.
+    # The signals that joined it, by key (`probe@host`, `alert:<fingerprint>`), in the
+    # order they joined: rows of their own in the store.
+    signals: dict[str, SignalRecord] = field(default_factory=dict)
+    # Engine bookkeeping: checks ruled out, last evidence, the clients merged. Read the
+    # typed parts through the properties.
     data: dict[str, Any] = field(default_factory=dict)
     # What people wrote when closing: root cause, resolution, misleading, escalated_to.
     postmortem: dict[str, Any] = field(default_factory=dict)
@@ -175,10 +300,87 @@ class Incident:
     def ref(self) -> str:
         return f"INC-{self.id}"
 
+    # The engine's bookkeeping, read and written by name: each is a key of `data` (the
+    # incident row's JSON column, as before they were named: no migration).
+
     @property
     def planned(self) -> bool:
         """Harm inside a maintenance window: recorded, and nobody was paged."""
         return bool(self.data.get("planned", False))
+
+    @planned.setter
+    def planned(self, value: bool) -> None:
+        self.data["planned"] = value
+
+    @property
+    def opened_fault(self) -> str | None:
+        """The fault it opened with (the top cause can change after); the stats count it."""
+        return _text(self.data.get("opened_fault"))
+
+    @opened_fault.setter
+    def opened_fault(self, value: str | None) -> None:
+        self.data["opened_fault"] = value
+
+    @property
+    def seen_terms(self) -> dict[str, list[str]]:
+        """Every evidence term seen while it was open, with its lines: what failed earlier
+        still counts in the ranking. The stored mapping itself: changes to it are kept."""
+        terms = self.data.get("seen_terms")
+        if not isinstance(terms, dict):
+            terms = self.data["seen_terms"] = {}
+        return terms
+
+    @property
+    def affected_clients(self) -> Any:
+        """The clients merged since it started (incidents.ClientMerge's JSON), or None:
+        kept so a restarted daemon continues counting instead of starting again."""
+        return self.data.get("affected_clients")
+
+    @affected_clients.setter
+    def affected_clients(self, value: dict[str, Any]) -> None:
+        self.data["affected_clients"] = value
+
+    @property
+    def top_fault(self) -> str | None:
+        """The top root cause as last ranked, since `top_since`."""
+        return _text(self.data.get("top_fault"))
+
+    @property
+    def top_since(self) -> datetime | None:
+        return _time(self.data.get("top_since"))
+
+    def rank_top(self, fault: str | None, at: datetime) -> None:
+        self.data["top_fault"], self.data["top_since"] = fault, iso(at)
+
+    @property
+    def notified_fault(self) -> str | None:
+        """The top root cause people were last told of (`cause-changed`)."""
+        return _text(self.data.get("notified_fault"))
+
+    @notified_fault.setter
+    def notified_fault(self, value: str | None) -> None:
+        self.data["notified_fault"] = value
+
+    @property
+    def cause_changes(self) -> int:
+        """How many `cause-changed` notices it gave (each one's key is numbered)."""
+        value = self.data.get("cause_changes")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @cause_changes.setter
+    def cause_changes(self, value: int) -> None:
+        self.data["cause_changes"] = value
+
+    @property
+    def notified_step(self) -> float | None:
+        """The affected-share step people were last told of; None before the first
+        measure (the baseline, told nothing)."""
+        value = self.data.get("notified_step")
+        return float(value) if isinstance(value, int | float) else None
+
+    @notified_step.setter
+    def notified_step(self, value: float) -> None:
+        self.data["notified_step"] = value
 
     @property
     def opened_on_risk(self) -> bool:
@@ -187,6 +389,10 @@ class Incident:
         when a later check measured it (nginx restarted and down, errors in the log)."""
         return bool(self.data.get("risk", False))
 
+    @opened_on_risk.setter
+    def opened_on_risk(self, value: bool) -> None:
+        self.data["risk"] = value
+
     @property
     def harm_began(self) -> datetime | None:
         """When users were first hurt by what the recorder measured: `started_at`, or for
@@ -194,8 +400,11 @@ class Incident:
         was: no failed user request is known)."""
         if not self.opened_on_risk:
             return self.started_at
-        began = self.data.get("harm_began")
-        return parse_iso(began) if isinstance(began, str) else None
+        return _time(self.data.get("harm_began"))
+
+    @harm_began.setter
+    def harm_began(self, value: datetime) -> None:
+        self.data["harm_began"] = iso(value)
 
     @property
     def status_label(self) -> str:

@@ -173,7 +173,7 @@ def reminders(config: Config, store: Store, now: datetime) -> int:
     for incident in store.list(status=IncidentStatus.OPEN):
         if incident.severity is not Severity.OUTAGE or not notify.repeat_interval:
             continue
-        if incident.data.get("planned"):
+        if incident.planned:
             continue  # inside its maintenance window still
         n = int((now - incident.detected_at).total_seconds() // notify.repeat_interval)
         receivers = notify.receivers_for(incident.service, "opened")
@@ -185,7 +185,7 @@ def reminders(config: Config, store: Store, now: datetime) -> int:
     for incident in store.list(status=IncidentStatus.RESOLVED):
         if incident.resolved_at is None or incident.severity is not Severity.OUTAGE:
             continue
-        if incident.data.get("planned"):
+        if incident.planned:
             continue  # planned work, over inside its window: nobody was told
         late = now - incident.resolved_at
         receivers = notify.receivers_for(incident.service, "overdue")

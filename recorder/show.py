@@ -62,17 +62,12 @@ def _lines(incident: Incident, config: Config) -> list[str]:
 
 def signal_lines(incident: Incident) -> list[str]:
     """One line per signal that joined the incident, failing ones first."""
-    stored: dict[str, dict[str, Any]] = incident.data.get("signals") or {}
-    rows = sorted(
-        stored.values(),
-        key=lambda s: (s.get("state") != "firing", str(s.get("host")), str(s.get("probe"))),
-    )
+    rows = sorted(incident.signals.values(), key=lambda s: (not s.firing, s.host, s.probe))
     lines = []
     for sig in rows:
-        state = "failing" if sig.get("state") == "firing" else str(sig.get("state") or "-")
-        fault = f" {sig['fault']}" if sig.get("fault") else ""
-        where = f"{sig.get('host')} {sig.get('probe')}{fault}"
-        lines.append(f"{state:<9} {where}: {sig.get('summary')}")
+        state = "failing" if sig.firing else str(sig.state)
+        fault = f" {sig.fault}" if sig.fault else ""
+        lines.append(f"{state:<9} {sig.host} {sig.probe}{fault}: {sig.summary}")
     return lines
 
 
@@ -80,14 +75,9 @@ def look_next(incident: Incident, config: Config) -> str:
     """For a cause that only restates the symptom: the hosts whose own probes saw it."""
     if not incident.root_causes or incident.root_causes[0].fault not in _SYMPTOMS:
         return ""
-    stored: dict[str, dict[str, Any]] = incident.data.get("signals") or {}
     fault = incident.root_causes[0].fault
     hosts = sorted(
-        {
-            str(s.get("host"))
-            for s in stored.values()
-            if s.get("fault") == fault and s.get("host") in config.hosts
-        }
+        {s.host for s in incident.signals.values() if s.fault == fault and s.host in config.hosts}
     )
     backends = [h for h in hosts if config.hosts[h].role != "lb"]
     start = local_time(incident.started_at, config.zone)

@@ -36,6 +36,7 @@ from recorder.model import (
     IncidentStatus,
     Notice,
     Severity,
+    SignalRecord,
     Step,
     Task,
     TimelineEntry,
@@ -261,7 +262,7 @@ def notice_snapshot(incident: Incident, notice: Notice) -> dict[str, Any]:
             "detected_at": iso(incident.detected_at),
             "resolved_at": iso(incident.resolved_at),
             "closed_at": iso(incident.closed_at),
-            "planned": bool(incident.data.get("planned", False)),
+            "planned": incident.planned,
             "affected": {
                 "ratio": incident.affected.ratio,
                 "method": incident.affected.method,
@@ -690,7 +691,7 @@ class Store:
                     f"an incident for {incident.service} is open already: {exc}"
                 ) from None
             new_id = int(cur.fetchone()[0])
-            self._put_signals(db, new_id, incident.data.get(SIGNALS) or {}, None)
+            self._put_signals(db, new_id, incident.signals, None)
             self._insert_entries(db, new_id, incident.timeline)
             incident.id = new_id  # the notices' snapshots carry it
             self._insert_notices(db, incident, notices)
@@ -754,7 +755,7 @@ class Store:
             )
             if cur.rowcount == 0:
                 return False
-            self._put_signals(db, incident.id, incident.data.get(SIGNALS) or {}, signals)
+            self._put_signals(db, incident.id, incident.signals, signals)
             self._insert_entries(db, incident.id, new_entries)
             self._insert_notices(db, incident, notices)
         return True
@@ -767,7 +768,7 @@ class Store:
     def _put_signals(
         db: _DB,
         incident_id: int,
-        signals: dict[str, Any],
+        signals: dict[str, SignalRecord],
         keys: Iterable[str] | None,
     ) -> None:
         """Upsert the signals named by `keys` (None: all). A signal keeps its row, so
@@ -778,7 +779,7 @@ class Store:
             db.execute(
                 """INSERT INTO signals (incident_id, key, body) VALUES (?,?,?)
                    ON CONFLICT(incident_id, key) DO UPDATE SET body=excluded.body""",
-                (incident_id, key, json.dumps(signals[key], default=str)),
+                (incident_id, key, json.dumps(signals[key].to_json())),
             )
 
     @staticmethod
@@ -999,11 +1000,15 @@ class Store:
         rows = db.execute(
             "SELECT key, body FROM signals WHERE incident_id=? ORDER BY id", (incident.id,)
         ).fetchall()
-        if rows:
-            # Rows since migration 4; an incident's `data` from before keeps its own.
-            signals = incident.data.setdefault(SIGNALS, {})
-            for r in rows:
-                signals[r["key"]] = json.loads(r["body"])
+        # Rows since migration 4; an incident's `data` from before keeps its own (a row
+        # inserted by an older version after the migration), moved to rows once written.
+        legacy = incident.data.pop(SIGNALS, None)
+        bodies: dict[str, Any] = dict(legacy) if isinstance(legacy, dict) else {}
+        bodies.update((r["key"], json.loads(r["body"])) for r in rows)
+        for key, body in bodies.items():
+            record = SignalRecord.from_json(body)
+            if record is not None:
+                incident.signals[key] = record
         incident.postmortem = json.loads(row["postmortem"])
         if with_timeline:
             # A deploy entry's key names its event row (deploy_entry), which holds the

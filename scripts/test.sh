@@ -2,7 +2,7 @@
 # The README's test command: set the machine up (as root on a fresh Debian: nginx,
 # openssh-server, docker.io, the virtual environment), then lint, type-check and run every
 # test, then the docker lab's short run against a real engine (scripts/docker-lab.sh:
-# one fault end to end, Prometheus's target, one alert through Alertmanager; 4 to 7
+# one fault end to end, Prometheus's target, one alert through Alertmanager; about 4
 # minutes). With arguments (`scripts/test.sh tests/test_x.py`) only pytest runs, on them.
 # RECORDER_DOCKER_LAB=off leaves the docker lab out; =full runs every fault (make
 # docker-test).

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import Fault, Observation, Status
-from probes.facts import ClientHarm, Facts
+from probes.facts import ClientHarm, Facts, Subjects
 from recorder.config import Config, parse_config
 from recorder.detector import Detector
 from recorder.incidents import IncidentBook
@@ -106,6 +106,7 @@ class Harness:
         # What error_rate and upstreams state as facts (the engine reads nothing else).
         first_5xx = details.pop("first_5xx", None)
         facts = Facts(
+            subjects=details.pop("subjects", None) or Subjects(),
             clients=ClientHarm(details["clients"], details["clients_with_5xx"])
             if "clients" in details
             else None,

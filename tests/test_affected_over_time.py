@@ -21,7 +21,6 @@ from probes import error_rate
 from probes.base import Fault, Status
 from probes.facts import HLL_ERROR, SKETCH_EXACT_MAX, ClientSketch, client_id
 from recorder.hosts.local import LocalHost
-from recorder.incidents import CLIENTS_KEY
 from recorder.lab.app import client_fails
 from recorder.model import Incident
 from tests.test_incidents import T0, Harness
@@ -160,7 +159,7 @@ def test_a_restart_mid_incident_continues_the_count(
     )
     assert incident.affected.ratio is not None
     assert abs(incident.affected.ratio - truth) <= 1e-4, (incident.affected, truth)
-    assert CLIENTS_KEY in incident.data
+    assert incident.affected_clients is not None
 
 
 def test_sketch_exact_then_hyperloglog() -> None:

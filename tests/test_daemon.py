@@ -267,8 +267,8 @@ def evidence_left_blank(incident: Incident, draft: str) -> list[str]:
     holds their value: the hosts and service always, the lab's http probes' URL, and what
     the probes named as subjects (site, file, line, backend) in the stored signals."""
     held = {"host", "service", "url"}
-    for sig in (incident.data.get("signals") or {}).values():
-        held |= Subjects.from_json(sig.get("subjects")).placeholders().keys()
+    for sig in incident.signals.values():
+        held |= (sig.subjects or Subjects()).placeholders().keys()
     if any(e.kind == "deploy" for e in incident.timeline):
         held.add("version")
     left = re.findall(r"\[\[FILL IN: ([a-z_]+)\]\]", draft)

@@ -41,12 +41,58 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_the_lab_services_on_one_network() -> None:
     services = compose()["services"]
-    assert set(services) == {"lb", "web-01", "web-02", "recorder", "prometheus", "alertmanager"}
+    assert set(services) == {
+        *("lb", "web-01", "web-02", "users", "recorder", "prometheus", "alertmanager")
+    }
     for name, service in services.items():
         assert service["networks"] == ["lab"], name
     assert set(compose()["networks"]) == {"lab"}
     assert services["lb"]["ports"] == ["127.0.0.1:${RECORDER_LAB_LB_PORT:-8080}:80"]
     assert set(services["lb"]["depends_on"]) == {"web-01", "web-02"}
+
+
+def test_lab_up_builds_every_image_of_the_compose_file_once() -> None:
+    services = compose()["services"]
+    images = {s["image"] for s in services.values()}
+    built = [services[name]["image"] for name in docker_lab.BUILT_SERVICES]
+    assert sorted(built) == sorted(images)  # each image, and once
+
+
+def test_users_service_sends_steady_traffic_from_inside_the_lab_network(
+    published_lb: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The users service's command, run here against a real server standing for lb-01:
+    it parses, and sends from the machine's own address (the container's, in the lab)."""
+    from recorder.lab import traffic
+
+    users = compose()["services"]["users"]
+    assert users["image"] == compose()["services"]["recorder"]["image"]
+    assert users["depends_on"] == ["lb"] and users["restart"] == "unless-stopped"
+    python, m, module, *args = users["command"]
+    assert (python, m, module) == ("/opt/recorder/bin/python", "-m", "recorder.lab.traffic")
+    assert "--url=http://lb/" in args and "--from-here" in args
+    local = []
+    for arg in args:
+        arg = arg.replace("${RECORDER_LAB_USERS_RPS:-5}", "5")  # compose's default
+        if arg.startswith("--url="):
+            arg = f"--url=http://127.0.0.1:{published_lb}/"
+        elif arg.startswith("--seconds="):
+            arg = "--seconds=1"  # an hour in the lab
+        local.append(arg)
+    sent: list[tuple[str, int]] = []
+    real_send = traffic.send
+
+    def send(host: str, port: int, path: str, client: str, timeout: float) -> traffic.Result:
+        sent.append((client, port))
+        return real_send(host, port, path, client, timeout)
+
+    monkeypatch.setattr(traffic, "send", send)
+    assert traffic.main(local) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clients"] == 1 and report["status_classes"]["2xx"] == report["requests"]
+    assert report["requests"] == 5  # 5 requests/s for 1 s
+    assert {client for client, _ in sent} == {traffic.HERE}  # no source address bound
+    assert traffic.main([*local, "--clients=2"]) == 2  # one client, or none at all
 
 
 def test_webhook_token_is_one_secret_shared_by_alertmanager_and_the_recorder(
@@ -165,7 +211,8 @@ def test_every_image_builds_from_the_debian_base_and_finds_what_it_copies(staged
         assert dockerfile.is_file(), dockerfile
         text = dockerfile.read_text()
         stages = re.findall(r"^FROM \S+ AS (\S+)$", text, re.M)
-        bases = re.findall(r"^FROM (\S+)", text, re.M)
+        # Every stage from the Debian base or from an earlier stage of the same file.
+        bases = [b for b in re.findall(r"^FROM (\S+)", text, re.M) if b not in stages]
         assert set(bases) == {"debian:bookworm-slim"}, f"{name}: FROM {bases}"
         for word in re.findall(r"--from=(\S+)", text):
             assert word in stages, f"{dockerfile}: COPY --from={word}"
@@ -187,8 +234,11 @@ def test_entrypoint_is_executable_and_runs_the_app_file_of_the_local_lab(staged:
     entrypoint = DOCKER_DIR / "lab" / "entrypoint.sh"
     assert entrypoint.stat().st_mode & stat.S_IXUSR
     copies = dict(_copies(DOCKER_DIR / "lab" / "Dockerfile"))
-    assert copies["docker/lab/app.py"] == "/opt/lab/app.py"
+    assert copies["docker/lab/app.py"] == "/opt/lab/"  # several sources: into the directory
+    assert copies["docker/nginx"] == "/opt/lab/"  # its contents: /opt/lab/HOST/...
     assert "/opt/lab/app.py" in entrypoint.read_text()
+    assert '"/opt/lab/${LAB_HOST}/nginx.conf"' in entrypoint.read_text()
+    assert (staged / "docker" / "nginx" / "lb-01" / "nginx.conf").is_file()
     # The staged app.py is the local lab's own file.
     app = Path(docker_lab.__file__).with_name("app.py")
     assert (staged / "docker" / "lab" / "app.py").read_bytes() == app.read_bytes()
@@ -309,13 +359,15 @@ def test_docker_backend_drives_compose_and_faults_by_docker_exec(
     status = lab.up()
     records = calls(fake_docker)
     names = [f"recorder-lab-{h}" for h in ("lb-01", "web-01", "web-02")]
-    assert [r["argv"] for r in records[:3]] == [
+    assert [r["argv"] for r in records[:4]] == [
         ["compose", "version"],
-        [*compose_argv, "up", "-d", "--build"],
+        # each image once (v2 builds them in parallel by itself), then up without --build
+        [*compose_argv, "build", "recorder", "alertmanager", "prometheus"],
+        [*compose_argv, "up", "-d"],
         # compose 1.29 has no --wait: the backend waits for the healthchecks itself
         ["inspect", "-f", "{{.Name}} {{.State.Health.Status}}", *names],
     ]
-    assert records[1]["lb_port"] == str(published_lb)
+    assert records[2]["lb_port"] == str(published_lb)
     assert status["backend"] == "docker"
     assert status["hosts"]["lb-01"]["url"] == f"http://127.0.0.1:{published_lb}/"
     assert status["hosts"]["web-01"]["container"] == "recorder-lab-web-01"
@@ -394,16 +446,34 @@ def test_docker_backend_falls_back_to_docker_compose_and_follows_docker_host(
     compose_file = docker_lab.stage_files(tmp_path / "stage")
     lab = staged_lab(tmp_path, fake_docker, compose_file, published_lb)
     lab.up()
-    used = [(r["prog"], r["argv"][:1]) for r in calls(fake_docker)]
-    assert used[:3] == [
-        ("docker", ["compose"]),  # `docker compose version`: no plugin
+    used = [(r["prog"], r["argv"]) for r in calls(fake_docker)]
+    compose_file_args = ["-f", str(compose_file), "-p", "recorder-lab"]
+    assert used[:4] == [
+        ("docker", ["compose", "version"]),  # no plugin
         ("docker-compose", ["version"]),
-        ("docker-compose", ["-f"]),
+        # 1.29 builds one image at a time unless told
+        ("docker-compose", [*compose_file_args, "build", "--parallel", *docker_lab.BUILT_SERVICES]),
+        ("docker-compose", [*compose_file_args, "up", "-d"]),
     ]
     assert docker_lab.docker_env(8080)["DOCKER_SOCK"] == "/tmp/some-engine/docker.sock"
     start = len(calls(fake_docker))
     Lab(tmp_path / "lab", docker=str(fake_docker)).down()
     assert [r["prog"] for r in calls(fake_docker)[start:]] == ["docker-compose"]
+
+
+def test_compose_v2_is_preferred_whenever_the_plugin_answers(
+    fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2 is not packaged on the test machine: a fake `docker` that answers `compose
+    version` stands for it, with Debian's docker-compose present as well."""
+    (fake_docker.parent / "docker-compose").symlink_to(fake_docker)
+    assert docker_lab.compose_command(str(fake_docker)) == [str(fake_docker), "compose"]
+    backend = docker_lab.DockerBackend(docker=str(fake_docker))
+    backend.compose = docker_lab.compose_command(str(fake_docker))
+    # v2 builds the images in parallel by itself (and no longer honours --parallel).
+    assert backend._build_args() == ["build", *docker_lab.BUILT_SERVICES]
+    monkeypatch.setenv("FAKE_DOCKER_NO_COMPOSE", "1")
+    assert docker_lab.compose_command(str(fake_docker)) == ["docker-compose"]
 
 
 def test_docker_backend_says_what_is_missing(

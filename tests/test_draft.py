@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from recorder.model import (
     Incident,
     IncidentStatus,
     RuledOut,
+    SignalRecord,
+    SignalState,
     Step,
     TimelineEntry,
     iso,
@@ -162,23 +164,23 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
     )
     for at_offset, kind, text in rec.notes:
         add(T0 + at_offset, kind, text, "cli", f"note:{at_offset.total_seconds()}")
-    signals: dict[str, dict[str, Any]] = {}
+    signals: dict[str, SignalRecord] = {}
     for i, ((host, probe), (fault, summary)) in enumerate(rec.failing.items()):
         back = resolved - timedelta(seconds=len(rec.failing) - 1 - i)
         ok = OK_SUMMARY[probe].format(port=PORTS[host])
         text = f"{probe} on {host} healthy again: {ok}"
         add(back, "note", text, probe, f"recovered:{probe}@{host}", Step.RECOVERED)
-        signals[f"{probe}@{host}"] = {
-            "host": host,
-            "probe": probe,
-            "fault": str(fault),
-            "state": "recovered",
-            "since": iso(T0 if i == 0 else detected),
-            "flaps": 0,
-            "summary": summary,
-            "subjects": rec.subjects.get((host, probe), Subjects()).to_json(),
-            "recovered_at": iso(back),
-        }
+        signals[f"{probe}@{host}"] = SignalRecord(
+            host=host,
+            probe=probe,
+            fault=str(fault),
+            state=SignalState.RECOVERED,
+            since=T0 if i == 0 else detected,
+            summary=summary,
+            flaps=0,
+            subjects=rec.subjects.get((host, probe), Subjects()),
+            recovered_at=back,
+        )
     add(
         resolved,
         "resolution",
@@ -202,7 +204,7 @@ def build_incident(rec: Recorded, config: Config, incident_id: int = 7) -> Incid
         affected=rec.affected,
         root_causes=causes,
         timeline=sorted(entries, key=lambda e: e.at),
-        data={"signals": signals},
+        signals=signals,
     )
     for ruled in ruled_out:
         incident.rule_out(ruled)
@@ -669,16 +671,19 @@ def test_task_values_come_from_the_subjects_not_the_prose(config: Config) -> Non
     probes' typed subjects, the top fault's first."""
     rec = LAB_FAULTS["upstream-down"]
     incident = build_incident(rec, config)
-    for sig in incident.data["signals"].values():
-        sig["summary"] = "1 of 2 backends down: 10.9.9.9:80 in /etc/other.conf:3"
+    for key, sig in incident.signals.items():
+        incident.signals[key] = replace(
+            sig, summary="1 of 2 backends down: 10.9.9.9:80 in /etc/other.conf:3"
+        )
     context = task_context(incident, config, incident.root_causes[0])
     assert (context["backend"], context["file"], context["line"]) == (
         "127.0.0.1:18082",
         EXAMPLE,
         "5",
     )
-    for sig in incident.data["signals"].values():
-        sig.pop("subjects")  # stored before subjects were kept: a person fills them in
+    for key, sig in incident.signals.items():
+        # Stored before subjects were kept: a person fills them in.
+        incident.signals[key] = replace(sig, subjects=None)
     context = task_context(incident, config, incident.root_causes[0])
     assert "backend" not in context and "file" not in context
 

@@ -89,7 +89,7 @@ def test_a_failed_group_rolls_back_and_each_batch_is_answered_alone(
     outcomes = apply_alert_batches(h.book, h.store, [[alert(3)], [alert(2), alert(4)], [alert(5)]])
     assert outcomes[0] == [1] and outcomes[2] == [1], outcomes
     assert isinstance(outcomes[1], sqlite3.Error | StoreError), outcomes
-    memory = {i.id: set(i.data["signals"]) for i in h.book.open_incidents()}
+    memory = {i.id: set(i.signals) for i in h.book.open_incidents()}
     db = h.store._read()
     stored: dict[int, set[str]] = {}
     for incident_id, key in db.execute("SELECT incident_id, key FROM signals").fetchall():
@@ -151,7 +151,7 @@ def test_a_commit_the_store_refuses_is_an_error_and_memory_matches_the_store(
             )
         )
         assert status == 503 and "cannot record" in body, (status, body)
-        memory = {i.id: set(i.data["signals"]) for i in server.daemon.book.open_incidents()}
+        memory = {i.id: set(i.signals) for i in server.daemon.book.open_incidents()}
         assert memory == stored_signals(server.state) == {incident_id: {"alert:first"}}
         assert Store(server.state).alert("accepted") is None  # nothing of the batch
         # Alertmanager sends it again once the store takes it: recorded then, once.
@@ -166,7 +166,7 @@ def test_a_commit_the_store_refuses_is_an_error_and_memory_matches_the_store(
         )
         assert status == 200 and json.loads(body)["incidents"] == [incident_id] * 2, body
         keys = {"alert:first", "alert:accepted", "alert:refused"}
-        memory = {i.id: set(i.data["signals"]) for i in server.daemon.book.open_incidents()}
+        memory = {i.id: set(i.signals) for i in server.daemon.book.open_incidents()}
         assert memory == stored_signals(server.state) == {incident_id: keys}
     finally:
         server.stop()

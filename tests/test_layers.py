@@ -5,6 +5,7 @@ facts (probes/facts.py)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.fixtures import parse_source
@@ -23,24 +24,32 @@ def _details_reads(path: Path) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name == DISPLAY[1]:
                 allowed |= {id(n) for n in ast.walk(node)}
+    return _key_reads(path, tree, ("details",), allowed, attribute=True)
+
+
+def _key_reads(
+    path: Path, tree: ast.Module, keys: tuple[str, ...], allowed: set[int], attribute: bool
+) -> list[str]:
+    """Where `path` reads one of `keys` by string (`x["k"]`, `x.get("k")`, `x.pop("k")`,
+    `x.setdefault("k")`, `getattr(x, "k")`), and as an attribute (`x.k`) when `attribute`."""
     found = []
     for node in ast.walk(tree):
         if id(node) in allowed:
             continue
         hit = (
-            (isinstance(node, ast.Attribute) and node.attr == "details")
+            (attribute and isinstance(node, ast.Attribute) and node.attr in keys)
             or (
                 isinstance(node, ast.Subscript)
                 and isinstance(node.slice, ast.Constant)
-                and node.slice.value == "details"
+                and node.slice.value in keys
             )
             or (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "get"
+                and node.func.attr in ("get", "pop", "setdefault")
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
-                and node.args[0].value == "details"
+                and node.args[0].value in keys
             )
             or (
                 isinstance(node, ast.Call)
@@ -48,7 +57,7 @@ def _details_reads(path: Path) -> list[str]:
                 and node.func.id == "getattr"
                 and len(node.args) > 1
                 and isinstance(node.args[1], ast.Constant)
-                and node.args[1].value == "details"
+                and node.args[1].value in keys
             )
         )
         if hit:
@@ -165,3 +174,71 @@ def test_the_fill_in_marker_is_taken_from_its_own_module() -> None:
         and {a.name for a in node.names} & {"PLACEHOLDER_MARK", "fill_in"}
     ]
     assert found == []
+
+
+# An incident's signals are typed records (recorder/model.py SignalRecord, SignalState),
+# not dicts whose "state" strings run a second state machine beside the detector's (#15).
+# Only the store reads their rows' JSON (model.py's record converts itself). cli.py's
+# `r["state"]` is a notification delivery's column, not a signal's.
+SIGNAL_ROWS = ("store.py", "model.py", "cli.py")
+
+
+def _signal_key_reads(path: Path) -> list[str]:
+    return _key_reads(path, parse_source(path), ("signals", "state"), set(), attribute=False)
+
+
+# An incident's bookkeeping in its JSON column (`Incident.data`) is read and written
+# through the model's named properties (planned, seen_terms, top_fault, ...), which only
+# model.py defines; the store moves the column, and old signals out of it, as a whole.
+DATA_KEEPERS = ("model.py", "store.py")
+
+
+def _data_key_reads(path: Path) -> list[str]:
+    """`x.data["k"]`, `x.data.get(...)`, `.setdefault(...)`, `.pop(...)` in `path`."""
+    found = []
+    for node in ast.walk(parse_source(path)):
+        target = (
+            node.value
+            if isinstance(node, ast.Subscript)
+            else node.func.value
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault")
+            else None
+        )
+        if isinstance(target, ast.Attribute) and target.attr == "data":
+            found.append(f"{path.name}:{getattr(node, 'lineno', '?')}")
+    return found
+
+
+def _reads_above(keepers: tuple[str, ...], find: Callable[[Path], list[str]]) -> list[str]:
+    paths = [p for p in sorted(RECORDER.rglob("*.py")) if p.name not in keepers]
+    assert RECORDER / "incidents.py" in paths and RECORDER / "show.py" in paths
+    return [r for path in paths for r in find(path)]
+
+
+def test_signals_are_read_as_records_above_the_store() -> None:
+    reads = _reads_above(SIGNAL_ROWS, _signal_key_reads)
+    assert reads == [], "read the SignalRecord's fields (sig.firing, sig.state), not its JSON"
+
+
+def test_incident_bookkeeping_is_read_by_name() -> None:
+    reads = _reads_above(DATA_KEEPERS, _data_key_reads)
+    assert reads == [], "add a named property on recorder.model.Incident"
+
+
+def test_the_signal_and_bookkeeping_checks_see_a_key(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def f(incident, sig, data):\n"
+        "    a = incident.data.get('signals', {})\n"
+        "    b = sig['state'] == 'firing' or data.get('x') or data['y']\n"
+        "    incident.data['planned'] = sig.get('state')\n"
+        "    return a, b, sig.state, incident.data.setdefault('ruled_out', [])\n"
+    )
+    assert sorted(Path(r).name for r in _signal_key_reads(sample)) == [
+        "sample.py:2",
+        "sample.py:3",
+        "sample.py:4",
+    ]
+    assert sorted(_data_key_reads(sample)) == ["sample.py:2", "sample.py:4", "sample.py:5"]

@@ -111,7 +111,7 @@ def test_incidents_stored_before_the_migration_read_show_and_draft_the_same(
         rows = db.execute("SELECT key FROM signals WHERE incident_id=1 ORDER BY id").fetchall()
         assert db.execute("SELECT count(*) FROM timeline WHERE step IS NOT NULL").fetchone()[0]
     migrated = old.only_incident()
-    assert [r[0] for r in rows] == list(new.data["signals"]) == list(migrated.data["signals"])
+    assert [r[0] for r in rows] == list(new.signals) == list(migrated.signals)
     assert len(rows) == 6  # three probe signals and three alerts
     assert shown(migrated, old) == shown(new, now)
     # The daemon continues the migrated open incident as it does its own.
@@ -139,7 +139,7 @@ def test_bytes_written_per_alert_stay_flat_as_the_incident_grows(tmp_path: Path)
     apply(150, 1850)
     late = apply(2000, 100)  # 2,000 signals in the incident by now
     incident = store.get(1)
-    assert incident is not None and len(incident.data["signals"]) == 2100
+    assert incident is not None and len(incident.signals) == 2100
     # The cause's evidence names five of the alerts and counts the rest.
     top = incident.root_causes[0]
     assert top.fault == "http-5xx" and "and 2,095 more firing alerts" in top.evidence

@@ -9,8 +9,8 @@ if [ -z "${LAB_HOST:-}" ]; then
 fi
 # The host's nginx files, installed once: a restarted container keeps a fault's edits.
 if [ ! -e /var/lib/lab/installed ]; then
-    cp "/opt/lab/nginx/${LAB_HOST}/nginx.conf" /etc/nginx/nginx.conf
-    cp "/opt/lab/nginx/${LAB_HOST}/sites-available/example" /etc/nginx/sites-available/example
+    cp "/opt/lab/${LAB_HOST}/nginx.conf" /etc/nginx/nginx.conf
+    cp "/opt/lab/${LAB_HOST}/sites-available/example" /etc/nginx/sites-available/example
     ln -sfn /etc/nginx/sites-available/example /etc/nginx/sites-enabled/example
     touch /var/lib/lab/installed
 fi

@@ -10,7 +10,9 @@ k mod N, for `seconds`; every request opens its own connection (as separate user
 is bounded by `timeout`. Nothing runs longer than seconds + 2 x timeout.
 
 `python -m recorder.lab.traffic` is the same generator as a command; the lab starts it
-detached for `traffic-spike`.
+detached for `traffic-spike`. With `--from-here` it sends as one client from this
+machine's own address, binding none: the docker lab's users service runs it that way
+inside the lab network, which loopback source addresses cannot reach.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from recorder.lab.templates import SLOW_SECONDS
 
 CLIENT_BASE = "127.100.0.0"  # ordinary users: 127.100.0.1, 127.100.0.2, ...
 SPIKE_BASE = "127.200.0.0"  # the burst of traffic-spike, told apart in the logs
+HERE = "0.0.0.0"  # bound as a source, the kernel picks the address (--from-here)
 MAX_CLIENTS = 60_000
 MAX_SECONDS = 3600.0
 MAX_RPS = 5000.0
@@ -65,6 +68,16 @@ def client_addresses(count: int, base: str = CLIENT_BASE) -> list[str]:
     ):
         raise LabError(f"{count} clients after {base} leave 127.0.0.0/8", 2)
     return [str(start + i + 1) for i in range(count)]
+
+
+def sources(count: int, base: str, from_here: bool) -> list[str]:
+    """The source addresses to send from: `count` after `base`, or with `from_here` one,
+    left to the kernel (HERE)."""
+    if not from_here:
+        return client_addresses(count, base)
+    if count != 1:
+        raise LabError("--from-here sends as one client: --clients must be 1", 2)
+    return [HERE]
 
 
 def _classify(exc: BaseException) -> str:
@@ -229,10 +242,12 @@ def traffic_to(
     base: str = CLIENT_BASE,
     timeout: float = 10.0,
     stop: threading.Event | None = None,
+    from_here: bool = False,
 ) -> dict[str, Any]:
-    """Traffic to any URL, reported (what run_traffic does for a lab)."""
+    """Traffic to any URL, reported (what run_traffic does for a lab). `from_here`: one
+    client, whatever address the kernel picks for the route (`clients` must be 1)."""
     check_bounds(clients, rps, seconds)
-    addresses = client_addresses(clients, base)
+    addresses = sources(clients, base, from_here)
     started = datetime.now(UTC)
     results = generate(url, addresses, rps, seconds, timeout=timeout, stop=stop)
     return summarize(results, url=url, rps=rps, started=started, ended=datetime.now(UTC))
@@ -262,19 +277,25 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m recorder.lab.traffic`: the generator as a command (JSON on stdout)."""
     parser = argparse.ArgumentParser(description="Bounded HTTP traffic from loopback clients.")
     parser.add_argument("--url", required=True)
-    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--clients", type=int, help="default 20 (1 with --from-here)")
     parser.add_argument("--rps", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--base", default=CLIENT_BASE)
+    parser.add_argument(
+        "--from-here",
+        action="store_true",
+        help="one client, from this machine's own address (no source address bound)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--detach", action="store_true", help="run in the background")
     parser.add_argument("--pid-file")
     parser.add_argument("--log", default=os.devnull)
     parser.add_argument("--report", help="write the JSON report here instead of stdout")
     args = parser.parse_args(argv)
+    clients = args.clients if args.clients is not None else 1 if args.from_here else 20
     try:
-        check_bounds(args.clients, args.rps, args.seconds)
-        client_addresses(args.clients, args.base)
+        check_bounds(clients, args.rps, args.seconds)
+        sources(clients, args.base, args.from_here)
     except LabError as exc:
         print(f"lab traffic: {exc}", file=sys.stderr)
         return 2
@@ -286,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
 
         daemonize(args.pid_file, args.log)  # before any thread exists: fork is safe here
     report = traffic_to(
-        args.url, args.clients, args.rps, args.seconds, base=args.base, timeout=args.timeout
+        args.url,
+        clients,
+        args.rps,
+        args.seconds,
+        base=args.base,
+        timeout=args.timeout,
+        from_here=args.from_here,
     )
     report.pop("per_client")
     text = json.dumps(report, indent=2)

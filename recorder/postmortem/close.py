@@ -363,7 +363,7 @@ def close_incident(
         merged["edited"] = True
     final_tasks = [Task(text=t) for t in document_tasks(text)]
     closed_at = now or utcnow()
-    planned = incident.data.get("planned")  # over inside its maintenance window: untold
+    planned = incident.planned  # over inside its maintenance window: untold
     receivers = [] if planned else config.notify.receivers_for(incident.service, "closed")
     notices = [Notice("closed", "closed", closed_at, receivers, f"Postmortem written: {path.name}")]
     try:

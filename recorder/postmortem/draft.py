@@ -208,20 +208,11 @@ def _leading_time(
 # ---- what the evidence names -----------------------------------------------------------------
 
 
-def _signals(incident: Incident) -> list[Mapping[str, Any]]:
-    signals = incident.data.get("signals") or {}
-    return [s for s in signals.values() if isinstance(s, Mapping)]
-
-
 def cause_hosts(incident: Incident, top: Cause | None) -> list[str]:
     """The hosts where the fault of `top` was observed itself (for upstream-down: the load
     balancer, not the backend); every host of the incident when no signal names it."""
     if top is not None:
-        hosts = [
-            str(s["host"])
-            for s in _signals(incident)
-            if s.get("fault") == top.fault and s.get("host")
-        ]
+        hosts = [s.host for s in incident.signals.values() if s.fault == top.fault and s.host]
         if hosts:
             return list(dict.fromkeys(hosts))
     return list(incident.hosts)
@@ -283,11 +274,11 @@ def task_context(incident: Incident, config: Config, top: Cause | None) -> dict[
     if url:
         context["url"] = url
     # What the probes named (probes/facts.py), the signals of the top fault first.
-    signals = _signals(incident)
+    signals = list(incident.signals.values())
     if top is not None:
-        signals.sort(key=lambda s: s.get("fault") != top.fault)
+        signals.sort(key=lambda s: s.fault != top.fault)
     for sig in signals:
-        values = Subjects.from_json(sig.get("subjects")).placeholders()
+        values = (sig.subjects or Subjects()).placeholders()
         if "file" in context:
             values.pop("line", None)  # a line belongs to its own file
         for name, value in values.items():
