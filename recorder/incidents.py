@@ -280,7 +280,7 @@ class IncidentBook:
                 incident=incident,
                 causes_said=_causes_line(incident.root_causes),
                 clients=clients,
-                clients_from=incident.started_at if clients else None,
+                clients_from=_counted_from(incident) if clients else None,
                 clients_view=clients.copy() if clients else None,
                 affected_merged=clients is not None
                 and incident.affected.method not in ENTRYPOINT_METHODS,
@@ -1060,7 +1060,10 @@ class IncidentBook:
         seconds back is what lets the figure stop at the resolution. Merging a second
         twice (a restarted probe re-reads its window) changes nothing."""
         incident = item.incident
-        start = _epoch_second(incident.started_at)
+        counted_from = _counted_from(incident)
+        if counted_from is None:
+            return  # a risk that has hurt no one yet: no client to count
+        start = _epoch_second(counted_from)
         hosts = self._entrypoints(incident.service)
         rings = [self._recent[h] for h in hosts if self._recent.get(h)]
         if item.clients is None and not any(s >= start for r in rings for s in r):
@@ -1068,10 +1071,10 @@ class IncidentBook:
         merged = item.clients if item.clients is not None else ClientMerge()
         changed = item.clients is None
         below = merged.last if merged.last is not None else start - 1
-        if item.clients_from != incident.started_at:
+        if item.clients_from != counted_from:
             # Opened (harm began before detection), or a joining signal moved the start
             # earlier: the recent seconds from the start up to what is merged already.
-            item.clients_from = incident.started_at
+            item.clients_from = counted_from
             for ring in rings:
                 for second, sec in ring.items():
                     if start <= second <= below:
@@ -1092,10 +1095,11 @@ class IncidentBook:
     def _clients_view(self, item: _Open, until: datetime | None) -> ClientMerge | None:
         """The merged clients and the held seconds after them, up to `until` (the
         resolution) when given."""
-        if item.clients is None:
+        counted_from = _counted_from(item.incident)
+        if item.clients is None or counted_from is None:
             return None
         view = item.clients.copy()
-        start = _epoch_second(item.incident.started_at)
+        start = _epoch_second(counted_from)
         below = view.last if view.last is not None else start - 1
         end = _epoch_second(until) if until is not None else None
         for host in self._entrypoints(item.incident.service):
@@ -1108,7 +1112,11 @@ class IncidentBook:
         incident = item.incident
         if not any(s.firing for s in item.signals.values()):
             return  # harm over: the measure is frozen at what the incident saw
-        if incident.severity == "outage" and item.clients_from != incident.started_at:
+        if incident.opened_on_risk and incident.harm_began is None:
+            # Users are still served: 0% (no-harm-measured) until a check measures harm.
+            # A 5xx in the log now is background, not this incident's harm.
+            return
+        if incident.severity == "outage" and item.clients_from != _counted_from(incident):
             self._advance_clients(item)  # just opened, or a joining signal moved the start
         measured, window = self._measure(incident.service, item)
         if measured is None:
@@ -1420,6 +1428,16 @@ def no_request_time(hosts: list[str]) -> str:
         f"share unknown: log has no request time ({', '.join(hosts)} access log; add"
         " $request_time to its log_format and to error_rate's log_format to measure it)"
     )
+
+
+def _counted_from(incident: Incident) -> datetime | None:
+    """From when the incident's clients count: when harm began. One opened on a risk
+    (nginx -t fails while the site is served) counts none until a check measures harm,
+    then from that moment: the clients served during the risk (days, maybe) were not
+    hurt by it, and counting them would make the share far too low."""
+    if incident.opened_on_risk:
+        return incident.harm_began
+    return incident.started_at
 
 
 def _epoch_second(at: datetime) -> int:

@@ -11,6 +11,7 @@ import pytest
 
 from probes import error_rate
 from probes.base import Fault, Observation, Status
+from probes.facts import ClientHarm, ClientSecond, ClientSketch, Facts
 from recorder.config import parse_config
 from recorder.events import record_deploy
 from recorder.hosts.local import LocalHost
@@ -505,3 +506,45 @@ def test_the_affected_share_reads_each_latest_observation_once(tmp_path: Path) -
     share = h.book.affected_share("web")
     assert share is not None and share.method == "entrypoint-unreachable"
     assert _CountingItems.read == len(h.book.latest) == len(hosts)
+
+
+def _log_seconds(h: Harness, clients: range, hurt: bool) -> None:
+    """One error_rate reading of lb-01's log: the second now, `clients` in it, all of
+    them with a 5xx when `hurt` (a failing reading then, else a passing one)."""
+    seen = ClientSketch(clients)
+    second = ClientSecond(int(h.now.timestamp()), seen, ClientSketch(clients if hurt else ()))
+    harm = ClientHarm(len(clients), len(clients) if hurt else 0, seconds=(second,))
+    obs = Observation(
+        host="lb-01",
+        probe="error_rate",
+        status=Status.FAIL if hurt else Status.OK,
+        fault=Fault.HTTP_5XX if hurt else None,
+        summary="every request got a 502" if hurt else "no 5xx",
+        at=h.now,
+        facts=Facts(clients=harm),
+    )
+    h.book.observe(obs)
+    for sig in h.detector.observe(obs, 0.0, 0.0):
+        h.book.on_signal(sig)
+
+
+def test_a_risk_counts_clients_from_when_harm_began(tmp_path: Path) -> None:
+    """nginx -t fails while nginx serves everyone (the risk); later nginx returns 5xx to
+    every client that comes. The share is over the clients since harm began, not every
+    client served during the risk (#15: 10 hurt of 210 seen since the risk said 5%)."""
+    h = Harness(tmp_path)
+    syntax = (Fault.CONFIG_SYNTAX, "nginx -t failed", {})
+    for i in range(20):  # the risk: 200 clients served, none hurt
+        h.sweep({("lb-01", "config"): syntax}, advance=0.0)
+        _log_seconds(h, range(i * 10, i * 10 + 10), hurt=False)
+        h.now += timedelta(seconds=10)
+    (risk,) = h.book.open_incidents()
+    assert risk.opened_on_risk and risk.harm_began is None
+    assert risk.affected.method == "no-harm-measured" and risk.affected_clients is None
+    for _ in range(10):  # harm: 10 new clients, every one of them gets a 502
+        _log_seconds(h, range(1000, 1010), hurt=True)
+        h.sweep({("lb-01", "config"): syntax})
+    (harmed,) = h.book.open_incidents()
+    assert harmed.harm_began is not None
+    assert harmed.affected.method == "clients-with-5xx", harmed.affected
+    assert harmed.affected.ratio == 1.0, harmed.affected

@@ -136,3 +136,34 @@ def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path, fa
     assert began_line(incident).startswith("Risk began ") and ", harm began " in began_line(
         incident
     )
+
+
+def test_clients_served_during_the_risk_are_not_harm(lab: Lab, tmp_path: Path) -> None:
+    """With traffic served while nginx -t fails, the access log has clients and no 5xx:
+    the incident still says no harm measured, not "0 of N clients got a 5xx" (#15)."""
+    config, store, book, detector = broken(lab, tmp_path / "state")
+    try:
+        feed(book, detector, sweep(config))
+        truth = lab.traffic(clients=20, rps=20, seconds=1)
+        assert truth["status_classes"]["2xx"] > 0, truth  # served
+        observations = sweep(config)
+        logged = [
+            o.facts.clients
+            for o in observations
+            if o.host == "lb-01" and o.facts.clients is not None
+        ]
+        assert logged and logged[0].clients > 0, logged  # the log does show the clients
+        feed(book, detector, observations)
+        feed(book, detector, sweep(config))
+        (opened,) = book.open_incidents()
+        assert opened.opened_on_risk and opened.harm_began is None
+        assert opened.affected.method == NO_HARM_METHOD, opened.affected
+        assert opened.affected.ratio == 0.0 and opened.affected_clients is None
+    finally:
+        lab.fix()
+    feed(book, detector, sweep(config))
+    incident = stored(store)
+    store.close()
+    assert incident.status == "resolved" and incident.harm_began is None
+    assert incident.affected.method == NO_HARM_METHOD, incident.affected
+    assert incident.affected.evidence.startswith("no failed user requests measured")
