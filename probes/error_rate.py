@@ -458,9 +458,12 @@ def _slow_began(
     if lines.durations is None:
         return {}
     began: dict[bytes, int] = {}
-    for raw, duration in zip(times, lines.durations, strict=True):
-        took = duration_seconds(duration)
-        if took is None or took <= above or raw not in seconds:
+    # Each distinct logged value converted once, as `slow_mask` does.
+    took_of = {raw: duration_seconds(raw) for raw in set(lines.durations)}
+    for raw, duration, digit in zip(times, lines.durations, lines.digits, strict=True):
+        took = took_of[duration]
+        # A 1xx is never slow (see `slow_mask`).
+        if took is None or took <= above or raw not in seconds or digit == 0x31:
             continue
         at = math.floor(seconds[raw] - took)
         if raw not in began or at < began[raw]:
@@ -855,7 +858,10 @@ def _client_seconds(
 
 
 def _moment(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:  # not a moment `iso` writes: none to tell
+        return None
 
 
 def _log_counters(tail: Tail) -> LogCounters:
