@@ -690,6 +690,23 @@ def duration_seconds(raw: bytes) -> float | None:
     return seconds if math.isfinite(seconds) and seconds <= MAX_DURATION else None
 
 
+def odd_durations(lines: Lines) -> int:
+    """How many well-formed lines hold a duration nginx could not have written (not of
+    its shapes, not finite, or above `MAX_DURATION`): read as unknown, like a line cut
+    before its duration (empty) or one no backend answered (`-`), but counted, as a
+    malformed line is, so a log full of them is noticed."""
+    if lines.durations is None:
+        return 0
+    odd = [
+        raw
+        for raw in set(lines.durations)
+        if raw
+        and duration_seconds(raw) is None
+        and (_DURATION_SHAPE.fullmatch(raw) is None or _DURATION_PART.search(raw) is not None)
+    ]
+    return sum(map(lines.durations.count, odd))
+
+
 def slow_mask(lines: Lines, above: float) -> list[bool]:
     """Which of the well-formed lines took longer than `above` seconds (none when the
     format logs no duration). Each distinct logged value is converted once: they have

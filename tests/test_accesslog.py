@@ -23,6 +23,7 @@ from probes.accesslog import (
     clients_with_5xx,
     compile_format,
     duration_seconds,
+    odd_durations,
     parse_chunk,
     slow_mask,
     split_complete,
@@ -508,3 +509,13 @@ def test_a_1xx_is_never_slow() -> None:
     lines = [b"10.0.0.1 [23/Nov/2026:14:00:00 +0300] 101 3600.000"]
     lines.append(b"10.0.0.2 [23/Nov/2026:14:00:00 +0300] 200 3.000")
     assert slow_mask(parse_chunk(fmt, b"\n" + b"\n".join(lines)), 1.0) == [False, True]
+
+
+def test_odd_durations_are_counted_but_not_dashes_or_cut_lines() -> None:
+    fmt = compile_format('$remote_addr [$time_local] $status "$upstream_response_time"')
+    head = b"10.0.0.1 [23/Nov/2026:14:00:00 +0300] 200 "
+    values = [b'"0.004"', b'"-"', b'"-, -"', b'"1e9"', b'"1e9"', b'"' + b"9" * 400 + b'"']
+    parsed = parse_chunk(fmt, b"\n" + b"\n".join(head + v for v in values) + b"\n" + head)
+    assert parsed.durations is not None and len(parsed.durations) == 7
+    assert odd_durations(parsed) == 3
+    assert odd_durations(parse_chunk(compile_format(None), b"\n" + head)) == 0

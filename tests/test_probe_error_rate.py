@@ -739,8 +739,11 @@ def test_a_duration_nginx_cannot_write_is_unknown_and_the_check_goes_on(
     assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX
     assert obs.details["requests"] == 22 and obs.details["clients"] == 22
     assert obs.details["clients_slow"] == 0 and obs.facts.first_slow is None
+    assert obs.details["odd_durations"] == 1  # counted, as a malformed line is
     # The next check, with the line still in the window, reads on.
     append(root, line("10.0.0.1", 502, 5).rstrip("\n") + " 2.500\n")
     again = run(root, log_format=TIMED, slow="1s", threshold=0.05)
     assert again.status == Status.FAIL and again.details["clients_slow"] == 1
     assert again.facts.first_slow == T0 + timedelta(seconds=2)
+    forget_memory()  # a restart keeps the count
+    assert run(root, log_format=TIMED, slow="1s").details["odd_durations"] == 1
