@@ -78,6 +78,7 @@ from probes.accesslog import (
     drop_untimed,
     duration_seconds,
     iso,
+    odd_durations,
     parse_chunk,
     slow_mask,
 )
@@ -173,6 +174,9 @@ class Tail(Position):
     lines_total: int = 0
     malformed_lines: int = 0
     untimed_lines: int = 0
+    # Lines whose duration nginx could not have written (`odd_durations`): still read,
+    # their duration unknown.
+    odd_durations: int = 0
     # The recorder's own requests (probes/http.py's User-Agent): read, never counted in
     # the window's requests or clients (accesslog.OWN_AGENT).
     self_requests: int = 0
@@ -198,6 +202,7 @@ class Tail(Position):
             "lines_total": self.lines_total,
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
+            "odd_durations": self.odd_durations,
             "self_requests": self.self_requests,
             "responses": list(self.responses),
             "baseline_rate": self.baseline_rate,
@@ -223,7 +228,13 @@ class LogState:
 def _restore(data: dict[str, Any]) -> Tail:
     tail = Tail()
     tail.restore_position(data)
-    for name in ("lines_total", "malformed_lines", "untimed_lines", "self_requests"):
+    for name in (
+        "lines_total",
+        "malformed_lines",
+        "untimed_lines",
+        "odd_durations",
+        "self_requests",
+    ):
         value = data.get(name)
         if isinstance(value, int) and value >= 0:
             setattr(tail, name, value)
@@ -295,6 +306,7 @@ class _Reader:
                 # Every response nginx logged, the recorder's own included: nginx's count.
                 responses[i] += lines.digits.count(first) + lines.own_digits.count(first)
             self.tail.self_requests += lines.own
+            self.tail.odd_durations += odd_durations(lines)
         untimed = drop_untimed(lines, seconds)
         if counted:
             self.tail.untimed_lines += untimed
@@ -458,9 +470,12 @@ def _slow_began(
     if lines.durations is None:
         return {}
     began: dict[bytes, int] = {}
-    for raw, duration in zip(times, lines.durations, strict=True):
-        took = duration_seconds(duration)
-        if took is None or took <= above or raw not in seconds:
+    # Each distinct logged value converted once, as `slow_mask` does.
+    took_of = {raw: duration_seconds(raw) for raw in set(lines.durations)}
+    for raw, duration, digit in zip(times, lines.durations, lines.digits, strict=True):
+        took = took_of[duration]
+        # A 1xx is never slow (see `slow_mask`).
+        if took is None or took <= above or raw not in seconds or digit == 0x31:
             continue
         at = math.floor(seconds[raw] - took)
         if raw not in began or at < began[raw]:
@@ -855,7 +870,10 @@ def _client_seconds(
 
 
 def _moment(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:  # not a moment `iso` writes: none to tell
+        return None
 
 
 def _log_counters(tail: Tail) -> LogCounters:
@@ -870,6 +888,7 @@ def _counters(tail: Tail) -> dict[str, Any]:
         "lines_total": tail.lines_total,
         "malformed_lines": tail.malformed_lines,
         "untimed_lines": tail.untimed_lines,
+        "odd_durations": tail.odd_durations,
         "self_requests": tail.self_requests,
         "rotations": tail.rotations,
         "skipped_bytes": tail.skipped_bytes,
