@@ -805,8 +805,31 @@ class IncidentBook:
             sinces = [s.since for s in item.signals.values() if s.since is not None]
             opened = min(sinces, default=incident.started_at)
             began = max(first_slow, self._slow_floor(incident.service, opened))
-            if began < incident.started_at:
-                incident.started_at = began
+            why = (
+                f"{obs.host}'s access log shows a slow response that began then"
+                " (its log time minus its request time)"
+            )
+            self._start_earlier(item, began, why, obs.probe)
+
+    def _start_earlier(self, item: _Open, began: datetime, why: str, source: str) -> None:
+        """Move the open incident's harm start back to `began`, and say so on the timeline: the
+        entries written at opening ("Harm began", the detection's "harm began HH:MM:SS")
+        are stored once and keep the first time, so the draft would contradict its own
+        summary without this note."""
+        incident = item.incident
+        was = incident.started_at
+        if began >= was:
+            return
+        incident.started_at = began
+        zone = self.config.zone
+        item.add(
+            began,
+            EntryKind.NOTE,
+            f"Harm began earlier than first recorded, at {local_time(began, zone)}"
+            f" (not {local_time(was, zone)}): {why}",
+            source,
+            f"start-moved:{iso(began)}",
+        )
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
         sig = item.signals[key]

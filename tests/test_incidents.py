@@ -583,3 +583,24 @@ def test_slowness_ranked_capacity_still_reports_the_slow_share(tmp_path: Path) -
         h.sweep(SLOW_HTTP, passing=_slow_log(h.now, slow=10, hurt=30, **surge))
     inc = h.only_incident()
     assert (inc.affected.method, inc.affected.ratio) == ("clients-with-5xx", 0.3)
+
+
+def test_the_timeline_says_when_the_start_moved(tmp_path: Path) -> None:
+    # Opened at the first slow sample; the slow response that began 12 s earlier is
+    # logged only once it finished. The "Harm began" and detection entries are stored
+    # once with the first time: a note at the new start says it moved, so the draft
+    # agrees with its summary.
+    h = Harness(tmp_path)
+    h.sweep({})
+    opened = h.now
+    h.sweep(SLOW_HTTP)
+    assert h.only_incident().started_at == opened
+    h.sweep(SLOW_HTTP, passing=_slow_log(opened - timedelta(seconds=12)))
+    inc = h.only_incident()
+    assert inc.started_at == opened - timedelta(seconds=12)
+    first = min(inc.timeline, key=lambda e: e.at)
+    assert first.at == inc.started_at
+    assert first.text.startswith(
+        "Harm began earlier than first recorded, at 2026-11-23 14:59:49 EAT"
+    )
+    assert "(not 2026-11-23 15:00:01 EAT)" in first.text and "lb-01's access log" in first.text
