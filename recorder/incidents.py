@@ -241,6 +241,8 @@ class IncidentBook:
         self.store = store
         self.clock = clock
         self.request_diagnostics = request_diagnostics
+        # When each service's last incident resolved here: no slow start moves before it.
+        self._resolved: dict[str, datetime] = {}
         self.latest: dict[tuple[str, str], Observation] = {}
         self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
         # host -> log second -> its clients: the last RECENT_SECONDS of each log's clients
@@ -751,8 +753,29 @@ class IncidentBook:
         of 5xx is fine, so its latest observation is read, not a signal of its own)."""
         moments = [obs.facts.first_5xx]
         if obs.fault is Fault.SLOW_RESPONSES:
-            moments += [obs.facts.first_slow, *self._first_slow(service)]
+            floor = self._slow_floor(service, since)
+            slow = [obs.facts.first_slow, *self._first_slow(service)]
+            moments += [max(m, floor) for m in slow if m is not None]
         return min([since, *(m for m in moments if m is not None)])
+
+    def _slow_floor(self, service: str, opened: datetime) -> datetime:
+        """How far back a slow response may move the start of harm first seen failing at
+        `opened`: one error_rate window (the slowdown the window saw before it failed),
+        never before the service's previous incident resolved. A websocket or a long
+        download is logged with its whole duration; unbounded, one such line, an outlier
+        before the slowdown or the slow lines of an incident resolved seconds ago would
+        become the start."""
+        # The window of the probes that read the entry points' logs (by the setting, not
+        # the probe's name: any probe with a window of the log is read the same way).
+        windows = [
+            float(window)
+            for host in self._entrypoints(service)
+            for _, _, cfg in self.config.checks_for(host)
+            if isinstance(window := getattr(cfg, "window", None), int | float)
+        ]
+        floor = opened - timedelta(seconds=max(windows, default=60.0))
+        previous = self._resolved.get(service)
+        return max(floor, previous) if previous is not None else floor
 
     def _first_slow(self, service: str) -> list[datetime]:
         """When the first slow response began, by the latest observation of each check
@@ -775,11 +798,38 @@ class IncidentBook:
             first_slow is not None
             and first_slow < incident.started_at
             and incident.status == IncidentStatus.OPEN
-            and incident.fault == Fault.SLOW_RESPONSES
+            and _slow_harm(item)
             and not incident.opened_on_risk
             and obs.host in self._entrypoints(incident.service)
         ):
-            incident.started_at = first_slow
+            sinces = [s.since for s in item.signals.values() if s.since is not None]
+            opened = min(sinces, default=incident.started_at)
+            began = max(first_slow, self._slow_floor(incident.service, opened))
+            why = (
+                f"{obs.host}'s access log shows a slow response that began then"
+                " (its log time minus its request time)"
+            )
+            self._start_earlier(item, began, why, obs.probe)
+
+    def _start_earlier(self, item: _Open, began: datetime, why: str, source: str) -> None:
+        """Move the open incident's harm start back to `began`, and say so on the timeline: the
+        entries written at opening ("Harm began", the detection's "harm began HH:MM:SS")
+        are stored once and keep the first time, so the draft would contradict its own
+        summary without this note."""
+        incident = item.incident
+        was = incident.started_at
+        if began >= was:
+            return
+        incident.started_at = began
+        zone = self.config.zone
+        item.add(
+            began,
+            EntryKind.NOTE,
+            f"Harm began earlier than first recorded, at {local_time(began, zone)}"
+            f" (not {local_time(was, zone)}): {why}",
+            source,
+            f"start-moved:{iso(began)}",
+        )
 
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
         sig = item.signals[key]
@@ -799,6 +849,7 @@ class IncidentBook:
             resolved_at = max(e for e in ends if e is not None)
             item.incident.status = IncidentStatus.RESOLVED
             item.incident.resolved_at = resolved_at
+            self._resolved[item.incident.service] = resolved_at
             if item.affected_merged and item.incident.affected.method not in ENTRYPOINT_METHODS:
                 # The seconds held back since the resolution are left out: the share is
                 # over the incident's start to its resolution.
@@ -807,7 +858,7 @@ class IncidentBook:
                     final = self._merged_affected(
                         item.incident.service,
                         view,
-                        item.incident.fault == Fault.SLOW_RESPONSES,
+                        _slow_harm(item),
                     )
                     peak = item.incident.affected.peak or 0.0
                     item.incident.affected = _with_peak(final, peak)
@@ -1178,8 +1229,9 @@ class IncidentBook:
                 ), None
         best: Affected | None = None
         window: float | None = None
-        # Slow answers hurt users without a 5xx: count the clients that waited too long.
-        slow = item is not None and item.incident.fault == Fault.SLOW_RESPONSES
+        # Slow answers hurt users without a 5xx: count the clients that waited too long
+        # (or those that got a 5xx when they are more).
+        slow = item is not None and _slow_harm(item)
         for host in entrypoints:
             # The clients the host's log shows (error_rate's facts), when it could look.
             harm = next(
@@ -1198,9 +1250,10 @@ class IncidentBook:
                     f", {local_time(harm.window_start, zone)} to"
                     f" {local_time(harm.window_end, zone)}"
                 )
-            if slow and (harm.slow is None or harm.slow_above is None):
+            slow_known = harm.slow is not None and harm.slow_above is not None
+            if slow and not slow_known and not harm.hurt:
                 best = Affected(None, SLOW_METHOD, no_request_time([host]))
-            elif slow:
+            elif slow and slow_known and (harm.slow or 0) >= harm.hurt:
                 assert harm.slow is not None and harm.slow_above is not None
                 best = Affected(
                     round(harm.slow / harm.clients, 4),
@@ -1260,8 +1313,10 @@ class IncidentBook:
         those that got a 5xx, or with `slow` those that got a slow response."""
         zone = self.config.zone
         entrypoints = self._entrypoints(service)
-        if slow and merged.slow is None:
+        if slow and merged.slow is None and not merged.hurt.count():
             return Affected(None, SLOW_METHOD, no_request_time(entrypoints))
+        if slow and (merged.slow is None or merged.hurt.count() > merged.slow.count()):
+            slow = False  # more clients got a 5xx than a slow response: the larger harm
         hurt_by = merged.slow if slow and merged.slow is not None else merged.hurt
         seen, hurt = merged.seen.count(), min(hurt_by.count(), merged.seen.count())
         when = ""
@@ -1407,6 +1462,16 @@ def _stored_fields(incident: Incident) -> tuple[Any, ...]:
         # The signals are rows of their own, written by `_Open.dirty`: comparing them
         # here would cost work in proportion to the incident's size on every flush.
         json.dumps(data_row(incident.data), sort_keys=True, default=str),
+    )
+
+
+def _slow_harm(item: _Open) -> bool:
+    """Whether users met slow responses, by the symptom, not the ranked cause: ranking
+    may name capacity or a dead upstream for slowness, and the share of clients that
+    got a 5xx then reads 0% while users waited."""
+    incident = item.incident
+    return incident.opened_fault == Fault.SLOW_RESPONSES or any(
+        s.fault == Fault.SLOW_RESPONSES for s in item.signals.values()
     )
 
 
