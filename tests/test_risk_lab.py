@@ -138,10 +138,11 @@ def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path, fa
     )
 
 
-def test_clients_served_during_the_risk_are_not_harm(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", RISKS)
+def test_clients_served_during_the_risk_are_not_harm(lab: Lab, tmp_path: Path, fault: str) -> None:
     """With traffic served while nginx -t fails, the access log has clients and no 5xx:
     the incident still says no harm measured, not "0 of N clients got a 5xx" (#15)."""
-    config, store, book, detector = broken(lab, tmp_path / "state")
+    config, store, book, detector = broken(lab, tmp_path / "state", fault)
     try:
         feed(book, detector, sweep(config))
         truth = lab.traffic(clients=20, rps=20, seconds=1)
