@@ -55,6 +55,7 @@ Lines are bytes; clients stay bytes until they are reported.
 from __future__ import annotations
 
 import calendar
+import math
 import operator
 import os
 import re
@@ -644,7 +645,12 @@ def iso(epoch: int | None) -> str | None:
     """An epoch second as ISO 8601 in UTC (`2026-11-23T11:30:05Z`)."""
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC)
+    except (ValueError, OverflowError, OSError):
+        # Outside the years a datetime can show: no moment to tell, not a failed check.
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def drop_untimed(lines: Lines, seconds: dict[bytes, int | None]) -> int:
@@ -657,15 +663,48 @@ def drop_untimed(lines: Lines, seconds: dict[bytes, int | None]) -> int:
     return before - len(lines.digits)
 
 
+# The shapes nginx writes a duration in: a decimal number (`0.153`); for
+# $upstream_response_time one per backend tried, `, `-separated, with ` : ` between the
+# upstream groups of an internal redirect, and `-` for one that gave no answer. Anything
+# else (two lines glued by a cut write, a hostile value) is no duration: summing every
+# number in it made thousands of seconds, or infinity, of a line.
+_DURATION_NUMBER = rb"(?:[0-9]+(?:\.[0-9]+)?|-)"
+_DURATION_SHAPE = re.compile(_DURATION_NUMBER + rb"(?:(?:, | : )" + _DURATION_NUMBER + rb")*")
 _DURATION_PART = re.compile(rb"[0-9]+(?:\.[0-9]+)?")
+# No response nginx logs took a day: a longer value is not a duration (and subtracted
+# from the line's time it could leave the years a datetime can show).
+MAX_DURATION = 86_400.0
 
 
 def duration_seconds(raw: bytes) -> float | None:
     """A logged duration in seconds: `0.153`; for $upstream_response_time the sum of the
     backends tried (`0.002, 1.004`, `0.5 : 0.3`), which the client waited for in turn;
-    None for `-` (no backend was asked) or anything else."""
+    None for `-` (no backend was asked) or anything not of those shapes, not finite or
+    above `MAX_DURATION` (unknown, never slow)."""
+    if _DURATION_SHAPE.fullmatch(raw) is None:
+        return None
     parts = _DURATION_PART.findall(raw)
-    return sum(map(float, parts)) if parts else None
+    if not parts:
+        return None
+    seconds = sum(map(float, parts))
+    return seconds if math.isfinite(seconds) and seconds <= MAX_DURATION else None
+
+
+def odd_durations(lines: Lines) -> int:
+    """How many well-formed lines hold a duration nginx could not have written (not of
+    its shapes, not finite, or above `MAX_DURATION`): read as unknown, like a line cut
+    before its duration (empty) or one no backend answered (`-`), but counted, as a
+    malformed line is, so a log full of them is noticed."""
+    if lines.durations is None:
+        return 0
+    odd = [
+        raw
+        for raw in set(lines.durations)
+        if raw
+        and duration_seconds(raw) is None
+        and (_DURATION_SHAPE.fullmatch(raw) is None or _DURATION_PART.search(raw) is not None)
+    ]
+    return sum(map(lines.durations.count, odd))
 
 
 def slow_mask(lines: Lines, above: float) -> list[bool]:
@@ -678,7 +717,12 @@ def slow_mask(lines: Lines, above: float) -> list[bool]:
     for raw in set(lines.durations):
         seconds = duration_seconds(raw)
         slow[raw] = seconds is not None and seconds > above
-    return list(map(slow.__getitem__, lines.durations))
+    # A 1xx is never slow: nginx logs a websocket's 101 when the connection closes, with
+    # the connection's whole life as its duration.
+    return [
+        slow[raw] and digit != 0x31
+        for raw, digit in zip(lines.durations, lines.digits, strict=True)
+    ]
 
 
 def clients_with_5xx(lines: Lines) -> Iterable[bytes]:

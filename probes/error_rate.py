@@ -76,7 +76,9 @@ from probes.accesslog import (
     clients_with_5xx,
     compile_format,
     drop_untimed,
+    duration_seconds,
     iso,
+    odd_durations,
     parse_chunk,
     slow_mask,
 )
@@ -166,6 +168,9 @@ class Second:
     clients: set[bytes] = field(default_factory=set)
     failed: set[bytes] = field(default_factory=set)
     slow: set[bytes] = field(default_factory=set)  # clients that got a slow response
+    # When the earliest slow response of this second began (epoch second): see
+    # `_slow_began`.
+    slow_began: int | None = None
     # In the window of a failing verdict: kept out of the history, so that an incident's
     # errors do not make the next one look like noise.
     failing: bool = False
@@ -179,6 +184,9 @@ class Tail(Position):
     lines_total: int = 0
     malformed_lines: int = 0
     untimed_lines: int = 0
+    # Lines whose duration nginx could not have written (`odd_durations`): still read,
+    # their duration unknown.
+    odd_durations: int = 0
     # The recorder's own requests (probes/http.py's User-Agent): read, never counted in
     # the window's requests or clients (accesslog.OWN_AGENT).
     self_requests: int = 0
@@ -204,6 +212,7 @@ class Tail(Position):
             "lines_total": self.lines_total,
             "malformed_lines": self.malformed_lines,
             "untimed_lines": self.untimed_lines,
+            "odd_durations": self.odd_durations,
             "self_requests": self.self_requests,
             "responses": list(self.responses),
             "baseline_rate": self.baseline_rate,
@@ -229,7 +238,13 @@ class LogState:
 def _restore(data: dict[str, Any]) -> Tail:
     tail = Tail()
     tail.restore_position(data)
-    for name in ("lines_total", "malformed_lines", "untimed_lines", "self_requests"):
+    for name in (
+        "lines_total",
+        "malformed_lines",
+        "untimed_lines",
+        "odd_durations",
+        "self_requests",
+    ):
         value = data.get(name)
         if isinstance(value, int) and value >= 0:
             setattr(tail, name, value)
@@ -301,6 +316,7 @@ class _Reader:
                 # Every response nginx logged, the recorder's own included: nginx's count.
                 responses[i] += lines.digits.count(first) + lines.own_digits.count(first)
             self.tail.self_requests += lines.own
+            self.tail.odd_durations += odd_durations(lines)
         untimed = drop_untimed(lines, seconds)
         if counted:
             self.tail.untimed_lines += untimed
@@ -337,6 +353,10 @@ class _Reader:
                 bucket = buckets[keep[raw]] = Second()
             if 0x31 <= digit <= 0x35:  # b"1".."5"
                 bucket.counts[digit - 0x31] += n
+        for raw, began in _slow_began(times, lines, self.config.slow, keep).items():
+            bucket = buckets[keep[raw]]
+            if bucket.slow_began is None or began < bucket.slow_began:
+                bucket.slow_began = began
         if everything:
             for raw, client in pairs:
                 sec = keep.get(raw)
@@ -447,6 +467,32 @@ def _client_pairs(times: list[bytes], lines: Lines, slow: float) -> tuple[Pairs,
     )
 
 
+def _slow_began(
+    times: list[bytes], lines: Lines, above: float, seconds: Mapping[bytes, int]
+) -> dict[bytes, int]:
+    """By logged time, when the earliest slow response of that time began (epoch
+    second): the log line's time minus the request's duration. nginx writes the line
+    when the response is finished, so a response that took 10 s was hurting its user
+    from 10 s before its line: that is when harm began for them, and what an incident
+    counting its clients from the harm's start must reach back to (the finish time
+    would start the count after the user had already waited). Rounded down, as the
+    line's time is (its second, not its instant). Empty when the log has no durations."""
+    if lines.durations is None:
+        return {}
+    began: dict[bytes, int] = {}
+    # Each distinct logged value converted once, as `slow_mask` does.
+    took_of = {raw: duration_seconds(raw) for raw in set(lines.durations)}
+    for raw, duration, digit in zip(times, lines.durations, lines.digits, strict=True):
+        took = took_of[duration]
+        # A 1xx is never slow (see `slow_mask`).
+        if took is None or took <= above or raw not in seconds or digit == 0x31:
+            continue
+        at = math.floor(seconds[raw] - took)
+        if raw not in began or at < began[raw]:
+            began[raw] = at
+    return began
+
+
 def _advance(host: Host, config: Config, fmt: LogFormat, tail: Tail) -> tuple[_Reader, int]:
     """Bring the tail up to date with the log; returns the reader (the clients read) and
     the bytes read."""
@@ -485,7 +531,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
     clients: set[bytes] = set()
     failed: set[bytes] = set()
     slow: set[bytes] = set()
-    first_5xx = last_5xx = None
+    first_5xx = last_5xx = first_slow = None
     span = int(window)
     end = window_end(tail, now)
     first: int | None = None
@@ -502,6 +548,8 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
             if b.counts[4]:
                 first_5xx = sec if first_5xx is None else first_5xx
                 last_5xx = sec
+            if b.slow_began is not None and (first_slow is None or b.slow_began < first_slow):
+                first_slow = b.slow_began
         if tail.first_second is not None:
             span = max(1, min(span, end - tail.first_second + 1))
         first = end - span + 1
@@ -516,6 +564,7 @@ def window_stats(tail: Tail, window: float, now: float) -> dict[str, Any]:
         "clients_slow": len(slow),
         "first_5xx": iso(first_5xx),
         "last_5xx": iso(last_5xx),
+        "first_slow": iso(first_slow),
         "rate": round(requests / span, 3),
         "window_seconds": span,
         "window_start": iso(first),
@@ -781,6 +830,7 @@ def _locked_check(host: Host, config: Config, fmt: LogFormat, state: LogState) -
         counters=_log_counters(tail),
         error_ratio=stats["error_ratio"],
         first_5xx=_moment(stats["first_5xx"]),
+        first_slow=_moment(stats["first_slow"]),
         clients=ClientHarm(
             clients=stats["clients"],
             hurt=stats["clients_with_5xx"],
@@ -844,7 +894,10 @@ def _client_seconds(
 
 
 def _moment(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:  # not a moment `iso` writes: none to tell
+        return None
 
 
 def _log_counters(tail: Tail) -> LogCounters:
@@ -859,6 +912,7 @@ def _counters(tail: Tail) -> dict[str, Any]:
         "lines_total": tail.lines_total,
         "malformed_lines": tail.malformed_lines,
         "untimed_lines": tail.untimed_lines,
+        "odd_durations": tail.odd_durations,
         "self_requests": tail.self_requests,
         "rotations": tail.rotations,
         "skipped_bytes": tail.skipped_bytes,

@@ -15,6 +15,8 @@ looks up a details key by name to learn what a probe found.
   merging observations.
 - `error_ratio`, `first_5xx`: the share of requests answered 5xx over that window, and
   the first 5xx in it (harm began no later).
+- `first_slow`: when the first slow response in that window began (its log line's time
+  minus its duration): harm of slow responses began no later.
 - `dead_weight`: the share of an upstream's weight on backends that do not answer.
 - `reason`: why the probe could not look (an `error` observation), in a few words.
 - `terms`: ranking terms the probe asserts beyond its own `probe:fault` (the error_rate
@@ -292,6 +294,9 @@ class Facts:
     terms: dict[str, str] = field(default_factory=dict)  # ranking term -> its evidence
     error_ratio: float | None = None
     first_5xx: datetime | None = None
+    # When the first slow response in the window began (its line's time minus its
+    # duration): harm of slow responses began no later.
+    first_slow: datetime | None = None
     dead_weight: float | None = None
     reason: str | None = None
 
@@ -302,6 +307,7 @@ class Facts:
             "clients": self.clients.to_json() if self.clients else None,
             "error_ratio": self.error_ratio,
             "first_5xx": self.first_5xx.isoformat() if self.first_5xx else None,
+            "first_slow": self.first_slow.isoformat() if self.first_slow else None,
             "dead_weight": self.dead_weight,
             "reason": self.reason,
             "terms": dict(self.terms),

@@ -37,6 +37,9 @@ def is_nginx_master(cmdline: str) -> bool:
     return "nginx" in title and "master" in title
 
 
+_NO_PID = "nginx is not running: no pid in {}"
+
+
 def _fail(host: Host, summary: str, details: dict[str, Any]) -> Observation:
     return Observation(
         host=host.name,
@@ -54,10 +57,17 @@ def _check(host: Host, config: Config) -> Observation:
         text = host.read_text(config.pid_file, limit=64)
     except FileNotFoundError:
         details["reason"] = "no-pid-file"
-        return _fail(host, f"nginx is not running: no pid file {config.pid_file}", details)
+        return _fail(host, _NO_PID.format(config.pid_file), details)
     except (HostUnreachable, OSError) as exc:
         return error_observation(host, NAME, exc)
     pid_text = text.strip()
+    if not pid_text:
+        # `nginx -t` / `nginx -T` (the config probe's, or another check's lookup of the
+        # file that serves it) leaves an empty pid file when no nginx runs: the same fact
+        # as no file, told in the same words so a draft does not depend on which check
+        # ran first.
+        details["reason"] = "empty-pid-file"
+        return _fail(host, _NO_PID.format(config.pid_file), details)
     if not pid_text.isdigit() or int(pid_text) <= 0:
         details["reason"] = "bad-pid-file"
         details["content"] = pid_text[:32]

@@ -700,6 +700,9 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("paramiko").setLevel(logging.ERROR)
     logging.getLogger("waitress").setLevel(logging.WARNING)
+    # Its DEBUG lines quote each request's path and query ("POST /services/T.../B.../..."),
+    # the secret of a Slack or webhook receiver's URL: not even --log-level DEBUG shows it.
+    logging.getLogger("urllib3").setLevel(logging.INFO)
 
 
 def raise_fd_limit(ceiling: int = 65536) -> int:

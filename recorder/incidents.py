@@ -88,8 +88,11 @@ ENTRYPOINT_METHODS = ("entrypoint-unreachable", "entrypoint-unexpected-status")
 SLOW_METHOD = "clients-with-slow-responses"
 # Faults that put users at risk without hurting them: a configuration that fails `nginx -t`
 # is not loaded while the running nginx keeps its last good one; the next reload or
-# restart fails. An incident opened on one claims no user harm until a check measures it.
-RISK_ONLY = frozenset({Fault.CONFIG_SYNTAX})
+# restart fails. A dangling link in sites-enabled is one such configuration (nginx -t
+# cannot open the file it includes; the lab's dangling-symlink: the reload is refused and
+# the site still answers 200). An incident opened on one claims no user harm until a
+# check measures it.
+RISK_ONLY = frozenset({Fault.CONFIG_SYNTAX, Fault.DANGLING_SYMLINK})
 NO_HARM_METHOD = "no-harm-measured"
 RISK_WORDS = (
     "the running nginx keeps serving its last good configuration; a reload or restart would fail"
@@ -238,6 +241,8 @@ class IncidentBook:
         self.store = store
         self.clock = clock
         self.request_diagnostics = request_diagnostics
+        # When each service's last incident resolved here: no slow start moves before it.
+        self._resolved: dict[str, datetime] = {}
         self.latest: dict[tuple[str, str], Observation] = {}
         self._open: dict[str, _Open] = {}  # book key (service, or "monitoring:<host>") -> open
         # host -> log second -> its clients: the last RECENT_SECONDS of each log's clients
@@ -277,7 +282,7 @@ class IncidentBook:
                 incident=incident,
                 causes_said=_causes_line(incident.root_causes),
                 clients=clients,
-                clients_from=incident.started_at if clients else None,
+                clients_from=_counted_from(incident) if clients else None,
                 clients_view=clients.copy() if clients else None,
                 affected_merged=clients is not None
                 and incident.affected.method not in ENTRYPOINT_METHODS,
@@ -380,6 +385,7 @@ class IncidentBook:
             if (obs.host, obs.probe) in item.diagnostics:
                 item.diagnostics.discard((obs.host, obs.probe))
                 self._record_diagnostic(item, obs)
+            self._slow_began_earlier(item, obs)
             if (
                 obs.host in self.config.hosts_of(item.incident.service)
                 and item.incident.severity is Severity.OUTAGE
@@ -559,11 +565,7 @@ class IncidentBook:
     ) -> _Open:
         item = self._open.get(service)
         now = self.clock()
-        # Harm began at the first failed sample, or at the first 5xx in the log when earlier.
-        started = since
-        first_5xx = obs.facts.first_5xx
-        if first_5xx and first_5xx < started:
-            started = first_5xx
+        started = self._harm_start(service, obs, since)
         if item is None:
             item = self._open_new(service, obs, started, now, source)
         elif key not in item.signals:
@@ -744,6 +746,91 @@ class IncidentBook:
             if monitors == monitoring and key in item.signals:
                 self._recover_signal(item, key, since, summary)
 
+    def _harm_start(self, service: str, obs: Observation, since: datetime) -> datetime:
+        """Harm began at the first failed sample, or earlier when the log says so: at the
+        first 5xx in it, or for slow responses when the first slow response the entry
+        points logged began (error_rate's `first_slow`; that probe passes while its share
+        of 5xx is fine, so its latest observation is read, not a signal of its own)."""
+        moments = [obs.facts.first_5xx]
+        if obs.fault is Fault.SLOW_RESPONSES:
+            floor = self._slow_floor(service, since)
+            slow = [obs.facts.first_slow, *self._first_slow(service)]
+            moments += [max(m, floor) for m in slow if m is not None]
+        return min([since, *(m for m in moments if m is not None)])
+
+    def _slow_floor(self, service: str, opened: datetime) -> datetime:
+        """How far back a slow response may move the start of harm first seen failing at
+        `opened`: one error_rate window (the slowdown the window saw before it failed),
+        never before the service's previous incident resolved. A websocket or a long
+        download is logged with its whole duration; unbounded, one such line, an outlier
+        before the slowdown or the slow lines of an incident resolved seconds ago would
+        become the start."""
+        # The window of the probes that read the entry points' logs (by the setting, not
+        # the probe's name: any probe with a window of the log is read the same way).
+        windows = [
+            float(window)
+            for host in self._entrypoints(service)
+            for _, _, cfg in self.config.checks_for(host)
+            if isinstance(window := getattr(cfg, "window", None), int | float)
+        ]
+        floor = opened - timedelta(seconds=max(windows, default=60.0))
+        previous = self._resolved.get(service)
+        return max(floor, previous) if previous is not None else floor
+
+    def _first_slow(self, service: str) -> list[datetime]:
+        """When the first slow response began, by the latest observation of each check
+        of the service's entry points that says it."""
+        hosts = set(self._entrypoints(service))
+        return [
+            obs.facts.first_slow
+            for (host, _), obs in self.latest.items()
+            if host in hosts and obs.facts.first_slow is not None
+        ]
+
+    def _slow_began_earlier(self, item: _Open, obs: Observation) -> None:
+        """An entry point's log shows a slow response that began before the open
+        slow-responses incident's start (nginx logs it only once it is finished, after
+        the sample that opened the incident): the harm, and the clients counted over
+        it, start there."""
+        incident = item.incident
+        first_slow = obs.facts.first_slow
+        if (
+            first_slow is not None
+            and first_slow < incident.started_at
+            and incident.status == IncidentStatus.OPEN
+            and _slow_harm(item)
+            and not incident.opened_on_risk
+            and obs.host in self._entrypoints(incident.service)
+        ):
+            sinces = [s.since for s in item.signals.values() if s.since is not None]
+            opened = min(sinces, default=incident.started_at)
+            began = max(first_slow, self._slow_floor(incident.service, opened))
+            why = (
+                f"{obs.host}'s access log shows a slow response that began then"
+                " (its log time minus its request time)"
+            )
+            self._start_earlier(item, began, why, obs.probe)
+
+    def _start_earlier(self, item: _Open, began: datetime, why: str, source: str) -> None:
+        """Move the open incident's harm start back to `began`, and say so on the timeline: the
+        entries written at opening ("Harm began", the detection's "harm began HH:MM:SS")
+        are stored once and keep the first time, so the draft would contradict its own
+        summary without this note."""
+        incident = item.incident
+        was = incident.started_at
+        if began >= was:
+            return
+        incident.started_at = began
+        zone = self.config.zone
+        item.add(
+            began,
+            EntryKind.NOTE,
+            f"Harm began earlier than first recorded, at {local_time(began, zone)}"
+            f" (not {local_time(was, zone)}): {why}",
+            source,
+            f"start-moved:{iso(began)}",
+        )
+
     def _recover_signal(self, item: _Open, key: str, since: datetime, summary: str) -> None:
         sig = item.signals[key]
         if not sig.firing:
@@ -762,6 +849,7 @@ class IncidentBook:
             resolved_at = max(e for e in ends if e is not None)
             item.incident.status = IncidentStatus.RESOLVED
             item.incident.resolved_at = resolved_at
+            self._resolved[item.incident.service] = resolved_at
             if item.affected_merged and item.incident.affected.method not in ENTRYPOINT_METHODS:
                 # The seconds held back since the resolution are left out: the share is
                 # over the incident's start to its resolution.
@@ -770,7 +858,7 @@ class IncidentBook:
                     final = self._merged_affected(
                         item.incident.service,
                         view,
-                        item.incident.fault == Fault.SLOW_RESPONSES,
+                        _slow_harm(item),
                     )
                     peak = item.incident.affected.peak or 0.0
                     item.incident.affected = _with_peak(final, peak)
@@ -1023,7 +1111,10 @@ class IncidentBook:
         seconds back is what lets the figure stop at the resolution. Merging a second
         twice (a restarted probe re-reads its window) changes nothing."""
         incident = item.incident
-        start = _epoch_second(incident.started_at)
+        counted_from = _counted_from(incident)
+        if counted_from is None:
+            return  # a risk that has hurt no one yet: no client to count
+        start = _epoch_second(counted_from)
         hosts = self._entrypoints(incident.service)
         rings = [self._recent[h] for h in hosts if self._recent.get(h)]
         if item.clients is None and not any(s >= start for r in rings for s in r):
@@ -1031,10 +1122,10 @@ class IncidentBook:
         merged = item.clients if item.clients is not None else ClientMerge()
         changed = item.clients is None
         below = merged.last if merged.last is not None else start - 1
-        if item.clients_from != incident.started_at:
+        if item.clients_from != counted_from:
             # Opened (harm began before detection), or a joining signal moved the start
             # earlier: the recent seconds from the start up to what is merged already.
-            item.clients_from = incident.started_at
+            item.clients_from = counted_from
             for ring in rings:
                 for second, sec in ring.items():
                     if start <= second <= below:
@@ -1055,10 +1146,11 @@ class IncidentBook:
     def _clients_view(self, item: _Open, until: datetime | None) -> ClientMerge | None:
         """The merged clients and the held seconds after them, up to `until` (the
         resolution) when given."""
-        if item.clients is None:
+        counted_from = _counted_from(item.incident)
+        if item.clients is None or counted_from is None:
             return None
         view = item.clients.copy()
-        start = _epoch_second(item.incident.started_at)
+        start = _epoch_second(counted_from)
         below = view.last if view.last is not None else start - 1
         end = _epoch_second(until) if until is not None else None
         for host in self._entrypoints(item.incident.service):
@@ -1071,7 +1163,11 @@ class IncidentBook:
         incident = item.incident
         if not any(s.firing for s in item.signals.values()):
             return  # harm over: the measure is frozen at what the incident saw
-        if incident.severity == "outage" and item.clients_from != incident.started_at:
+        if incident.opened_on_risk and incident.harm_began is None:
+            # Users are still served: 0% (no-harm-measured) until a check measures harm.
+            # A 5xx in the log now is background, not this incident's harm.
+            return
+        if incident.severity == "outage" and item.clients_from != _counted_from(incident):
             self._advance_clients(item)  # just opened, or a joining signal moved the start
         measured, window = self._measure(incident.service, item)
         if measured is None:
@@ -1133,8 +1229,9 @@ class IncidentBook:
                 ), None
         best: Affected | None = None
         window: float | None = None
-        # Slow answers hurt users without a 5xx: count the clients that waited too long.
-        slow = item is not None and item.incident.fault == Fault.SLOW_RESPONSES
+        # Slow answers hurt users without a 5xx: count the clients that waited too long
+        # (or those that got a 5xx when they are more).
+        slow = item is not None and _slow_harm(item)
         for host in entrypoints:
             # The clients the host's log shows (error_rate's facts), when it could look.
             harm = next(
@@ -1153,9 +1250,10 @@ class IncidentBook:
                     f", {local_time(harm.window_start, zone)} to"
                     f" {local_time(harm.window_end, zone)}"
                 )
-            if slow and (harm.slow is None or harm.slow_above is None):
+            slow_known = harm.slow is not None and harm.slow_above is not None
+            if slow and not slow_known and not harm.hurt:
                 best = Affected(None, SLOW_METHOD, no_request_time([host]))
-            elif slow:
+            elif slow and slow_known and (harm.slow or 0) >= harm.hurt:
                 assert harm.slow is not None and harm.slow_above is not None
                 best = Affected(
                     round(harm.slow / harm.clients, 4),
@@ -1215,8 +1313,10 @@ class IncidentBook:
         those that got a 5xx, or with `slow` those that got a slow response."""
         zone = self.config.zone
         entrypoints = self._entrypoints(service)
-        if slow and merged.slow is None:
+        if slow and merged.slow is None and not merged.hurt.count():
             return Affected(None, SLOW_METHOD, no_request_time(entrypoints))
+        if slow and (merged.slow is None or merged.hurt.count() > merged.slow.count()):
+            slow = False  # more clients got a 5xx than a slow response: the larger harm
         hurt_by = merged.slow if slow and merged.slow is not None else merged.hurt
         seen, hurt = merged.seen.count(), min(hurt_by.count(), merged.seen.count())
         when = ""
@@ -1365,6 +1465,16 @@ def _stored_fields(incident: Incident) -> tuple[Any, ...]:
     )
 
 
+def _slow_harm(item: _Open) -> bool:
+    """Whether users met slow responses, by the symptom, not the ranked cause: ranking
+    may name capacity or a dead upstream for slowness, and the share of clients that
+    got a 5xx then reads 0% while users waited."""
+    incident = item.incident
+    return incident.opened_fault == Fault.SLOW_RESPONSES or any(
+        s.fault == Fault.SLOW_RESPONSES for s in item.signals.values()
+    )
+
+
 def _window_ref(window: Window) -> str:
     return f"#{window.id}" if window.id else "(recurring, from the config)"
 
@@ -1383,6 +1493,16 @@ def no_request_time(hosts: list[str]) -> str:
         f"share unknown: log has no request time ({', '.join(hosts)} access log; add"
         " $request_time to its log_format and to error_rate's log_format to measure it)"
     )
+
+
+def _counted_from(incident: Incident) -> datetime | None:
+    """From when the incident's clients count: when harm began. One opened on a risk
+    (nginx -t fails while the site is served) counts none until a check measures harm,
+    then from that moment: the clients served during the risk (days, maybe) were not
+    hurt by it, and counting them would make the share far too low."""
+    if incident.opened_on_risk:
+        return incident.harm_began
+    return incident.started_at
 
 
 def _epoch_second(at: datetime) -> int:

@@ -162,6 +162,7 @@ class SignalState(StrEnum):
 # The keys of a signal's row in the order the recorder has always written them (a new
 # signal's keys, then those added as it went on: heard, ends_at, recovered_at), so a row
 # read and written again is the same bytes.
+_STATE_NAMES = frozenset(str(s) for s in SignalState)
 _SIGNAL_KEYS = (
     "host",
     "probe",
@@ -200,6 +201,11 @@ class SignalRecord:
     # the known ones: a restart rewrites every signal row of an open incident, and that
     # must not drop what another version recorded.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # A state this version does not know (a newer recorder's "silenced", say): read as
+    # firing, written back as it was while it stays firing here, so a restart of this
+    # version does not rewrite the newer one's row. The same for keys of `subjects`.
+    unknown_state: str | None = None
+    unknown_subjects: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def firing(self) -> bool:
@@ -215,14 +221,22 @@ class SignalRecord:
             "host": self.host,
             "probe": self.probe,
             "fault": self.fault,
-            "state": str(self.state),
+            "state": (
+                self.unknown_state
+                if self.unknown_state is not None and self.state is SignalState.FIRING
+                else str(self.state)
+            ),
             "since": iso(self.since),
         }
         if self.flaps is not None:
             out["flaps"] = self.flaps
         out["summary"] = self.summary
         if self.subjects is not None:
-            out["subjects"] = self.subjects.to_json()
+            known = self.subjects.to_json()
+            out["subjects"] = {
+                **known,
+                **{k: v for k, v in self.unknown_subjects.items() if k not in known},
+            }
         for key, at in (
             ("heard", self.heard),
             ("ends_at", self.ends_at),
@@ -243,6 +257,8 @@ class SignalRecord:
             return None
         state = data.get("state")
         flaps, fault = data.get("flaps"), data.get("fault")
+        subjects = data.get("subjects")
+        known_subjects = Subjects().to_json().keys()
         return cls(
             host=str(data.get("host") or ""),
             probe=str(data.get("probe") or ""),
@@ -256,6 +272,12 @@ class SignalRecord:
             ends_at=_time(data.get("ends_at")),
             recovered_at=_time(data.get("recovered_at")),
             extra={k: v for k, v in data.items() if k not in _SIGNAL_KEYS},
+            unknown_state=(state if isinstance(state, str) and state not in _STATE_NAMES else None),
+            unknown_subjects=(
+                {k: v for k, v in subjects.items() if k not in known_subjects}
+                if isinstance(subjects, Mapping)
+                else {}
+            ),
         )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 
@@ -216,21 +216,34 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Non
     try:
         response = requests.post(url, data=body, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
-        raise DeliveryError(without_url_path(f"{type(exc).__name__}: {exc}", url)) from None
+        raise DeliveryError(without_url_secrets(f"{type(exc).__name__}: {exc}", url)) from None
     if not 200 <= response.status_code < 300:
-        raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}")
+        # A receiver may echo the request (its URL, token and all) in its error body:
+        # hidden before it is cut, so no part of a secret is left at the cut.
+        said = without_url_secrets(response.text[: 200 + 4 * len(url)], url)
+        raise DeliveryError(f"HTTP {response.status_code}: {said[:200]}")
 
 
-def without_url_path(text: str, url: str) -> str:
-    """`text` with `url`'s path and query hidden. A Slack webhook URL's path is its secret
-    (a webhook's `url_file` may hold a token there too) and requests quotes it in its
-    errors ("Max retries exceeded with url: /services/T.../B.../..."), which reach the
-    log, the outbox's last error and `recorder notify status`."""
+def without_url_secrets(text: str, url: str) -> str:
+    """`text` with `url`'s secret parts hidden: its path and query, and the user name and
+    password before the host. A Slack webhook URL's path is its secret (a webhook's
+    `url_file` may hold a token there, or in `https://user:token@host/`), and requests
+    quotes the path in its errors ("Max retries exceeded with url: /services/T.../B.../")
+    as a receiver may echo any of it in its error body; all reach the log, the outbox's
+    last error and `recorder notify status`."""
     parts = urlsplit(url)
     tail = parts.path + (f"?{parts.query}" if parts.query else "")
-    for secret in (tail, parts.path, parts.query):
+    hidden = [(tail, "/[path hidden]"), (parts.path, "/[path hidden]")]
+    hidden.append((parts.query, "[query hidden]"))
+    userinfo = parts.netloc.rpartition("@")[0]
+    for part in (userinfo, parts.password or "", parts.username or ""):
+        hidden.append((part, "[user hidden]"))
+    # Longest first (the whole before its pieces), each also as a receiver that decoded
+    # the URL would echo it.
+    pairs = {(q, label) for secret, label in hidden for q in (secret, unquote(secret))}
+    for secret, label in sorted(pairs, key=lambda p: -len(p[0])):
         if len(secret) > 1:  # "/" alone hides nothing and would mangle the text
-            text = text.replace(secret, "/[path hidden]")
+            text = text.replace(secret, label)
     return text
 
 

@@ -105,13 +105,19 @@ class Harness:
     ) -> None:
         # What error_rate and upstreams state as facts (the engine reads nothing else).
         first_5xx = details.pop("first_5xx", None)
+        first_slow = details.pop("first_slow", None)
+        slow, slow_above = details.pop("slow", None), details.pop("slow_above", None)
         facts = Facts(
             subjects=details.pop("subjects", None) or Subjects(),
-            clients=ClientHarm(details["clients"], details["clients_with_5xx"])
+            clients=ClientHarm(
+                details["clients"], details["clients_with_5xx"], slow=slow, slow_above=slow_above
+            )
             if "clients" in details
             else None,
             first_5xx=datetime.fromisoformat(first_5xx) if first_5xx else None,
+            first_slow=datetime.fromisoformat(first_slow) if first_slow else None,
             dead_weight=details.pop("dead_weight_share", None),
+            terms=details.pop("terms", None) or {},
         )
         obs = Observation(
             host=host,
@@ -131,13 +137,18 @@ class Harness:
         self,
         failing: dict[tuple[str, str], tuple[Fault, str, dict[str, Any]]],
         advance: float = 1.0,
+        passing: dict[tuple[str, str], dict[str, Any]] | None = None,
     ) -> None:
-        """One round of every probe on every host; `failing` names the broken ones."""
+        """One round of every probe on every host; `failing` names the broken ones,
+        `passing` what some passing ones state (an error_rate that sees slow lines)."""
         for host in HOSTS:
             for probe in (*PROBES, "upstreams") if host == lab.LB else PROBES:
                 if (host, probe) in failing:
                     fault, summary, details = failing[(host, probe)]
                     self.feed(host, probe, Status.FAIL, fault, summary, **details)
+                elif passing and (host, probe) in passing:
+                    details = dict(passing[(host, probe)])
+                    self.feed(host, probe, Status.OK, None, f"{probe} fine on {host}", **details)
                 else:
                     details = (
                         {"clients": 100, "clients_with_5xx": 0, "requests": 500}

@@ -23,6 +23,7 @@ from probes.accesslog import (
     clients_with_5xx,
     compile_format,
     duration_seconds,
+    odd_durations,
     parse_chunk,
     slow_mask,
     split_complete,
@@ -473,6 +474,16 @@ def test_request_time_is_read_when_the_format_has_it() -> None:
         (b"0.5 : 0.25", 0.75),  # an internal redirect to another upstream
         (b"-", None),
         (b"", None),
+        (b"-, 0.300", 0.3),  # the first backend gave no answer
+        (b"86400.000", 86400.0),
+        # Not what nginx writes: unknown, never slow.
+        (b"86400.001", None),  # longer than a day
+        (b"9" * 400, None),  # infinity when summed
+        (b"0.5 10.0.0.1 - - [23/Nov/2026:14:00:00 +0300] 200 0.004", None),  # lines glued
+        (b"1e9", None),
+        (b"nan", None),
+        (b"0.5,0.3", None),
+        (b" 0.5", None),
     ],
 )
 def test_duration_seconds(raw: bytes, seconds: float | None) -> None:
@@ -489,3 +500,22 @@ def test_upstream_response_time_counts_when_request_time_is_absent() -> None:
         "$remote_addr [$time_local] $status $upstream_response_time $request_time"
     )
     assert both.duration_var == "request_time"  # what the client waited, backends and all
+
+
+def test_a_1xx_is_never_slow() -> None:
+    """nginx logs a websocket's 101 when the connection closes, its whole life as the
+    request's duration: not a slow response."""
+    fmt = compile_format("$remote_addr [$time_local] $status $request_time")
+    lines = [b"10.0.0.1 [23/Nov/2026:14:00:00 +0300] 101 3600.000"]
+    lines.append(b"10.0.0.2 [23/Nov/2026:14:00:00 +0300] 200 3.000")
+    assert slow_mask(parse_chunk(fmt, b"\n" + b"\n".join(lines)), 1.0) == [False, True]
+
+
+def test_odd_durations_are_counted_but_not_dashes_or_cut_lines() -> None:
+    fmt = compile_format('$remote_addr [$time_local] $status "$upstream_response_time"')
+    head = b"10.0.0.1 [23/Nov/2026:14:00:00 +0300] 200 "
+    values = [b'"0.004"', b'"-"', b'"-, -"', b'"1e9"', b'"1e9"', b'"' + b"9" * 400 + b'"']
+    parsed = parse_chunk(fmt, b"\n" + b"\n".join(head + v for v in values) + b"\n" + head)
+    assert parsed.durations is not None and len(parsed.durations) == 7
+    assert odd_durations(parsed) == 3
+    assert odd_durations(parse_chunk(compile_format(None), b"\n" + head)) == 0

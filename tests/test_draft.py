@@ -507,7 +507,9 @@ def test_missing_symlink_draft_tells_what_was_observed(config: Config) -> None:
     assert "100% of users (method `entrypoint-unreachable`" in text
     assert "Requests to the site failed with connection refused" in text  # runbook
     # Checks that passed are in the timeline as paths ruled out, one bullet per host.
-    assert re.search(r"- .* - Checked web-01: passed, so ruled out: http \(200", text)
+    # By probe name, each after " · " (summaries hold "; " themselves).
+    ruled = r"- .* - Checked web-01: passed, so ruled out: config \(.*\) · http \(200"
+    assert re.search(ruled, text)
     # Tasks are the runbook's, filled in from the evidence and the configuration.
     assert (
         "Restore the link on lb-01: ln -s /etc/nginx/sites-available/example "

@@ -74,7 +74,10 @@ def test_a_store_written_before_reads_and_drafts_the_same(tmp_path: Path) -> Non
     assert incident_lines(old, config) == incident_lines(new, config)
     assert render_draft(old, config) == render_draft(new, config)
     draft = render_draft(old, config)
-    assert "Checked web-01: passed, so ruled out: http (http fine on web-01)" in draft
+    assert (
+        "Checked web-01: passed, so ruled out: config (config fine on web-01)"
+        " · error_rate (error_rate fine on web-01) · http (http fine on web-01)"
+    ) in draft
 
 
 def test_the_drafter_reads_the_typed_list_not_the_prose(tmp_path: Path) -> None:

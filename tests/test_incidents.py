@@ -11,6 +11,7 @@ import pytest
 
 from probes import error_rate
 from probes.base import Fault, Observation, Status
+from probes.facts import ClientHarm, ClientSecond, ClientSketch, Facts
 from recorder.config import parse_config
 from recorder.events import record_deploy
 from recorder.hosts.local import LocalHost
@@ -505,3 +506,144 @@ def test_the_affected_share_reads_each_latest_observation_once(tmp_path: Path) -
     share = h.book.affected_share("web")
     assert share is not None and share.method == "entrypoint-unreachable"
     assert _CountingItems.read == len(h.book.latest) == len(hosts)
+
+
+def _log_seconds(h: Harness, clients: range, hurt: bool) -> None:
+    """One error_rate reading of lb-01's log: the second now, `clients` in it, all of
+    them with a 5xx when `hurt` (a failing reading then, else a passing one)."""
+    seen = ClientSketch(clients)
+    second = ClientSecond(int(h.now.timestamp()), seen, ClientSketch(clients if hurt else ()))
+    harm = ClientHarm(len(clients), len(clients) if hurt else 0, seconds=(second,))
+    obs = Observation(
+        host="lb-01",
+        probe="error_rate",
+        status=Status.FAIL if hurt else Status.OK,
+        fault=Fault.HTTP_5XX if hurt else None,
+        summary="every request got a 502" if hurt else "no 5xx",
+        at=h.now,
+        facts=Facts(clients=harm),
+    )
+    h.book.observe(obs)
+    for sig in h.detector.observe(obs, 0.0, 0.0):
+        h.book.on_signal(sig)
+
+
+def test_a_risk_counts_clients_from_when_harm_began(tmp_path: Path) -> None:
+    """nginx -t fails while nginx serves everyone (the risk); later nginx returns 5xx to
+    every client that comes. The share is over the clients since harm began, not every
+    client served during the risk (#15: 10 hurt of 210 seen since the risk said 5%)."""
+    h = Harness(tmp_path)
+    syntax = (Fault.CONFIG_SYNTAX, "nginx -t failed", {})
+    for i in range(20):  # the risk: 200 clients served, none hurt
+        h.sweep({("lb-01", "config"): syntax}, advance=0.0)
+        _log_seconds(h, range(i * 10, i * 10 + 10), hurt=False)
+        h.now += timedelta(seconds=10)
+    (risk,) = h.book.open_incidents()
+    assert risk.opened_on_risk and risk.harm_began is None
+    assert risk.affected.method == "no-harm-measured" and risk.affected_clients is None
+    for _ in range(10):  # harm: 10 new clients, every one of them gets a 502
+        _log_seconds(h, range(1000, 1010), hurt=True)
+        h.sweep({("lb-01", "config"): syntax})
+    (harmed,) = h.book.open_incidents()
+    assert harmed.harm_began is not None
+    assert harmed.affected.method == "clients-with-5xx", harmed.affected
+    assert harmed.affected.ratio == 1.0, harmed.affected
+
+
+# ---- slow responses: where harm began, and the share (#15) --------------------------------
+
+SLOW_HTTP = {
+    ("lb-01", "http"): (Fault.SLOW_RESPONSES, "GET http://127.0.0.1:18080/ took 2.4s", {}),
+}
+
+
+def _slow_log(first_slow: Any, slow: int = 40, hurt: int = 0, **more: Any) -> dict[str, Any]:
+    """What lb-01's error_rate states while it passes: its log shows slow responses."""
+    return {
+        ("lb-01", "error_rate"): {
+            "clients": 100,
+            "clients_with_5xx": hurt,
+            "requests": 500,
+            "slow": slow,
+            "slow_above": 1.0,
+            "first_slow": first_slow.isoformat(),
+            **more,
+        }
+    }
+
+
+def test_a_long_request_moves_the_slow_start_back_one_window_at_most(tmp_path: Path) -> None:
+    # A websocket held for an hour is logged with request_time 3600 once it closes: the
+    # slowdown did not begin an hour ago. The start moves back one error_rate window
+    # (the lab's 30 s) before the first failed sample at most, on opening and after.
+    h = Harness(tmp_path)
+    h.sweep({})
+    opened = h.now
+    for _ in range(3):
+        h.sweep(SLOW_HTTP, passing=_slow_log(opened - timedelta(hours=1)))
+    inc = h.only_incident()
+    assert inc.fault == "slow-responses"
+    assert inc.started_at == opened - timedelta(seconds=30)
+    # Within the window, the first slow response is the start.
+    h.sweep(SLOW_HTTP, passing=_slow_log(opened - timedelta(seconds=12)))
+    h.sweep(SLOW_HTTP, passing=_slow_log(opened - timedelta(hours=1)))
+    assert h.only_incident().started_at == opened - timedelta(seconds=30)
+
+
+def test_slow_lines_of_a_resolved_incident_do_not_start_the_next(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(SLOW_HTTP, passing=_slow_log(h.now - timedelta(seconds=2)))
+    for _ in range(7):
+        h.sweep({})
+    first = h.only_incident()
+    assert first.status == "resolved" and first.resolved_at is not None
+    # Slowness again: the log's window still holds the first incident's slow lines.
+    for _ in range(2):
+        h.sweep(SLOW_HTTP, passing=_slow_log(first.resolved_at - timedelta(seconds=2)))
+    second = [i for i in h.store.list() if i.id != first.id]
+    assert len(second) == 1
+    assert second[0].started_at == first.resolved_at
+
+
+def test_slowness_ranked_capacity_still_reports_the_slow_share(tmp_path: Path) -> None:
+    # A surge makes pages slow: ranking names capacity (the surge explains the slowness),
+    # but what users met is still slowness: 40 of 100 clients waited, none got a 5xx.
+    h = Harness(tmp_path)
+    h.sweep({})
+    surge = {"terms": {"rate:above-baseline": "41.0 req/s, 8.2 times the baseline"}}
+    for _ in range(3):
+        h.sweep(SLOW_HTTP, passing=_slow_log(h.now, **surge))
+    inc = h.only_incident()
+    assert inc.fault == "capacity" and inc.opened_fault == "slow-responses"
+    assert inc.affected.method == "clients-with-slow-responses"
+    assert inc.affected.ratio == 0.4
+    # Both harms: the larger is reported, with its own method.
+    h = Harness(tmp_path / "both")
+    h.sweep({})
+    for _ in range(3):
+        h.sweep(SLOW_HTTP, passing=_slow_log(h.now, slow=10, hurt=30, **surge))
+    inc = h.only_incident()
+    assert (inc.affected.method, inc.affected.ratio) == ("clients-with-5xx", 0.3)
+
+
+def test_the_timeline_says_when_the_start_moved(tmp_path: Path) -> None:
+    # Opened at the first slow sample; the slow response that began 12 s earlier is
+    # logged only once it finished. The "Harm began" and detection entries are stored
+    # once with the first time: a note at the new start says it moved, so the draft
+    # agrees with its summary.
+    h = Harness(tmp_path)
+    h.sweep({})
+    opened = h.now
+    h.sweep(SLOW_HTTP)
+    assert h.only_incident().started_at == opened
+    h.sweep(SLOW_HTTP, passing=_slow_log(opened - timedelta(seconds=12)))
+    inc = h.only_incident()
+    assert inc.started_at == opened - timedelta(seconds=12)
+    first = min(inc.timeline, key=lambda e: e.at)
+    assert first.at == inc.started_at
+    assert first.text.startswith(
+        "Harm began earlier than first recorded, at 2026-11-23 14:59:49 EAT"
+    )
+    assert "(not 2026-11-23 15:00:01 EAT)" in first.text and "lb-01's access log" in first.text

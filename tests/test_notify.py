@@ -4,9 +4,13 @@ max_age; reminders (repeat, overdue) are queued once."""
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from click.testing import CliRunner
 from probes.base import Fault
 from recorder.cli import main
 from recorder.config import Config, NotifyConfig
+from recorder.daemon import configure_logging
 from recorder.model import Notice
 from recorder.notify import RateLimit, backoff, deliver_one, reminders, status
 from recorder.postmortem.close import close_incident
@@ -478,3 +483,54 @@ def test_the_webhook_test_message_is_marked_a_test_with_no_incident(
     assert body["incident"] is None  # no incident behind it, nothing to file
     assert "recorder notify test" in body["summary"] and "nothing is wrong" in body["summary"]
     assert "INC-0" not in json.dumps(body)
+
+
+def test_a_receiver_that_echoes_its_url_does_not_show_its_secrets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A webhook URL's user name and password are secrets as much as its path, and a
+    receiver may answer an error that repeats the request (its path, the basic auth that
+    requests made of the user:password): neither reaches `notify status` or the log
+    (#17: the user and password showed, and the body was shown as the receiver sent it)."""
+    echoed: list[str] = []
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            auth = self.headers.get("Authorization", "").removeprefix("Basic ")
+            said = f"no hook at {self.path} for {base64.b64decode(auth).decode()}"
+            echoed.append(said)
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(said.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        h = Harness(tmp_path)
+        port = server.server_address[1]
+        url = f"http://hookuser:PASSSECRET@127.0.0.1:{port}/hooks/PATHSECRET?key=QUERYSECRET"
+        config = with_notify(h, tmp_path, url)
+        for _ in range(3):
+            h.sweep(MISSING_SYMLINK)
+        configure_logging("DEBUG")  # the daemon's logging, as with --log-level DEBUG
+        with caplog.at_level("DEBUG"):
+            deliver_one(config, h.store, "hook", h.now)
+    finally:
+        logging.getLogger("urllib3").setLevel(logging.NOTSET)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert echoed and "PATHSECRET" in echoed[0] and "PASSSECRET" in echoed[0], echoed
+    path = tmp_path / "recorder.yml"
+    path.write_text(yaml.safe_dump({"state_dir": str(tmp_path), "hosts": {"local": {"local": {}}}}))
+    for json_flag in ([], ["--json"]):
+        result = CliRunner().invoke(main, ["notify", "status", *json_flag, "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        assert "HTTP 500: no hook at /[path hidden] for [user hidden]" in result.output or json_flag
+        assert "SECRET" not in result.output and "hookuser" not in result.output, result.output
+    assert "SECRET" not in caplog.text and "hookuser" not in caplog.text, caplog.text

@@ -161,7 +161,7 @@ CASES = [
         'unexpected "}" in /etc/nginx/sites-enabled/default:3',
     ),
     Case("process", "master running", _process, None, "nginx master running"),
-    Case("process", "stopped", _process_stopped, Fault.NGINX_DOWN, "no pid file"),
+    Case("process", "stopped", _process_stopped, Fault.NGINX_DOWN, "no pid in"),
     Case("process", "stale pid", _process_stale, Fault.NGINX_DOWN, "is not an nginx master"),
     Case("error_rate", "all 200", _traffic(0.0), None, "0.0% of 40 requests were 5xx"),
     Case("error_rate", "a quarter 502", _traffic(0.25), Fault.HTTP_5XX, "25.0% of 40 requests"),

@@ -716,3 +716,63 @@ def test_names_the_file_only_while_nginx_runs(tmp_path: Path) -> None:
     assert up.fault == Fault.HTTP_5XX
     assert up.facts.subjects.file == ("/etc/nginx/sites-enabled/default",)
     assert calls.read_text().splitlines() == ["run"]
+
+
+def test_first_slow_is_when_the_first_slow_response_began(root: Path) -> None:
+    """nginx logs a response when it is finished: the first slow one began its duration
+    before its line (the second rounded down), and may be earlier than the first slow
+    line (a longer request finished later). Fast lines and a log without durations say
+    nothing."""
+    text = "".join(
+        line(f"10.0.0.{n}", 200, second).rstrip("\n") + f" {took}\n"
+        for n, second, took in ((1, 3, "0.004"), (2, 4, "1.500"), (3, 5, "3.200"))
+    )
+    append(root, text)
+    obs = run(root, log_format=TIMED, slow="1s")
+    # 10.0.0.2: T0+4 - 1.5 s = T0+2.5; 10.0.0.3: T0+5 - 3.2 s = T0+1.8, so T0+1.
+    assert obs.facts.first_slow == T0 + timedelta(seconds=1)
+    assert obs.to_json()["facts"]["first_slow"] == (T0 + timedelta(seconds=1)).isoformat()
+    forget_memory()
+    plain = error_rate.probe(
+        LocalHost("web-02", prefix=str(root)), cfg(root, state_dir=None), _state[0]
+    )
+    assert plain.facts.first_slow is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "99999999999.000",  # began in the year -1142
+        "9" * 400,  # infinity when summed
+        "x",  # replaced below: a line cut before its duration, the next glued on
+    ],
+    ids=["huge", "400-digits", "glued"],
+)
+def test_a_duration_nginx_cannot_write_is_unknown_and_the_check_goes_on(
+    root: Path, bad: str
+) -> None:
+    """Only the shapes nginx writes are durations: a value too large, not finite, or two
+    lines run together by a cut write is unknown (the line still counts for its status
+    and client). It used to put the slow response's start before year 1 (every check of
+    the host raised until the line left the window) or raise while reading the chunk.
+    A websocket's 101 is logged with the connection's whole life: never slow."""
+    failing = "".join(line(f"10.0.0.{n}", 502, 2).rstrip("\n") + " 0.004\n" for n in range(1, 21))
+    if bad == "x":  # cut right before its duration: the next line reads as it
+        odd = line("10.0.1.1", 200, 3).rstrip("\n") + " " + line("10.0.1.2", 200, 3)
+        odd = odd.rstrip("\n") + " 0.004\n"
+    else:
+        odd = line("10.0.1.1", 200, 3).rstrip("\n") + f" {bad}\n"
+    websocket = line("10.0.1.3", 101, 4).rstrip("\n") + " 3600.000\n"
+    append(root, failing + odd + websocket)
+    obs = run(root, log_format=TIMED, slow="1s", threshold=0.05)
+    assert obs.status == Status.FAIL and obs.fault == Fault.HTTP_5XX
+    assert obs.details["requests"] == 22 and obs.details["clients"] == 22
+    assert obs.details["clients_slow"] == 0 and obs.facts.first_slow is None
+    assert obs.details["odd_durations"] == 1  # counted, as a malformed line is
+    # The next check, with the line still in the window, reads on.
+    append(root, line("10.0.0.1", 502, 5).rstrip("\n") + " 2.500\n")
+    again = run(root, log_format=TIMED, slow="1s", threshold=0.05)
+    assert again.status == Status.FAIL and again.details["clients_slow"] == 1
+    assert again.facts.first_slow == T0 + timedelta(seconds=2)
+    forget_memory()  # a restart keeps the count
+    assert run(root, log_format=TIMED, slow="1s").details["odd_durations"] == 1

@@ -116,6 +116,17 @@ def test_process_bad_pid_file(nginx: NginxHost) -> None:  # noqa: F811
     assert "holds no pid" in obs.summary
 
 
+def test_process_empty_pid_file_reads_as_no_pid(nginx: NginxHost) -> None:  # noqa: F811
+    """`nginx -t` run while nginx is stopped leaves an empty pid file: the same fact, in
+    the same words, as no pid file (a draft once said either, by which check ran first)."""
+    nginx.stop()
+    missing = process.probe(nginx.host(), process.Config(pid_file="/run/nginx.pid"))
+    nginx.write("/run/nginx.pid", "")
+    empty = process.probe(nginx.host(), process.Config(pid_file="/run/nginx.pid"))
+    assert empty.fault == missing.fault == Fault.NGINX_DOWN
+    assert empty.summary == missing.summary == "nginx is not running: no pid in /run/nginx.pid"
+
+
 def test_process_details(nginx: NginxHost) -> None:  # noqa: F811
     obs = process.probe(nginx.host(), process.Config(pid_file="/run/nginx.pid"))
     assert obs.status == Status.OK

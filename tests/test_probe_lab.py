@@ -72,7 +72,7 @@ FAULTS = [
     (
         "nginx-down",
         {("lb-01", "process", "nginx-down"), ("lb-01", "http", "port-closed")},
-        "no pid file /run/nginx.pid",
+        "no pid in /run/nginx.pid",
     ),
     (
         "upstream-down",

@@ -54,18 +54,25 @@ def began_line(incident: Incident) -> str:
     return Delivery("d", "r", "opened", notice_snapshot(incident, notice), "http://x/").began_line
 
 
-def broken(lab: Lab, state: Path) -> tuple[Config, Store, IncidentBook, Detector]:
-    """The engine's parts over a healthy sweep, then config-syntax broken in the lab."""
+# Both leave a configuration nginx -t refuses while the running nginx keeps serving.
+RISKS = ("config-syntax", "dangling-symlink")
+
+
+def broken(lab: Lab, state: Path, fault: str) -> tuple[Config, Store, IncidentBook, Detector]:
+    """The engine's parts over a healthy sweep, then `fault` broken in the lab."""
     config = load_config(str(lab.config_path))
     store = Store(state)
     book, detector = IncidentBook(config, store), Detector()
     feed(book, detector, sweep(config))
-    lab.break_("config-syntax")
+    lab.break_(fault)
     return config, store, book, detector
 
 
-def test_a_config_that_fails_nginx_t_is_a_risk_not_harm(lab: Lab, tmp_path: Path) -> None:
-    config, store, book, detector = broken(lab, tmp_path / "state")
+@pytest.mark.parametrize("fault", RISKS)
+def test_a_config_that_fails_nginx_t_is_a_risk_not_harm(
+    lab: Lab, tmp_path: Path, fault: str
+) -> None:
+    config, store, book, detector = broken(lab, tmp_path / "state", fault)
     try:
         observations = sweep(config)
         served = [o for o in observations if o.probe == "http" and o.host == "lb-01"]
@@ -77,13 +84,13 @@ def test_a_config_that_fails_nginx_t_is_a_risk_not_harm(lab: Lab, tmp_path: Path
     feed(book, detector, sweep(config))
     incident = stored(store)
     store.close()
-    assert incident.status == "resolved" and incident.fault == "config-syntax"
+    assert incident.status == "resolved" and incident.fault == fault
     assert incident.opened_on_risk and incident.harm_began is None
     assert incident.to_json()["harm_began_at"] is None
     texts = [e.text for e in incident.timeline]
     assert not [t for t in texts if "Harm began" in t or "of harm" in t], texts
     assert not [e for e in incident.timeline if e.kind == EntryKind.IMPACT_START]
-    assert [t for t in texts if t.startswith("Risk began: nginx -t failed")], texts
+    assert [t for t in texts if t.startswith("Risk began: ")], texts
     assert incident.affected.ratio == 0.0 and incident.affected.method == NO_HARM_METHOD
     assert incident.affected.evidence.startswith("no failed user requests measured")
     text = render_draft(incident, config)
@@ -95,10 +102,11 @@ def test_a_config_that_fails_nginx_t_is_a_risk_not_harm(lab: Lab, tmp_path: Path
     assert began_line(incident).endswith("(no failed user requests measured)")
 
 
-def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", RISKS)
+def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path, fault: str) -> None:
     """nginx stopped while its configuration is broken cannot start again: the entry
     point answers no one, and that is when harm began."""
-    config, store, book, detector = broken(lab, tmp_path / "state")
+    config, store, book, detector = broken(lab, tmp_path / "state", fault)
     try:
         feed(book, detector, sweep(config))
         (opened,) = book.open_incidents()
@@ -108,7 +116,7 @@ def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path) ->
         feed(book, detector, down)
         feed(book, detector, sweep(config))
     finally:
-        lab.fix("config-syntax")
+        lab.fix(fault)
         lab.fix()
     feed(book, detector, sweep(config))
     incident = stored(store)
@@ -128,3 +136,35 @@ def test_harm_begins_when_a_later_check_measures_it(lab: Lab, tmp_path: Path) ->
     assert began_line(incident).startswith("Risk began ") and ", harm began " in began_line(
         incident
     )
+
+
+@pytest.mark.parametrize("fault", RISKS)
+def test_clients_served_during_the_risk_are_not_harm(lab: Lab, tmp_path: Path, fault: str) -> None:
+    """With traffic served while nginx -t fails, the access log has clients and no 5xx:
+    the incident still says no harm measured, not "0 of N clients got a 5xx" (#15)."""
+    config, store, book, detector = broken(lab, tmp_path / "state", fault)
+    try:
+        feed(book, detector, sweep(config))
+        truth = lab.traffic(clients=20, rps=20, seconds=1)
+        assert truth["status_classes"]["2xx"] > 0, truth  # served
+        observations = sweep(config)
+        logged = [
+            o.facts.clients
+            for o in observations
+            if o.host == "lb-01" and o.facts.clients is not None
+        ]
+        assert logged and logged[0].clients > 0, logged  # the log does show the clients
+        feed(book, detector, observations)
+        feed(book, detector, sweep(config))
+        (opened,) = book.open_incidents()
+        assert opened.opened_on_risk and opened.harm_began is None
+        assert opened.affected.method == NO_HARM_METHOD, opened.affected
+        assert opened.affected.ratio == 0.0 and opened.affected_clients is None
+    finally:
+        lab.fix()
+    feed(book, detector, sweep(config))
+    incident = stored(store)
+    store.close()
+    assert incident.status == "resolved" and incident.harm_began is None
+    assert incident.affected.method == NO_HARM_METHOD, incident.affected
+    assert incident.affected.evidence.startswith("no failed user requests measured")

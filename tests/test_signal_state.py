@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,26 +199,35 @@ def test_a_restart_over_rows_written_before_goes_on_from_them(tmp_path: Path) ->
 def test_a_row_from_another_version_reads_and_keeps_what_it_does_not_know() -> None:
     """Missing keys stay missing; a key this version does not know is written back (after
     the known ones); a state it does not know reads as firing, so the check's next healthy
-    result ends it rather than the incident resolving on a guess; a time that does not
-    parse reads as absent; a body that is not an object is no signal."""
+    result ends it rather than the incident resolving on a guess, and is written back as
+    it was while it stays firing (a restart of an older recorder must not rewrite a newer
+    one's row); so are keys of `subjects` it does not know; a time that does not parse
+    reads as absent; a body that is not an object is no signal."""
     old = {
         "host": "web-01",
         "probe": "process",
         "fault": "nginx-down",
-        "state": "pending",
+        "state": "silenced",
         "since": "not a time",
         "summary": "nginx is not running",
+        "subjects": {
+            "site": ["example"],
+            "file": [],
+            "line": None,
+            "backend": [],
+            "url": None,
+            "zone": "perip",
+        },  # fmt: skip
         "later": {"from": "a newer recorder"},
     }
     record = SignalRecord.from_json(old)
     assert record is not None and record.state is SignalState.FIRING and record.since is None
-    assert record.flaps is None and record.subjects is None and record.heard is None
-    assert record.to_json() == {
-        **old,
-        "state": "firing",
-        "since": None,
-        "later": {"from": "a newer recorder"},
-    }
+    assert record.flaps is None and record.heard is None
+    assert record.subjects is not None and record.subjects.site == ("example",)
+    assert record.to_json() == {**old, "since": None}
     assert list(record.to_json())[-1] == "later"
+    # Once this version ends it, the row says so in words every version knows.
+    at = datetime(2026, 12, 6, 4, 30, tzinfo=UTC)
+    assert record.recovered(at).to_json()["state"] == "recovered"
     assert SignalRecord.from_json(["not", "an", "object"]) is None
     assert SignalRecord.from_json(None) is None

@@ -413,7 +413,10 @@ def _observed_items(incident: Incident, zone: ZoneInfo) -> tuple[list[_Item], li
             recovered.append(item)
         item.says_resolved = bool(resolutions) and entry is resolutions[-1]
     for group in ruled_out.values():
-        group.text += "; ".join(group.passed)
+        # By probe name, not by which answered first (a sweep runs them in parallel), so
+        # a draft reads the same whichever finished first; and " · " between them, as
+        # summaries themselves use "; " and "," (nothing a probe writes holds " · ").
+        group.text += " · ".join(sorted(group.passed))
     return items, recovered
 
 
