@@ -87,6 +87,22 @@ def site(tmp_path: Path) -> Iterator[Site]:
         s.server.close()
 
 
+def page_of(h: Harness, path: str) -> str:
+    """One page from a site served over `h` for this request only."""
+    s = Site(h)
+    try:
+        return s.get(path).text
+    finally:
+        s.server.close()
+
+
+def command(html: str, which: str) -> str:
+    """The text of the page's `<pre class="command" id="WHICH-command">`."""
+    found = re.search(rf'<pre class="command" id="{which}-command">([^<]*)</pre>', html)
+    assert found, html
+    return found.group(1)
+
+
 class _Tags(HTMLParser):
     """Every tag and attribute as parsed: what a browser would build."""
 
@@ -138,10 +154,9 @@ def test_incident_page_shows_summary_causes_timeline_axis_and_draft(site: Site) 
     # The draft, its gaps marked, and the command that finishes it.
     assert '<mark class="fill-in">[[FILL IN:' in html
     # The flags `close` would ask for, for the gaps this draft has.
-    command = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
-    assert command, html
-    assert command.group(1).startswith(f"recorder close {incident.id} --root-cause ... ")
-    assert "--resolution ..." in command.group(1) and "--escalated-to ..." in command.group(1)
+    close = command(html, "close")
+    assert close.startswith(f"recorder close {incident.id} --root-cause ... ")
+    assert "--resolution ..." in close and "--escalated-to ..." in close
     assert f'href="/api/v1/incidents/{incident.id}"' in html
 
 
@@ -156,19 +171,12 @@ def test_incident_page_commands_before_anyone_acted(tmp_path: Path) -> None:
     for _ in range(3):
         h.sweep(MISSING_SYMLINK)
     incident = h.only_incident()
-    s = Site(h)
-    try:
-        html = s.get(f"/incidents/{incident.id}").text
-    finally:
-        s.server.close()
-    close = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
-    assert close, html
+    html = page_of(h, f"/incidents/{incident.id}")
+    close = command(html, "close")
     close_options = {o for p in main.commands["close"].params for o in p.opts}
-    flags = re.findall(r"--[a-z-]+", close.group(1))
-    assert flags and set(flags) <= close_options, close.group(1)
-    note = re.search(r'<pre class="command" id="note-command">([^<]*)</pre>', html)
-    assert note, html
-    assert note.group(1).startswith(f"recorder note {incident.id} --kind action ")
+    flags = re.findall(r"--[a-z-]+", close)
+    assert flags and set(flags) <= close_options, close
+    assert command(html, "note").startswith(f"recorder note {incident.id} --kind action ")
 
 
 def test_hostile_text_is_shown_as_text(site: Site) -> None:
@@ -318,14 +326,8 @@ def test_close_command_asks_again_for_a_root_cause_given_too_short(tmp_path: Pat
         force=False,
     )
     assert not refused.ok and any("--root-cause" in g for g in refused.gaps), refused.gaps
-    s = Site(h)
-    try:
-        html = s.get(f"/incidents/{incident.id}").text
-    finally:
-        s.server.close()
-    close = re.search(r'<pre class="command" id="close-command">([^<]*)</pre>', html)
-    assert close, html
-    assert "--root-cause ..." in close.group(1), close.group(1)
+    close = command(page_of(h, f"/incidents/{incident.id}"), "close")
+    assert "--root-cause ..." in close, close
 
 
 def test_read_token_guards_everything_but_healthz(site: Site) -> None:
