@@ -85,7 +85,7 @@ find_unescaped(const char *p, const char *end, unsigned char stop)
 
 /* Match one line [p, end) against the layout. The layout is a prefix match: what
  * follows its last step is not looked at. Returns 1 and fills `f` on a match; a step
- * after K_OPTIONAL that fails ends the match there, as a match. */
+ * after K_OPTIONAL that fails ends the match there, as a match (not as own). */
 static int
 match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end, Fields *f)
 {
@@ -96,7 +96,7 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         switch (s->kind) {
         case K_LIT:
             if (left < s->width || memcmp(p, s->lit, (size_t)s->width) != 0)
-                return optional;
+                goto fail;
             p += s->width;
             break;
         case K_SKIP:
@@ -107,10 +107,10 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
                             : left > 0 ? memchr(p, s->stop, (size_t)left)
                                        : NULL;
             if (q == NULL)
-                return optional;
+                goto fail;
             if (s->kind == K_CLIENT) {
                 if (q == p)
-                    return optional;
+                    goto fail;
                 f->client = p;
                 f->client_len = q - p;
             }
@@ -119,7 +119,7 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         }
         case K_FIXED:
             if (left < s->width)
-                return optional;
+                goto fail;
             if (s->capture) {
                 f->time = p;
                 f->time_len = s->width;
@@ -131,13 +131,13 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
             while (p < end && is_digit((unsigned char)*p))
                 p++;
             if (p == from || p >= end || *p != '.')
-                return optional;
+                goto fail;
             p++;
             const char *fraction = p;
             while (p < end && is_digit((unsigned char)*p))
                 p++;
             if (p == fraction)
-                return optional;
+                goto fail;
             if (s->capture) {
                 f->time = from;
                 f->time_len = p - from;
@@ -147,7 +147,7 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         case K_STATUS:
             if (left < 3 || !is_digit((unsigned char)p[0]) || !is_digit((unsigned char)p[1]) ||
                 !is_digit((unsigned char)p[2]))
-                return optional;
+                goto fail;
             if (s->capture)
                 f->digit = p[0];
             p += 3;
@@ -164,6 +164,13 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
         }
     }
     return 1;
+fail:
+    /* A line cut short inside the optional part is read as it was up to it, and not as
+     * the recorder's own request: the look ahead of K_AGENT counts only when the whole
+     * part matched, as the Python pattern's possessive group has it. */
+    if (optional)
+        f->own = 0;
+    return optional;
 }
 
 /* The layout tuple to Steps. Literals stay owned by the tuple, which the tally keeps. */
