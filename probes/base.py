@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -157,9 +157,9 @@ class LocalResourceError(Exception):
     """The recorder's machine ran out of something while probing (see LOCAL_ERRNOS)."""
 
 
-def local_resource_error(exc: BaseException) -> LocalResourceError | None:
-    """The local resource error behind `exc` (requests and urllib3 wrap the OSError a few
-    levels deep: args, `reason`, __cause__), or None."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: requests and urllib3 wrap the OSError a few
+    levels deep (args, `reason`, __cause__, __context__)."""
     todo: list[object] = [exc]
     seen: set[int] = set()
     while todo:
@@ -167,11 +167,17 @@ def local_resource_error(exc: BaseException) -> LocalResourceError | None:
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        todo += list(current.args)
+
+
+def local_resource_error(exc: BaseException) -> LocalResourceError | None:
+    """The local resource error behind `exc`, or None."""
+    for current in causes(exc):
         if isinstance(current, OSError) and current.errno in LOCAL_ERRNOS:
             what = current.strerror or errno.errorcode.get(current.errno or 0, "error")
             return LocalResourceError(f"the recorder's own machine: {what} (not the site)")
-        todo += [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        todo += list(current.args)
     return None
 
 

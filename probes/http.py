@@ -2,7 +2,8 @@
 
 What each failure means, as an operator reads it:
 - nothing accepts the connection (refused, connect timeout, reset, TLS failure):
-  `port-closed`, with the reason;
+  `port-closed`, with the reason (a reset before any answer is asked once more first:
+  probes/agent.py says why);
 - the server answers 5xx: `http-5xx`;
 - it answers another unexpected status (a 404 because the site is not served, a 301
   where 200 was expected) or a body that does not match: `unexpected-status`, with
@@ -33,6 +34,7 @@ import requests
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from probes import agent
 from probes.agent import USER_AGENT as USER_AGENT
 from probes.base import (
     Fault,
@@ -160,7 +162,8 @@ def _check(host: Host, config: Config) -> Observation:
     header_wait = min(config.read_timeout, config.slow)
     start = time.perf_counter()
     try:
-        with session.get(
+        with agent.get(
+            session,
             url,
             timeout=(config.connect_timeout, header_wait),
             allow_redirects=False,

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict
 
-from probes import nginxconf
+from probes import agent, nginxconf
 from probes.agent import USER_AGENT
 from probes.base import (
     Fault,
@@ -80,8 +80,12 @@ def check_backend(host: str, port: int, check: str, path: str, timeout: float) -
     session.trust_env = False
     session.headers["User-Agent"] = USER_AGENT  # not a client in the backend's own log
     try:
-        with session.get(
-            f"http://{netloc}{path}", timeout=(timeout, timeout), allow_redirects=False, stream=True
+        with agent.get(
+            session,
+            f"http://{netloc}{path}",
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            stream=True,
         ):
             return None
     except requests.exceptions.ConnectTimeout:

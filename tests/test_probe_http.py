@@ -3,7 +3,9 @@ and config validation."""
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -256,3 +258,88 @@ def test_the_lookup_takes_the_checks_nginx() -> None:
         None,
     )
     assert rate.pid_file == "/opt/nginx/nginx.pid"
+
+
+# ---- a connection reset before any answer ---------------------------------------------------
+# `nginx -t` (the config probe, every interval) binds and listens on the configuration's
+# ports while nginx is down; a connection that lands in its backlog is reset when it exits.
+# Here a real listener does what that check does: listen, never accept, close.
+
+
+@pytest.fixture
+def check_listening() -> Iterator[int]:
+    """A port listened on until one connection waits in its backlog, then closed, as
+    `nginx -t` closes its sockets when it exits: the kernel resets that connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(511)
+    port = int(listener.getsockname()[1])
+
+    def run() -> None:
+        select.select([listener], [], [], 10.0)  # readable: a connection is queued
+        listener.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def resetting() -> Iterator[tuple[int, list[int]]]:
+    """A server that resets every connection it accepts; the list counts them."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.1)
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            conn.recv(1024)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # linger 0: RST, not FIN
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1]), accepted
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_a_reset_from_a_passing_listener_is_asked_again_and_reads_refused(
+    check_listening: int,
+) -> None:
+    obs = probe(f"http://127.0.0.1:{check_listening}/", connect_timeout="2s", read_timeout="5s")
+    assert obs.fault == Fault.PORT_CLOSED
+    assert obs.details["reason"] == "connection-refused", obs.summary
+    assert obs.summary == f"web-01: connection refused on http://127.0.0.1:{check_listening}/"
+
+
+def test_a_backend_reset_by_a_passing_listener_reads_refused(check_listening: int) -> None:
+    reason = upstreams.check_backend("127.0.0.1", check_listening, "http", "/", 5.0)
+    assert reason == "connection refused"
+
+
+def test_a_server_that_keeps_resetting_is_reported_as_reset(
+    resetting: tuple[int, list[int]],
+) -> None:
+    port, accepted = resetting
+    obs = probe(f"http://127.0.0.1:{port}/", read_timeout="5s")
+    assert obs.fault == Fault.PORT_CLOSED
+    assert obs.details["reason"] == "connection-error"
+    assert "Connection reset by peer" in obs.summary, obs.summary
+    assert len(accepted) == 2  # asked once more, not more
+    assert upstreams.check_backend("127.0.0.1", port, "http", "/", 5.0) == "connection failed"
+    assert len(accepted) == 4
