@@ -90,6 +90,7 @@ static int
 match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end, Fields *f)
 {
     int optional = 0; /* what a failing step returns */
+    int own_before = 0; /* `own` as the required part left it (its K_AGENT, if any) */
     for (Py_ssize_t i = 0; i < nsteps; i++) {
         const Step *s = &steps[i];
         Py_ssize_t left = end - p;
@@ -154,6 +155,7 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
             break;
         case K_OPTIONAL:
             optional = 1;
+            own_before = f->own;
             break;
         case K_AGENT:
             if (left >= s->width && memcmp(p, s->lit, (size_t)s->width) == 0)
@@ -165,11 +167,11 @@ match_line(const Step *steps, Py_ssize_t nsteps, const char *p, const char *end,
     }
     return 1;
 fail:
-    /* A line cut short inside the optional part is read as it was up to it, and not as
-     * the recorder's own request: the look ahead of K_AGENT counts only when the whole
-     * part matched, as the Python pattern's possessive group has it. */
+    /* A line cut short inside the optional part is read as it was up to it: a look ahead
+     * of K_AGENT inside that part counts only when the whole part matched, as the Python
+     * pattern's possessive group has it; one in the required part stands. */
     if (optional)
-        f->own = 0;
+        f->own = own_before;
     return optional;
 }
 

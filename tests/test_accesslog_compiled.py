@@ -50,6 +50,9 @@ FORMATS = [
     # and quoted before it, several backends' times in one value
     COMBINED + " $request_time",
     '$remote_addr [$time_local] $status "$upstream_response_time" "$http_user_agent" end',
+    # the user agent before the fields the reader needs and a duration after them: a line
+    # cut short in the optional part keeps the agent's verdict
+    '"$http_user_agent" $remote_addr [$time_local] $status "$request_time"',
     # JSON (escape=json): every value quoted, the client too
     '{"ip":"$remote_addr","t":"$time_iso8601","r":"$request","s":$status,"ua":"$http_user_agent"}',
 ]
@@ -265,7 +268,8 @@ def test_a_recorder_line_cut_short_after_its_agent_starts_is_a_client_in_both() 
     """The lab's format reads on past the user agent to $request_time. A line of the
     recorder's cut short anywhere in that optional part (the end of a region, a torn
     write) is read up to the cut, not as the recorder's own: the compiled counter kept
-    its look ahead's verdict when the part failed (a hostile-log seed found it)."""
+    its look ahead's verdict when the part failed (a hostile-log seed found it). An agent
+    read in the required part is the recorder's however the optional part ends."""
     fmt_text = COMBINED + " $request_time"
     line = (
         b'10.0.0.1 - - [23/Nov/2026:14:30:05 +0300] "GET / HTTP/1.1" 200 1 "-"'
@@ -277,6 +281,13 @@ def test_a_recorder_line_cut_short_after_its_agent_starts_is_a_client_in_both() 
         assert got == want, cut
         own = cut > line.index(b" 0.004")  # the literal before $request_time is read
         assert (got["self_requests"], got["kept"]) == ((1, 0) if own else (0, 1)), cut
+    # With the agent in the required part, its verdict stands whatever the tail does.
+    fmt_text = '"$http_user_agent" $remote_addr [$time_local] $status "$request_time"'
+    line = b'"recorder/0.1.0" 10.0.0.1 [23/Nov/2026:14:30:05 +0300] 200 "0.004"'
+    for cut in range(line.index(b" 200 ") + 5, len(line) + 1):  # past the status and its space
+        got, want = scan_both(fmt_text, [line[:cut]], [], None, None)
+        assert got == want, cut
+        assert (got["self_requests"], got["kept"]) == (1, 0), cut
 
 
 # ---- the C type's own edges --------------------------------------------------------------

@@ -9,6 +9,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from probes import http, upstreams
+from probes import agent, http, upstreams
 from probes.accesslog import OWN_AGENT
 from probes.base import Fault, Observation, Status
 from recorder.hosts.local import LocalHost
@@ -287,9 +288,10 @@ def check_listening() -> Iterator[int]:
         thread.join(timeout=15)
 
 
-@pytest.fixture
-def resetting() -> Iterator[tuple[int, list[int]]]:
-    """A server that resets every connection it accepts; the list counts them."""
+@contextmanager
+def resetting(resets: int = 1_000, after: float = 0.0) -> Iterator[tuple[int, list[int]]]:
+    """A server that resets the first `resets` connections it accepts, `after` seconds
+    after reading the request, and answers 200 to the others; the list counts them."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -305,6 +307,11 @@ def resetting() -> Iterator[tuple[int, list[int]]]:
                 continue
             accepted.append(1)
             conn.recv(1024)
+            if len(accepted) > resets:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                conn.close()
+                continue
+            time.sleep(after)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()  # linger 0: RST, not FIN
 
@@ -321,7 +328,9 @@ def resetting() -> Iterator[tuple[int, list[int]]]:
 def test_a_reset_from_a_passing_listener_is_asked_again_and_reads_refused(
     check_listening: int,
 ) -> None:
-    obs = probe(f"http://127.0.0.1:{check_listening}/", connect_timeout="2s", read_timeout="5s")
+    obs = probe(
+        f"http://127.0.0.1:{check_listening}/", connect_timeout="2s", read_timeout="5s", slow="5s"
+    )
     assert obs.fault == Fault.PORT_CLOSED
     assert obs.details["reason"] == "connection-refused", obs.summary
     assert obs.summary == f"web-01: connection refused on http://127.0.0.1:{check_listening}/"
@@ -332,14 +341,33 @@ def test_a_backend_reset_by_a_passing_listener_reads_refused(check_listening: in
     assert reason == "connection refused"
 
 
-def test_a_server_that_keeps_resetting_is_reported_as_reset(
-    resetting: tuple[int, list[int]],
-) -> None:
-    port, accepted = resetting
-    obs = probe(f"http://127.0.0.1:{port}/", read_timeout="5s")
-    assert obs.fault == Fault.PORT_CLOSED
+def test_a_server_that_keeps_resetting_is_reported_as_reset() -> None:
+    with resetting() as (port, accepted):
+        obs = probe(f"http://127.0.0.1:{port}/", read_timeout="5s", slow="5s")
+        assert obs.fault == Fault.PORT_CLOSED
+        assert obs.details["reason"] == "connection-error"
+        assert "Connection reset by peer" in obs.summary, obs.summary
+        assert len(accepted) == 2  # asked once more, not more
+        assert upstreams.check_backend("127.0.0.1", port, "http", "/", 5.0) == "connection failed"
+        assert len(accepted) == 4
+
+
+def test_the_answer_after_a_reset_is_timed_from_the_second_attempt() -> None:
+    with resetting(resets=1) as (port, accepted):
+        started = time.perf_counter()
+        obs = probe(f"http://127.0.0.1:{port}/", read_timeout="5s", slow="5s")
+        took = time.perf_counter() - started
+    assert obs.status == Status.OK, obs.summary
+    assert obs.details["retried_after_reset"] is True
+    assert len(accepted) == 2
+    assert obs.details["elapsed"] <= took - agent.RESET_RETRY_DELAY
+
+
+def test_a_late_reset_is_not_asked_again() -> None:
+    """A reset after RESET_RETRY_WITHIN is the server's answer, and a second attempt
+    could outlast the probe's job timeout."""
+    with resetting(after=agent.RESET_RETRY_WITHIN + 0.3) as (port, accepted):
+        obs = probe(f"http://127.0.0.1:{port}/", read_timeout="5s", slow="5s")
     assert obs.details["reason"] == "connection-error"
-    assert "Connection reset by peer" in obs.summary, obs.summary
-    assert len(accepted) == 2  # asked once more, not more
-    assert upstreams.check_backend("127.0.0.1", port, "http", "/", 5.0) == "connection failed"
-    assert len(accepted) == 4
+    assert "retried_after_reset" not in obs.details
+    assert len(accepted) == 1
